@@ -1,0 +1,2 @@
+//! # kho-lab — the KHO tracker debate made measurable
+#![warn(missing_docs)]

@@ -1,0 +1,47 @@
+//! # kho — Kexec HandOver memory preservation, byte-compatible with Linux
+//!
+//! A live update kexecs into a new kernel while some memory survives. The old
+//! kernel records every preserved folio (a physical address and an order) in a
+//! tracker; the new kernel must find them all before it allocates, keep them
+//! away from its allocators and give each folio back with its order.
+//!
+//! This crate is the reusable core: `no_std`, free of `unsafe`, usable by a
+//! Rust kernel, hypervisor or boot loader to produce or consume a Linux KHO
+//! handover.
+//!
+//! | module      | what it holds                                                     |
+//! |-------------|-------------------------------------------------------------------|
+//! | [`addr`]    | address newtypes: [`PhysAddr`], [`Pfn`], [`Order`], [`Block`]     |
+//! | [`key`]     | the radix key of a block and its table indices                    |
+//! | [`mem`]     | how the core reaches physical memory: page allocation and mapping |
+//! | [`radix`]   | the writer: the lock-free radix tree (kho-v2/v3 format)           |
+//! | [`walk`]    | the reader: a validating walk of an untrusted radix tree          |
+//! | [`coalesce`]| the maximal preserved ranges, streamed from the tree              |
+//! | [`fdt`]     | the KHO root FDT (compatible, preserved-memory-map, subnodes)     |
+//! | [`v1`]      | the older kho-v1 chunk list (read side)                           |
+//!
+//! Physical memory is reached only through the small traits of [`mem`], so the
+//! same code runs over a simulator's arena and over a real direct map.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod addr;
+pub mod coalesce;
+pub mod fdt;
+pub mod key;
+pub mod mem;
+pub mod radix;
+pub mod v1;
+pub mod walk;
+
+pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, PhysRange};
+pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
+#[cfg(feature = "alloc")]
+pub use mem::VecArena;
+pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
