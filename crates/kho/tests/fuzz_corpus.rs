@@ -1,0 +1,42 @@
+//! Replays the fuzz corpus (fuzz/corpus/<target>/*) through the same entry
+//! points the cargo-fuzz targets call, so stable CI exercises every input
+//! that a fuzzing run ever kept. Each entry point must return without
+//! panicking, whatever the bytes.
+
+use std::fs;
+use std::path::PathBuf;
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|e| e.expect("corpus entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files.into_iter().map(|p| (p.clone(), fs::read(&p).expect("read corpus file"))).collect()
+}
+
+fn replay(target: &str, entry: fn(&[u8])) {
+    let inputs = corpus(target);
+    assert!(!inputs.is_empty(), "corpus for {target} is empty");
+    for (path, data) in inputs {
+        eprintln!("{target}: {}", path.display());
+        entry(&data);
+    }
+}
+
+#[test]
+fn walk_corpus() {
+    replay("walk", kho::walk::fuzz_one);
+}
+
+#[test]
+fn v1_corpus() {
+    replay("v1", kho::v1::fuzz_one);
+}
+
+#[test]
+fn fdt_corpus() {
+    replay("fdt", kho::fdt::fuzz_one);
+}

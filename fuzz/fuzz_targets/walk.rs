@@ -1,0 +1,6 @@
+//! Arbitrary bytes into the walk reader: it must never panic.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kho::walk::fuzz_one(data);
+});
