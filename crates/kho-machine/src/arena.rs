@@ -198,6 +198,7 @@ impl PhysMem {
         // The range lies inside a RAM range, and RAM ranges lie inside the
         // mapping (attach checked layout.end() == map length).
         debug_assert!(start + count * 8 <= self.map.len());
+        let ptr = self.map.as_ptr().wrapping_add(start).cast::<AtomicU64>();
         // SAFETY: `start` is 8-byte aligned and the mapping is page aligned,
         // so the pointer is aligned for AtomicU64. `[start, start + 8 * count)`
         // lies inside the mapping (checked against the RAM map just above,
@@ -206,7 +207,6 @@ impl PhysMem {
         // lifetime. Any bit pattern is a valid AtomicU64, and every access to
         // the mapping in this program goes through atomics, so shared
         // references to it never race with a non-atomic access.
-        let ptr = self.map.as_ptr().wrapping_add(start).cast::<AtomicU64>();
         let slice = unsafe { std::slice::from_raw_parts(ptr, count) };
         Ok(slice)
     }
