@@ -48,3 +48,9 @@ pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
 #[cfg(feature = "alloc")]
 pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
+#[cfg(feature = "alloc")]
+pub use v1::write_v1;
+pub use v1::{
+    BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,
+    V1Blocks, V1Error, V1Reader,
+};
