@@ -636,6 +636,46 @@ fn v1_seeds_do_what_their_names_say() {
     ));
 }
 
+/// Random word and byte mutations of every seed (a fixed xorshift stream):
+/// a stand-in for a fuzzing run where cargo-fuzz is not installed.
+#[test]
+fn mutated_seeds_never_panic() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/v1");
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    seeds.sort();
+    for seed in &seeds {
+        for _ in 0..200 {
+            let mut m = seed.clone();
+            if m.is_empty() {
+                continue;
+            }
+            for _ in 0..1 + next() % 4 {
+                let at = usize::try_from(next() % m.len() as u64).unwrap();
+                let v = next();
+                // Half the time a plausible pointer into the arena.
+                let v = if v & 1 == 0 {
+                    0x10_0000 + (v >> 1) % 0x4000
+                } else {
+                    v
+                };
+                let end = (at + 8).min(m.len());
+                m[at..end].copy_from_slice(&v.to_ne_bytes()[..end - at]);
+            }
+            fuzz_one(&m);
+        }
+    }
+}
+
 /// Regenerates the fuzz seeds: `cargo test -p kho write_v1_seeds -- --ignored`.
 /// Layout (see `fuzz_one`): flags byte, then pages loaded at 1 MiB.
 #[test]
