@@ -221,6 +221,7 @@ impl Order {
     pub const ZERO: Self = Self(0);
 
     /// An order, rejected above [`Order::MAX`].
+    #[allow(clippy::cast_possible_truncation)] // in range, see the comment at the cast
     pub const fn try_new(order: u32) -> Result<Self, AddrError> {
         if order > Self::MAX.0 as u32 {
             Err(AddrError::OrderTooLarge {

@@ -41,7 +41,16 @@ pub mod v1;
 pub mod walk;
 
 pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, PhysRange};
+#[cfg(feature = "alloc")]
+pub use fdt::{FdtBuildError, KhoFdtBuilder};
+pub use fdt::{FdtError, FdtName, KHO_FDT_MAX_SIZE, KhoFdt, KhoSubnode, KhoSubnodes, KhoVersion};
 pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
 #[cfg(feature = "alloc")]
 pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
+#[cfg(feature = "alloc")]
+pub use v1::write_v1;
+pub use v1::{
+    BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,
+    V1Blocks, V1Error, V1Reader,
+};

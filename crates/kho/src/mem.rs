@@ -30,8 +30,8 @@ pub const PAGE_WORDS: usize = 512;
 #[repr(C, align(4096))]
 pub struct AtomicPage([AtomicU64; PAGE_WORDS]);
 
-const _: () = assert!(core::mem::size_of::<AtomicPage>() == PAGE_SIZE as usize);
-const _: () = assert!(core::mem::align_of::<AtomicPage>() == PAGE_SIZE as usize);
+const _: () = assert!(core::mem::size_of::<AtomicPage>() as u64 == PAGE_SIZE);
+const _: () = assert!(core::mem::align_of::<AtomicPage>() as u64 == PAGE_SIZE);
 
 impl AtomicPage {
     /// A zeroed page.

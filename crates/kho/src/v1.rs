@@ -1,5 +1,1038 @@
-//! (being written)
+//! The kho-v1 chunk list: the preserved-memory map of Linux 6.16 and 6.17
+//! handovers (read side, plus a writer for tests).
+//!
+//! Glossary (Linux names in `code`):
+//!
+//! | name          | meaning                                                                    |
+//! |---------------|----------------------------------------------------------------------------|
+//! | chunk         | one page, `struct khoser_mem_chunk`: a header and up to 255 entries          |
+//! | list          | chunks linked by `hdr.next` (physical address, 0 ends the list)             |
+//! | head          | the first chunk: root `preserved-memory-map` of a `kho-v1` FDT ([`crate::fdt`]) |
+//! | entry         | `struct khoser_mem_bitmap_ptr`: `{phys_start, bitmap}`                       |
+//! | bitmap        | `struct kho_mem_phys_bits`: [`BitmapSize::bits`] bits, one per block        |
+//! | span          | bytes one bitmap covers: `bits * (4096 << order)`                           |
+//! | block         | bit `b` set marks the block `phys_start + b * (4096 << order)` of `order`   |
+//!
+//! # Layout (one 4096-byte page, native-endian, little-endian on our hosts)
+//!
+//! | offset      | size | field (Linux)                           | meaning                                  |
+//! |-------------|------|-----------------------------------------|------------------------------------------|
+//! | 0           | 8    | `hdr.next` (`DECLARE_KHOSER_PTR`)       | phys of the next chunk, 0 = last         |
+//! | 8           | 4    | `hdr.order` (`unsigned int`)            | order of every block in this chunk       |
+//! | 12          | 4    | `hdr.num_elms` (`unsigned int`)         | entries in use, at most `KHOSER_BITMAP_SIZE` = 255 |
+//! | 16 + 16 i   | 8    | `bitmaps[i].phys_start` (`phys_addr_t`) | first byte the bitmap covers             |
+//! | 24 + 16 i   | 8    | `bitmaps[i].bitmap` (`DECLARE_KHOSER_PTR`) | phys of the bitmap                    |
+//!
+//! `KHOSER_BITMAP_SIZE = (PAGE_SIZE - sizeof(hdr)) / sizeof(entry) = (4096 -
+//! 16) / 16 = 255`, so a chunk is exactly one page (`static_assert` in Linux,
+//! a `const` assertion here). Bit `b` of a bitmap is bit `b % 64` of its
+//! u64 word `b / 64` (`DECLARE_BITMAP`, `for_each_set_bit`).
+//!
+//! How Linux writes it (`kho_mem_serialize()`): for each order present, in
+//! ascending order (`xa_for_each` over the order xarray), a fresh chunk; for
+//! each bitmap of that order in ascending xarray index, one entry, starting
+//! a new chunk when 255 are in use. `phys_start = (index * PRESERVE_BITS) <<
+//! (order + PAGE_SHIFT)`, so it is a multiple of the span; the index is
+//! `pfn >> order` divided by `PRESERVE_BITS`. Chunks and bitmaps are plain
+//! `kzalloc` memory, not themselves preserved: the next kernel must read the
+//! list from scratch memory before it allocates elsewhere.
+//!
+//! Two bitmap sizes shipped under the same `kho-v1` compatible, so the caller
+//! chooses ([`BitmapSize`]):
+//! - 6.16 and early 6.17.y: `PRESERVE_BITS = 512 * 8`, bitmaps from
+//!   `kzalloc(512)`, hence 512-byte aligned (kmalloc aligns power-of-two
+//!   sizes naturally) and several to a page;
+//! - later: `PRESERVE_BITS = PAGE_SIZE * 8`, bitmaps one page,
+//!   `static_assert(sizeof(struct kho_mem_phys_bits) == PAGE_SIZE)`, page
+//!   aligned.
+//!
+//! Source: Linux 6.16 `kernel/kexec_handover.c` (`khoser_mem_chunk_hdr`,
+//! `khoser_mem_bitmap_ptr`, `khoser_mem_chunk`, `kho_mem_serialize`,
+//! `deserialize_bitmap`, `kho_mem_deserialize`), and the later patch
+//! "kho: make preserved bitmaps PAGE_SIZE" (`PRESERVE_BITS (PAGE_SIZE * 8)`).
+//!
+//! # Validation
+//!
+//! The list is untrusted. [`V1Blocks`] checks, in this order, and stops at
+//! the first failure with a [`V1Error`] that carries the addresses and
+//! values:
+//! 1. each chunk: page aligned, wholly in RAM, clear of the forbidden ranges
+//!    (scratch, kernel, ...), within the chunk budget, not seen before
+//!    (Brent's cycle detection: no memory, detects a loop after at most two
+//!    more trips around it), mapped; then `num_elms <= 255` and a valid
+//!    [`Order`];
+//! 2. each entry: bitmap aligned to its size, wholly in RAM, clear of the
+//!    forbidden ranges, mapped; `phys_start` a multiple of the span;
+//! 3. each set bit: the block's address fits in 64 bits, the block lies in
+//!    one RAM range and clear of the forbidden ranges.
+//!
+//! Blocks come out in list order, as Linux restores them. Overlaps between
+//! blocks (the same bit in two entries, or blocks of different orders over
+//! the same pages) cannot be seen in a stream: [`V1Reader::read_all`]
+//! (under `alloc`) collects, sorts and checks them, at `O(N log N)` time and
+//! 16 bytes per block. Work is bounded: at most `budget` chunks of 255
+//! entries, each bitmap read one word at a time and each word loaded once.
+//! A consumer must treat any error as fatal for the whole handover: with a
+//! cycle, blocks of the looping chunks may repeat before it is detected.
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::panic
+)]
+
+use core::iter::{Enumerate, Take};
+use core::slice::{ChunksExact, Iter};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
+
+use crate::addr::{Block, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysRange};
+use crate::mem::{AtomicPage, MemError, PAGE_WORDS, PageMap, RamMap};
+
+/// Entries per chunk: `KHOSER_BITMAP_SIZE = (4096 - 16) / 16`.
+pub const KHOSER_BITMAP_SIZE: usize = 255;
+
+/// Chunk header, `struct khoser_mem_chunk_hdr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct KhoserMemChunkHdr {
+    next: u64,
+    order: u32,
+    num_elms: u32,
+}
+
+/// One entry, `struct khoser_mem_bitmap_ptr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct KhoserMemBitmapPtr {
+    phys_start: u64,
+    bitmap: u64,
+}
+
+/// One chunk page, `struct khoser_mem_chunk`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct KhoserMemChunk {
+    hdr: KhoserMemChunkHdr,
+    bitmaps: [KhoserMemBitmapPtr; KHOSER_BITMAP_SIZE],
+}
+
+const _: () = assert!(size_of::<KhoserMemChunkHdr>() == 16);
+const _: () = assert!(size_of::<KhoserMemBitmapPtr>() == 16);
+const _: () = assert!(size_of::<KhoserMemChunk>() == 4096);
+/// Word index of `bitmaps[0]` within the chunk page.
+const FIRST_ENTRY_WORD: usize = size_of::<KhoserMemChunkHdr>() / 8;
+
+impl KhoserMemChunkHdr {
+    /// Phys of the next chunk (zero ends the list).
+    pub fn next(&self) -> PhysAddr {
+        PhysAddr::new(self.next)
+    }
+
+    /// The raw order field (validated by the reader).
+    pub fn order_raw(&self) -> u32 {
+        self.order
+    }
+
+    /// The raw entry count (validated by the reader).
+    pub fn num_elms(&self) -> u32 {
+        self.num_elms
+    }
+}
+
+impl KhoserMemBitmapPtr {
+    /// An entry.
+    pub fn new(phys_start: PhysAddr, bitmap: PhysAddr) -> Self {
+        Self {
+            phys_start: phys_start.as_u64(),
+            bitmap: bitmap.as_u64(),
+        }
+    }
+
+    /// First byte covered by the bitmap.
+    pub fn phys_start(&self) -> PhysAddr {
+        PhysAddr::new(self.phys_start)
+    }
+
+    /// Where the bitmap is.
+    pub fn bitmap(&self) -> PhysAddr {
+        PhysAddr::new(self.bitmap)
+    }
+}
+
+impl KhoserMemChunk {
+    /// An empty chunk for blocks of `order` (Linux `new_chunk()`).
+    pub fn new(order: Order) -> Self {
+        let mut chunk = Self::new_zeroed();
+        chunk.hdr.order = order.as_u32();
+        chunk
+    }
+
+    /// The header.
+    pub fn hdr(&self) -> &KhoserMemChunkHdr {
+        &self.hdr
+    }
+
+    /// Links the next chunk.
+    pub fn set_next(&mut self, next: PhysAddr) {
+        self.hdr.next = next.as_u64();
+    }
+
+    /// Appends an entry; `false` if the chunk is full.
+    pub fn push(&mut self, entry: KhoserMemBitmapPtr) -> bool {
+        let Ok(i) = usize::try_from(self.hdr.num_elms) else {
+            return false;
+        };
+        match self.bitmaps.get_mut(i) {
+            Some(slot) => {
+                *slot = entry;
+                self.hdr.num_elms = self.hdr.num_elms.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The entries in use (at most 255, whatever `num_elms` says).
+    pub fn entries(&self) -> &[KhoserMemBitmapPtr] {
+        let n = usize::try_from(self.hdr.num_elms).unwrap_or(KHOSER_BITMAP_SIZE);
+        self.bitmaps
+            .get(..n.min(KHOSER_BITMAP_SIZE))
+            .unwrap_or_default()
+    }
+
+    /// The page as 512 native-endian words.
+    pub fn to_words(&self) -> [u64; PAGE_WORDS] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// A copy of the chunk held in `page` (relaxed loads).
+    pub fn from_page(page: &AtomicPage) -> Self {
+        zerocopy::transmute!(page.snapshot())
+    }
+}
+
+/// The size of one bitmap: the caller must know which kernel wrote the list,
+/// both shipped under the `kho-v1` compatible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BitmapSize {
+    /// 512 bytes, 4096 bits, 512-byte aligned (Linux 6.16, early 6.17.y).
+    Bytes512,
+    /// One page, 32768 bits, page aligned (later 6.17.y).
+    Page,
+}
+
+impl BitmapSize {
+    /// Bytes of one bitmap.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::Bytes512 => 512,
+            Self::Page => PAGE_SIZE,
+        }
+    }
+
+    /// Bits of one bitmap (`PRESERVE_BITS`).
+    pub const fn bits(self) -> u32 {
+        1 << self.bits_shift()
+    }
+
+    /// log2 of [`BitmapSize::bits`].
+    pub const fn bits_shift(self) -> u32 {
+        match self {
+            Self::Bytes512 => 12,
+            Self::Page => 15,
+        }
+    }
+
+    /// u64 words of one bitmap.
+    const fn words(self) -> usize {
+        match self {
+            Self::Bytes512 => 64,
+            Self::Page => PAGE_WORDS,
+        }
+    }
+
+    /// log2 of the bytes one bitmap of `order` covers (up to 15 + 63 = 78).
+    pub const fn span_shift(self, order: Order) -> u32 {
+        self.bits_shift().saturating_add(order.shift())
+    }
+}
+
+/// Why a chunk list was rejected: the first broken invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum V1Error {
+    /// A chunk pointer that is not page aligned.
+    #[error("chunk pointer {chunk} is not page aligned")]
+    ChunkUnaligned {
+        /// The pointer.
+        chunk: PhysAddr,
+    },
+    /// A chunk page not wholly in RAM.
+    #[error("chunk {chunk} is not in RAM")]
+    ChunkOutsideRam {
+        /// The chunk.
+        chunk: PhysAddr,
+    },
+    /// A chunk page in a forbidden range (scratch, kernel, ...).
+    #[error("chunk {chunk} lies in forbidden range {forbidden}")]
+    ChunkForbidden {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The forbidden range it touches.
+        forbidden: PhysRange,
+    },
+    /// More chunks than the budget allows.
+    #[error("chunk {chunk} is past the budget of {limit} chunks")]
+    ChunkBudget {
+        /// The first chunk over budget.
+        chunk: PhysAddr,
+        /// The budget.
+        limit: u64,
+    },
+    /// The list loops: this chunk was reached twice.
+    #[error("chunk {chunk} is reached twice: the list has a cycle")]
+    ChunkCycle {
+        /// A chunk on the cycle.
+        chunk: PhysAddr,
+    },
+    /// A page the RAM map calls RAM that the page map cannot reach.
+    #[error("page {phys} cannot be mapped: {source}")]
+    Unmapped {
+        /// The page.
+        phys: PhysAddr,
+        /// Why.
+        source: MemError,
+    },
+    /// `num_elms` above 255.
+    #[error("chunk {chunk} claims {num_elms} entries, at most {max} fit")]
+    TooManyEntries {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The claimed count.
+        num_elms: u32,
+        /// 255.
+        max: u32,
+    },
+    /// An order above [`Order::MAX`].
+    #[error("chunk {chunk} has order {order}, above the largest order {max}")]
+    BadOrder {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The raw order.
+        order: u32,
+        /// [`Order::MAX`].
+        max: Order,
+    },
+    /// A bitmap pointer not aligned to the bitmap size.
+    #[error("chunk {chunk} entry {entry}: bitmap {bitmap} is not {align}-byte aligned")]
+    BitmapUnaligned {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The pointer.
+        bitmap: PhysAddr,
+        /// The alignment required.
+        align: u64,
+    },
+    /// A bitmap not wholly in RAM.
+    #[error("chunk {chunk} entry {entry}: bitmap {bitmap} is not in RAM")]
+    BitmapOutsideRam {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The pointer.
+        bitmap: PhysAddr,
+    },
+    /// A bitmap in a forbidden range.
+    #[error("chunk {chunk} entry {entry}: bitmap {bitmap} lies in forbidden range {forbidden}")]
+    BitmapForbidden {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The pointer.
+        bitmap: PhysAddr,
+        /// The forbidden range it touches.
+        forbidden: PhysRange,
+    },
+    /// `phys_start` not a multiple of the bitmap's span.
+    #[error(
+        "chunk {chunk} entry {entry}: phys_start {phys_start} is not a multiple of the \
+         2^{span_shift}-byte span of an order-{order} bitmap"
+    )]
+    PhysStartMisaligned {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The value found.
+        phys_start: PhysAddr,
+        /// The chunk's order.
+        order: Order,
+        /// log2 of the span in bytes.
+        span_shift: u32,
+    },
+    /// A set bit whose block address does not fit in 64 bits.
+    #[error(
+        "chunk {chunk} entry {entry}: bit {bit} of order {order} from {phys_start} overflows \
+         the physical address space"
+    )]
+    BlockOverflow {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The entry's phys_start.
+        phys_start: PhysAddr,
+        /// The order.
+        order: Order,
+        /// The bit.
+        bit: u32,
+    },
+    /// A block not wholly inside one RAM range.
+    #[error("chunk {chunk} entry {entry}: block {block:?} is not in RAM")]
+    BlockOutsideRam {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The block.
+        block: Block,
+    },
+    /// A block in a forbidden range.
+    #[error("chunk {chunk} entry {entry}: block {block:?} lies in forbidden range {forbidden}")]
+    BlockForbidden {
+        /// The chunk.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The block.
+        block: Block,
+        /// The forbidden range it touches.
+        forbidden: PhysRange,
+    },
+    /// Two blocks share pages (found by [`V1Reader::read_all`]).
+    #[error("blocks {first:?} and {second:?} overlap")]
+    Overlap {
+        /// The earlier block (by address).
+        first: Block,
+        /// The block that starts inside it.
+        second: Block,
+    },
+}
+
+/// Reads kho-v1 chunk lists from untrusted memory.
+#[derive(Debug)]
+pub struct V1Reader<'a, M: ?Sized> {
+    map: &'a M,
+    ram: RamMap<'a>,
+    size: BitmapSize,
+    budget: u64,
+}
+
+impl<M: ?Sized> Clone for V1Reader<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M: ?Sized> Copy for V1Reader<'_, M> {}
+
+impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
+    /// A reader over `map`, checking against `ram`, for bitmaps of `size`.
+    /// The chunk budget defaults to the number of RAM pages (distinct
+    /// chunks cannot be more).
+    pub fn new(map: &'a M, ram: RamMap<'a>, size: BitmapSize) -> Self {
+        Self {
+            map,
+            ram,
+            size,
+            budget: ram.ram_bytes() >> PAGE_SHIFT,
+        }
+    }
+
+    /// Stops with [`V1Error::ChunkBudget`] past `chunks` chunks.
+    pub fn with_chunk_budget(mut self, chunks: u64) -> Self {
+        self.budget = chunks;
+        self
+    }
+
+    /// The blocks of the list starting at `head` (zero: an empty list), in
+    /// list order. The iterator ends after the first error.
+    pub fn blocks(&self, head: PhysAddr) -> V1Blocks<'a, M> {
+        V1Blocks {
+            map: self.map,
+            ram: self.ram,
+            size: self.size,
+            budget: self.budget,
+            next_chunk: head,
+            visited: 0,
+            brent: Brent::new(),
+            chunk: None,
+            bitmap: None,
+            done: false,
+        }
+    }
+
+    /// Every block, sorted by address, after checking that no two overlap.
+    /// Costs `O(N log N)` time and 16 bytes per block.
+    #[cfg(feature = "alloc")]
+    pub fn read_all(&self, head: PhysAddr) -> Result<alloc::vec::Vec<Block>, V1Error> {
+        let mut blocks = self
+            .blocks(head)
+            .collect::<Result<alloc::vec::Vec<_>, _>>()?;
+        blocks.sort_unstable();
+        check_overlaps(&blocks)?;
+        Ok(blocks)
+    }
+}
+
+/// Checks sorted blocks for shared pages.
+#[cfg(feature = "alloc")]
+fn check_overlaps(sorted: &[Block]) -> Result<(), V1Error> {
+    // (block reaching furthest so far, its end); ends may be 2^64: u128.
+    let mut reach: Option<(Block, u128)> = None;
+    for &block in sorted {
+        let start = u128::from(block.phys().as_u64());
+        if let Some((first, end)) = reach
+            && start < end
+        {
+            return Err(V1Error::Overlap {
+                first,
+                second: block,
+            });
+        }
+        let end = start.saturating_add(u128::from(block.size()));
+        if reach.is_none_or(|(_, e)| end > e) {
+            reach = Some((block, end));
+        }
+    }
+    Ok(())
+}
+
+/// Brent's cycle detection: a saved "tortoise" chunk, moved to the current
+/// chunk whenever the step count reaches the next power of two. A cycle of
+/// length `l` entered after `m` chunks is found within `m + 2l` steps or so,
+/// with no memory.
+#[derive(Debug, Clone, Copy)]
+struct Brent {
+    tortoise: Option<PhysAddr>,
+    power: u64,
+    steps: u64,
+}
+
+impl Brent {
+    const fn new() -> Self {
+        Self {
+            tortoise: None,
+            power: 1,
+            steps: 0,
+        }
+    }
+
+    /// Records a visit; `true` if `chunk` closes a cycle.
+    fn visit(&mut self, chunk: PhysAddr) -> bool {
+        if self.tortoise == Some(chunk) {
+            return true;
+        }
+        self.steps = self.steps.saturating_add(1);
+        if self.steps == self.power {
+            self.tortoise = Some(chunk);
+            self.power = self.power.saturating_mul(2);
+            self.steps = 0;
+        }
+        false
+    }
+}
+
+#[derive(Debug)]
+struct ChunkCursor<'a> {
+    phys: PhysAddr,
+    order: Order,
+    entries: Enumerate<Take<ChunksExact<'a, AtomicU64>>>,
+}
+
+/// Where a bitmap sits: what a block error reports.
+#[derive(Debug, Clone, Copy)]
+struct EntryCtx {
+    chunk: PhysAddr,
+    entry: u32,
+    order: Order,
+    phys_start: PhysAddr,
+}
+
+#[derive(Debug)]
+struct BitmapCursor<'a> {
+    ctx: EntryCtx,
+    words: Enumerate<Iter<'a, AtomicU64>>,
+    /// Index of the word in `bits`.
+    word: usize,
+    /// Bits of that word not yet yielded.
+    bits: u64,
+}
+
+/// The blocks of a chunk list, in list order; see [`V1Reader::blocks`].
+#[derive(Debug)]
+pub struct V1Blocks<'a, M: ?Sized> {
+    map: &'a M,
+    ram: RamMap<'a>,
+    size: BitmapSize,
+    budget: u64,
+    next_chunk: PhysAddr,
+    visited: u64,
+    brent: Brent,
+    chunk: Option<ChunkCursor<'a>>,
+    bitmap: Option<BitmapCursor<'a>>,
+    done: bool,
+}
+
+impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
+    fn page(&self, phys: PhysAddr) -> Result<&'a AtomicPage, V1Error> {
+        self.map
+            .page(phys)
+            .map_err(|source| V1Error::Unmapped { phys, source })
+    }
+
+    /// Checks and enters the chunk at `chunk`.
+    fn enter_chunk(&mut self, chunk: PhysAddr) -> Result<ChunkCursor<'a>, V1Error> {
+        if !chunk.is_page_aligned() {
+            return Err(V1Error::ChunkUnaligned { chunk });
+        }
+        let range = PhysRange::from_start_size(chunk, PAGE_SIZE)
+            .map_err(|_| V1Error::ChunkOutsideRam { chunk })?;
+        if !self.ram.is_ram(range) {
+            return Err(V1Error::ChunkOutsideRam { chunk });
+        }
+        if let Some(forbidden) = self.ram.forbidden_overlap(range) {
+            return Err(V1Error::ChunkForbidden { chunk, forbidden });
+        }
+        if self.visited >= self.budget {
+            return Err(V1Error::ChunkBudget {
+                chunk,
+                limit: self.budget,
+            });
+        }
+        self.visited = self.visited.saturating_add(1);
+        if self.brent.visit(chunk) {
+            return Err(V1Error::ChunkCycle { chunk });
+        }
+        let page = self.page(chunk)?;
+        let words = page.words();
+        let [next, packed] = [0, 1].map(|i| words.get(i).map_or(0, |w| w.load(Ordering::Relaxed)));
+        let hdr: KhoserMemChunkHdr = zerocopy::transmute!([next, packed]);
+        let max = u32::try_from(KHOSER_BITMAP_SIZE).unwrap_or(u32::MAX);
+        if hdr.num_elms > max {
+            return Err(V1Error::TooManyEntries {
+                chunk,
+                num_elms: hdr.num_elms,
+                max,
+            });
+        }
+        let order = Order::try_new(hdr.order).map_err(|_| V1Error::BadOrder {
+            chunk,
+            order: hdr.order,
+            max: Order::MAX,
+        })?;
+        let num = usize::try_from(hdr.num_elms).unwrap_or(0);
+        let entries = words
+            .get(FIRST_ENTRY_WORD..)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .take(num)
+            .enumerate();
+        self.next_chunk = hdr.next();
+        Ok(ChunkCursor {
+            phys: chunk,
+            order,
+            entries,
+        })
+    }
+
+    /// Checks one entry and opens its bitmap.
+    fn enter_bitmap(
+        &self,
+        chunk: PhysAddr,
+        order: Order,
+        entry: u32,
+        pair: &[AtomicU64],
+    ) -> Result<BitmapCursor<'a>, V1Error> {
+        let mut raw = [0u64; 2];
+        for (r, w) in raw.iter_mut().zip(pair) {
+            *r = w.load(Ordering::Relaxed);
+        }
+        let ptr: KhoserMemBitmapPtr = zerocopy::transmute!(raw);
+        let bitmap = ptr.bitmap();
+        let align = self.size.bytes();
+        let unaligned = V1Error::BitmapUnaligned {
+            chunk,
+            entry,
+            bitmap,
+            align,
+        };
+        if !bitmap.is_aligned(align) {
+            return Err(unaligned);
+        }
+        let range =
+            PhysRange::from_start_size(bitmap, align).map_err(|_| V1Error::BitmapOutsideRam {
+                chunk,
+                entry,
+                bitmap,
+            })?;
+        if !self.ram.is_ram(range) {
+            return Err(V1Error::BitmapOutsideRam {
+                chunk,
+                entry,
+                bitmap,
+            });
+        }
+        if let Some(forbidden) = self.ram.forbidden_overlap(range) {
+            return Err(V1Error::BitmapForbidden {
+                chunk,
+                entry,
+                bitmap,
+                forbidden,
+            });
+        }
+        let phys_start = ptr.phys_start();
+        let span_shift = self.size.span_shift(order);
+        let start = phys_start.as_u64();
+        if start != 0 && start.trailing_zeros() < span_shift {
+            return Err(V1Error::PhysStartMisaligned {
+                chunk,
+                entry,
+                phys_start,
+                order,
+                span_shift,
+            });
+        }
+        let page_phys = bitmap.align_down(PAGE_SIZE);
+        let page = self.page(page_phys)?;
+        // Word offset of the bitmap in its page; in range by the alignment.
+        let first = bitmap
+            .offset_from(page_phys)
+            .and_then(|off| usize::try_from(off / 8).ok())
+            .ok_or(unaligned)?;
+        let words = first
+            .checked_add(self.size.words())
+            .and_then(|end| page.words().get(first..end))
+            .ok_or(unaligned)?;
+        Ok(BitmapCursor {
+            ctx: EntryCtx {
+                chunk,
+                entry,
+                order,
+                phys_start,
+            },
+            words: words.iter().enumerate(),
+            word: 0,
+            bits: 0,
+        })
+    }
+
+    /// Checks the block of bit `t` of word `word` of the bitmap at `ctx`.
+    fn block(&self, ctx: EntryCtx, word: usize, t: u32) -> Result<Block, V1Error> {
+        let EntryCtx {
+            chunk,
+            entry,
+            order,
+            phys_start,
+        } = ctx;
+        let bit = u32::try_from(word)
+            .ok()
+            .and_then(|w| w.checked_mul(64))
+            .and_then(|b| b.checked_add(t))
+            .unwrap_or(u32::MAX);
+        let overflow = V1Error::BlockOverflow {
+            chunk,
+            entry,
+            phys_start,
+            order,
+            bit,
+        };
+        let phys = u128::from(bit)
+            .checked_shl(order.shift())
+            .and_then(|off| off.checked_add(u128::from(phys_start.as_u64())))
+            .and_then(|p| u64::try_from(p).ok())
+            .ok_or(overflow)?;
+        // phys_start is span aligned, so the block is aligned to its order.
+        let block = Block::new(PhysAddr::new(phys), order).map_err(|_| overflow)?;
+        let Some(range) = block.range() else {
+            return Err(V1Error::BlockOutsideRam {
+                chunk,
+                entry,
+                block,
+            });
+        };
+        if !self.ram.is_ram(range) {
+            return Err(V1Error::BlockOutsideRam {
+                chunk,
+                entry,
+                block,
+            });
+        }
+        if let Some(forbidden) = self.ram.forbidden_overlap(range) {
+            return Err(V1Error::BlockForbidden {
+                chunk,
+                entry,
+                block,
+                forbidden,
+            });
+        }
+        Ok(block)
+    }
+
+    fn fail(&mut self, e: V1Error) -> Option<Result<Block, V1Error>> {
+        self.done = true;
+        self.chunk = None;
+        self.bitmap = None;
+        Some(Err(e))
+    }
+}
+
+impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
+    type Item = Result<Block, V1Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(bm) = self.bitmap.as_mut() {
+                if bm.bits != 0 {
+                    let t = bm.bits.trailing_zeros();
+                    bm.bits &= bm.bits.wrapping_sub(1);
+                    let (ctx, word) = (bm.ctx, bm.word);
+                    return match self.block(ctx, word, t) {
+                        Ok(block) => Some(Ok(block)),
+                        Err(e) => self.fail(e),
+                    };
+                }
+                match bm.words.next() {
+                    Some((i, w)) => {
+                        bm.word = i;
+                        bm.bits = w.load(Ordering::Relaxed);
+                    }
+                    None => self.bitmap = None,
+                }
+                continue;
+            }
+            if let Some(ch) = self.chunk.as_mut() {
+                match ch.entries.next() {
+                    Some((i, pair)) => {
+                        let (chunk, order) = (ch.phys, ch.order);
+                        let entry = u32::try_from(i).unwrap_or(u32::MAX);
+                        match self.enter_bitmap(chunk, order, entry, pair) {
+                            Ok(bm) => self.bitmap = Some(bm),
+                            Err(e) => return self.fail(e),
+                        }
+                    }
+                    None => self.chunk = None,
+                }
+                continue;
+            }
+            let chunk = self.next_chunk;
+            if chunk == PhysAddr::ZERO {
+                self.done = true;
+                return None;
+            }
+            match self.enter_chunk(chunk) {
+                Ok(ch) => self.chunk = Some(ch),
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+}
+
+impl<M: PageMap + ?Sized> core::iter::FusedIterator for V1Blocks<'_, M> {}
+
+#[cfg(feature = "alloc")]
+pub use writer::write_v1;
+
+#[cfg(feature = "alloc")]
+mod writer {
+    use alloc::collections::BTreeMap;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::sync::atomic::Ordering;
+
+    use super::{BitmapSize, KhoserMemBitmapPtr, KhoserMemChunk};
+    use crate::addr::{Block, Order, PAGE_SIZE, PhysAddr};
+    use crate::mem::{MemError, PageAlloc, PageMap};
+
+    /// Serializes `blocks` into a kho-v1 chunk list the way Linux's
+    /// `kho_mem_serialize()` lays it out (a fresh chunk per order, orders
+    /// and bitmaps ascending, 255 entries per chunk), with bitmaps of
+    /// `size` (512-byte bitmaps packed eight to a page, as kmalloc-512
+    /// would). Returns the head (zero if `blocks` is empty). A test
+    /// builder: the memory is allocated from `mem` and never freed.
+    pub fn write_v1<A: PageAlloc + PageMap + ?Sized>(
+        mem: &A,
+        blocks: &[Block],
+        size: BitmapSize,
+    ) -> Result<PhysAddr, MemError> {
+        // (order, xarray index) -> bitmap words.
+        let mut bitmaps: BTreeMap<(Order, u64), Vec<u64>> = BTreeMap::new();
+        for &block in blocks {
+            let span_shift = size.span_shift(block.order());
+            let index = block.phys().as_u64().checked_shr(span_shift).unwrap_or(0);
+            let offset = block
+                .phys()
+                .as_u64()
+                .saturating_sub(phys_start(index, span_shift));
+            let bit = offset.checked_shr(block.order().shift()).unwrap_or(0);
+            let words = bitmaps
+                .entry((block.order(), index))
+                .or_insert_with(|| vec![0; size.words()]);
+            let word = usize::try_from(bit / 64).unwrap_or(usize::MAX);
+            if let Some(w) = words.get_mut(word) {
+                *w |= 1u64 << (bit % 64);
+            }
+        }
+
+        // Bitmap storage, in (order, index) order.
+        let per_page = PAGE_SIZE.checked_div(size.bytes()).unwrap_or(1);
+        let mut slab: Option<(PhysAddr, u64)> = None; // page, slots used
+        let mut entries: Vec<(Order, KhoserMemBitmapPtr)> = Vec::new();
+        for (&(order, index), words) in &bitmaps {
+            let (page, used) = match slab {
+                Some((page, used)) if used < per_page => (page, used),
+                _ => (mem.alloc_zeroed_page()?, 0),
+            };
+            slab = Some((page, used.saturating_add(1)));
+            let at = page
+                .checked_add(used.saturating_mul(size.bytes()))
+                .ok_or(MemError::OutOfMemory)?;
+            let first = usize::try_from(used.saturating_mul(size.bytes()) / 8).unwrap_or(0);
+            let dst = mem.page(page)?.words().iter().skip(first);
+            for (d, &w) in dst.zip(words) {
+                d.store(w, Ordering::Relaxed);
+            }
+            let start = PhysAddr::new(phys_start(index, size.span_shift(order)));
+            entries.push((order, KhoserMemBitmapPtr::new(start, at)));
+        }
+
+        // Chunks.
+        let mut chunks: Vec<(PhysAddr, KhoserMemChunk)> = Vec::new();
+        for (order, entry) in entries {
+            let fits = chunks
+                .last_mut()
+                .is_some_and(|(_, c)| c.hdr.order == order.as_u32() && c.push(entry));
+            if !fits {
+                let phys = mem.alloc_zeroed_page()?;
+                if let Some((_, prev)) = chunks.last_mut() {
+                    prev.set_next(phys);
+                }
+                let mut chunk = KhoserMemChunk::new(order);
+                chunk.push(entry);
+                chunks.push((phys, chunk));
+            }
+        }
+        for (phys, chunk) in &chunks {
+            let page = mem.page(*phys)?;
+            for (d, w) in page.words().iter().zip(chunk.to_words()) {
+                d.store(w, Ordering::Relaxed);
+            }
+        }
+        Ok(chunks.first().map_or(PhysAddr::ZERO, |(p, _)| *p))
+    }
+
+    /// `index << span_shift`, zero when the shift leaves 64 bits (only
+    /// index 0 exists then).
+    fn phys_start(index: u64, span_shift: u32) -> u64 {
+        index.checked_shl(span_shift).unwrap_or(0)
+    }
+}
 
 /// Fuzz entry point: feeds arbitrary bytes to the reader; must never panic.
+///
+/// Byte 0 chooses: bit 0 the bitmap size (set: page), bit 1 a forbidden
+/// range at [2 MiB, 4 MiB). The rest fills up to 16 pages at 1 MiB, read as
+/// native-endian words; the head chunk is the first page. RAM is [0, 1 GiB)
+/// so pointers outside the filled pages exercise the unmapped path.
 #[doc(hidden)]
-pub fn fuzz_one(_data: &[u8]) {}
+pub fn fuzz_one(data: &[u8]) {
+    #[cfg(feature = "alloc")]
+    fuzz::run(data);
+    #[cfg(not(feature = "alloc"))]
+    let _ = data;
+}
+
+#[cfg(feature = "alloc")]
+mod fuzz {
+    use super::{BitmapSize, V1Reader};
+    use crate::addr::{PAGE_SIZE, PhysAddr, PhysRange};
+    use crate::mem::{PAGE_WORDS, RamMap, VecArena};
+
+    const BASE: u64 = 0x10_0000;
+    const MAX_PAGES: usize = 16;
+    const MAX_BLOCKS: usize = 1 << 16;
+
+    /// The machine a fuzz input describes: arena, bitmap size, whether
+    /// the scratch range is forbidden.
+    pub(super) fn load(data: &[u8]) -> (VecArena, BitmapSize, bool) {
+        let (flags, body) = data.split_first().map_or((0, data), |(f, b)| (*f, b));
+        let size = if flags & 1 != 0 {
+            BitmapSize::Page
+        } else {
+            BitmapSize::Bytes512
+        };
+        let page_bytes = usize::try_from(PAGE_SIZE).unwrap_or(4096);
+        let pages = body.len().div_ceil(page_bytes).clamp(1, MAX_PAGES);
+        let arena = VecArena::new(PhysAddr::new(BASE), pages);
+        let mut phys = PhysAddr::new(BASE);
+        for page in body.chunks(page_bytes).take(pages) {
+            for (i, word) in page.chunks(8).enumerate().take(PAGE_WORDS) {
+                let mut b = [0u8; 8];
+                for (d, s) in b.iter_mut().zip(word) {
+                    *d = *s;
+                }
+                let _ = arena.write_word(phys, i, u64::from_ne_bytes(b));
+            }
+            phys = phys.checked_add(PAGE_SIZE).unwrap_or(phys);
+        }
+        (arena, size, flags & 2 != 0)
+    }
+
+    /// RAM [0, 1 GiB), and the scratch range [2 MiB, 4 MiB) if asked.
+    pub(super) const RAM: [PhysRange; 1] = [range(0, 0x4000_0000)];
+    pub(super) const SCRATCH: [PhysRange; 1] = [range(0x20_0000, 0x40_0000)];
+    pub(super) const HEAD: PhysAddr = PhysAddr::new(BASE);
+
+    // Only used in the constants above: a bad range fails the build.
+    #[allow(clippy::panic)]
+    const fn range(a: u64, b: u64) -> PhysRange {
+        match PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)) {
+            Ok(r) => r,
+            Err(_) => panic!("inverted range"),
+        }
+    }
+
+    pub(super) fn run(data: &[u8]) {
+        let (arena, size, scratch) = load(data);
+        let forbidden: &[PhysRange] = if scratch { &SCRATCH } else { &[] };
+        let Ok(map) = RamMap::new(&RAM, forbidden) else {
+            return;
+        };
+        let reader = V1Reader::new(&arena, map, size).with_chunk_budget(64);
+        let head = HEAD;
+        let mut n = 0usize;
+        for item in reader.blocks(head).take(MAX_BLOCKS) {
+            n = n.saturating_add(1);
+            if let Err(e) = item {
+                // Every error formats.
+                let _ = alloc::format!("{e} {e:?}");
+            }
+        }
+        if n < MAX_BLOCKS {
+            let _ = reader.read_all(head);
+        }
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests;
