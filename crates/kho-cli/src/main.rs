@@ -213,6 +213,7 @@ fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunRepo
 }
 
 fn run(a: &RunArgs) -> Result<()> {
+    kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
     let exe = std::env::current_exe().context("locating this binary")?;
     let rows = a
         .strategy
