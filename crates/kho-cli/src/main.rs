@@ -1,6 +1,278 @@
-//! `kho`: run, bench, capture, inspect, report.
+//! `kho`: the live-update lab.
+//!
+//! `kho run` (the default) drives one live update per restore strategy.
+//! Each is three processes' worth of work in two PIDs: the driver spawns the
+//! old kernel (`kho __old-kernel`, stdout piped), which prepares the machine
+//! and execs into the new kernel (`kho __new-kernel`, same PID, stdout
+//! inherited), which prints its [`RunReport`] as one JSON line.
 
-fn main() -> anyhow::Result<()> {
-    println!("kho: the live update scenario is being built (issue 3)");
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
+use kho_machine::liveupdate::{
+    NewKernelConfig, OldKernelConfig, RunReport, Strategy, new_kernel_main, old_kernel_main,
+};
+use kho_machine::scratch::{ScratchSizing, memparse};
+
+const OLD_KERNEL_SUBCOMMAND: &str = "__old-kernel";
+
+const ABOUT: &str = "Kexec HandOver (KHO) live updates on a simulated machine";
+
+const LONG_ABOUT: &str = "\
+Kexec HandOver (KHO) live updates on a simulated machine.
+
+`kho run` (the default) performs one live update per restore strategy. The old \
+kernel is a real process: it creates the machine's RAM as a memfd with a PC \
+memory map (holes below 1 MiB and below 4 GiB), reserves the KHO scratch \
+areas, runs a workload that writes deterministic data into folios and \
+preserves them, records a manifest (every block and a checksum of its \
+contents), writes the x86 setup_data / kho_data / kho_scratch hand-over into \
+simulated memory, overwrites every page it wrote but did not preserve with \
+poison, and execs. The new kernel is the same binary in the same process, \
+handed only the memfd, the firmware memory map and the setup_data address; \
+it validates the hand-over, restores the preserved memory and verifies every \
+byte against the manifest. One table row per strategy: blocks and bytes \
+preserved, boot-time costs, verified and lost bytes.
+
+Sizes accept K, M, G, T suffixes (binary), e.g. 64M, 16G, 1T, or bytes.";
+
+#[derive(Debug, Parser)]
+#[command(name = "kho", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the live-update scenario once per restore strategy (the default).
+    Run(RunArgs),
+    /// The old kernel: prepares the machine and execs the new kernel.
+    #[command(name = OLD_KERNEL_SUBCOMMAND, hide = true)]
+    OldKernel(OldKernelCli),
+    /// The new kernel: booted by the old one's exec.
+    #[command(name = NEW_KERNEL_SUBCOMMAND, hide = true)]
+    NewKernel(NewKernelCli),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StrategyArg {
+    PerBlock,
+    Coalesced,
+    Bulk,
+    Skip,
+    All,
+}
+
+impl StrategyArg {
+    fn strategies(self) -> Vec<Strategy> {
+        match self {
+            Self::PerBlock => vec![Strategy::PerBlock],
+            Self::Coalesced => vec![Strategy::Coalesced],
+            Self::Bulk => vec![Strategy::Bulk],
+            Self::Skip => vec![Strategy::Skip],
+            Self::All => Strategy::ALL.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    /// Print one JSON object {"rows": [...]} instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Restore strategy of the new kernel.
+    #[arg(long, value_enum, default_value_t = StrategyArg::All)]
+    strategy: StrategyArg,
+    /// RAM of the simulated machine (16M..=1T, a multiple of 2M).
+    #[arg(long, default_value = "16G", value_parser = parse_size)]
+    machine_size: u64,
+    /// About how many pages the workload preserves.
+    #[arg(long, hide = true, default_value_t = 384)]
+    payload_pages: u64,
+    /// Fault injection: pages the workload forgets to preserve.
+    #[arg(long, hide = true, default_value_t = 0)]
+    forget_pages: u64,
+}
+
+#[derive(Debug, Args)]
+struct OldKernelCli {
+    #[arg(long, value_parser = parse_size)]
+    machine_size: u64,
+    #[arg(long, value_parser = parse_strategy)]
+    strategy: Strategy,
+    #[arg(long)]
+    payload_pages: u64,
+    #[arg(long, default_value_t = 0)]
+    forget_pages: u64,
+    #[arg(long, default_value_t = 0x6b68_6f00)]
+    seed: u64,
+    /// `kho_scratch=`: N% or lowmem,global,pernode sizes.
+    #[arg(long, default_value = "200%")]
+    kho_scratch: String,
+}
+
+#[derive(Debug, Args)]
+struct NewKernelCli {
+    #[arg(long)]
+    memfd: String,
+    #[arg(long)]
+    e820: String,
+    #[arg(long)]
+    setup_data: String,
+    #[arg(long, value_parser = parse_strategy)]
+    strategy: Strategy,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix('B'))
+        .unwrap_or(s);
+    memparse(t).ok_or_else(|| format!("not a size: {s:?} (e.g. 64M, 16G, 1T or bytes)"))
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse().map_err(|e| format!("{e}"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        None => run(&cli.run),
+        Some(Cmd::Run(a)) => run(&a),
+        Some(Cmd::OldKernel(a)) => old_kernel(a),
+        Some(Cmd::NewKernel(a)) => new_kernel(a),
+    }
+}
+
+fn old_kernel(a: OldKernelCli) -> Result<()> {
+    let scratch: ScratchSizing = a.kho_scratch.parse()?;
+    let cfg = OldKernelConfig {
+        machine_size: a.machine_size,
+        strategy: a.strategy,
+        payload_pages: a.payload_pages,
+        forget_pages: a.forget_pages,
+        seed: a.seed,
+        scratch,
+        image: std::env::current_exe().context("locating this binary for kexec")?,
+    };
+    // Returns only if the machine could not be prepared or the exec failed.
+    Err(old_kernel_main(&cfg)).context("old kernel")
+}
+
+fn new_kernel(a: NewKernelCli) -> Result<()> {
+    let handover = NewKernelArgs::parse(&a.memfd, &a.e820, &a.setup_data)?;
+    let report = new_kernel_main(&NewKernelConfig {
+        handover,
+        strategy: a.strategy,
+    })
+    .context("new kernel")?;
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// One live update: spawn the old kernel, collect the new kernel's report.
+fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunReport> {
+    let args: Vec<OsString> = vec![
+        OLD_KERNEL_SUBCOMMAND.into(),
+        "--machine-size".into(),
+        a.machine_size.to_string().into(),
+        "--strategy".into(),
+        strategy.as_str().into(),
+        "--payload-pages".into(),
+        a.payload_pages.to_string().into(),
+        "--forget-pages".into(),
+        a.forget_pages.to_string().into(),
+    ];
+    let out = Command::new(exe)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("spawning the old kernel")?;
+    if !out.status.success() {
+        bail!("live update ({strategy}) failed: {}", out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("the new kernel ({strategy}) printed no report"))?;
+    serde_json::from_str(line).with_context(|| format!("parsing the new kernel's report {line:?}"))
+}
+
+fn run(a: &RunArgs) -> Result<()> {
+    kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let rows = a
+        .strategy
+        .strategies()
+        .into_iter()
+        .map(|s| live_update(&exe, a, s))
+        .collect::<Result<Vec<_>>>()?;
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            rows: &'a [RunReport],
+        }
+        println!("{}", serde_json::to_string(&Out { rows: &rows })?);
+    } else {
+        print_table(&rows, a.machine_size);
+    }
+    Ok(())
+}
+
+fn bytes(b: u64) -> String {
+    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (unit, shift) in UNITS {
+        if b >= 1 << shift {
+            return format!("{:.1} {unit}", b as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{b} B")
+}
+
+fn print_table(rows: &[RunReport], machine_size: u64) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "strategy",
+        "blocks",
+        "preserved",
+        "walk ms",
+        "memblock ms",
+        "mm init ms",
+        "baseline ms",
+        "verified",
+        "lost",
+        "reserved regions",
+    ]);
+    for r in rows {
+        let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+        t.add_row(vec![
+            Cell::new(r.strategy.as_str()),
+            right(r.blocks.to_string()),
+            right(bytes(r.preserved_bytes)),
+            right(format!("{:.3}", r.walk_ms)),
+            right(format!("{:.3}", r.memblock_ms)),
+            right(format!("{:.3}", r.mm_init_ms)),
+            right(format!("{:.3}", r.baseline_mm_init_ms)),
+            right(bytes(r.verified_bytes)),
+            right(bytes(r.lost_bytes)),
+            right(r.memblock_reserved_regions.to_string()),
+        ]);
+    }
+    println!("live update on a {} machine", bytes(machine_size));
+    println!("{t}");
 }

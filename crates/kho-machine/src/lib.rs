@@ -1,10 +1,26 @@
 //! # kho-machine — a simulated machine whose boot-time memory management costs what Linux's costs
 //!
-//! | module     | what it holds                                                        |
-//! |------------|----------------------------------------------------------------------|
-//! | [`arena`]  | physical memory: a shared memfd mapping laid out by a RAM map        |
+//! | module         | what it holds                                                            |
+//! |----------------|--------------------------------------------------------------------------|
+//! | [`arena`]      | physical memory: a shared memfd mapping laid out by a RAM map            |
+//! | [`physio`]     | byte copies in and out of physical memory                                |
+//! | [`kexec`]      | the hand-over: setup_data / kho_data / kho_scratch, the exec, its args   |
+//! | [`scratch`]    | scratch areas sized like Linux's `kho_reserve_scratch`                   |
+//! | [`manifest`]   | the workload's manifest blob, data patterns, poison and verification     |
+//! | [`liveupdate`] | the old and the new kernel's main functions                              |
 #![warn(missing_docs)]
 
 pub mod arena;
+pub mod kexec;
+pub mod liveupdate;
+pub mod manifest;
+pub mod physio;
+pub mod scratch;
 
 pub use arena::{ArenaError, MemoryLayout, PhysMem};
+pub use kexec::{
+    KexecError, KhoHandover, NewKernelArgs, kexec_exec, read_setup_data, write_handover,
+};
+pub use liveupdate::{LiveUpdateError, NewKernelConfig, OldKernelConfig, RunReport, Strategy};
+pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};
+pub use scratch::{ScratchAreas, ScratchError, ScratchSizing};

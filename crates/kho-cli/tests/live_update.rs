@@ -1,0 +1,96 @@
+//! The real two-process live update, through the built `kho` binary.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run(extra: &[&str]) -> Vec<Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kho"))
+        .args(["run", "--json", "--machine-size", "64M"])
+        .args(extra)
+        .output()
+        .expect("running kho");
+    assert!(
+        out.status.success(),
+        "kho failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    v["rows"].as_array().expect("a rows list").clone()
+}
+
+fn u(row: &Value, key: &str) -> u64 {
+    row[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {row}"))
+}
+
+const KEYS: [&str; 10] = [
+    "strategy",
+    "blocks",
+    "preserved_bytes",
+    "walk_ms",
+    "memblock_ms",
+    "mm_init_ms",
+    "baseline_mm_init_ms",
+    "verified_bytes",
+    "lost_bytes",
+    "memblock_reserved_regions",
+];
+
+#[test]
+fn every_strategy_verifies_everything_across_two_processes() {
+    let rows = run(&[]);
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["strategy"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["per-block", "coalesced", "bulk", "skip"]);
+    for row in &rows {
+        let obj = row.as_object().unwrap();
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = KEYS.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert!(u(row, "blocks") > 0);
+        assert!(u(row, "preserved_bytes") >= 384 * 4096);
+        assert_eq!(u(row, "verified_bytes"), u(row, "preserved_bytes"));
+        assert_eq!(u(row, "lost_bytes"), 0);
+    }
+}
+
+#[test]
+fn a_forgotten_page_is_reported_lost() {
+    let rows = run(&["--strategy", "bulk", "--forget-pages", "2"]);
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(u(row, "lost_bytes"), 2 * 4096);
+    assert_eq!(
+        u(row, "verified_bytes") + u(row, "lost_bytes"),
+        u(row, "preserved_bytes")
+    );
+}
+
+#[test]
+fn the_new_kernel_refuses_garbage_arguments() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kho"))
+        .args([
+            "__new-kernel",
+            "--memfd",
+            "0",
+            "--e820",
+            "0x0-0x4000000",
+            "--setup-data",
+            "0x1000",
+            "--strategy",
+            "skip",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("memfd"), "{err}");
+}

@@ -1,0 +1,1032 @@
+//! kexec: the hand-over from the old kernel's process to the new one.
+//!
+//! The "kexec" is real process replacement: the old kernel's process
+//! `exec`s the same binary, which boots as the new kernel with the same PID.
+//! Exactly three things cross, as they cross a real x86 kexec:
+//!
+//! | what                 | how it crosses                                   | x86 counterpart                 |
+//! |----------------------|--------------------------------------------------|---------------------------------|
+//! | RAM                  | the memfd, inherited (FD_CLOEXEC cleared): `--memfd N` | the physical memory itself |
+//! | firmware memory map  | command line `--e820 start-end,start-end,...` (hex, half-open) | boot_params.e820_table |
+//! | setup_data chain     | command line `--setup-data 0x<phys>`: head of the list in simulated memory | boot_params.hdr.setup_data |
+//!
+//! Nothing else crosses: the environment is cleared, every other descriptor
+//! is close-on-exec. Boot parameters of the new kernel's own (the restore
+//! strategy) are ordinary command-line options.
+//!
+//! ## On-memory layouts (little-endian, packed, as Linux's uapi header)
+//!
+//! Source: Linux `arch/x86/include/uapi/asm/setup_data.h` (`SETUP_KEXEC_KHO`
+//! is 10; 9 is `SETUP_RNG_SEED`), filled by `setup_kho()` in
+//! `arch/x86/kernel/kexec-bzimage64.c` and consumed by `add_kho()` in
+//! `arch/x86/kernel/setup.c`, which hands the four fields to
+//! `kho_populate(fdt_phys, fdt_len, scratch_phys, scratch_len)`.
+//!
+//! `struct setup_data` (16-byte header, then `len` bytes of payload):
+//!
+//! | offset | size | field  | meaning                                        |
+//! |--------|------|--------|------------------------------------------------|
+//! | 0      | 8    | `next` | phys of the next node, 0 ends the list          |
+//! | 8      | 4    | `type` | `SETUP_*`; KHO is `SETUP_KEXEC_KHO` = 10        |
+//! | 12     | 4    | `len`  | payload bytes; 32 for KHO                       |
+//! | 16     | len  | `data` | payload                                        |
+//!
+//! `struct kho_data` (the payload of a `SETUP_KEXEC_KHO` node, 32 bytes):
+//!
+//! | offset | size | field          | meaning                                  |
+//! |--------|------|----------------|------------------------------------------|
+//! | 0      | 8    | `fdt_addr`     | phys of the KHO root FDT                 |
+//! | 8      | 8    | `fdt_size`     | its length in bytes (Linux: `PAGE_SIZE`) |
+//! | 16     | 8    | `scratch_addr` | phys of the `kho_scratch` array          |
+//! | 24     | 8    | `scratch_size` | its length in **bytes** (16 per entry)   |
+//!
+//! `struct kho_scratch` (one entry of the array, 16 bytes), entries ordered
+//! `[lowmem, global, node 0, node 1, ...]`:
+//!
+//! | offset | size | field  |
+//! |--------|------|--------|
+//! | 0      | 8    | `addr` |
+//! | 8      | 8    | `size` |
+//!
+//! ## The reader is total
+//!
+//! The new kernel trusts nothing: every pointer and length is checked against
+//! the firmware memory map before it is read, the list walk is bounded, and
+//! every error names what was broken and where.
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used
+)]
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+use kho::{MemError, PAGE_SIZE, PhysAddr, PhysRange};
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::arena::{ArenaError, MemoryLayout, PhysMem};
+use crate::physio::{read_bytes, write_bytes};
+
+/// `SETUP_NONE`.
+pub const SETUP_NONE: u32 = 0;
+/// `SETUP_RNG_SEED`, the type just below KHO's (a common mix-up).
+pub const SETUP_RNG_SEED: u32 = 9;
+/// `SETUP_KEXEC_KHO`: the node carries a [`KhoData`].
+pub const SETUP_KEXEC_KHO: u32 = 10;
+
+/// The longest setup_data list the reader walks (Linux defines ten types; a
+/// longer list is a loop or garbage).
+pub const MAX_SETUP_DATA_NODES: usize = 64;
+/// The largest handover FDT accepted. Linux passes one page; the temporary
+/// payload passes its manifest here (see `liveupdate`), hence the room.
+pub const MAX_FDT_SIZE: u64 = 256 << 20;
+/// The most scratch areas accepted: lowmem, global and one per node for
+/// x86's `MAX_NUMNODES` (1 << NODES_SHIFT, 10).
+pub const MAX_SCRATCH_AREAS: u64 = 2 + 1024;
+
+/// The hidden subcommand the new kernel boots with.
+pub const NEW_KERNEL_SUBCOMMAND: &str = "__new-kernel";
+
+/// `struct setup_data` without its flexible payload.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
+)]
+#[repr(C)]
+pub struct SetupDataHeader {
+    /// Phys of the next node, 0 ends the list.
+    pub next: U64,
+    /// `SETUP_*` type.
+    pub kind: U32,
+    /// Payload length in bytes.
+    pub len: U32,
+}
+const _: () = assert!(size_of::<SetupDataHeader>() == 16);
+
+/// `struct kho_data`: where the KHO metadata lies.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
+)]
+#[repr(C)]
+pub struct KhoData {
+    /// Phys of the root FDT.
+    pub fdt_addr: U64,
+    /// Its length in bytes.
+    pub fdt_size: U64,
+    /// Phys of the `kho_scratch` array.
+    pub scratch_addr: U64,
+    /// The array's length in bytes.
+    pub scratch_size: U64,
+}
+const _: () = assert!(size_of::<KhoData>() == 32);
+
+/// `struct kho_scratch`: one scratch area.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
+)]
+#[repr(C)]
+pub struct KhoScratch {
+    /// First byte.
+    pub addr: U64,
+    /// Length in bytes.
+    pub size: U64,
+}
+const _: () = assert!(size_of::<KhoScratch>() == 16);
+
+const HEADER_LEN: u64 = 16;
+const KHO_DATA_LEN: u32 = 32;
+const SCRATCH_ENTRY_LEN: u64 = 16;
+
+/// Errors of the hand-over, each naming what was broken and where.
+#[derive(Debug, thiserror::Error)]
+pub enum KexecError {
+    /// A structure that must be 8-byte aligned is not.
+    #[error("{what} at {phys} is not 8-byte aligned")]
+    Unaligned {
+        /// What was being read.
+        what: &'static str,
+        /// Where.
+        phys: PhysAddr,
+    },
+    /// A structure that does not lie inside one RAM range of the memory map.
+    #[error("{what} at {phys:#x} of {len:#x} bytes is not inside one RAM range")]
+    NotRam {
+        /// What was being read.
+        what: &'static str,
+        /// Its claimed start (raw: it may not even be a valid address).
+        phys: u64,
+        /// Its claimed length.
+        len: u64,
+    },
+    /// The setup_data list does not end within [`MAX_SETUP_DATA_NODES`].
+    #[error("setup_data list from {head} does not end within {max} nodes (a loop?)")]
+    ChainTooLong {
+        /// Head of the list.
+        head: PhysAddr,
+        /// The bound.
+        max: usize,
+    },
+    /// A `SETUP_KEXEC_KHO` node whose payload is not one `kho_data`.
+    #[error("SETUP_KEXEC_KHO node at {phys} has len {len}, expected {expected}")]
+    KhoLen {
+        /// The node.
+        phys: PhysAddr,
+        /// Its `len`.
+        len: u32,
+        /// `sizeof(struct kho_data)`.
+        expected: u32,
+    },
+    /// Two `SETUP_KEXEC_KHO` nodes.
+    #[error("second SETUP_KEXEC_KHO node at {second} (the first is at {first})")]
+    DuplicateKho {
+        /// The first node.
+        first: PhysAddr,
+        /// The second.
+        second: PhysAddr,
+    },
+    /// `fdt_size` zero or too large.
+    #[error("kho_data at {phys}: fdt_size {size:#x} is zero or above {max:#x}")]
+    FdtSize {
+        /// The kho_data.
+        phys: PhysAddr,
+        /// `fdt_size`.
+        size: u64,
+        /// [`MAX_FDT_SIZE`].
+        max: u64,
+    },
+    /// `scratch_size` is not a whole, non-zero, bounded number of entries.
+    #[error("kho_data at {phys}: scratch_size {size:#x} is not 1..={max} entries of 16 bytes")]
+    ScratchSize {
+        /// The kho_data.
+        phys: PhysAddr,
+        /// `scratch_size`.
+        size: u64,
+        /// [`MAX_SCRATCH_AREAS`].
+        max: u64,
+    },
+    /// An empty scratch area.
+    #[error("scratch area {index} at {addr:#x} is empty")]
+    ScratchEmpty {
+        /// Its index in the array.
+        index: usize,
+        /// Its `addr`.
+        addr: u64,
+    },
+    /// A scratch area whose address or size is not page aligned.
+    #[error("scratch area {index} at {addr:#x} of {size:#x} bytes is not page aligned")]
+    ScratchUnaligned {
+        /// Its index.
+        index: usize,
+        /// Its `addr`.
+        addr: u64,
+        /// Its `size`.
+        size: u64,
+    },
+    /// A scratch area outside RAM (or whose end overflows).
+    #[error("scratch area {index} at {addr:#x} of {size:#x} bytes is not inside one RAM range")]
+    ScratchNotRam {
+        /// Its index.
+        index: usize,
+        /// Its `addr`.
+        addr: u64,
+        /// Its `size`.
+        size: u64,
+    },
+    /// Two scratch areas overlap.
+    #[error("scratch areas {first} {first_range} and {second} {second_range} overlap")]
+    ScratchOverlap {
+        /// Index of the one.
+        first: usize,
+        /// Its range.
+        first_range: PhysRange,
+        /// Index of the other.
+        second: usize,
+        /// Its range.
+        second_range: PhysRange,
+    },
+    /// The handover FDT lies in scratch, which the new kernel allocates from.
+    #[error("handover FDT {fdt} overlaps scratch area {index} {area}")]
+    FdtInScratch {
+        /// The FDT's range.
+        fdt: PhysRange,
+        /// Index of the scratch area.
+        index: usize,
+        /// Its range.
+        area: PhysRange,
+    },
+    /// A malformed command-line argument of the new kernel.
+    #[error("bad {what} argument {value:?}")]
+    BadArg {
+        /// Which argument.
+        what: &'static str,
+        /// Its text.
+        value: String,
+    },
+    /// The inherited memfd could not be attached.
+    #[error("attaching the inherited memfd {fd}: {source}")]
+    Attach {
+        /// The descriptor number.
+        fd: RawFd,
+        /// Why.
+        source: ArenaError,
+    },
+    /// A system call of the exec path failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The writer was given memory it cannot reach.
+    #[error("writing {what}: {source}")]
+    Write {
+        /// What was being written.
+        what: &'static str,
+        /// The error.
+        source: MemError,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Writer (old kernel)
+
+impl KhoData {
+    /// A `kho_data` naming the root FDT and the scratch array.
+    pub fn new(fdt: PhysRange, scratch_array: PhysRange) -> Self {
+        Self {
+            fdt_addr: U64::new(fdt.start().as_u64()),
+            fdt_size: U64::new(fdt.size()),
+            scratch_addr: U64::new(scratch_array.start().as_u64()),
+            scratch_size: U64::new(scratch_array.size()),
+        }
+    }
+}
+
+/// The bytes of a `kho_scratch` array for `areas`.
+pub fn scratch_array_bytes(areas: &[PhysRange]) -> Vec<u8> {
+    areas
+        .iter()
+        .flat_map(|r| {
+            KhoScratch {
+                addr: U64::new(r.start().as_u64()),
+                size: U64::new(r.size()),
+            }
+            .as_bytes()
+            .to_vec()
+        })
+        .collect()
+}
+
+/// The bytes of one `SETUP_KEXEC_KHO` node: header then `kho_data`.
+pub fn setup_data_bytes(next: PhysAddr, kho: &KhoData) -> Vec<u8> {
+    let header = SetupDataHeader {
+        next: U64::new(next.as_u64()),
+        kind: U32::new(SETUP_KEXEC_KHO),
+        len: U32::new(KHO_DATA_LEN),
+    };
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(kho.as_bytes());
+    out
+}
+
+/// Where the old kernel put the hand-over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoverImage {
+    /// The head of the setup_data list (what `--setup-data` carries).
+    pub setup_data: PhysAddr,
+    /// Every byte written: the setup_data node and the scratch array (a
+    /// kexec segment the next kernel reserves; never poisoned).
+    pub range: PhysRange,
+}
+
+/// Writes, at `at` (8-byte aligned), one `SETUP_KEXEC_KHO` node whose
+/// `kho_data` names `fdt` and a scratch array written right after the node,
+/// as `setup_kho()` and `kho_fill_kimage()` do. `next` chains further nodes
+/// (0 for none).
+pub fn write_handover(
+    mem: &PhysMem,
+    at: PhysAddr,
+    next: PhysAddr,
+    fdt: PhysRange,
+    scratch: &[PhysRange],
+) -> Result<HandoverImage, KexecError> {
+    let node_len = HEADER_LEN.saturating_add(u64::from(KHO_DATA_LEN));
+    let array = scratch_array_bytes(scratch);
+    let array_len = u64::try_from(array.len()).unwrap_or(u64::MAX);
+    let too_big = || KexecError::NotRam {
+        what: "hand-over image",
+        phys: at.as_u64(),
+        len: node_len.saturating_add(array_len),
+    };
+    let array_at = at.checked_add(node_len).ok_or_else(too_big)?;
+    let array_range = PhysRange::from_start_size(array_at, array_len).map_err(|_| too_big())?;
+    let kho = KhoData::new(fdt, array_range);
+    write_bytes(mem, at, &setup_data_bytes(next, &kho)).map_err(|source| KexecError::Write {
+        what: "setup_data",
+        source,
+    })?;
+    write_bytes(mem, array_at, &array).map_err(|source| KexecError::Write {
+        what: "kho_scratch array",
+        source,
+    })?;
+    Ok(HandoverImage {
+        setup_data: at,
+        range: PhysRange::new(at, array_range.end()).map_err(|_| too_big())?,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Reader (new kernel)
+
+/// What the new kernel learned from a validated `SETUP_KEXEC_KHO` node:
+/// the arguments of `kho_populate`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KhoHandover {
+    /// The node that carried it.
+    pub node: PhysAddr,
+    /// The root FDT (range checked against RAM, outside scratch).
+    pub fdt: PhysRange,
+    /// The `kho_scratch` array itself.
+    pub scratch_array: PhysRange,
+    /// The scratch areas, in array order `[lowmem, global, node...]`.
+    pub scratch: Vec<PhysRange>,
+}
+
+/// Checks that `[phys, phys + len)` lies in one RAM range and is 8-byte
+/// aligned, then reads it.
+fn read_checked(
+    mem: &PhysMem,
+    what: &'static str,
+    phys: u64,
+    len: u64,
+) -> Result<Vec<u8>, KexecError> {
+    let not_ram = || KexecError::NotRam { what, phys, len };
+    let start = PhysAddr::new(phys);
+    let range = PhysRange::from_start_size(start, len).map_err(|_| not_ram())?;
+    if !mem.layout().is_ram(range) {
+        return Err(not_ram());
+    }
+    if !start.is_aligned(8) {
+        return Err(KexecError::Unaligned { what, phys: start });
+    }
+    let n = usize::try_from(len).map_err(|_| not_ram())?;
+    read_bytes(mem, start, n).map_err(|_| not_ram())
+}
+
+/// Walks the setup_data list from `head` (0: no list) and returns the
+/// validated KHO hand-over, or `None` if the list carries no
+/// `SETUP_KEXEC_KHO` node (a boot without KHO). Other node types are
+/// skipped after their extent is checked.
+pub fn read_setup_data(mem: &PhysMem, head: PhysAddr) -> Result<Option<KhoHandover>, KexecError> {
+    let mut found: Option<(PhysAddr, KhoData)> = None;
+    let mut cur = head;
+    let mut steps = 0usize;
+    while cur != PhysAddr::ZERO {
+        if steps == MAX_SETUP_DATA_NODES {
+            return Err(KexecError::ChainTooLong {
+                head,
+                max: MAX_SETUP_DATA_NODES,
+            });
+        }
+        steps = steps.saturating_add(1);
+        let bytes = read_checked(mem, "setup_data header", cur.as_u64(), HEADER_LEN)?;
+        let header = SetupDataHeader::read_from_bytes(&bytes).map_err(|_| KexecError::NotRam {
+            what: "setup_data header",
+            phys: cur.as_u64(),
+            len: HEADER_LEN,
+        })?;
+        let payload_at = cur.as_u64().saturating_add(HEADER_LEN);
+        let len = header.len.get();
+        if header.kind.get() == SETUP_KEXEC_KHO {
+            if len != KHO_DATA_LEN {
+                return Err(KexecError::KhoLen {
+                    phys: cur,
+                    len,
+                    expected: KHO_DATA_LEN,
+                });
+            }
+            if let Some((first, _)) = found {
+                return Err(KexecError::DuplicateKho { first, second: cur });
+            }
+            let bytes = read_checked(mem, "kho_data", payload_at, u64::from(len))?;
+            let kho = KhoData::read_from_bytes(&bytes).map_err(|_| KexecError::NotRam {
+                what: "kho_data",
+                phys: payload_at,
+                len: u64::from(len),
+            })?;
+            found = Some((cur, kho));
+        } else {
+            // Only the extent of a foreign node is checked.
+            let range = PhysRange::from_start_size(PhysAddr::new(payload_at), u64::from(len));
+            if !range.is_ok_and(|r| r.is_empty() || mem.layout().is_ram(r)) {
+                return Err(KexecError::NotRam {
+                    what: "setup_data payload",
+                    phys: payload_at,
+                    len: u64::from(len),
+                });
+            }
+        }
+        cur = PhysAddr::new(header.next.get());
+    }
+    match found {
+        None => Ok(None),
+        Some((node, kho)) => validate_kho(mem, node, &kho).map(Some),
+    }
+}
+
+/// Validates a `kho_data` and the scratch array it names.
+pub fn validate_kho(
+    mem: &PhysMem,
+    node: PhysAddr,
+    kho: &KhoData,
+) -> Result<KhoHandover, KexecError> {
+    let kho_at = node.checked_add(HEADER_LEN).unwrap_or(node);
+    let fdt_size = kho.fdt_size.get();
+    if fdt_size == 0 || fdt_size > MAX_FDT_SIZE {
+        return Err(KexecError::FdtSize {
+            phys: kho_at,
+            size: fdt_size,
+            max: MAX_FDT_SIZE,
+        });
+    }
+    let fdt_addr = kho.fdt_addr.get();
+    let fdt_not_ram = || KexecError::NotRam {
+        what: "handover FDT",
+        phys: fdt_addr,
+        len: fdt_size,
+    };
+    let fdt =
+        PhysRange::from_start_size(PhysAddr::new(fdt_addr), fdt_size).map_err(|_| fdt_not_ram())?;
+    if !mem.layout().is_ram(fdt) {
+        return Err(fdt_not_ram());
+    }
+
+    let size = kho.scratch_size.get();
+    let count = size / SCRATCH_ENTRY_LEN;
+    if size == 0 || !size.is_multiple_of(SCRATCH_ENTRY_LEN) || count > MAX_SCRATCH_AREAS {
+        return Err(KexecError::ScratchSize {
+            phys: kho_at,
+            size,
+            max: MAX_SCRATCH_AREAS,
+        });
+    }
+    let addr = kho.scratch_addr.get();
+    let bytes = read_checked(mem, "kho_scratch array", addr, size)?;
+    let array_not_ram = || KexecError::NotRam {
+        what: "kho_scratch array",
+        phys: addr,
+        len: size,
+    };
+    let scratch_array =
+        PhysRange::from_start_size(PhysAddr::new(addr), size).map_err(|_| array_not_ram())?;
+    let entries = <[KhoScratch]>::ref_from_bytes(&bytes).map_err(|_| array_not_ram())?;
+
+    let mut scratch: Vec<PhysRange> = Vec::with_capacity(entries.len());
+    for (index, e) in entries.iter().enumerate() {
+        let (addr, size) = (e.addr.get(), e.size.get());
+        if size == 0 {
+            return Err(KexecError::ScratchEmpty { index, addr });
+        }
+        if !PhysAddr::new(addr).is_page_aligned() || !size.is_multiple_of(PAGE_SIZE) {
+            return Err(KexecError::ScratchUnaligned { index, addr, size });
+        }
+        let area = PhysRange::from_start_size(PhysAddr::new(addr), size)
+            .ok()
+            .filter(|r| mem.layout().is_ram(*r))
+            .ok_or(KexecError::ScratchNotRam { index, addr, size })?;
+        if let Some((first, first_range)) =
+            scratch.iter().enumerate().find(|(_, r)| r.overlaps(area))
+        {
+            return Err(KexecError::ScratchOverlap {
+                first,
+                first_range: *first_range,
+                second: index,
+                second_range: area,
+            });
+        }
+        scratch.push(area);
+    }
+    if let Some((index, area)) = scratch.iter().enumerate().find(|(_, r)| r.overlaps(fdt)) {
+        return Err(KexecError::FdtInScratch {
+            fdt,
+            index,
+            area: *area,
+        });
+    }
+    Ok(KhoHandover {
+        node,
+        fdt,
+        scratch_array,
+        scratch,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// The new kernel's command line
+
+/// `0x` + lowercase hex.
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+/// Parses a `0x`-prefixed hex or a decimal u64.
+fn parse_u64(what: &'static str, s: &str) -> Result<u64, KexecError> {
+    let bad = || KexecError::BadArg {
+        what,
+        value: s.to_owned(),
+    };
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).map_err(|_| bad()),
+        None => s.parse().map_err(|_| bad()),
+    }
+}
+
+/// A physical address argument (`0x...` or decimal).
+pub fn parse_phys(s: &str) -> Result<PhysAddr, KexecError> {
+    parse_u64("physical address", s).map(PhysAddr::new)
+}
+
+/// The firmware memory map as the `--e820` argument: `start-end` pairs in
+/// hex, half-open, comma separated, ascending.
+pub fn format_e820(layout: &MemoryLayout) -> String {
+    layout
+        .ram()
+        .iter()
+        .map(|r| format!("{}-{}", hex(r.start().as_u64()), hex(r.end().as_u64())))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Parses [`format_e820`]'s output back into a validated layout.
+pub fn parse_e820(s: &str) -> Result<MemoryLayout, KexecError> {
+    let bad = || KexecError::BadArg {
+        what: "e820",
+        value: s.to_owned(),
+    };
+    let mut ram = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').ok_or_else(bad)?;
+        let (a, b) = (parse_u64("e820", a)?, parse_u64("e820", b)?);
+        ram.push(PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)).map_err(|_| bad())?);
+    }
+    MemoryLayout::from_ranges(ram).map_err(|_| bad())
+}
+
+/// What the new kernel is booted with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKernelArgs {
+    /// The inherited memfd's descriptor number.
+    pub memfd: RawFd,
+    /// The firmware memory map.
+    pub e820: MemoryLayout,
+    /// Head of the setup_data list (0: none).
+    pub setup_data: PhysAddr,
+}
+
+impl NewKernelArgs {
+    /// The arguments that follow [`NEW_KERNEL_SUBCOMMAND`].
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--memfd".into(),
+            self.memfd.to_string(),
+            "--e820".into(),
+            format_e820(&self.e820),
+            "--setup-data".into(),
+            hex(self.setup_data.as_u64()),
+        ]
+    }
+
+    /// From the three parsed strings of the command line.
+    pub fn parse(memfd: &str, e820: &str, setup_data: &str) -> Result<Self, KexecError> {
+        let fd = memfd.parse::<RawFd>().ok().filter(|fd| *fd >= 0);
+        let memfd = fd.ok_or_else(|| KexecError::BadArg {
+            what: "memfd",
+            value: memfd.to_owned(),
+        })?;
+        Ok(Self {
+            memfd,
+            e820: parse_e820(e820)?,
+            setup_data: parse_phys(setup_data)?,
+        })
+    }
+
+    /// Maps the inherited memfd as this kernel's RAM.
+    ///
+    /// Safe Rust cannot adopt a bare descriptor number, so the new kernel
+    /// reopens it through `/proc/self/fd/N` (same memfd, a new open file
+    /// description); the inherited number stays open and unused. The link
+    /// must name a memfd.
+    pub fn attach(&self) -> Result<PhysMem, KexecError> {
+        let fd = self.memfd;
+        let link = format!("/proc/self/fd/{fd}");
+        let attach = |source| KexecError::Attach { fd, source };
+        let io = |what, source| attach(ArenaError::Io { what, source });
+        let target = std::fs::read_link(&link).map_err(|e| io("readlink /proc/self/fd", e))?;
+        if !target.to_string_lossy().starts_with("/memfd:") {
+            return Err(KexecError::BadArg {
+                what: "memfd (not a memfd)",
+                value: target.to_string_lossy().into_owned(),
+            });
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&link)
+            .map_err(|e| io("reopen memfd", e))?;
+        PhysMem::attach(OwnedFd::from(file), self.e820.clone()).map_err(attach)
+    }
+}
+
+/// kexec: replaces this process with `image` booted as the new kernel.
+///
+/// Clears FD_CLOEXEC on the memfd so it survives the exec, clears the
+/// environment, and passes [`NEW_KERNEL_SUBCOMMAND`], the three hand-over
+/// arguments and `cmdline` (the new kernel's own boot parameters). Standard
+/// streams are inherited. Returns only if the exec failed.
+pub fn kexec_exec(
+    mem: &PhysMem,
+    image: &Path,
+    setup_data: PhysAddr,
+    cmdline: &[OsString],
+) -> KexecError {
+    let fd = mem.fd();
+    if let Err(e) = rustix::io::fcntl_setfd(fd.as_fd(), rustix::io::FdFlags::empty()) {
+        return KexecError::Io {
+            what: "clear FD_CLOEXEC on the memfd",
+            source: e.into(),
+        };
+    }
+    let args = NewKernelArgs {
+        memfd: fd.as_raw_fd(),
+        e820: mem.layout().clone(),
+        setup_data,
+    };
+    let source = Command::new(image)
+        .env_clear()
+        .arg(NEW_KERNEL_SUBCOMMAND)
+        .args(args.to_args())
+        .args(cmdline)
+        .exec();
+    KexecError::Io {
+        what: "exec the new kernel",
+        source,
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used
+)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn mem() -> PhysMem {
+        PhysMem::create(MemoryLayout::pc(64 * MIB).unwrap()).unwrap()
+    }
+
+    fn r(a: u64, size: u64) -> PhysRange {
+        PhysRange::from_start_size(PhysAddr::new(a), size).unwrap()
+    }
+
+    fn words(mem: &PhysMem, at: u64, w: &[u64]) {
+        let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+        write_bytes(mem, PhysAddr::new(at), &bytes).unwrap();
+    }
+
+    /// A hand-built node at 1 MiB: setup_data + kho_data + 3 scratch entries.
+    fn golden(mem: &PhysMem) {
+        words(
+            mem,
+            MIB,
+            &[
+                0,               // next
+                10 | (32 << 32), // type = 10, len = 32
+                0x30_0000,       // fdt_addr
+                0x1000,          // fdt_size
+                0x10_0030,       // scratch_addr
+                48,              // scratch_size
+                0x40_0000,       // lowmem.addr
+                0x20_0000,       // lowmem.size
+                0x80_0000,       // global.addr
+                0x40_0000,       // global.size
+                0x200_0000,      // node0.addr
+                0x20_0000,       // node0.size
+            ],
+        );
+    }
+
+    #[test]
+    fn layouts_match_linux() {
+        assert_eq!(SETUP_KEXEC_KHO, 10);
+        let h = SetupDataHeader {
+            next: U64::new(0x1122_3344_5566_7788),
+            kind: U32::new(10),
+            len: U32::new(32),
+        };
+        assert_eq!(
+            h.as_bytes(),
+            &[
+                0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 10, 0, 0, 0, 32, 0, 0, 0
+            ]
+        );
+        let k = KhoData::new(r(0x1000, 0x1000), r(0x2000, 32));
+        let expect: Vec<u8> = [0x1000u64, 0x1000, 0x2000, 32]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        assert_eq!(k.as_bytes(), expect.as_slice());
+    }
+
+    #[test]
+    fn writer_produces_the_golden_bytes() {
+        let a = mem();
+        golden(&a);
+        let b = mem();
+        let scratch = [
+            r(0x40_0000, 2 * MIB),
+            r(0x80_0000, 4 * MIB),
+            r(0x200_0000, 2 * MIB),
+        ];
+        let img = write_handover(
+            &b,
+            PhysAddr::new(MIB),
+            PhysAddr::ZERO,
+            r(0x30_0000, 0x1000),
+            &scratch,
+        )
+        .unwrap();
+        assert_eq!(img.setup_data, PhysAddr::new(MIB));
+        assert_eq!(img.range, r(MIB, 16 + 32 + 48));
+        let len = 96;
+        assert_eq!(
+            read_bytes(&a, PhysAddr::new(MIB), len).unwrap(),
+            read_bytes(&b, PhysAddr::new(MIB), len).unwrap()
+        );
+    }
+
+    #[test]
+    fn reader_reads_the_golden_bytes() {
+        let m = mem();
+        golden(&m);
+        let h = read_setup_data(&m, PhysAddr::new(MIB)).unwrap().unwrap();
+        assert_eq!(h.node, PhysAddr::new(MIB));
+        assert_eq!(h.fdt, r(0x30_0000, 0x1000));
+        assert_eq!(h.scratch_array, r(0x10_0030, 48));
+        assert_eq!(
+            h.scratch,
+            vec![
+                r(0x40_0000, 2 * MIB),
+                r(0x80_0000, 4 * MIB),
+                r(0x200_0000, 2 * MIB)
+            ]
+        );
+        assert_eq!(read_setup_data(&m, PhysAddr::ZERO).unwrap(), None);
+    }
+
+    #[test]
+    fn foreign_nodes_are_skipped_and_a_list_without_kho_is_none() {
+        let m = mem();
+        golden(&m);
+        // An RNG seed node at 2 MiB pointing at the KHO node.
+        words(&m, 2 * MIB, &[MIB, 9 | (8 << 32), 0xdead]);
+        let h = read_setup_data(&m, PhysAddr::new(2 * MIB))
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.node, PhysAddr::new(MIB));
+        words(&m, 2 * MIB, &[0, 9 | (8 << 32), 0xdead]);
+        assert_eq!(read_setup_data(&m, PhysAddr::new(2 * MIB)).unwrap(), None);
+    }
+
+    fn err(m: &PhysMem, head: u64) -> KexecError {
+        read_setup_data(m, PhysAddr::new(head)).unwrap_err()
+    }
+
+    #[test]
+    fn each_reader_error() {
+        let m = mem();
+        // Header in the hole.
+        assert!(matches!(
+            err(&m, 700 << 10),
+            KexecError::NotRam {
+                what: "setup_data header",
+                ..
+            }
+        ));
+        // Unaligned header.
+        assert!(matches!(err(&m, MIB + 4), KexecError::Unaligned { .. }));
+        // A loop.
+        words(&m, 2 * MIB, &[2 * MIB, 9 | (8 << 32)]);
+        assert!(matches!(
+            err(&m, 2 * MIB),
+            KexecError::ChainTooLong { max: 64, .. }
+        ));
+        // Foreign payload running past RAM.
+        words(&m, 2 * MIB, &[0, 9 | (0xffff_fff0 << 32)]);
+        assert!(matches!(
+            err(&m, 2 * MIB),
+            KexecError::NotRam {
+                what: "setup_data payload",
+                ..
+            }
+        ));
+        // KHO node of the wrong length.
+        golden(&m);
+        words(&m, MIB + 8, &[10 | (24 << 32)]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::KhoLen {
+                len: 24,
+                expected: 32,
+                ..
+            }
+        ));
+        // Two KHO nodes.
+        golden(&m);
+        words(
+            &m,
+            2 * MIB,
+            &[MIB, 10 | (32 << 32), 0x30_0000, 0x1000, 0x10_0030, 48],
+        );
+        assert!(matches!(err(&m, 2 * MIB), KexecError::DuplicateKho { .. }));
+        // fdt_size zero, too large; FDT outside RAM.
+        golden(&m);
+        words(&m, MIB + 24, &[0]);
+        assert!(matches!(err(&m, MIB), KexecError::FdtSize { size: 0, .. }));
+        words(&m, MIB + 24, &[MAX_FDT_SIZE + 1]);
+        assert!(matches!(err(&m, MIB), KexecError::FdtSize { .. }));
+        words(&m, MIB + 16, &[64 * MIB, 0x1000]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::NotRam {
+                what: "handover FDT",
+                ..
+            }
+        ));
+        words(&m, MIB + 16, &[u64::MAX - 0xfff, 0x1000]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::NotRam {
+                what: "handover FDT",
+                ..
+            }
+        ));
+        // scratch_size not whole entries, zero, too many; array outside RAM.
+        golden(&m);
+        words(&m, MIB + 40, &[47]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::ScratchSize { size: 47, .. }
+        ));
+        words(&m, MIB + 40, &[0]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::ScratchSize { size: 0, .. }
+        ));
+        words(&m, MIB + 40, &[16 * (MAX_SCRATCH_AREAS + 1)]);
+        assert!(matches!(err(&m, MIB), KexecError::ScratchSize { .. }));
+        words(&m, MIB + 32, &[0xa_0000, 48]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::NotRam {
+                what: "kho_scratch array",
+                ..
+            }
+        ));
+        // Entries: empty, unaligned, outside RAM, overlapping.
+        golden(&m);
+        words(&m, MIB + 56, &[0]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::ScratchEmpty { index: 0, .. }
+        ));
+        golden(&m);
+        words(&m, MIB + 64, &[0x80_0800]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::ScratchUnaligned { index: 1, .. }
+        ));
+        golden(&m);
+        words(&m, MIB + 80, &[0x300_0000, 0x200_0000]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::ScratchNotRam { index: 2, .. }
+        ));
+        golden(&m);
+        words(&m, MIB + 80, &[0x90_0000]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::ScratchOverlap {
+                first: 1,
+                second: 2,
+                ..
+            }
+        ));
+        // FDT inside scratch.
+        golden(&m);
+        words(&m, MIB + 16, &[0x40_1000]);
+        assert!(matches!(
+            err(&m, MIB),
+            KexecError::FdtInScratch { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn command_line_round_trip() {
+        let a = NewKernelArgs {
+            memfd: 3,
+            e820: MemoryLayout::pc(16 << 30).unwrap(),
+            setup_data: PhysAddr::new(0x1234_5000),
+        };
+        let v = a.to_args();
+        assert_eq!(
+            v[3],
+            "0x0-0xa0000,0x100000-0xc0000000,0x100000000-0x440000000"
+        );
+        assert_eq!(NewKernelArgs::parse(&v[1], &v[3], &v[5]).unwrap(), a);
+        assert!(matches!(
+            NewKernelArgs::parse("-1", &v[3], &v[5]),
+            Err(KexecError::BadArg { what: "memfd", .. })
+        ));
+        assert!(matches!(
+            parse_e820("0x2000-0x1000"),
+            Err(KexecError::BadArg { what: "e820", .. })
+        ));
+        assert!(matches!(parse_e820("zz"), Err(KexecError::BadArg { .. })));
+        assert!(matches!(parse_phys("0xg"), Err(KexecError::BadArg { .. })));
+        assert_eq!(parse_phys("4096").unwrap(), PhysAddr::new(4096));
+    }
+
+    #[test]
+    fn attach_refuses_what_is_not_a_memfd() {
+        let a = NewKernelArgs {
+            memfd: 0,
+            e820: MemoryLayout::pc(64 * MIB).unwrap(),
+            setup_data: PhysAddr::ZERO,
+        };
+        // fd 0 of a test is never a memfd.
+        assert!(a.attach().is_err());
+        // The arena's own memfd, by number, attaches.
+        let m = mem();
+        let b = NewKernelArgs {
+            memfd: m.fd().as_raw_fd(),
+            ..a
+        };
+        let again = b.attach().unwrap();
+        write_bytes(&m, PhysAddr::new(MIB), &[7; 8]).unwrap();
+        assert_eq!(
+            read_bytes(&again, PhysAddr::new(MIB), 8).unwrap(),
+            vec![7; 8]
+        );
+    }
+}
