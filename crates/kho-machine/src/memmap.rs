@@ -723,3 +723,130 @@ pub fn memmap_init(
     }
     Ok(st)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::MemoryLayout;
+    use crate::boot::{BootConfig, Machine};
+
+    const M: u64 = 1 << 20;
+
+    fn mem(size: u64) -> PhysMem {
+        PhysMem::create(MemoryLayout::pc(size).unwrap()).unwrap()
+    }
+
+    fn p(x: u64) -> Pfn {
+        Pfn::new(x).unwrap()
+    }
+
+    #[test]
+    fn struct_page_bytes_and_accessors() {
+        let mem = mem(64 * M);
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        m.alloc_memmap().unwrap();
+        let mm = m.memmap().unwrap();
+        // One present section: 2 MiB of struct pages, top-down, PMD aligned.
+        let top = PhysRange::new(PhysAddr::new(62 * M), PhysAddr::new(64 * M)).unwrap();
+        assert_eq!(mm.allocations(), &[top]);
+        assert_eq!(mm.footprint(), 2 * M);
+        assert_eq!(
+            mm.struct_page_phys(p(0x1234)),
+            Ok(PhysAddr::new(62 * M + 0x1234 * 64))
+        );
+        assert_eq!(
+            mm.pfn_to_page(p(0x8000)).err(),
+            Some(MemmapError::NoStructPage {
+                pfn: p(0x8000),
+                section: 1
+            })
+        );
+        let page = mm.pfn_to_page(p(0x1234)).unwrap();
+        mem.fill(
+            PhysRange::from_start_size(top.start().checked_add(0x1234 * 64).unwrap(), 64).unwrap(),
+            !0,
+        )
+        .unwrap();
+        page.init_single_page(0);
+        let lru = 0xffff_ea00_0000_0000 + 0x1234 * 64 + 8;
+        assert_eq!(
+            page.snapshot(),
+            [2 << 62, lru, lru, 0, 0, 0, 0x1_ffff_ffff, 0]
+        );
+        assert_eq!(
+            (page.refcount(), page.mapcount(), page.is_buddy()),
+            (1, -1, false)
+        );
+        assert_eq!(MemMap::page_to_pfn(&page), p(0x1234));
+        page.set_buddy();
+        assert_eq!(
+            (page.page_type(), page.is_buddy(), page.refcount()),
+            (0xf000_0000, true, 1)
+        );
+        page.clear_buddy();
+        assert_eq!(page.mapcount(), -1);
+        page.set_refcount(7);
+        page.ref_inc();
+        assert_eq!((page.refcount(), page.mapcount()), (8, -1));
+        assert!(!page.ref_dec_and_test());
+        page.set_compound_head(p(0x1200));
+        assert_eq!(page.lru_next(), 0xffff_ea00_0000_0000 + 0x1200 * 64 + 1);
+        assert_eq!(page.compound_head(), Some(p(0x1200)));
+        page.set_flag(pg::RESERVED);
+        assert!(page.is_reserved() && page.flags() & (1 << 13) != 0);
+        page.clear_flag(pg::RESERVED);
+        assert!(!page.is_reserved());
+    }
+
+    #[test]
+    fn memmap_init_skips_noinit_and_marks_reserved() {
+        let mem = mem(64 * M);
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        let noinit = PhysAddr::new(40 * M);
+        m.memblock.memblock_reserve(noinit, 64 << 10).unwrap();
+        m.memblock
+            .memblock_reserved_mark_noinit(noinit, 64 << 10)
+            .unwrap();
+        m.alloc_memmap().unwrap();
+        let mm = m.memmap().unwrap();
+        // Garbage everywhere, a recognisable pattern on the noinit pages.
+        mem.fill(mm.allocations()[0], 0xa5a5_a5a5_a5a5_a5a5)
+            .unwrap();
+        let first = mm.struct_page_phys(noinit.pfn()).unwrap();
+        mem.fill(
+            PhysRange::from_start_size(first, 16 * 64).unwrap(),
+            0x5a5a_5a5a_5a5a_5a5a,
+        )
+        .unwrap();
+        let st = m.memmap_init().unwrap();
+        // Hand-computed: RAM pfns 0..160 and 256..16384; the low 1 MiB,
+        // the kernel (4096 pages) and the memmap (512) reserved; holes
+        // 160..256 and 16384..32768 (rest of section 0).
+        assert_eq!(
+            st,
+            MemmapInitStats {
+                free: 16128 - 4096 - 512 - 16,
+                reserved: 160 + 4096 + 512,
+                unavailable: 96 + 16384,
+                noinit: 16,
+            }
+        );
+        let mm = m.memmap().unwrap();
+        for pfn in 0..PAGES_PER_SECTION {
+            let page = mm.pfn_to_page(p(pfn)).unwrap();
+            let words = page.snapshot();
+            if (10240..10256).contains(&pfn) {
+                assert_eq!(words, [0x5a5a_5a5a_5a5a_5a5a; 8], "pfn {pfn:#x}");
+                continue;
+            }
+            let reserved = pfn < 256 || (4096..8192).contains(&pfn) || pfn >= 15872;
+            assert_eq!(page.is_reserved(), reserved, "pfn {pfn:#x}");
+            assert_eq!(
+                words[1..],
+                [page.lru_addr(), page.lru_addr(), 0, 0, 0, 0x1_ffff_ffff, 0]
+            );
+        }
+    }
+}
