@@ -952,6 +952,21 @@ mod tests {
         b.free_lists().unwrap();
     }
 
+    #[test]
+    fn no_room_for_a_gigantic_page() {
+        let mem = mem(64 * M);
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        assert!(matches!(
+            alloc_bootmem_huge_page(&mut m.memblock, GIGANTIC_ORDER),
+            Err(BuddyError::Memblock(MemblockError::NoSpace {
+                size: G,
+                align: G,
+                ..
+            }))
+        ));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Alloc(u8),

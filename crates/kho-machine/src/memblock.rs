@@ -1837,6 +1837,25 @@ mod tests {
     }
 
     #[test]
+    fn doubling_fails_cleanly_without_room() {
+        // 1 MiB of memory, every odd page reserved: no two free pages in a
+        // row for a doubled array of 256 slots (2 pages).
+        let mut mb = machine(M);
+        for i in 0..128 {
+            mb.memblock_reserve(a((2 * i + 1) * 4 * K), 4 * K).unwrap();
+        }
+        let before = mb.reserved.clone();
+        assert_eq!(
+            mb.memblock_reserve(a(2 * M), 4 * K),
+            Err(MemblockError::DoubleFailed {
+                name: "reserved",
+                max: 128
+            })
+        );
+        assert_eq!(mb.reserved, before);
+    }
+
+    #[test]
     fn free_range_iteration_skips_reserved_and_nomap() {
         let mut mb = Memblock::new();
         mb.memblock_add(a(0), 16 * M).unwrap();

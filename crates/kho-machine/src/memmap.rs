@@ -800,6 +800,41 @@ mod tests {
     }
 
     #[test]
+    fn memmap_errors() {
+        let mem = mem(64 * M);
+        // Scratch-only with no scratch: memblock cannot place the memmap.
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        m.memblock.memblock_set_kho_scratch_only();
+        assert!(matches!(
+            m.alloc_memmap(),
+            Err(crate::boot::BootError::Memmap(MemmapError::Memblock(
+                MemblockError::NoSpace { .. }
+            )))
+        ));
+        // memblock believes in memory the machine does not have: the memmap
+        // lands there and touching it fails.
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        // (Node 0: memory added with MAX_NUMNODES would be skipped by the
+        // node-0 memmap allocation, as in Linux.)
+        m.memblock
+            .memblock_add_node(PhysAddr::new(64 * M), 128 * M, 0, MemblockFlags::NONE)
+            .unwrap();
+        m.alloc_memmap().unwrap();
+        assert_eq!(
+            m.memmap().unwrap().allocations()[0].start(),
+            PhysAddr::new(188 * M)
+        );
+        assert!(matches!(
+            m.memmap_init(),
+            Err(crate::boot::BootError::Memmap(MemmapError::Mem(
+                MemError::NotMapped { .. }
+            )))
+        ));
+    }
+
+    #[test]
     fn memmap_init_skips_noinit_and_marks_reserved() {
         let mem = mem(64 * M);
         let mut m = Machine::new(&mem, BootConfig::default());
