@@ -4,6 +4,10 @@
 //! |----------------|--------------------------------------------------------------------------|
 //! | [`arena`]      | physical memory: a shared memfd mapping laid out by a RAM map            |
 //! | [`physio`]     | byte copies in and out of physical memory                                |
+//! | [`memblock`]   | the boot-time allocator: Linux's sorted region arrays, scans, merges     |
+//! | [`memmap`]     | `struct page`: 64 bytes per page, kept in the simulated memory           |
+//! | [`buddy`]      | the zone's `free_area[order]` lists, linked through struct pages         |
+//! | [`boot`]       | the boot phases tying them together ([`Machine`])                        |
 //! | [`kexec`]      | the hand-over: setup_data / kho_data / kho_scratch, the exec, its args   |
 //! | [`scratch`]    | scratch areas sized like Linux's `kho_reserve_scratch`                   |
 //! | [`manifest`]   | the workload's manifest blob, data patterns, poison and verification     |
@@ -11,16 +15,26 @@
 #![warn(missing_docs)]
 
 pub mod arena;
+pub mod boot;
+pub mod buddy;
 pub mod kexec;
 pub mod liveupdate;
 pub mod manifest;
+pub mod memblock;
+pub mod memmap;
 pub mod physio;
 pub mod scratch;
 
 pub use arena::{ArenaError, MemoryLayout, PhysMem};
+pub use boot::{BootError, Machine};
+pub use buddy::{Buddy, BuddyError, MAX_PAGE_ORDER, NR_PAGE_ORDERS, Zone};
 pub use kexec::{
     KexecError, KhoHandover, NewKernelArgs, kexec_exec, read_setup_data, write_handover,
 };
 pub use liveupdate::{LiveUpdateError, NewKernelConfig, OldKernelConfig, RunReport, Strategy};
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};
+pub use memblock::{
+    Memblock, MemblockError, MemblockFlags, MemblockRegion, MemblockStats, MemblockType,
+};
+pub use memmap::{MemMap, MemmapError, StructPage};
 pub use scratch::{ScratchAreas, ScratchError, ScratchSizing};

@@ -1,0 +1,265 @@
+//! The boot sequence of the machine's memory management.
+//!
+//! # DOC: boot overview
+//!
+//! A [`Machine`] boots in four phases, each a public method so that the KHO
+//! boot can insert itself between them and time each one:
+//!
+//! | phase                           | Linux                                              | KHO hook that goes before/after it                      |
+//! |---------------------------------|----------------------------------------------------|---------------------------------------------------------|
+//! | [`Machine::memblock_init`]      | `e820__memblock_setup`, `early_reserve_memory`, `memblock_allow_resize`, NUMA init | after: `kho_populate` (scratch as `KHO_SCRATCH`, scratch-only) |
+//! | [`Machine::alloc_memmap`]       | `sparse_init`                                      | before: `kho_memory_init` may also go here               |
+//! | [`Machine::memmap_init`]        | `memmap_init`, deferred init, `memmap_init_reserved_pages` | before: `kho_memory_init` (reserve preserved, noinit) |
+//! | [`Machine::memblock_free_all`]  | `memblock_free_all`                                | after: restore of the preserved folios                   |
+//!
+//! [`Machine::boot`] runs them all. After `memblock_free_all` the buddy
+//! allocator is live ([`Machine::buddy`]).
+
+use kho::{PhysAddr, PhysRange};
+
+use crate::arena::PhysMem;
+use crate::buddy::{Buddy, BuddyError};
+use crate::memblock::{Memblock, MemblockError};
+use crate::memmap::{MemMap, MemmapError, MemmapInitStats};
+
+const MIB: u64 = 1 << 20;
+
+/// Errors of the boot sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BootError {
+    /// A memblock operation failed.
+    #[error("memblock: {0}")]
+    Memblock(#[from] MemblockError),
+    /// The memmap failed.
+    #[error("memmap: {0}")]
+    Memmap(#[from] MemmapError),
+    /// The buddy allocator failed.
+    #[error("buddy: {0}")]
+    Buddy(#[from] BuddyError),
+    /// A phase called out of order.
+    #[error("boot phase {phase} needs {needs} first")]
+    Phase {
+        /// The phase called.
+        phase: &'static str,
+        /// What it needs.
+        needs: &'static str,
+    },
+}
+
+/// What the boot reserves before anything is allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootConfig {
+    /// The kernel image with its bss (reserved `RSRV_KERN`).
+    pub kernel: PhysRange,
+    /// Low memory x86 always reserves (the first 1 MiB).
+    pub low_reserve: PhysRange,
+}
+
+impl Default for BootConfig {
+    /// A 16 MiB kernel at 16 MiB, and the first 1 MiB.
+    fn default() -> Self {
+        let r =
+            |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap_or_default();
+        Self {
+            kernel: r(16 * MIB, 32 * MIB),
+            low_reserve: r(0, MIB),
+        }
+    }
+}
+
+/// A machine's memory management across boot.
+#[derive(Debug)]
+pub struct Machine<'m> {
+    mem: &'m PhysMem,
+    config: BootConfig,
+    /// The memblock state (public: the KHO boot works on it between phases).
+    pub memblock: Memblock,
+    memmap: Option<MemMap<'m>>,
+    buddy: Option<Buddy<'m>>,
+}
+
+impl<'m> Machine<'m> {
+    /// A machine before boot: memblock is the static, empty state.
+    pub fn new(mem: &'m PhysMem, config: BootConfig) -> Self {
+        Self {
+            mem,
+            config,
+            memblock: Memblock::new(),
+            memmap: None,
+            buddy: None,
+        }
+    }
+
+    /// Runs every phase with the default configuration.
+    pub fn boot(mem: &'m PhysMem) -> Result<Self, BootError> {
+        Self::boot_with(mem, BootConfig::default())
+    }
+
+    /// Runs every phase.
+    pub fn boot_with(mem: &'m PhysMem, config: BootConfig) -> Result<Self, BootError> {
+        let mut m = Self::new(mem, config);
+        m.memblock_init()?;
+        m.alloc_memmap()?;
+        m.memmap_init()?;
+        m.memblock_free_all()?;
+        Ok(m)
+    }
+
+    /// The physical memory.
+    pub fn mem(&self) -> &'m PhysMem {
+        self.mem
+    }
+
+    /// The boot configuration.
+    pub fn config(&self) -> BootConfig {
+        self.config
+    }
+
+    /// Phase 1: `memblock_add` of every RAM range, node 0 for all memory,
+    /// reservation of the low 1 MiB and of the kernel image, then
+    /// `memblock_allow_resize`.
+    pub fn memblock_init(&mut self) -> Result<(), BootError> {
+        for r in self.mem.layout().ram() {
+            self.memblock.memblock_add(r.start(), r.size())?;
+        }
+        self.memblock
+            .memblock_set_node(PhysAddr::ZERO, u64::MAX, 0)?;
+        let low = self.config.low_reserve;
+        self.memblock.memblock_reserve(low.start(), low.size())?;
+        let k = self.config.kernel;
+        self.memblock.memblock_reserve_kern(k.start(), k.size())?;
+        self.memblock.memblock_allow_resize();
+        Ok(())
+    }
+
+    /// Phase 2: `sparse_init`: the struct pages' memory from memblock.
+    pub fn alloc_memmap(&mut self) -> Result<(), BootError> {
+        self.memmap = Some(MemMap::alloc(self.mem, &mut self.memblock)?);
+        Ok(())
+    }
+
+    /// Phase 3: `memmap_init`: struct pages initialised, except those of
+    /// `RSRV_NOINIT` reservations.
+    pub fn memmap_init(&mut self) -> Result<MemmapInitStats, BootError> {
+        let memmap = self.memmap.as_ref().ok_or(BootError::Phase {
+            phase: "memmap_init",
+            needs: "alloc_memmap",
+        })?;
+        Ok(crate::memmap::memmap_init(&self.memblock, memmap)?)
+    }
+
+    /// Phase 4: `memblock_free_all`: the buddy allocator takes every free
+    /// page. Returns the number of pages freed.
+    pub fn memblock_free_all(&mut self) -> Result<u64, BootError> {
+        let memmap = self.memmap.take().ok_or(BootError::Phase {
+            phase: "memblock_free_all",
+            needs: "alloc_memmap",
+        })?;
+        let buddy = Buddy::new(memmap);
+        let freed = crate::buddy::memblock_free_all(&mut self.memblock, &buddy)?;
+        self.buddy = Some(buddy);
+        Ok(freed)
+    }
+
+    /// The memmap (before or after `memblock_free_all`).
+    pub fn memmap(&self) -> Option<&MemMap<'m>> {
+        self.memmap
+            .as_ref()
+            .or_else(|| self.buddy.as_ref().map(|b| b.memmap()))
+    }
+
+    /// The buddy allocator, once `memblock_free_all` has run.
+    pub fn buddy(&self) -> Option<&Buddy<'m>> {
+        self.buddy.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::arena::MemoryLayout;
+    use crate::memblock::MemblockFlags;
+
+    const M: u64 = 1 << 20;
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn phases_run_in_order_and_kho_hooks_fit_between() {
+        let mem = PhysMem::create(MemoryLayout::pc(256 * M).unwrap()).unwrap();
+        let mut m = Machine::new(&mem, BootConfig::default());
+        assert_eq!(
+            m.memmap_init().err(),
+            Some(BootError::Phase {
+                phase: "memmap_init",
+                needs: "alloc_memmap"
+            })
+        );
+        m.memblock_init().unwrap();
+        // kho_populate: scratch, scratch-only allocation.
+        let scratch = PhysAddr::new(64 * M);
+        m.memblock
+            .memblock_mark_kho_scratch(scratch, 16 * M)
+            .unwrap();
+        m.memblock.memblock_set_kho_scratch_only();
+        m.alloc_memmap().unwrap();
+        let memmap = m.memmap().unwrap().allocations()[0];
+        // Two sections: 4 MiB of struct pages at the top of the scratch.
+        assert_eq!(memmap.start(), PhysAddr::new(76 * M));
+        // kho_memory_init: preserved memory reserved, noinit.
+        let preserved = PhysAddr::new(200 * M);
+        m.memblock.memblock_reserve(preserved, 4 * M).unwrap();
+        m.memblock
+            .memblock_reserved_mark_noinit(preserved, 4 * M)
+            .unwrap();
+        let st = m.memmap_init().unwrap();
+        assert_eq!(st.noinit, 1024);
+        let freed = m.memblock_free_all().unwrap();
+        assert!(!m.memblock.kho_scratch_only());
+        let b = m.buddy().unwrap();
+        assert_eq!(b.nr_free_pages(), freed);
+        // 255 MiB of RAM above 1 MiB minus kernel, memmap, preserved.
+        assert_eq!(freed, (255 - 16 - 4 - 4) * M / 4096);
+        assert!(
+            m.memblock
+                .reserved
+                .regions()
+                .iter()
+                .any(|r| r.flags == MemblockFlags::RSRV_NOINIT)
+        );
+    }
+
+    /// `cargo test --release -p kho-machine -- --ignored --nocapture
+    /// boot_16g`: prints the time of memmap_init + memblock_free_all on a
+    /// 16 GiB machine (a measurement, not a test of speed).
+    #[test]
+    #[ignore = "measurement: run with --release --ignored --nocapture"]
+    fn boot_16g_timing() {
+        let mem = PhysMem::create(MemoryLayout::pc(16 * G).unwrap()).unwrap();
+        for round in [
+            "cold (first touch of the memmap)",
+            "warm (memmap pages resident)",
+        ] {
+            let mut m = Machine::new(&mem, BootConfig::default());
+            m.memblock_init().unwrap();
+            m.alloc_memmap().unwrap();
+            let t0 = Instant::now();
+            let st = m.memmap_init().unwrap();
+            let t1 = Instant::now();
+            let freed = m.memblock_free_all().unwrap();
+            let t2 = Instant::now();
+            let pages = st.free + st.reserved + st.unavailable;
+            let (init, free) = (t1 - t0, t2 - t1);
+            println!(
+                "16 GiB, {round}: memmap_init {:?} ({:.1} ns/page, {pages} struct pages), \
+                 memblock_free_all {:?} ({freed} pages freed), total {:?} ({:.1} ns/page)",
+                init,
+                init.as_nanos() as f64 / pages as f64,
+                free,
+                init + free,
+                (init + free).as_nanos() as f64 / pages as f64,
+            );
+        }
+    }
+}

@@ -1,0 +1,1042 @@
+//! The buddy allocator, as Linux's `mm/page_alloc.c` has it.
+//!
+//! # DOC: buddy overview
+//!
+//! Free memory is kept in blocks of `2^order` pages, naturally aligned, for
+//! orders `0..=MAX_PAGE_ORDER` (10: 4 MiB). The [`Zone`] holds one free list
+//! per order (`free_area[order]`) with its length `nr_free`; the lists are
+//! linked through the free blocks' own struct pages (`page->lru`, holding
+//! vmemmap addresses, see [`crate::memmap`]), and a free block's head page
+//! carries `PageBuddy` and its order in `page->private`.
+//!
+//! * Freeing (`__free_one_page`) looks at the *buddy* `pfn ^ (1 << order)`:
+//!   if it is a free block of the same order it is taken off its list and
+//!   the two merge, up to `MAX_PAGE_ORDER`.
+//! * Allocating (`__rmqueue_smallest`) takes the first block of the smallest
+//!   non-empty order that fits and splits it (`expand`), putting the upper
+//!   halves back on the lower lists.
+//! * At the end of boot [`memblock_free_all`] hands every free memblock range
+//!   to the allocator in the largest naturally aligned chunks
+//!   (`__free_pages_memory`); reserved pages stay `PG_reserved`.
+//!
+//! The machine has one node and a single zone (`ZONE_NORMAL`) spanning all
+//! memory, one migrate type, and no per-cpu page lists: what is modelled is
+//! the buddy structure and its cost, not placement policy. The zone sits
+//! behind a `Mutex` (Linux's `zone->lock`), so [`Buddy`] can serve
+//! [`kho::PageAlloc`] to many threads.
+
+use core::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use kho::{MemError, Order, PageAlloc, Pfn, PhysAddr};
+
+use crate::memblock::{MEMBLOCK_ALLOC_ACCESSIBLE, Memblock, MemblockError, MemblockFlags};
+use crate::memmap::{
+    LIST_POISON1, LIST_POISON2, MemMap, MemmapError, STRUCT_PAGE_WORDS, StructPage, TAIL_MAPPING,
+    pg, vmemmap_to_pfn,
+};
+
+/// The largest order of a buddy block (`MAX_PAGE_ORDER`): 4 MiB.
+pub const MAX_PAGE_ORDER: u32 = 10;
+/// Number of free lists (`NR_PAGE_ORDERS`).
+pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
+/// The order of a 1 GiB gigantic folio.
+pub const GIGANTIC_ORDER: Order = Order::new(18);
+
+/// Where `zone->free_area[0].free_list` would live in the kernel: the list
+/// heads are not in the simulated memory, but the `lru` links that point to
+/// them hold these addresses (`FREE_AREA_BASE + 16 * order`).
+pub const FREE_AREA_BASE: u64 = 0xffff_ffff_8300_0000;
+const LIST_HEAD_SIZE: u64 = 16;
+
+fn free_list_head(order: u32) -> u64 {
+    FREE_AREA_BASE + LIST_HEAD_SIZE * u64::from(order)
+}
+
+/// Errors of the buddy allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BuddyError {
+    /// No free block of the order or above.
+    #[error("out of memory: no free block of order {order} or above")]
+    NoMemory {
+        /// The order asked for.
+        order: Order,
+    },
+    /// An order above `MAX_PAGE_ORDER`.
+    #[error("order {order} is above MAX_PAGE_ORDER ({MAX_PAGE_ORDER})")]
+    BadOrder {
+        /// The order.
+        order: Order,
+    },
+    /// A block not aligned to its order.
+    #[error("pfn {pfn} is not aligned to order {order}")]
+    Misaligned {
+        /// The frame.
+        pfn: Pfn,
+        /// The order.
+        order: Order,
+    },
+    /// Freeing a page that is not an allocated page (`bad_page`).
+    #[error("bad page at pfn {pfn} on free: {reason}")]
+    BadPage {
+        /// The frame.
+        pfn: Pfn,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A free list link that is neither a list head nor a struct page.
+    #[error("free list of order {order} is corrupt at pfn {pfn}: link {link:#x}")]
+    CorruptList {
+        /// The list's order.
+        order: u32,
+        /// The page holding the link.
+        pfn: Pfn,
+        /// The link's value.
+        link: u64,
+    },
+    /// A struct page could not be reached.
+    #[error(transparent)]
+    Memmap(#[from] MemmapError),
+    /// Memblock refused an operation.
+    #[error(transparent)]
+    Memblock(#[from] MemblockError),
+}
+
+/// One free list (`struct free_area`, one migrate type): the host keeps the
+/// list head's two links, the struct pages keep the rest.
+#[derive(Clone, Copy, Debug, Default)]
+struct FreeArea {
+    first: Option<Pfn>,
+    last: Option<Pfn>,
+    nr_free: u64,
+}
+
+/// The single zone (`struct zone`).
+#[derive(Debug, Default)]
+pub struct Zone {
+    free_area: [FreeArea; NR_PAGE_ORDERS],
+    managed_pages: u64,
+}
+
+fn pfn_add(p: Pfn, n: u64) -> Pfn {
+    p.checked_add(n).unwrap_or(Pfn::MAX)
+}
+
+fn order_of(o: u32) -> Order {
+    Order::try_new(o).unwrap_or(Order::MAX)
+}
+
+impl Zone {
+    /// `zone_managed_pages`.
+    pub fn managed_pages(&self) -> u64 {
+        self.managed_pages
+    }
+
+    /// `nr_free` of `free_area[order]`.
+    pub fn nr_free(&self, order: u32) -> u64 {
+        self.free_area.get(order as usize).map_or(0, |a| a.nr_free)
+    }
+
+    /// Free pages over all orders.
+    pub fn nr_free_pages(&self) -> u64 {
+        self.free_area
+            .iter()
+            .enumerate()
+            .map(|(o, a)| a.nr_free << o)
+            .sum()
+    }
+
+    fn link_to_pfn(order: u32, at: Pfn, link: u64) -> Result<Option<Pfn>, BuddyError> {
+        if link == free_list_head(order) {
+            return Ok(None);
+        }
+        vmemmap_to_pfn(link)
+            .map(Some)
+            .ok_or(BuddyError::CorruptList {
+                order,
+                pfn: at,
+                link,
+            })
+    }
+
+    /// `__add_to_free_list`: at the head, or at the tail when `tail`.
+    fn add_to_free_list(
+        &mut self,
+        mm: &MemMap<'_>,
+        page: &StructPage<'_>,
+        order: u32,
+        tail: bool,
+    ) -> Result<(), BuddyError> {
+        let head = free_list_head(order);
+        let area = &mut self.free_area[order as usize];
+        if tail {
+            match area.last {
+                Some(last) => {
+                    mm.pfn_to_page(last)?.set_lru_next(page.lru_addr());
+                    page.set_lru_prev(mm.pfn_to_page(last)?.lru_addr());
+                }
+                None => {
+                    page.set_lru_prev(head);
+                    area.first = Some(page.pfn());
+                }
+            }
+            page.set_lru_next(head);
+            area.last = Some(page.pfn());
+        } else {
+            match area.first {
+                Some(first) => {
+                    let f = mm.pfn_to_page(first)?;
+                    f.set_lru_prev(page.lru_addr());
+                    page.set_lru_next(f.lru_addr());
+                }
+                None => {
+                    page.set_lru_next(head);
+                    area.last = Some(page.pfn());
+                }
+            }
+            page.set_lru_prev(head);
+            area.first = Some(page.pfn());
+        }
+        area.nr_free += 1;
+        Ok(())
+    }
+
+    /// `del_page_from_free_list`: `list_del`, `__ClearPageBuddy`,
+    /// `set_page_private(page, 0)`, `nr_free--`.
+    fn del_page_from_free_list(
+        &mut self,
+        mm: &MemMap<'_>,
+        page: &StructPage<'_>,
+        order: u32,
+    ) -> Result<(), BuddyError> {
+        let next = Self::link_to_pfn(order, page.pfn(), page.lru_next())?;
+        let prev = Self::link_to_pfn(order, page.pfn(), page.lru_prev())?;
+        let area = &mut self.free_area[order as usize];
+        match next {
+            Some(n) => mm.pfn_to_page(n)?.set_lru_prev(page.lru_prev()),
+            None => area.last = prev,
+        }
+        match prev {
+            Some(p) => mm.pfn_to_page(p)?.set_lru_next(page.lru_next()),
+            None => area.first = next,
+        }
+        area.nr_free = area.nr_free.saturating_sub(1);
+        page.set_lru_next(LIST_POISON1);
+        page.set_lru_prev(LIST_POISON2);
+        page.clear_buddy();
+        page.set_private(0);
+        Ok(())
+    }
+
+    /// `page_is_buddy` + `find_buddy_page_pfn`: the buddy of `pfn` at
+    /// `order` if it is a free block of that very order.
+    fn find_buddy<'m>(mm: &MemMap<'m>, pfn: Pfn, order: u32) -> Option<StructPage<'m>> {
+        let buddy_pfn = Pfn::new(pfn.as_u64() ^ (1 << order))?;
+        let buddy = mm.pfn_to_page(buddy_pfn).ok()?;
+        (buddy.is_buddy() && buddy.buddy_order() == u64::from(order)).then_some(buddy)
+    }
+
+    /// `buddy_merge_likely`: whether the block just freed is likely to merge
+    /// soon (then it goes to the tail, to stay free longer).
+    fn buddy_merge_likely(mm: &MemMap<'_>, pfn: Pfn, order: u32) -> bool {
+        if order >= MAX_PAGE_ORDER - 1 {
+            return false;
+        }
+        let higher = Pfn::new(pfn.as_u64() & !(1u64 << order)).unwrap_or(pfn);
+        Self::find_buddy(mm, higher, order + 1).is_some()
+    }
+
+    /// `__free_one_page`: frees the block `(pfn, order)` and merges it with
+    /// its buddies.
+    pub fn __free_one_page(
+        &mut self,
+        mm: &MemMap<'_>,
+        pfn: Pfn,
+        order: u32,
+        fpi_to_tail: bool,
+    ) -> Result<(), BuddyError> {
+        let (mut pfn, mut order) = (pfn, order);
+        while order < MAX_PAGE_ORDER {
+            let Some(buddy) = Self::find_buddy(mm, pfn, order) else {
+                break;
+            };
+            self.del_page_from_free_list(mm, &buddy, order)?;
+            pfn = Pfn::new(buddy.pfn().as_u64() & pfn.as_u64()).unwrap_or(pfn);
+            order += 1;
+        }
+        let page = mm.pfn_to_page(pfn)?;
+        // set_buddy_order
+        page.set_private(u64::from(order));
+        page.set_buddy();
+        let to_tail = fpi_to_tail || Self::buddy_merge_likely(mm, pfn, order);
+        self.add_to_free_list(mm, &page, order, to_tail)
+    }
+
+    /// `__rmqueue_smallest`: takes a block of `order`, splitting a larger one
+    /// if needed.
+    pub fn __rmqueue_smallest(
+        &mut self,
+        mm: &MemMap<'_>,
+        order: u32,
+    ) -> Result<Option<Pfn>, BuddyError> {
+        for current in order..=MAX_PAGE_ORDER {
+            let Some(first) = self.free_area[current as usize].first else {
+                continue;
+            };
+            let page = mm.pfn_to_page(first)?;
+            self.del_page_from_free_list(mm, &page, current)?;
+            self.expand(mm, first, order, current)?;
+            return Ok(Some(first));
+        }
+        Ok(None)
+    }
+
+    /// `expand`: puts the upper halves of a split block back.
+    fn expand(&mut self, mm: &MemMap<'_>, pfn: Pfn, low: u32, high: u32) -> Result<(), BuddyError> {
+        let mut high = high;
+        while high > low {
+            high -= 1;
+            let half = mm.pfn_to_page(pfn_add(pfn, 1 << high))?;
+            self.add_to_free_list(mm, &half, high, false)?;
+            half.set_private(u64::from(high));
+            half.set_buddy();
+        }
+        Ok(())
+    }
+}
+
+/// The buddy allocator: the memmap and the zone behind its lock.
+pub struct Buddy<'m> {
+    memmap: MemMap<'m>,
+    zone: Mutex<Zone>,
+    bad_pages: AtomicU64,
+}
+
+impl fmt::Debug for Buddy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let zone = self.zone();
+        f.debug_struct("Buddy")
+            .field("managed_pages", &zone.managed_pages)
+            .field("nr_free_pages", &zone.nr_free_pages())
+            .finish()
+    }
+}
+
+impl<'m> Buddy<'m> {
+    /// An allocator with empty free lists over `memmap`.
+    pub fn new(memmap: MemMap<'m>) -> Self {
+        Self {
+            memmap,
+            zone: Mutex::new(Zone::default()),
+            bad_pages: AtomicU64::new(0),
+        }
+    }
+
+    /// The memmap.
+    pub fn memmap(&self) -> &MemMap<'m> {
+        &self.memmap
+    }
+
+    /// The zone, locked (`spin_lock(&zone->lock)`).
+    pub fn zone(&self) -> MutexGuard<'_, Zone> {
+        self.zone.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Free pages over all orders.
+    pub fn nr_free_pages(&self) -> u64 {
+        self.zone().nr_free_pages()
+    }
+
+    /// Pages handed to the allocator at boot.
+    pub fn managed_pages(&self) -> u64 {
+        self.zone().managed_pages
+    }
+
+    /// Pages leaked by `bad_page` (invalid frees through [`PageAlloc`]).
+    pub fn bad_pages(&self) -> u64 {
+        self.bad_pages.load(Ordering::Relaxed)
+    }
+
+    fn check_order(order: Order) -> Result<u32, BuddyError> {
+        if order.as_u32() > MAX_PAGE_ORDER {
+            return Err(BuddyError::BadOrder { order });
+        }
+        Ok(order.as_u32())
+    }
+
+    /// `alloc_pages(order)`: a block of `2^order` pages, head refcount 1
+    /// (`prep_new_page`), not compound, not zeroed.
+    pub fn alloc_pages(&self, order: Order) -> Result<Pfn, BuddyError> {
+        let o = Self::check_order(order)?;
+        let pfn = self
+            .zone()
+            .__rmqueue_smallest(&self.memmap, o)?
+            .ok_or(BuddyError::NoMemory { order })?;
+        // post_alloc_hook
+        let page = self.memmap.pfn_to_page(pfn)?;
+        page.set_private(0);
+        page.set_refcount(1);
+        Ok(pfn)
+    }
+
+    /// `folio_alloc(order)`: a compound page (`prep_compound_page`).
+    pub fn folio_alloc(&self, order: Order) -> Result<Pfn, BuddyError> {
+        let pfn = self.alloc_pages(order)?;
+        if order.as_u32() > 0 {
+            prep_compound_page(&self.memmap, pfn, order)?;
+        }
+        Ok(pfn)
+    }
+
+    /// `__free_pages(page, order)` for a block whose head has refcount 1:
+    /// `free_pages_prepare` (undoes the compound page, clears flags) then
+    /// `__free_one_page`.
+    pub fn free_pages(&self, pfn: Pfn, order: Order) -> Result<(), BuddyError> {
+        let o = Self::check_order(order)?;
+        if pfn.trailing_zeros() < o {
+            return Err(BuddyError::Misaligned { pfn, order });
+        }
+        let page = self.memmap.pfn_to_page(pfn)?;
+        let bad = |reason| Err(BuddyError::BadPage { pfn, reason });
+        if page.is_buddy() {
+            return bad("already free (PageBuddy)");
+        }
+        if page.is_reserved() {
+            return bad("PG_reserved");
+        }
+        if page.refcount() != 1 {
+            return bad("refcount is not 1");
+        }
+        let compound = page.is_head();
+        if compound && self.memmap.folio_order(pfn)? != order {
+            return bad("folio order differs from the order freed");
+        }
+        let links = page.flags() & !((1u64 << 32) - 1);
+        for i in 1..(1u64 << o) {
+            let tail = self.memmap.pfn_to_page(pfn_add(pfn, i))?;
+            if compound {
+                // free_tail_page_prepare: clear_compound_head, mapping.
+                tail.set_lru_next(0);
+                tail.set_mapping(0);
+                tail.set_flags(tail.flags() & !((1u64 << 32) - 1));
+            }
+        }
+        page.set_refcount(0);
+        page.set_flags(links);
+        page.set_mapping(0);
+        page.set_index(0);
+        page.set_private(0);
+        self.zone().__free_one_page(&self.memmap, pfn, o, false)
+    }
+
+    /// `folio_put` of the last reference: frees the folio at `head` with
+    /// its own order.
+    pub fn folio_put(&self, head: Pfn) -> Result<(), BuddyError> {
+        let order = self.memmap.folio_order(head)?;
+        self.free_pages(head, order)
+    }
+
+    /// `split_page`: turns a non-compound block of `order` into `2^order`
+    /// order-0 pages, each with refcount 1.
+    pub fn split_page(&self, pfn: Pfn, order: Order) -> Result<(), BuddyError> {
+        let o = Self::check_order(order)?;
+        let head = self.memmap.pfn_to_page(pfn)?;
+        if head.is_head() {
+            return Err(BuddyError::BadPage {
+                pfn,
+                reason: "split_page of a compound page",
+            });
+        }
+        for i in 1..(1u64 << o) {
+            self.memmap.pfn_to_page(pfn_add(pfn, i))?.set_refcount(1);
+        }
+        Ok(())
+    }
+
+    /// The free lists, walked through the struct pages: `(order, pfns in
+    /// ascending order)` for each order, after checking every link (each
+    /// page is `PageBuddy` with its list's order, `prev` links mirror `next`
+    /// links, the length is `nr_free`).
+    pub fn free_lists(&self) -> Result<Vec<(Order, Vec<Pfn>)>, BuddyError> {
+        let zone = self.zone();
+        let mut out = Vec::with_capacity(NR_PAGE_ORDERS);
+        for (o, area) in zone.free_area.iter().enumerate() {
+            let order = o as u32;
+            let mut pfns = Vec::new();
+            let mut prev_link = free_list_head(order);
+            let mut cur = area.first;
+            while let Some(p) = cur {
+                if pfns.len() as u64 >= area.nr_free {
+                    return Err(BuddyError::CorruptList {
+                        order,
+                        pfn: p,
+                        link: prev_link,
+                    });
+                }
+                let page = self.memmap.pfn_to_page(p)?;
+                if !page.is_buddy()
+                    || page.buddy_order() != u64::from(order)
+                    || page.lru_prev() != prev_link
+                {
+                    return Err(BuddyError::CorruptList {
+                        order,
+                        pfn: p,
+                        link: page.lru_prev(),
+                    });
+                }
+                pfns.push(p);
+                prev_link = page.lru_addr();
+                cur = Zone::link_to_pfn(order, p, page.lru_next())?;
+                if cur.is_none() && area.last != Some(p) {
+                    return Err(BuddyError::CorruptList {
+                        order,
+                        pfn: p,
+                        link: page.lru_next(),
+                    });
+                }
+            }
+            if pfns.len() as u64 != area.nr_free {
+                return Err(BuddyError::CorruptList {
+                    order,
+                    pfn: Pfn::default(),
+                    link: area.nr_free,
+                });
+            }
+            pfns.sort_unstable();
+            out.push((order_of(order), pfns));
+        }
+        Ok(out)
+    }
+}
+
+impl PageAlloc for Buddy<'_> {
+    fn alloc_zeroed_page(&self) -> Result<PhysAddr, MemError> {
+        let pfn = self
+            .alloc_pages(Order::ZERO)
+            .map_err(|_| MemError::OutOfMemory)?;
+        let phys = pfn.phys();
+        self.memmap.mem().page_at(phys)?.zero();
+        Ok(phys)
+    }
+
+    fn free_page(&self, phys: PhysAddr) {
+        if !phys.is_page_aligned() || self.free_pages(phys.pfn(), Order::ZERO).is_err() {
+            // bad_page(): report and leak the page.
+            self.bad_pages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `prep_compound_page`: makes `2^order` pages at `head` a folio: `PG_head`
+/// on the head, `compound_head = head | 1` and `TAIL_MAPPING` on the tails,
+/// and in the first tail (`prep_compound_head`) the order in the low byte of
+/// `_flags_1`, `_large_mapcount` and `_entire_mapcount` at -1,
+/// `_nr_pages_mapped` and `_pincount` at 0, and `_folio_nr_pages`.
+/// (`_deferred_list` of page 2 is not modelled.)
+pub fn prep_compound_page(mm: &MemMap<'_>, head: Pfn, order: Order) -> Result<(), MemmapError> {
+    let page = mm.pfn_to_page(head)?;
+    page.set_flag(pg::HEAD);
+    let nr = order.pages();
+    mm.for_each_chunk(pfn_add(head, 1), pfn_add(head, nr), false, |_, words| {
+        for w in words.chunks_exact(STRUCT_PAGE_WORDS) {
+            if let [_, w1, _, w3, _, w5, ..] = w {
+                w3.store(TAIL_MAPPING, Ordering::Relaxed);
+                w1.store(crate::memmap::pfn_to_vmemmap(head) | 1, Ordering::Relaxed);
+                w5.store(0, Ordering::Relaxed);
+            }
+        }
+    })?;
+    if nr > 1 {
+        let first = mm.pfn_to_page(pfn_add(head, 1))?;
+        first.set_flags((first.flags() & !0xff) | u64::from(order.as_u8()));
+        let w = first.words();
+        w[2].store(u64::MAX, Ordering::Relaxed);
+        w[3].store(0, Ordering::Relaxed);
+        w[4].store(nr & 0xffff_ffff, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// `__free_pages_core` (boot flavour): clears `PG_reserved` and the refcount
+/// of every page, counts them as managed, then `__free_one_page(FPI_TO_TAIL)`.
+fn __free_pages_core(
+    zone: &mut Zone,
+    mm: &MemMap<'_>,
+    pfn: Pfn,
+    order: u32,
+) -> Result<(), BuddyError> {
+    let nr = 1u64 << order;
+    mm.for_each_chunk(pfn, pfn_add(pfn, nr), false, |_, words| {
+        for w in words.chunks_exact(STRUCT_PAGE_WORDS) {
+            if let [w0, _, _, _, _, _, w6, _] = w {
+                w0.store(
+                    w0.load(Ordering::Relaxed) & !(1 << pg::RESERVED),
+                    Ordering::Relaxed,
+                );
+                w6.store(w6.load(Ordering::Relaxed) & 0xffff_ffff, Ordering::Relaxed);
+            }
+        }
+    })?;
+    zone.managed_pages += nr;
+    zone.__free_one_page(mm, pfn, order, true)
+}
+
+/// `__free_pages_memory`: frees `[start, end)` in the largest naturally
+/// aligned chunks, at most `MAX_PAGE_ORDER`.
+fn __free_pages_memory(
+    zone: &mut Zone,
+    mm: &MemMap<'_>,
+    start: u64,
+    end: u64,
+) -> Result<(), BuddyError> {
+    let mut start = start;
+    while start < end {
+        let mut order = if start == 0 {
+            MAX_PAGE_ORDER
+        } else {
+            MAX_PAGE_ORDER.min(start.trailing_zeros())
+        };
+        while start + (1u64 << order) > end {
+            order -= 1;
+        }
+        let pfn = Pfn::new(start).ok_or(BuddyError::BadPage {
+            pfn: Pfn::MAX,
+            reason: "pfn out of range",
+        })?;
+        __free_pages_core(zone, mm, pfn, order)?;
+        start += 1u64 << order;
+    }
+    Ok(())
+}
+
+/// `memblock_free_all`: the end of memblock. Clears scratch-only mode, gives
+/// reserved regions their node (`memmap_init_reserved_pages`), then frees
+/// every free range (memory minus reserved, NOMAP excluded) to the buddy
+/// allocator (`free_low_memory_core_early`). Returns the pages freed.
+/// Struct pages must have been initialised by
+/// [`crate::memmap::memmap_init`].
+pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u64, BuddyError> {
+    memblock.memblock_clear_kho_scratch_only();
+    // memmap_init_reserved_pages: set nid on all reserved pages; repeat if
+    // the reserved array was doubled meanwhile.
+    loop {
+        let max_reserved = memblock.reserved.max();
+        let mems: Vec<_> = memblock
+            .for_each_mem_region()
+            .map(|r| (r.base, r.size, r.nid))
+            .collect();
+        for (base, size, nid) in mems {
+            memblock.memblock_set_reserved_node(base, size, nid)?;
+        }
+        if max_reserved == memblock.reserved.max() {
+            break;
+        }
+    }
+    let ranges: Vec<_> = memblock
+        .for_each_free_mem_range(MemblockFlags::NONE)
+        .collect();
+    let mut zone = buddy.zone();
+    let mut count = 0u64;
+    for r in ranges {
+        let start = r.start().as_u64().div_ceil(kho::PAGE_SIZE);
+        let end = r.end().as_u64() >> kho::PAGE_SHIFT;
+        if start >= end {
+            continue;
+        }
+        __free_pages_memory(&mut zone, &buddy.memmap, start, end)?;
+        count += end - start;
+    }
+    Ok(count)
+}
+
+/// hugetlb's boot pool (`alloc_bootmem_huge_page`): a gigantic block taken
+/// from memblock before [`memblock_free_all`], raw, naturally aligned.
+/// With the vmemmap optimisation, all struct pages but the first are marked
+/// `RSRV_NOINIT`: [`prep_bootmem_huge_folio`] initialises them later.
+pub fn alloc_bootmem_huge_page(memblock: &mut Memblock, order: Order) -> Result<Pfn, BuddyError> {
+    let size = order.bytes();
+    let base = memblock.memblock_alloc_try_nid_raw(
+        size,
+        size,
+        PhysAddr::ZERO,
+        MEMBLOCK_ALLOC_ACCESSIBLE,
+        crate::memblock::NUMA_NO_NODE,
+    )?;
+    let page = kho::PAGE_SIZE;
+    if let Some(rest) = base.checked_add(page) {
+        memblock.memblock_reserved_mark_noinit(rest, size - page)?;
+    }
+    Ok(base.pfn())
+}
+
+/// `gather_bootmem_prealloc` for one boot huge page, after
+/// [`crate::memmap::memmap_init`]: initialises its struct pages
+/// (`hugetlb_folio_init_vmemmap`), clears `PG_reserved` and preps it as a
+/// folio of `order` whose head has refcount 1 and tails refcount 0.
+pub fn prep_bootmem_huge_folio(
+    mm: &MemMap<'_>,
+    head: Pfn,
+    order: Order,
+) -> Result<(), MemmapError> {
+    let end = pfn_add(head, order.pages());
+    mm.init_range(head, end, false, false)?;
+    mm.for_each_chunk(pfn_add(head, 1), end, false, |_, words| {
+        for w in words.chunks_exact(STRUCT_PAGE_WORDS) {
+            if let [.., w6, _] = w {
+                w6.store(0xffff_ffff, Ordering::Relaxed);
+            }
+        }
+    })?;
+    prep_compound_page(mm, head, order)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::arena::{MemoryLayout, PhysMem};
+    use crate::boot::{BootConfig, Machine};
+
+    const M: u64 = 1 << 20;
+    const G: u64 = 1 << 30;
+
+    fn mem(size: u64) -> PhysMem {
+        PhysMem::create(MemoryLayout::pc(size).unwrap()).unwrap()
+    }
+
+    fn p(x: u64) -> Pfn {
+        Pfn::new(x).unwrap()
+    }
+
+    fn o(x: u8) -> Order {
+        Order::new(x)
+    }
+
+    type Snapshot = Vec<(Order, Vec<Pfn>)>;
+
+    /// The free lists of a booted 64 MiB machine, by hand: free ranges are
+    /// pfns 256..4096 (1 MiB to the kernel at 16 MiB) and 8192..15872 (32 MiB
+    /// to the memmap at 62 MiB), cut in naturally aligned chunks.
+    fn expected_boot_lists() -> Snapshot {
+        let mut lists: Snapshot = (0..NR_PAGE_ORDERS as u8)
+            .map(|i| (o(i), Vec::new()))
+            .collect();
+        lists[8].1 = vec![p(256)];
+        lists[9].1 = vec![p(512), p(15360)];
+        lists[10].1 = [1024, 2048, 3072]
+            .into_iter()
+            .chain((8192..15360).step_by(1024))
+            .map(p)
+            .collect();
+        lists
+    }
+
+    fn shuffle<T>(v: &mut [T], mut seed: u64) {
+        for i in (1..v.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            v.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+    }
+
+    #[test]
+    fn free_all_on_a_small_machine_frees_ram_minus_reserved() {
+        let mem = mem(64 * M);
+        let m = Machine::boot(&mem).unwrap();
+        let b = m.buddy().unwrap();
+        // RAM 640 KiB + 63 MiB; reserved the low 1 MiB, 16 MiB of kernel and
+        // 2 MiB of memmap: 45 MiB free.
+        assert_eq!(b.nr_free_pages(), 45 * M / 4096);
+        assert_eq!(b.managed_pages(), 45 * M / 4096);
+        assert_eq!(b.free_lists().unwrap(), expected_boot_lists());
+        let mm = b.memmap();
+        let kernel = mm.pfn_to_page(p(5000)).unwrap();
+        assert!(kernel.is_reserved() && kernel.refcount() == 1);
+        let head = mm.pfn_to_page(p(1024)).unwrap();
+        assert!(head.is_buddy() && !head.is_reserved() && head.refcount() == 0);
+        assert_eq!(head.buddy_order(), 10);
+        let inner = mm.pfn_to_page(p(1025)).unwrap();
+        assert!(!inner.is_buddy() && !inner.is_reserved() && inner.refcount() == 0);
+        // Reserved regions were given node 0 by memmap_init_reserved_pages,
+        // except the part of the low 1 MiB in the 640K-1M hole: no memory
+        // there, so it keeps MAX_NUMNODES (as in Linux).
+        let nids: Vec<(u64, i32)> = m
+            .memblock
+            .reserved
+            .regions()
+            .iter()
+            .map(|r| (r.base.as_u64(), r.nid))
+            .collect();
+        assert_eq!(
+            nids,
+            vec![
+                (0, 0),
+                (640 << 10, crate::memblock::MAX_NUMNODES),
+                (16 * M, 0),
+                (62 * M, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn alloc_free_round_trips_and_merges_back() {
+        let mem = mem(64 * M);
+        let m = Machine::boot(&mem).unwrap();
+        let b = m.buddy().unwrap();
+        let initial = b.free_lists().unwrap();
+        // The smallest block that fits is split: order 8 at 256.
+        let pfn = b.alloc_pages(o(3)).unwrap();
+        assert_eq!(pfn, p(256));
+        assert_eq!(b.nr_free_pages(), 11520 - 8);
+        let lists = b.free_lists().unwrap();
+        assert_eq!(lists[3].1, vec![p(264)]);
+        assert_eq!(lists[7].1, vec![p(384)]);
+        b.free_pages(pfn, o(3)).unwrap();
+        assert_eq!(b.free_lists().unwrap(), initial);
+        // Many order-0 pages freed in random order merge back to max order.
+        let mut pages: Vec<Pfn> = (0..3000).map(|_| b.alloc_pages(o(0)).unwrap()).collect();
+        assert_eq!(b.nr_free_pages(), 11520 - 3000);
+        shuffle(&mut pages, 11);
+        for pfn in pages {
+            b.free_pages(pfn, o(0)).unwrap();
+        }
+        assert_eq!(b.free_lists().unwrap(), initial);
+        // split_page: four order-0 pages freed one by one.
+        let pfn = b.alloc_pages(o(2)).unwrap();
+        b.split_page(pfn, o(2)).unwrap();
+        for i in [2, 0, 3, 1] {
+            b.free_pages(p(pfn.as_u64() + i), o(0)).unwrap();
+        }
+        assert_eq!(b.free_lists().unwrap(), initial);
+    }
+
+    #[test]
+    fn folios_are_compound_pages() {
+        let mem = mem(64 * M);
+        let m = Machine::boot(&mem).unwrap();
+        let b = m.buddy().unwrap();
+        let initial = b.free_lists().unwrap();
+        let head = b.folio_alloc(o(4)).unwrap();
+        let mm = b.memmap();
+        assert_eq!(mm.folio_order(head), Ok(o(4)));
+        let h = mm.pfn_to_page(head).unwrap();
+        assert!(h.is_head() && h.refcount() == 1 && h.compound_head().is_none());
+        let first = mm.pfn_to_page(p(head.as_u64() + 1)).unwrap();
+        assert_eq!(first.words()[4].load(Ordering::Relaxed), 16);
+        for i in 1..16 {
+            let t = mm.pfn_to_page(p(head.as_u64() + i)).unwrap();
+            assert_eq!(t.compound_head(), Some(head));
+            if i > 1 {
+                assert_eq!(t.mapping(), TAIL_MAPPING);
+            }
+        }
+        assert_eq!(
+            b.free_pages(head, o(3)),
+            Err(BuddyError::BadPage {
+                pfn: head,
+                reason: "folio order differs from the order freed"
+            })
+        );
+        b.folio_put(head).unwrap();
+        assert_eq!(b.free_lists().unwrap(), initial);
+        let t = mm.pfn_to_page(p(head.as_u64() + 5)).unwrap();
+        assert_eq!(t.compound_head(), None);
+    }
+
+    #[test]
+    fn errors_name_the_bad_block() {
+        let mem = mem(64 * M);
+        let m = Machine::boot(&mem).unwrap();
+        let b = m.buddy().unwrap();
+        assert_eq!(
+            b.alloc_pages(o(11)),
+            Err(BuddyError::BadOrder { order: o(11) })
+        );
+        assert_eq!(
+            b.free_pages(p(257), o(1)),
+            Err(BuddyError::Misaligned {
+                pfn: p(257),
+                order: o(1)
+            })
+        );
+        assert_eq!(
+            b.free_pages(p(5000), o(0)),
+            Err(BuddyError::BadPage {
+                pfn: p(5000),
+                reason: "PG_reserved"
+            })
+        );
+        assert_eq!(
+            b.free_pages(p(1024), o(0)),
+            Err(BuddyError::BadPage {
+                pfn: p(1024),
+                reason: "already free (PageBuddy)"
+            })
+        );
+        assert_eq!(
+            b.free_pages(p(1025), o(0)),
+            Err(BuddyError::BadPage {
+                pfn: p(1025),
+                reason: "refcount is not 1"
+            })
+        );
+        assert!(matches!(
+            b.free_pages(p(0x9000), o(0)),
+            Err(BuddyError::Memmap(MemmapError::NoStructPage { .. }))
+        ));
+        for _ in 0..10 {
+            b.alloc_pages(o(10)).unwrap();
+        }
+        assert_eq!(
+            b.alloc_pages(o(10)),
+            Err(BuddyError::NoMemory { order: o(10) })
+        );
+        // A corrupted link is reported, not followed.
+        let first = b.free_lists().unwrap()[9].1[0];
+        b.memmap().pfn_to_page(first).unwrap().set_lru_next(0x1234);
+        assert!(matches!(
+            b.free_lists(),
+            Err(BuddyError::CorruptList { order: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn page_alloc_hands_out_zeroed_pages() {
+        let mem = mem(64 * M);
+        let m = Machine::boot(&mem).unwrap();
+        let b = m.buddy().unwrap();
+        let a = b.alloc_zeroed_page().unwrap();
+        mem.page_at(a).unwrap().words()[9].store(0xdead, Ordering::Relaxed);
+        b.free_page(a);
+        let again = b.alloc_zeroed_page().unwrap();
+        assert_eq!(again, a);
+        assert!(mem.page_at(again).unwrap().is_zero());
+        b.free_page(again);
+        b.free_page(again);
+        b.free_page(PhysAddr::new(20 * M));
+        assert_eq!(b.bad_pages(), 2);
+        assert_eq!(b.free_lists().unwrap(), expected_boot_lists());
+    }
+
+    #[test]
+    fn gigantic_folio_from_the_boot_pool() {
+        let mem = mem(3 * G);
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        m.alloc_memmap().unwrap();
+        // The memmap (24 sections, 48 MiB) took the top of [1M, 3G), so the
+        // highest free aligned GiB is [1G, 2G).
+        let head = alloc_bootmem_huge_page(&mut m.memblock, GIGANTIC_ORDER).unwrap();
+        assert_eq!(head, PhysAddr::new(G).pfn());
+        let st = m.memmap_init().unwrap();
+        assert_eq!(st.noinit, (1 << 18) - 1);
+        prep_bootmem_huge_folio(m.memmap().unwrap(), head, GIGANTIC_ORDER).unwrap();
+        m.memblock_free_all().unwrap();
+        let b = m.buddy().unwrap();
+        let mm = b.memmap();
+        assert_eq!(mm.folio_order(head), Ok(GIGANTIC_ORDER));
+        let tail = mm.pfn_to_page(p(head.as_u64() + 12345)).unwrap();
+        assert_eq!(
+            (tail.compound_head(), tail.refcount(), tail.is_reserved()),
+            (Some(head), 0, false)
+        );
+        let h = mm.pfn_to_page(head).unwrap();
+        assert!(h.is_head() && h.refcount() == 1 && !h.is_reserved());
+        let free = 3 * G - M - 16 * M - 48 * M - G;
+        assert_eq!(b.nr_free_pages(), free / 4096);
+        b.free_lists().unwrap();
+    }
+
+    #[test]
+    fn no_room_for_a_gigantic_page() {
+        let mem = mem(64 * M);
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        assert!(matches!(
+            alloc_bootmem_huge_page(&mut m.memblock, GIGANTIC_ORDER),
+            Err(BuddyError::Memblock(MemblockError::NoSpace {
+                size: G,
+                align: G,
+                ..
+            }))
+        ));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Alloc(u8),
+        Free(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..=5).prop_map(Op::Alloc),
+            any::<usize>().prop_map(Op::Free),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn random_alloc_free_against_an_oracle(ops in proptest::collection::vec(op(), 1..200)) {
+            let mem = mem(64 * M);
+            let m = Machine::boot(&mem).unwrap();
+            let b = m.buddy().unwrap();
+            let initial = b.free_lists().unwrap();
+            let total = b.nr_free_pages();
+            // Oracle: allocated blocks by start pfn -> order.
+            let mut live: BTreeMap<u64, u8> = BTreeMap::new();
+            let mut used = 0u64;
+            for op in ops {
+                match op {
+                    Op::Alloc(order) => match b.alloc_pages(o(order)) {
+                        Ok(pfn) => {
+                            let (s, e) = (pfn.as_u64(), pfn.as_u64() + (1 << order));
+                            prop_assert_eq!(s % (1 << order), 0);
+                            if let Some((&ps, &po)) = live.range(..s).next_back() {
+                                prop_assert!(ps + (1 << po) <= s, "overlap with {}", ps);
+                            }
+                            if let Some((&ns, _)) = live.range(s..).next() {
+                                prop_assert!(e <= ns, "overlap with {}", ns);
+                            }
+                            live.insert(s, order);
+                            used += 1 << order;
+                        }
+                        Err(BuddyError::NoMemory { .. }) => {
+                            prop_assert!(total - used < (1 << order) || b.zone().nr_free(u32::from(order)) == 0);
+                        }
+                        Err(e) => prop_assert!(false, "{}", e),
+                    },
+                    Op::Free(i) => {
+                        if live.is_empty() {
+                            continue;
+                        }
+                        let (&s, &order) = live.iter().nth(i % live.len()).unwrap();
+                        b.free_pages(p(s), o(order)).unwrap();
+                        live.remove(&s);
+                        used -= 1 << order;
+                    }
+                }
+                prop_assert_eq!(b.nr_free_pages() + used, total);
+            }
+            // Free blocks never overlap allocated ones.
+            for (order, pfns) in b.free_lists().unwrap() {
+                for f in pfns {
+                    let (s, e) = (f.as_u64(), f.as_u64() + order.pages());
+                    if let Some((&ls, &lo)) = live.range(..e).next_back() {
+                        prop_assert!(ls + (1 << lo) <= s, "free {} overlaps allocated {}", s, ls);
+                    }
+                }
+            }
+            for (s, order) in std::mem::take(&mut live) {
+                b.free_pages(p(s), o(order)).unwrap();
+            }
+            prop_assert_eq!(b.free_lists().unwrap(), initial);
+        }
+    }
+}

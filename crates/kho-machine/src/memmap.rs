@@ -1,0 +1,887 @@
+//! The memmap: one `struct page` of 64 bytes per page frame, kept in the
+//! simulated physical memory, as `include/linux/mm_types.h`,
+//! `mm/sparse.c` and `mm/mm_init.c` have it.
+//!
+//! # DOC: memmap overview
+//!
+//! Every page frame of present memory is described by a `struct page`. The
+//! machine uses x86-64's SPARSEMEM_VMEMMAP model: physical memory is cut in
+//! *sections* of 128 MiB (`SECTION_SIZE_BITS = 27`, 32768 pages); a section
+//! that holds any memory is *present* and gets 2 MiB of struct pages. The
+//! struct pages of all present sections are allocated from memblock in one
+//! raw (not zeroed) block per node, as `sparse_init` does with its sparse
+//! buffer, so their footprint (16 MiB per GiB of RAM) is real and lives in
+//! [`PhysMem`]. [`MemMap`] keeps the host-side `mem_section[]` table: the
+//! physical address of each present section's struct pages.
+//!
+//! The "virtual" memmap is the one Linux's vmemmap gives: the struct page of
+//! frame `pfn` lives at `VMEMMAP_START + 64 * pfn`. Pointers stored *inside*
+//! struct pages (list links, `compound_head`) are these virtual addresses, so
+//! their bytes are the ones a kernel would write; [`vmemmap_to_pfn`] decodes
+//! them.
+//!
+//! [`memmap_init`] initialises the struct pages after memblock knows what is
+//! reserved. It models a boot with `CONFIG_DEFERRED_STRUCT_PAGE_INIT` where
+//! every struct page is deferred, so exactly three paths initialise pages:
+//!
+//! | pages                                      | Linux path                                   | result                        |
+//! |--------------------------------------------|----------------------------------------------|-------------------------------|
+//! | free (memory minus reserved)               | `deferred_init_memmap` -> `__init_single_page` | zeroed, refcount 1, mapcount -1 |
+//! | reserved, not `RSRV_NOINIT`; NOMAP memory  | `reserve_bootmem_region`                     | same + `PG_reserved`          |
+//! | holes inside a present section             | `init_unavailable_range`                     | same + `PG_reserved`          |
+//! | reserved with `RSRV_NOINIT`                | (skipped by `memmap_init_reserved_pages`)    | **untouched**: old bytes stay |
+//!
+//! # struct page layout (x86-64, 64 bytes)
+//!
+//! | word | bytes | field (order-0 / head page)                 | tail page                    | first tail (`folio` page 1)                    |
+//! |------|-------|---------------------------------------------|------------------------------|------------------------------------------------|
+//! | 0    | 0-7   | `flags` (PG_* bits, zone and node on top)   | `flags`                      | `_flags_1`: low byte = folio order             |
+//! | 1    | 8-15  | `lru.next`                                  | `compound_head` = head \| 1  | `_head_1` = head \| 1                          |
+//! | 2    | 16-23 | `lru.prev`                                  | (unused)                     | `_large_mapcount` \| `_entire_mapcount` << 32  |
+//! | 3    | 24-31 | `mapping`                                   | `TAIL_MAPPING`               | `_nr_pages_mapped` \| `_pincount` << 32        |
+//! | 4    | 32-39 | `index`                                     | `index`                      | `_folio_nr_pages` (low 32 bits)                |
+//! | 5    | 40-47 | `private` (buddy: order; KHO: order \| magic << 32) | `private` = 0         | `private` = 0                                  |
+//! | 6    | 48-55 | `_mapcount` / `page_type` (low 32) \| `_refcount` << 32 | same                  | same                                           |
+//! | 7    | 56-63 | `memcg_data`                                | `memcg_data`                 | `memcg_data`                                   |
+//!
+//! `page_type` shares `_mapcount`: -1 (all ones) means "no type"; a free
+//! buddy page has `PGTY_buddy << 24` (0xf000_0000) there and its order in
+//! `private`.
+
+use core::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kho::{MemError, Order, PAGE_SHIFT, Pfn, PhysAddr, PhysRange};
+
+use crate::arena::PhysMem;
+use crate::memblock::{MEMBLOCK_ALLOC_ACCESSIBLE, Memblock, MemblockError, MemblockFlags};
+
+/// Bytes of a `struct page`.
+pub const STRUCT_PAGE_SIZE: u64 = 64;
+/// Words of a `struct page`.
+pub const STRUCT_PAGE_WORDS: usize = 8;
+const _: () = assert!(STRUCT_PAGE_SIZE == 8 * STRUCT_PAGE_WORDS as u64);
+
+/// log2 of a section's size in bytes (x86-64).
+pub const SECTION_SIZE_BITS: u32 = 27;
+/// log2 of the pages per section.
+pub const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
+/// Pages per section.
+pub const PAGES_PER_SECTION: u64 = 1 << PFN_SECTION_SHIFT;
+/// Bytes of struct pages per section (2 MiB, one PMD).
+pub const SECTION_MAP_SIZE: u64 = PAGES_PER_SECTION * STRUCT_PAGE_SIZE;
+/// `PMD_SIZE`: the alignment of the memmap allocation.
+pub const PMD_SIZE: u64 = 1 << 21;
+/// `__pa(MAX_DMA_ADDRESS)`: the memmap is allocated above it.
+pub const MAX_DMA_ADDRESS: u64 = 16 << 20;
+
+/// x86-64 `VMEMMAP_START` (4-level paging, no KASLR).
+pub const VMEMMAP_START: u64 = 0xffff_ea00_0000_0000;
+/// Offset of `lru` in `struct page`.
+pub const LRU_OFFSET: u64 = 8;
+/// `POISON_POINTER_DELTA` on x86-64.
+pub const POISON_POINTER_DELTA: u64 = 0xdead_0000_0000_0000;
+/// `LIST_POISON1`: `lru.next` of a deleted list entry.
+pub const LIST_POISON1: u64 = POISON_POINTER_DELTA + 0x100;
+/// `LIST_POISON2`: `lru.prev` of a deleted list entry.
+pub const LIST_POISON2: u64 = POISON_POINTER_DELTA + 0x122;
+/// `TAIL_MAPPING`: `mapping` of tail pages (from page 2 on).
+pub const TAIL_MAPPING: u64 = POISON_POINTER_DELTA + 0x400;
+
+/// Page flag bits (`enum pageflags`, include/linux/page-flags.h).
+pub mod pg {
+    /// Page is locked.
+    pub const LOCKED: u32 = 0;
+    /// Referenced.
+    pub const REFERENCED: u32 = 2;
+    /// Up to date.
+    pub const UPTODATE: u32 = 3;
+    /// Dirty.
+    pub const DIRTY: u32 = 4;
+    /// On an LRU list.
+    pub const LRU: u32 = 5;
+    /// Head of a compound page (must be bit 6).
+    pub const HEAD: u32 = 6;
+    /// Reserved: never handed to the buddy allocator.
+    pub const RESERVED: u32 = 13;
+    /// Has private data.
+    pub const PRIVATE: u32 = 14;
+}
+
+/// `page_type` values (top byte of the `_mapcount` word).
+pub mod pgty {
+    /// A free page in the buddy allocator.
+    pub const BUDDY: u32 = 0xf0;
+    /// A hugetlb folio.
+    pub const HUGETLB: u32 = 0xf4;
+}
+
+/// `ZONE_NORMAL` (the machine has a single zone, see [`crate::buddy`]).
+pub const ZONE_NORMAL: u64 = 2;
+/// Width of the zone field in `flags`.
+pub const ZONES_WIDTH: u32 = 2;
+/// Width of the node field in `flags` (`NODES_SHIFT`).
+pub const NODES_WIDTH: u32 = 6;
+/// Shift of the zone field in `flags`.
+pub const ZONES_PGSHIFT: u32 = 64 - ZONES_WIDTH;
+/// Shift of the node field in `flags`.
+pub const NODES_PGSHIFT: u32 = ZONES_PGSHIFT - NODES_WIDTH;
+
+/// `flags` of a freshly initialised page: `set_page_links(page, zone, nid)`.
+pub const fn page_links(zone: u64, nid: u64) -> u64 {
+    (zone << ZONES_PGSHIFT) | (nid << NODES_PGSHIFT)
+}
+
+/// The virtual address of `pfn`'s struct page (`pfn_to_page` under vmemmap).
+pub const fn pfn_to_vmemmap(pfn: Pfn) -> u64 {
+    VMEMMAP_START.wrapping_add(pfn.as_u64().wrapping_mul(STRUCT_PAGE_SIZE))
+}
+
+/// The frame whose struct page (or a field of it) is at virtual address
+/// `addr`; `None` for an address outside the vmemmap.
+pub fn vmemmap_to_pfn(addr: u64) -> Option<Pfn> {
+    let off = addr.checked_sub(VMEMMAP_START)?;
+    Pfn::new(off / STRUCT_PAGE_SIZE).filter(|_| off < (1 << 46))
+}
+
+/// Errors of the memmap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MemmapError {
+    /// A frame with no struct page (its section is not present).
+    #[error("pfn {pfn} has no struct page (section {section} not present)")]
+    NoStructPage {
+        /// The frame.
+        pfn: Pfn,
+        /// Its section.
+        section: u64,
+    },
+    /// Memblock could not give the memmap its memory.
+    #[error("memmap allocation: {0}")]
+    Memblock(#[from] MemblockError),
+    /// The simulated memory refused an access.
+    #[error("memmap access: {0}")]
+    Mem(#[from] MemError),
+}
+
+/// One struct page: typed access to its 8 words in the simulated memory.
+#[derive(Clone, Copy)]
+pub struct StructPage<'a> {
+    w: &'a [AtomicU64; STRUCT_PAGE_WORDS],
+    pfn: Pfn,
+}
+
+const W_FLAGS: usize = 0;
+const W_LRU_NEXT: usize = 1;
+const W_LRU_PREV: usize = 2;
+const W_MAPPING: usize = 3;
+const W_INDEX: usize = 4;
+const W_PRIVATE: usize = 5;
+const W_COUNTS: usize = 6;
+const W_MEMCG: usize = 7;
+
+impl<'a> StructPage<'a> {
+    fn ld(&self, i: usize) -> u64 {
+        self.w[i].load(Ordering::Relaxed)
+    }
+
+    fn st(&self, i: usize, v: u64) {
+        self.w[i].store(v, Ordering::Relaxed)
+    }
+
+    /// The frame this struct page describes (`page_to_pfn`).
+    pub fn pfn(&self) -> Pfn {
+        self.pfn
+    }
+
+    /// The 8 raw words.
+    pub fn words(&self) -> &'a [AtomicU64; STRUCT_PAGE_WORDS] {
+        self.w
+    }
+
+    /// A copy of the 8 words.
+    pub fn snapshot(&self) -> [u64; STRUCT_PAGE_WORDS] {
+        core::array::from_fn(|i| self.ld(i))
+    }
+
+    /// `page->flags`.
+    pub fn flags(&self) -> u64 {
+        self.ld(W_FLAGS)
+    }
+
+    /// Sets `page->flags`.
+    pub fn set_flags(&self, v: u64) {
+        self.st(W_FLAGS, v)
+    }
+
+    /// Tests flag bit `bit` (a [`pg`] constant).
+    pub fn test_flag(&self, bit: u32) -> bool {
+        self.flags() & (1 << bit) != 0
+    }
+
+    /// `__SetPageX`: sets flag bit `bit` (non-atomic, as the `__` variants).
+    pub fn set_flag(&self, bit: u32) {
+        self.set_flags(self.flags() | (1 << bit))
+    }
+
+    /// `__ClearPageX`.
+    pub fn clear_flag(&self, bit: u32) {
+        self.set_flags(self.flags() & !(1 << bit))
+    }
+
+    /// `PageReserved`.
+    pub fn is_reserved(&self) -> bool {
+        self.test_flag(pg::RESERVED)
+    }
+
+    /// `PageHead`.
+    pub fn is_head(&self) -> bool {
+        self.test_flag(pg::HEAD)
+    }
+
+    /// `lru.next` (raw virtual address).
+    pub fn lru_next(&self) -> u64 {
+        self.ld(W_LRU_NEXT)
+    }
+
+    /// `lru.prev` (raw virtual address).
+    pub fn lru_prev(&self) -> u64 {
+        self.ld(W_LRU_PREV)
+    }
+
+    /// Sets `lru.next`.
+    pub fn set_lru_next(&self, v: u64) {
+        self.st(W_LRU_NEXT, v)
+    }
+
+    /// Sets `lru.prev`.
+    pub fn set_lru_prev(&self, v: u64) {
+        self.st(W_LRU_PREV, v)
+    }
+
+    /// The address of this page's `lru` (what list neighbours point to).
+    pub fn lru_addr(&self) -> u64 {
+        pfn_to_vmemmap(self.pfn).wrapping_add(LRU_OFFSET)
+    }
+
+    /// `PageTail`: the head of the compound page this tail belongs to
+    /// (`compound_head` with bit 0 set), `None` for a non-tail page.
+    pub fn compound_head(&self) -> Option<Pfn> {
+        let v = self.ld(W_LRU_NEXT);
+        if v & 1 == 1 {
+            vmemmap_to_pfn(v & !1)
+        } else {
+            None
+        }
+    }
+
+    /// `set_compound_head`: `compound_head = head | 1`.
+    pub fn set_compound_head(&self, head: Pfn) {
+        self.st(W_LRU_NEXT, pfn_to_vmemmap(head) | 1)
+    }
+
+    /// `page->mapping`.
+    pub fn mapping(&self) -> u64 {
+        self.ld(W_MAPPING)
+    }
+
+    /// Sets `page->mapping`.
+    pub fn set_mapping(&self, v: u64) {
+        self.st(W_MAPPING, v)
+    }
+
+    /// `page->index`.
+    pub fn index(&self) -> u64 {
+        self.ld(W_INDEX)
+    }
+
+    /// Sets `page->index`.
+    pub fn set_index(&self, v: u64) {
+        self.st(W_INDEX, v)
+    }
+
+    /// `page_private(page)`.
+    pub fn private(&self) -> u64 {
+        self.ld(W_PRIVATE)
+    }
+
+    /// `set_page_private`.
+    pub fn set_private(&self, v: u64) {
+        self.st(W_PRIVATE, v)
+    }
+
+    /// `page_ref_count`: `_refcount`.
+    pub fn refcount(&self) -> i32 {
+        (self.ld(W_COUNTS) >> 32) as u32 as i32
+    }
+
+    /// `set_page_count`.
+    pub fn set_refcount(&self, v: i32) {
+        let _ = self.w[W_COUNTS].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            Some((w & 0xffff_ffff) | (u64::from(v as u32) << 32))
+        });
+    }
+
+    /// `page_ref_inc`.
+    pub fn ref_inc(&self) {
+        self.w[W_COUNTS].fetch_add(1 << 32, Ordering::Relaxed);
+    }
+
+    /// `page_ref_dec_and_test`: decrements, true when it reaches zero.
+    pub fn ref_dec_and_test(&self) -> bool {
+        let old = self.w[W_COUNTS].fetch_sub(1 << 32, Ordering::Relaxed);
+        (old >> 32) as u32 == 1
+    }
+
+    /// `_mapcount` (-1: unmapped).
+    pub fn mapcount(&self) -> i32 {
+        self.page_type() as i32
+    }
+
+    /// `page_type` (the same 32 bits as `_mapcount`).
+    pub fn page_type(&self) -> u32 {
+        self.ld(W_COUNTS) as u32
+    }
+
+    /// Sets `page_type` / `_mapcount`.
+    pub fn set_page_type(&self, v: u32) {
+        let _ = self.w[W_COUNTS].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            Some((w & !0xffff_ffff) | u64::from(v))
+        });
+    }
+
+    /// `PageBuddy`: a free page heading a buddy block.
+    pub fn is_buddy(&self) -> bool {
+        self.page_type() >> 24 == pgty::BUDDY
+    }
+
+    /// `__SetPageBuddy`.
+    pub fn set_buddy(&self) {
+        self.set_page_type(pgty::BUDDY << 24)
+    }
+
+    /// `__ClearPageBuddy`: back to "no type" (-1).
+    pub fn clear_buddy(&self) {
+        self.set_page_type(u32::MAX)
+    }
+
+    /// `buddy_order`: the order of a free buddy block (in `private`).
+    pub fn buddy_order(&self) -> u64 {
+        self.private()
+    }
+
+    /// `page->memcg_data`.
+    pub fn memcg_data(&self) -> u64 {
+        self.ld(W_MEMCG)
+    }
+
+    /// `__init_single_page(page, pfn, ZONE_NORMAL, nid)`: zero the page,
+    /// set the zone and node links, refcount 1, mapcount -1, and an empty
+    /// `lru`.
+    pub fn init_single_page(&self, nid: u64) {
+        init_words(self.w, self.pfn.as_u64(), page_links(ZONE_NORMAL, nid));
+    }
+}
+
+impl fmt::Debug for StructPage<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "page(pfn {}: flags {:#x} lru {:#x}/{:#x} mapping {:#x} index {:#x} private {:#x} type {:#x} ref {})",
+            self.pfn,
+            self.flags(),
+            self.lru_next(),
+            self.lru_prev(),
+            self.mapping(),
+            self.index(),
+            self.private(),
+            self.page_type(),
+            self.refcount()
+        )
+    }
+}
+
+/// `_refcount` 1, `_mapcount` -1.
+const INIT_COUNTS: u64 = (1 << 32) | 0xffff_ffff;
+
+/// The tight core of `__init_single_page`: 8 stores.
+#[inline(always)]
+fn init_words(w: &[AtomicU64], pfn: u64, flags: u64) {
+    let lru = VMEMMAP_START
+        .wrapping_add(pfn.wrapping_mul(STRUCT_PAGE_SIZE))
+        .wrapping_add(LRU_OFFSET);
+    if let [w0, w1, w2, w3, w4, w5, w6, w7] = w {
+        w0.store(flags, Ordering::Relaxed);
+        w1.store(lru, Ordering::Relaxed);
+        w2.store(lru, Ordering::Relaxed);
+        w3.store(0, Ordering::Relaxed);
+        w4.store(0, Ordering::Relaxed);
+        w5.store(0, Ordering::Relaxed);
+        w6.store(INIT_COUNTS, Ordering::Relaxed);
+        w7.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The memmap: the `mem_section[]` table of a machine and its memory.
+pub struct MemMap<'m> {
+    mem: &'m PhysMem,
+    /// Physical address of each present section's struct pages, by section
+    /// number (`section_mem_map`).
+    section_mem_map: Vec<Option<PhysAddr>>,
+    /// The memblock allocations holding the struct pages.
+    allocations: Vec<PhysRange>,
+    nid: u64,
+}
+
+impl fmt::Debug for MemMap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemMap")
+            .field("present_sections", &self.present_sections())
+            .field("allocations", &self.allocations)
+            .finish()
+    }
+}
+
+/// Counts of [`memmap_init`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemmapInitStats {
+    /// Struct pages of free memory initialised.
+    pub free: u64,
+    /// Struct pages of reserved (or NOMAP) memory initialised and marked
+    /// `PG_reserved`.
+    pub reserved: u64,
+    /// Struct pages of holes initialised and marked `PG_reserved`.
+    pub unavailable: u64,
+    /// Struct pages of `RSRV_NOINIT` memory left untouched.
+    pub noinit: u64,
+}
+
+fn pfn_up(addr: u64) -> u64 {
+    addr.div_ceil(1 << PAGE_SHIFT)
+}
+
+fn pfn_down(addr: u64) -> u64 {
+    addr >> PAGE_SHIFT
+}
+
+fn pfn(raw: u64) -> Pfn {
+    Pfn::new(raw).unwrap_or(Pfn::MAX)
+}
+
+impl<'m> MemMap<'m> {
+    /// `sparse_init` for the single node 0: marks every section that holds
+    /// memory present (`memory_present`), then allocates their struct pages
+    /// with one raw memblock allocation of `2 MiB * present sections`, PMD
+    /// aligned, above `MAX_DMA_ADDRESS` (`sparse_buffer_init`). The struct
+    /// pages are *not* initialised.
+    pub fn alloc(mem: &'m PhysMem, memblock: &mut Memblock) -> Result<Self, MemmapError> {
+        let mut present: Vec<bool> = Vec::new();
+        for r in memblock.for_each_mem_region() {
+            let (start, end) = (pfn_down(r.base.as_u64()), pfn_up(r.range().end().as_u64()));
+            if start >= end {
+                continue;
+            }
+            let (s0, s1) = (start >> PFN_SECTION_SHIFT, (end - 1) >> PFN_SECTION_SHIFT);
+            let need = usize::try_from(s1 + 1).unwrap_or(usize::MAX);
+            if present.len() < need {
+                present.resize(need, false);
+            }
+            for s in s0..=s1 {
+                if let Some(p) = usize::try_from(s).ok().and_then(|s| present.get_mut(s)) {
+                    *p = true;
+                }
+            }
+        }
+        let nr = present.iter().filter(|p| **p).count() as u64;
+        let mut section_mem_map = vec![None; present.len()];
+        let mut allocations = Vec::new();
+        if nr > 0 {
+            let size = nr * SECTION_MAP_SIZE;
+            let base = memblock.memblock_alloc_try_nid_raw(
+                size,
+                PMD_SIZE,
+                PhysAddr::new(MAX_DMA_ADDRESS),
+                MEMBLOCK_ALLOC_ACCESSIBLE,
+                0,
+            )?;
+            let mut next = base;
+            for (slot, _) in section_mem_map
+                .iter_mut()
+                .zip(&present)
+                .filter(|(_, p)| **p)
+            {
+                *slot = Some(next);
+                next = next.checked_add(SECTION_MAP_SIZE).unwrap_or(next);
+            }
+            allocations.push(PhysRange::new(base, next).unwrap_or_default());
+        }
+        Ok(Self {
+            mem,
+            section_mem_map,
+            allocations,
+            nid: 0,
+        })
+    }
+
+    /// The physical memory.
+    pub fn mem(&self) -> &'m PhysMem {
+        self.mem
+    }
+
+    /// Number of present sections.
+    pub fn present_sections(&self) -> usize {
+        self.section_mem_map.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// The physical ranges holding struct pages.
+    pub fn allocations(&self) -> &[PhysRange] {
+        &self.allocations
+    }
+
+    /// Bytes of struct pages.
+    pub fn footprint(&self) -> u64 {
+        self.allocations.iter().map(|r| r.size()).sum()
+    }
+
+    /// One past the highest frame with a struct page.
+    pub fn max_pfn(&self) -> Pfn {
+        pfn((self.section_mem_map.len() as u64) << PFN_SECTION_SHIFT)
+    }
+
+    /// Whether `pfn` has a struct page (`pfn_valid`).
+    pub fn pfn_valid(&self, pfn: Pfn) -> bool {
+        self.section_base(pfn.as_u64()).is_some()
+    }
+
+    fn section_base(&self, pfn: u64) -> Option<PhysAddr> {
+        let s = usize::try_from(pfn >> PFN_SECTION_SHIFT).ok()?;
+        *self.section_mem_map.get(s)?
+    }
+
+    /// Physical address of `pfn`'s struct page.
+    pub fn struct_page_phys(&self, pfn: Pfn) -> Result<PhysAddr, MemmapError> {
+        let raw = pfn.as_u64();
+        let base = self.section_base(raw).ok_or(MemmapError::NoStructPage {
+            pfn,
+            section: raw >> PFN_SECTION_SHIFT,
+        })?;
+        let off = (raw & (PAGES_PER_SECTION - 1)) * STRUCT_PAGE_SIZE;
+        base.checked_add(off).ok_or(MemmapError::NoStructPage {
+            pfn,
+            section: raw >> PFN_SECTION_SHIFT,
+        })
+    }
+
+    /// `pfn_to_page`.
+    pub fn pfn_to_page(&self, pfn: Pfn) -> Result<StructPage<'m>, MemmapError> {
+        let phys = self.struct_page_phys(pfn)?;
+        let words = self.mem.words(phys, STRUCT_PAGE_WORDS)?;
+        let w: &[AtomicU64; STRUCT_PAGE_WORDS] =
+            words.try_into().map_err(|_| MemError::NotMapped { phys })?;
+        Ok(StructPage { w, pfn })
+    }
+
+    /// `page_to_pfn`.
+    pub fn page_to_pfn(page: &StructPage<'_>) -> Pfn {
+        page.pfn
+    }
+
+    /// `folio_order` of the folio headed at `head`: 0 for a non-head page,
+    /// else the low byte of the first tail page's flags (`_flags_1`).
+    pub fn folio_order(&self, head: Pfn) -> Result<Order, MemmapError> {
+        let page = self.pfn_to_page(head)?;
+        if !page.is_head() {
+            return Ok(Order::ZERO);
+        }
+        let tail = self.pfn_to_page(pfn(head.as_u64().wrapping_add(1)))?;
+        Ok(Order::try_new((tail.flags() & 0xff) as u32).unwrap_or(Order::MAX))
+    }
+
+    /// Calls `f(first_pfn, words)` for each run of struct pages of
+    /// `[start, end)` that is contiguous in memory (one per section at most);
+    /// frames without struct pages are skipped when `skip_absent`, an error
+    /// otherwise.
+    pub fn for_each_chunk(
+        &self,
+        start: Pfn,
+        end: Pfn,
+        skip_absent: bool,
+        mut f: impl FnMut(u64, &'m [AtomicU64]),
+    ) -> Result<(), MemmapError> {
+        let (mut p, end) = (start.as_u64(), end.as_u64());
+        while p < end {
+            let section_end = (p | (PAGES_PER_SECTION - 1)).saturating_add(1).min(end);
+            match self.section_base(p) {
+                Some(base) => {
+                    let off = (p & (PAGES_PER_SECTION - 1)) * STRUCT_PAGE_SIZE;
+                    let phys = base.checked_add(off).unwrap_or(base);
+                    let n =
+                        usize::try_from((section_end - p) * STRUCT_PAGE_WORDS as u64).unwrap_or(0);
+                    f(p, self.mem.words(phys, n)?);
+                }
+                None if skip_absent => {}
+                None => {
+                    return Err(MemmapError::NoStructPage {
+                        pfn: pfn(p),
+                        section: p >> PFN_SECTION_SHIFT,
+                    });
+                }
+            }
+            p = section_end;
+        }
+        Ok(())
+    }
+
+    /// `__init_single_page` over `[start, end)`, setting `PG_reserved` when
+    /// `reserved` (the `reserve_bootmem_region` / `init_unavailable_range`
+    /// flavour). The loop is the measured hot path: 8 stores per page.
+    pub fn init_range(
+        &self,
+        start: Pfn,
+        end: Pfn,
+        reserved: bool,
+        skip_absent: bool,
+    ) -> Result<u64, MemmapError> {
+        let flags =
+            page_links(ZONE_NORMAL, self.nid) | if reserved { 1 << pg::RESERVED } else { 0 };
+        let mut count = 0u64;
+        self.for_each_chunk(start, end, skip_absent, |first, words| {
+            let mut p = first;
+            for w in words.chunks_exact(STRUCT_PAGE_WORDS) {
+                init_words(w, p, flags);
+                p += 1;
+            }
+            count += p - first;
+        })?;
+        Ok(count)
+    }
+}
+
+/// `memmap_init` plus the struct-page half of `memmap_init_reserved_pages`
+/// and of deferred init: initialises every struct page except those of
+/// reserved regions flagged [`MemblockFlags::RSRV_NOINIT`] (see the table in
+/// the module doc). Run after every reservation is known and before
+/// [`crate::buddy::memblock_free_all`].
+pub fn memmap_init(
+    memblock: &Memblock,
+    memmap: &MemMap<'_>,
+) -> Result<MemmapInitStats, MemmapError> {
+    let mut st = MemmapInitStats::default();
+    let reserved = memblock.reserved.regions();
+    let mut ri = 0usize;
+    let mut hole_pfn = 0u64;
+    for m in memblock.for_each_mem_region() {
+        let (start, end) = (pfn_up(m.base.as_u64()), pfn_down(m.range().end().as_u64()));
+        if start >= end {
+            continue;
+        }
+        if hole_pfn < start {
+            st.unavailable += memmap.init_range(pfn(hole_pfn), pfn(start), true, true)?;
+        }
+        hole_pfn = hole_pfn.max(end);
+        if m.flags.contains(MemblockFlags::NOMAP) {
+            st.reserved += memmap.init_range(pfn(start), pfn(end), true, false)?;
+            continue;
+        }
+        // Reserved regions wholly below this memory region are done.
+        while reserved
+            .get(ri)
+            .is_some_and(|r| pfn_up(r.range().end().as_u64()) <= start)
+        {
+            ri += 1;
+        }
+        let mut pos = start;
+        let mut j = ri;
+        while let Some(r) = reserved.get(j) {
+            let rs = pfn_down(r.base.as_u64());
+            if rs >= end {
+                break;
+            }
+            let (rs, re) = (rs.max(start), pfn_up(r.range().end().as_u64()).min(end));
+            if rs > pos {
+                st.free += memmap.init_range(pfn(pos), pfn(rs), false, false)?;
+                pos = rs;
+            }
+            if r.flags.contains(MemblockFlags::RSRV_NOINIT) {
+                st.noinit += re.saturating_sub(pos);
+            } else {
+                // `rs < pos` only for a page shared with the previous
+                // region: reserved wins, as reserve_bootmem_region runs last.
+                st.reserved += memmap.init_range(pfn(rs), pfn(re), true, false)?;
+                st.reserved -= pos.saturating_sub(rs).min(re - rs);
+            }
+            pos = pos.max(re);
+            j += 1;
+        }
+        if pos < end {
+            st.free += memmap.init_range(pfn(pos), pfn(end), false, false)?;
+        }
+    }
+    // The tail of the last present section.
+    let tail = hole_pfn.div_ceil(PAGES_PER_SECTION) * PAGES_PER_SECTION;
+    if hole_pfn < tail {
+        st.unavailable += memmap.init_range(pfn(hole_pfn), pfn(tail), true, true)?;
+    }
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::MemoryLayout;
+    use crate::boot::{BootConfig, Machine};
+
+    const M: u64 = 1 << 20;
+
+    fn mem(size: u64) -> PhysMem {
+        PhysMem::create(MemoryLayout::pc(size).unwrap()).unwrap()
+    }
+
+    fn p(x: u64) -> Pfn {
+        Pfn::new(x).unwrap()
+    }
+
+    #[test]
+    fn struct_page_bytes_and_accessors() {
+        let mem = mem(64 * M);
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        m.alloc_memmap().unwrap();
+        let mm = m.memmap().unwrap();
+        // One present section: 2 MiB of struct pages, top-down, PMD aligned.
+        let top = PhysRange::new(PhysAddr::new(62 * M), PhysAddr::new(64 * M)).unwrap();
+        assert_eq!(mm.allocations(), &[top]);
+        assert_eq!(mm.footprint(), 2 * M);
+        assert_eq!(
+            mm.struct_page_phys(p(0x1234)),
+            Ok(PhysAddr::new(62 * M + 0x1234 * 64))
+        );
+        assert_eq!(
+            mm.pfn_to_page(p(0x8000)).err(),
+            Some(MemmapError::NoStructPage {
+                pfn: p(0x8000),
+                section: 1
+            })
+        );
+        let page = mm.pfn_to_page(p(0x1234)).unwrap();
+        mem.fill(
+            PhysRange::from_start_size(top.start().checked_add(0x1234 * 64).unwrap(), 64).unwrap(),
+            !0,
+        )
+        .unwrap();
+        page.init_single_page(0);
+        let lru = 0xffff_ea00_0000_0000 + 0x1234 * 64 + 8;
+        assert_eq!(
+            page.snapshot(),
+            [2 << 62, lru, lru, 0, 0, 0, 0x1_ffff_ffff, 0]
+        );
+        assert_eq!(
+            (page.refcount(), page.mapcount(), page.is_buddy()),
+            (1, -1, false)
+        );
+        assert_eq!(MemMap::page_to_pfn(&page), p(0x1234));
+        page.set_buddy();
+        assert_eq!(
+            (page.page_type(), page.is_buddy(), page.refcount()),
+            (0xf000_0000, true, 1)
+        );
+        page.clear_buddy();
+        assert_eq!(page.mapcount(), -1);
+        page.set_refcount(7);
+        page.ref_inc();
+        assert_eq!((page.refcount(), page.mapcount()), (8, -1));
+        assert!(!page.ref_dec_and_test());
+        page.set_compound_head(p(0x1200));
+        assert_eq!(page.lru_next(), 0xffff_ea00_0000_0000 + 0x1200 * 64 + 1);
+        assert_eq!(page.compound_head(), Some(p(0x1200)));
+        page.set_flag(pg::RESERVED);
+        assert!(page.is_reserved() && page.flags() & (1 << 13) != 0);
+        page.clear_flag(pg::RESERVED);
+        assert!(!page.is_reserved());
+    }
+
+    #[test]
+    fn memmap_errors() {
+        let mem = mem(64 * M);
+        // Scratch-only with no scratch: memblock cannot place the memmap.
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        m.memblock.memblock_set_kho_scratch_only();
+        assert!(matches!(
+            m.alloc_memmap(),
+            Err(crate::boot::BootError::Memmap(MemmapError::Memblock(
+                MemblockError::NoSpace { .. }
+            )))
+        ));
+        // memblock believes in memory the machine does not have: the memmap
+        // lands there and touching it fails.
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        // (Node 0: memory added with MAX_NUMNODES would be skipped by the
+        // node-0 memmap allocation, as in Linux.)
+        m.memblock
+            .memblock_add_node(PhysAddr::new(64 * M), 128 * M, 0, MemblockFlags::NONE)
+            .unwrap();
+        m.alloc_memmap().unwrap();
+        assert_eq!(
+            m.memmap().unwrap().allocations()[0].start(),
+            PhysAddr::new(188 * M)
+        );
+        assert!(matches!(
+            m.memmap_init(),
+            Err(crate::boot::BootError::Memmap(MemmapError::Mem(
+                MemError::NotMapped { .. }
+            )))
+        ));
+    }
+
+    #[test]
+    fn memmap_init_skips_noinit_and_marks_reserved() {
+        let mem = mem(64 * M);
+        let mut m = Machine::new(&mem, BootConfig::default());
+        m.memblock_init().unwrap();
+        let noinit = PhysAddr::new(40 * M);
+        m.memblock.memblock_reserve(noinit, 64 << 10).unwrap();
+        m.memblock
+            .memblock_reserved_mark_noinit(noinit, 64 << 10)
+            .unwrap();
+        m.alloc_memmap().unwrap();
+        let mm = m.memmap().unwrap();
+        // Garbage everywhere, a recognisable pattern on the noinit pages.
+        mem.fill(mm.allocations()[0], 0xa5a5_a5a5_a5a5_a5a5)
+            .unwrap();
+        let first = mm.struct_page_phys(noinit.pfn()).unwrap();
+        mem.fill(
+            PhysRange::from_start_size(first, 16 * 64).unwrap(),
+            0x5a5a_5a5a_5a5a_5a5a,
+        )
+        .unwrap();
+        let st = m.memmap_init().unwrap();
+        // Hand-computed: RAM pfns 0..160 and 256..16384; the low 1 MiB,
+        // the kernel (4096 pages) and the memmap (512) reserved; holes
+        // 160..256 and 16384..32768 (rest of section 0).
+        assert_eq!(
+            st,
+            MemmapInitStats {
+                free: 16128 - 4096 - 512 - 16,
+                reserved: 160 + 4096 + 512,
+                unavailable: 96 + 16384,
+                noinit: 16,
+            }
+        );
+        let mm = m.memmap().unwrap();
+        for pfn in 0..PAGES_PER_SECTION {
+            let page = mm.pfn_to_page(p(pfn)).unwrap();
+            let words = page.snapshot();
+            if (10240..10256).contains(&pfn) {
+                assert_eq!(words, [0x5a5a_5a5a_5a5a_5a5a; 8], "pfn {pfn:#x}");
+                continue;
+            }
+            let reserved = pfn < 256 || (4096..8192).contains(&pfn) || pfn >= 15872;
+            assert_eq!(page.is_reserved(), reserved, "pfn {pfn:#x}");
+            assert_eq!(
+                words[1..],
+                [page.lru_addr(), page.lru_addr(), 0, 0, 0, 0x1_ffff_ffff, 0]
+            );
+        }
+    }
+}
