@@ -45,3 +45,4 @@ pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
 #[cfg(feature = "alloc")]
 pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
+pub use radix::{CompactStats, Cursor, PageSplit, RadixError, RadixStats, RadixTree, split_pages};
