@@ -221,6 +221,7 @@ impl Order {
     pub const ZERO: Self = Self(0);
 
     /// An order, rejected above [`Order::MAX`].
+    #[allow(clippy::cast_possible_truncation)] // the value is bounded just before the cast
     pub const fn try_new(order: u32) -> Result<Self, AddrError> {
         if order > Self::MAX.0 as u32 {
             Err(AddrError::OrderTooLarge {
@@ -473,7 +474,7 @@ mod tests {
     #[test]
     fn pfn_bounds() {
         assert_eq!(Pfn::new(u64::MAX), None);
-        assert_eq!(Pfn::MAX.phys(), PhysAddr::new(u64::MAX & !0xfff));
+        assert_eq!(Pfn::MAX.phys(), PhysAddr::new(0xffff_ffff_ffff_f000));
         assert_eq!(Pfn::MAX.checked_add(1), None);
     }
 }

@@ -137,6 +137,7 @@ impl TableIndex {
     }
 
     /// Masks to the low 9 bits.
+    #[allow(clippy::cast_possible_truncation)] // the value is masked to fit before the cast
     pub const fn new_truncate(index: u64) -> Self {
         Self((index & (TABLE_ENTRIES as u64 - 1)) as u16)
     }
@@ -167,6 +168,7 @@ impl LeafBit {
     }
 
     /// Masks to the low 15 bits.
+    #[allow(clippy::cast_possible_truncation)] // the value is masked to fit before the cast
     pub const fn new_truncate(bit: u64) -> Self {
         Self((bit & (LEAF_BITS as u64 - 1)) as u16)
     }
@@ -208,6 +210,7 @@ impl RadixKey {
 
     /// Rebuilds the key a path through the tree stands for: the root index
     /// down to the level-1 index, then the leaf bit.
+    #[allow(clippy::cast_possible_truncation)] // `i` < 5
     pub const fn from_path(indices: [TableIndex; INNER_LEVELS as usize], bit: LeafBit) -> Self {
         let mut key = bit.0 as u64;
         let mut i = 0;
@@ -227,6 +230,7 @@ impl RadixKey {
 
     /// Decodes back to a block: `order = 53 - fls64(key)`,
     /// `phys = key << (12 + order)` truncated to 64 bits.
+    #[allow(clippy::cast_possible_truncation)] // the value is bounded just before the cast
     pub const fn decode(self) -> Result<Block, KeyError> {
         if self.0 == 0 {
             return Err(KeyError::Zero);

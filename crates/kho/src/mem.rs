@@ -30,8 +30,8 @@ pub const PAGE_WORDS: usize = 512;
 #[repr(C, align(4096))]
 pub struct AtomicPage([AtomicU64; PAGE_WORDS]);
 
-const _: () = assert!(core::mem::size_of::<AtomicPage>() == PAGE_SIZE as usize);
-const _: () = assert!(core::mem::align_of::<AtomicPage>() == PAGE_SIZE as usize);
+const _: () = assert!(core::mem::size_of::<AtomicPage>() as u64 == PAGE_SIZE);
+const _: () = assert!(core::mem::align_of::<AtomicPage>() as u64 == PAGE_SIZE);
 
 impl AtomicPage {
     /// A zeroed page.
@@ -221,10 +221,10 @@ fn check_sorted(ranges: &[PhysRange]) -> Result<(), RamMapError> {
         if !range.start().is_page_aligned() || !range.end().is_page_aligned() {
             return Err(RamMapError::Unaligned { range });
         }
-        if let Some(p) = previous {
-            if range.start() < p.end() {
-                return Err(RamMapError::Unsorted { previous: p, range });
-            }
+        if let Some(p) = previous
+            && range.start() < p.end()
+        {
+            return Err(RamMapError::Unsorted { previous: p, range });
         }
         previous = Some(range);
     }
@@ -277,10 +277,10 @@ mod arena {
             let mut used = Vec::new();
             used.resize_with(pages.div_ceil(64), || AtomicU64::new(0));
             // Bits past the last page are permanently used.
-            if pages % 64 != 0 {
-                if let Some(last) = used.last() {
-                    last.store(!0u64 << (pages % 64), Ordering::Relaxed);
-                }
+            if !pages.is_multiple_of(64)
+                && let Some(last) = used.last()
+            {
+                last.store(!0u64 << (pages % 64), Ordering::Relaxed);
             }
             Self {
                 base,

@@ -359,10 +359,10 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
         key: RadixKey,
         block: Block,
     ) -> Result<&'t AtomicPage, RadixError> {
-        if (key.as_u64() ^ path.tag) >> LEAF_SHIFT == 0 {
-            if let Some(leaf) = path.nodes[0] {
-                return Ok(leaf);
-            }
+        if (key.as_u64() ^ path.tag) >> LEAF_SHIFT == 0
+            && let Some(leaf) = path.nodes[0]
+        {
+            return Ok(leaf);
         }
         self.descend::<ALLOC>(path, key, block)
     }
