@@ -1289,7 +1289,7 @@ mod tests {
         while p < end {
             let order = (0..=51u8)
                 .rev()
-                .find(|&o| p % (1u64 << o) == 0 && p + (1u64 << o) <= end)
+                .find(|&o| p.is_multiple_of(1u64 << o) && p + (1u64 << o) <= end)
                 .unwrap();
             out.push(pblk(p, order));
             p += 1 << order;
