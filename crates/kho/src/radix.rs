@@ -362,10 +362,25 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
         key: RadixKey,
         block: Block,
     ) -> Result<&'t AtomicPage, RadixError> {
-        if (key.as_u64() ^ path.tag) >> LEAF_SHIFT == 0
+        let diff = key.as_u64() ^ path.tag;
+        if diff >> LEAF_SHIFT == 0
             && let Some(leaf) = path.nodes[0]
         {
             return Ok(leaf);
+        }
+        // Another leaf under the same level-1 node (the tag is not stale,
+        // so the cached level-1 node is valid): one entry load.
+        if diff >> SHIFT[2] == 0
+            && let Some(node) = path.nodes[1]
+        {
+            let index = TableIndex::new_truncate(key.as_u64() >> SHIFT[1]).as_usize();
+            let child = node.words()[index].load(Ordering::Acquire);
+            if child != 0 {
+                let leaf = self.map(PhysAddr::new(child))?;
+                path.nodes[0] = Some(leaf);
+                path.tag = key.as_u64();
+                return Ok(leaf);
+            }
         }
         self.descend::<ALLOC>(path, key, block)
     }

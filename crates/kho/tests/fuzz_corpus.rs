@@ -7,14 +7,19 @@ use std::fs;
 use std::path::PathBuf;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
     let mut files: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
         .map(|e| e.expect("corpus entry").path())
         .filter(|p| p.is_file())
         .collect();
     files.sort();
-    files.into_iter().map(|p| (p.clone(), fs::read(&p).expect("read corpus file"))).collect()
+    files
+        .into_iter()
+        .map(|p| (p.clone(), fs::read(&p).expect("read corpus file")))
+        .collect()
 }
 
 fn replay(target: &str, entry: fn(&[u8])) {
