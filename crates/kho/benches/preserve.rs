@@ -70,12 +70,9 @@ enum Api {
 }
 
 fn run(blocks: &[Block], threads: usize, api: Api, iters: u64) -> Duration {
-    let mut total = Duration::ZERO;
-    for _ in 0..iters {
-        let arena = VecArena::new(PhysAddr::new(ARENA_BASE), ARENA_PAGES);
-        let tree = RadixTree::new(&arena).expect("root");
-        let chunk = blocks.len().div_ceil(threads);
-        let stripes: Vec<Vec<Block>> = (0..threads)
+    // Each thread's share: half of the list, or every other leaf's blocks.
+    let parts: Vec<Vec<Block>> = if api == Api::CursorByLeaf {
+        (0..threads)
             .map(|t| {
                 blocks
                     .iter()
@@ -83,21 +80,23 @@ fn run(blocks: &[Block], threads: usize, api: Api, iters: u64) -> Duration {
                     .filter(|b| (b.pfn().as_u64() >> 15) as usize % threads == t)
                     .collect()
             })
-            .filter(|_| api == Api::CursorByLeaf)
-            .collect();
+            .collect()
+    } else {
+        blocks
+            .chunks(blocks.len().div_ceil(threads))
+            .map(<[Block]>::to_vec)
+            .collect()
+    };
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let arena = VecArena::new(PhysAddr::new(ARENA_BASE), ARENA_PAGES);
+        let tree = RadixTree::new(&arena).expect("root");
         let start = Instant::now();
         if threads == 1 {
             preserve_all(&tree, blocks, api);
-        } else if api == Api::CursorByLeaf {
-            std::thread::scope(|s| {
-                for part in &stripes {
-                    let tree = &tree;
-                    s.spawn(move || preserve_all(tree, part, api));
-                }
-            });
         } else {
             std::thread::scope(|s| {
-                for part in blocks.chunks(chunk) {
+                for part in &parts {
                     let tree = &tree;
                     s.spawn(move || preserve_all(tree, part, api));
                 }
