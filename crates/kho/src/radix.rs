@@ -362,15 +362,27 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
         key: RadixKey,
         block: Block,
     ) -> Result<&'t AtomicPage, RadixError> {
-        let diff = key.as_u64() ^ path.tag;
-        if diff >> LEAF_SHIFT == 0
+        if (key.as_u64() ^ path.tag) >> LEAF_SHIFT == 0
             && let Some(leaf) = path.nodes[0]
         {
             return Ok(leaf);
         }
+        self.descend::<ALLOC>(path, key, block)
+    }
+
+    /// The slow part of [`RadixTree::leaf`]: first the common case of
+    /// another leaf under the cached level-1 node, else a descent from the
+    /// lowest cached node shared with the new key.
+    #[inline(never)]
+    fn descend<'t, const ALLOC: bool>(
+        &'t self,
+        path: &mut Path<'t>,
+        key: RadixKey,
+        block: Block,
+    ) -> Result<&'t AtomicPage, RadixError> {
         // Another leaf under the same level-1 node (the tag is not stale,
         // so the cached level-1 node is valid): one entry load.
-        if diff >> SHIFT[2] == 0
+        if (key.as_u64() ^ path.tag) >> SHIFT[2] == 0
             && let Some(node) = path.nodes[1]
         {
             let index = TableIndex::new_truncate(key.as_u64() >> SHIFT[1]).as_usize();
@@ -382,18 +394,6 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
                 return Ok(leaf);
             }
         }
-        self.descend::<ALLOC>(path, key, block)
-    }
-
-    /// The slow part of [`RadixTree::leaf`]: re-descends from the lowest
-    /// cached node shared with the new key.
-    #[inline(never)]
-    fn descend<'t, const ALLOC: bool>(
-        &'t self,
-        path: &mut Path<'t>,
-        key: RadixKey,
-        block: Block,
-    ) -> Result<&'t AtomicPage, RadixError> {
         let k = key.as_u64();
         // The node of level L is shared with the cached path iff no key bit
         // at or above SHIFT[L] + 9 (the bits naming that node) differs.
