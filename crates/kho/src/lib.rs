@@ -48,6 +48,7 @@ pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
 #[cfg(feature = "alloc")]
 pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
+pub use radix::{CompactStats, Cursor, PageSplit, RadixError, RadixStats, RadixTree, split_pages};
 #[cfg(feature = "alloc")]
 pub use v1::write_v1;
 pub use v1::{
