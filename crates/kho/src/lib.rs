@@ -41,7 +41,14 @@ pub mod v1;
 pub mod walk;
 
 pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, PhysRange};
+pub use coalesce::{Coalesce, CoalesceSummary};
 pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
 #[cfg(feature = "alloc")]
 pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
+#[cfg(feature = "alloc")]
+pub use walk::NodeSet;
+pub use walk::{
+    BlockRun, NodeBudget, ORDERS, OrderCounts, OrderSet, RadixReader, RunBlocks, VisitedFull,
+    VisitedSet, Walk, WalkError,
+};
