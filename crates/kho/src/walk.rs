@@ -1483,3 +1483,17 @@ pub mod fuzz {
         Some(Outcome { walk, coalesce })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_tree;
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+mod tests;
