@@ -252,3 +252,13 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for Coalesce<'_, '_, M, V> {
 }
 
 impl<M: PageMap + ?Sized, V: VisitedSet> core::iter::FusedIterator for Coalesce<'_, '_, M, V> {}
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::panic
+)]
+mod tests;

@@ -1485,6 +1485,11 @@ pub mod fuzz {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used
+)]
 pub(crate) mod test_tree;
 
 #[cfg(test)]
@@ -1497,3 +1502,13 @@ pub(crate) mod test_tree;
     clippy::cast_possible_truncation
 )]
 mod tests;
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::panic
+)]
+mod seeds;

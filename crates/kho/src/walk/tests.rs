@@ -353,8 +353,8 @@ fn err_child_outside_ram() {
         },
     );
     // The last page of the space: its end does not fit in 64 bits.
-    set(&a, p(4), 2, u64::MAX & !0xfff);
-    let (parent, level, index, child) = child_err(p(4), 1, 2, u64::MAX & !0xfff);
+    set(&a, p(4), 2, !0xfff_u64);
+    let (parent, level, index, child) = child_err(p(4), 1, 2, !0xfff_u64);
     both_fail(
         &a,
         p(0),
