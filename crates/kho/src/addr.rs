@@ -302,6 +302,15 @@ impl Block {
         }
     }
 
+    /// The block of `order` that holds `phys` (its address aligned down):
+    /// infallible, for readers that know the alignment by construction.
+    pub const fn containing(phys: PhysAddr, order: Order) -> Self {
+        Self {
+            phys: phys.align_down(order.bytes()),
+            order,
+        }
+    }
+
     /// A block from a frame number.
     pub const fn from_pfn(pfn: Pfn, order: Order) -> Result<Self, AddrError> {
         Self::new(pfn.phys(), order)

@@ -41,6 +41,7 @@ pub mod v1;
 pub mod walk;
 
 pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, PhysRange};
+pub use coalesce::{Coalesce, CoalesceSummary};
 #[cfg(feature = "alloc")]
 pub use fdt::{FdtBuildError, KhoFdtBuilder};
 pub use fdt::{FdtError, FdtName, KHO_FDT_MAX_SIZE, KhoFdt, KhoSubnode, KhoSubnodes, KhoVersion};
@@ -54,4 +55,10 @@ pub use v1::write_v1;
 pub use v1::{
     BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,
     V1Blocks, V1Error, V1Reader,
+};
+#[cfg(feature = "alloc")]
+pub use walk::NodeSet;
+pub use walk::{
+    BlockRun, NodeBudget, ORDERS, OrderCounts, OrderSet, RadixReader, RunBlocks, VisitedFull,
+    VisitedSet, Walk, WalkError,
 };

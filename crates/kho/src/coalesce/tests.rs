@@ -1,0 +1,139 @@
+//! Coalescer tests on hand-built and builder-made trees.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::addr::{Order, PhysAddr, PhysRange};
+use crate::mem::{RamMap, VecArena};
+use crate::walk::test_tree::{ARENA_BASE, TestTree, block, range};
+use crate::walk::{NodeBudget, NodeSet, RadixReader, WalkError};
+
+use super::CoalesceSummary;
+
+fn run(
+    t: &TestTree,
+    ram: &[PhysRange],
+    forbidden: &[PhysRange],
+) -> Result<(Vec<PhysRange>, CoalesceSummary), WalkError> {
+    let map = RamMap::new(ram, forbidden).unwrap();
+    let mut c = RadixReader::open(
+        &t.arena,
+        map,
+        t.root,
+        NodeSet::new(),
+        NodeBudget::for_ram(&map),
+    )?
+    .coalesce();
+    let ranges = c.by_ref().collect::<Result<Vec<_>, _>>()?;
+    Ok((ranges, *c.summary()))
+}
+
+const RAM: [PhysRange; 1] = {
+    match PhysRange::new(PhysAddr::new(0x1000), PhysAddr::new(1 << 40)) {
+        Ok(r) => [r],
+        Err(_) => panic!(),
+    }
+};
+
+#[test]
+fn full_leaf_and_word_runs() {
+    // Hand-built: one full leaf (order 0, pages 0x8000..0x10000 i.e. level-1
+    // entry 1) followed by leaf entry 2 with its first 70 bits set.
+    let a = VecArena::new(PhysAddr::new(ARENA_BASE), 8);
+    let p = |n: u64| PhysAddr::new(ARENA_BASE + n * 0x1000);
+    for n in 0..8 {
+        a.claim(p(n)).unwrap();
+    }
+    a.write_word(p(0), 2, p(1).as_u64()).unwrap();
+    a.write_word(p(1), 0, p(2).as_u64()).unwrap();
+    a.write_word(p(2), 0, p(3).as_u64()).unwrap();
+    a.write_word(p(3), 0, p(4).as_u64()).unwrap();
+    a.write_word(p(4), 1, p(5).as_u64()).unwrap();
+    a.write_word(p(4), 2, p(6).as_u64()).unwrap();
+    for w in 0..512 {
+        a.write_word(p(5), w, !0).unwrap();
+    }
+    a.write_word(p(6), 0, !0).unwrap();
+    a.write_word(p(6), 1, 0x3f).unwrap();
+    let t = TestTree {
+        arena: a,
+        root: p(0),
+    };
+    let (ranges, summary) = run(&t, &RAM, &[]).unwrap();
+    let page = |n: u64| n * 0x1000;
+    assert_eq!(ranges, vec![range(page(32768), page(65536 + 70))]);
+    assert_eq!(summary.counts().get(Order::ZERO), 32768 + 70);
+    assert_eq!(summary.bytes(), page(32768 + 70));
+}
+
+#[test]
+fn adjacent_blocks_of_many_orders_merge() {
+    let t = TestTree::new(64);
+    // 1 GiB at 1 GiB, then 2 MiB, 64 KiB, 4 KiB right after it; a gap; a
+    // 4 KiB block before everything.
+    t.insert(block(0x4000_0000, 18));
+    t.insert(block(0x8000_0000, 9));
+    t.insert(block(0x8020_0000, 4));
+    t.insert(block(0x8021_0000, 0));
+    t.insert(block(0x9000_0000, 0));
+    t.insert(block(0x3fff_f000, 0));
+    let (ranges, summary) = run(&t, &RAM, &[]).unwrap();
+    assert_eq!(
+        ranges,
+        vec![
+            range(0x3fff_f000, 0x8021_1000),
+            range(0x9000_0000, 0x9000_1000)
+        ]
+    );
+    let c = summary.counts();
+    assert_eq!(
+        [
+            c.get(Order::new(18)),
+            c.get(Order::new(9)),
+            c.get(Order::new(4)),
+            c.get(Order::ZERO)
+        ],
+        [1, 1, 1, 3]
+    );
+    assert_eq!(c.total(), 6);
+    assert_eq!(summary.ranges(), 2);
+}
+
+#[test]
+fn same_start_is_an_overlap_reported_with_the_larger_block() {
+    let t = TestTree::new(64);
+    t.insert(block(0x20_0000, 0));
+    t.insert(block(0x20_0000, 9));
+    assert_eq!(
+        run(&t, &RAM, &[]).err(),
+        Some(WalkError::Overlap {
+            covering: block(0x20_0000, 9),
+            covered: block(0x20_0000, 0)
+        })
+    );
+}
+
+#[test]
+fn per_run_validation_names_the_first_bad_block() {
+    let t = TestTree::new(64);
+    for i in 0..1000u64 {
+        t.insert(block(0x1_0000_0000 + i * 0x1000, 0));
+    }
+    // A forbidden page inside the run: block 500 is the first bad one.
+    let forbidden = [range(0x1_001f_4000, 0x1_001f_5000)];
+    assert_eq!(
+        run(&t, &RAM, &forbidden).err(),
+        Some(WalkError::BlockForbidden {
+            block: block(0x1_001f_4000, 0),
+            forbidden: forbidden[0]
+        })
+    );
+    // RAM ends inside the run: block 700 is the first outside.
+    let ram = [range(0x1000, 0x1_002b_c000)];
+    assert_eq!(
+        run(&t, &ram, &[]).err(),
+        Some(WalkError::BlockOutsideRam {
+            block: block(0x1_002b_c000, 0)
+        })
+    );
+}

@@ -1,0 +1,78 @@
+//! A small test-only tree builder: direct word stores along the key path of
+//! each block (no concurrency, no checks), so the reader's tests do not
+//! depend on the real writer.
+
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use crate::addr::{Block, Order, PhysAddr, PhysRange};
+use crate::key::{Level, RadixKey};
+use crate::mem::{PageAlloc, PageMap, VecArena};
+
+/// Where test arenas live.
+pub(crate) const ARENA_BASE: u64 = 0x100_0000;
+
+pub(crate) struct TestTree {
+    pub(crate) arena: VecArena,
+    pub(crate) root: PhysAddr,
+}
+
+impl TestTree {
+    pub(crate) fn new(pages: usize) -> Self {
+        let arena = VecArena::new(PhysAddr::new(ARENA_BASE), pages);
+        let root = arena.alloc_zeroed_page().unwrap();
+        Self { arena, root }
+    }
+
+    /// Sets the bit of `block`, allocating the missing nodes on its path.
+    pub(crate) fn insert(&self, block: Block) {
+        let key = RadixKey::encode(block);
+        let mut node = self.root;
+        for level in Level::inner_top_down() {
+            let i = key.index(level).as_usize();
+            let page = self.arena.page(node).unwrap();
+            let mut child = page.load(i).unwrap();
+            if child == 0 {
+                child = self.arena.alloc_zeroed_page().unwrap().as_u64();
+                page.words()[i].store(child, Ordering::Relaxed);
+            }
+            node = PhysAddr::new(child);
+        }
+        let bit = key.leaf_bit();
+        self.arena.page(node).unwrap().words()[bit.word()].fetch_or(bit.mask(), Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn block(phys: u64, order: u8) -> Block {
+    Block::new(PhysAddr::new(phys), Order::new(order)).unwrap()
+}
+
+pub(crate) fn range(start: u64, end: u64) -> PhysRange {
+    PhysRange::new(PhysAddr::new(start), PhysAddr::new(end)).unwrap()
+}
+
+/// The oracle's walk order: sorted by key.
+pub(crate) fn sorted_by_key(blocks: &[Block]) -> Vec<Block> {
+    let mut v = blocks.to_vec();
+    v.sort_by_key(|b| RadixKey::encode(*b));
+    v.dedup();
+    v
+}
+
+/// The oracle's ranges: blocks sorted by address, adjacent ones merged.
+pub(crate) fn merged(blocks: &[Block]) -> Vec<PhysRange> {
+    let mut v = blocks.to_vec();
+    v.sort_by_key(|b| b.phys());
+    v.dedup();
+    let mut out: Vec<PhysRange> = Vec::new();
+    for b in v {
+        let r = b.range().unwrap();
+        match out.last_mut() {
+            Some(last) if last.end() == r.start() => {
+                *last = PhysRange::new(last.start(), r.end()).unwrap()
+            }
+            _ => out.push(r),
+        }
+    }
+    out
+}
