@@ -26,10 +26,10 @@
 //! [`kho::PageAlloc`] to many threads.
 
 use core::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use kho::{MemError, Order, PageAlloc, Pfn, PhysAddr};
+use kho::{MemError, Order, PageAlloc, Pfn, PhysAddr, PhysRange};
 
 use crate::memblock::{MEMBLOCK_ALLOC_ACCESSIBLE, Memblock, MemblockError, MemblockFlags};
 use crate::memmap::{
@@ -311,6 +311,7 @@ pub struct Buddy<'m> {
     memmap: MemMap<'m>,
     zone: Mutex<Zone>,
     bad_pages: AtomicU64,
+    poison_on_alloc: AtomicBool,
 }
 
 impl fmt::Debug for Buddy<'_> {
@@ -330,7 +331,21 @@ impl<'m> Buddy<'m> {
             memmap,
             zone: Mutex::new(Zone::default()),
             bad_pages: AtomicU64::new(0),
+            poison_on_alloc: AtomicBool::new(false),
         }
+    }
+
+    /// From now on (`on`), every block [`Buddy::alloc_pages`] hands out is
+    /// first filled with [`crate::manifest::POISON`] (like
+    /// `init_on_alloc`, with a pattern instead of zeroes), so a consumer
+    /// that reads memory it did not write sees poison, never stale data.
+    pub fn set_poison_on_alloc(&self, on: bool) {
+        self.poison_on_alloc.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether allocations are poisoned.
+    pub fn poison_on_alloc(&self) -> bool {
+        self.poison_on_alloc.load(Ordering::Relaxed)
     }
 
     /// The memmap.
@@ -377,6 +392,16 @@ impl<'m> Buddy<'m> {
         let page = self.memmap.pfn_to_page(pfn)?;
         page.set_private(0);
         page.set_refcount(1);
+        if self.poison_on_alloc() {
+            let range = kho::Block::from_pfn(pfn, order)
+                .ok()
+                .and_then(|b| b.range())
+                .ok_or(BuddyError::Misaligned { pfn, order })?;
+            self.memmap
+                .mem()
+                .fill(range, crate::manifest::POISON)
+                .map_err(MemmapError::from)?;
+        }
         Ok(pfn)
     }
 
@@ -617,7 +642,26 @@ fn __free_pages_memory(
 /// Struct pages must have been initialised by
 /// [`crate::memmap::memmap_init`].
 pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u64, BuddyError> {
-    memblock.memblock_clear_kho_scratch_only();
+    memblock_free_all_except(memblock, buddy, &[])
+}
+
+/// **Ours, not Linux's** (the `skip` restore strategy, DESIGN.md section 4):
+/// [`memblock_free_all`], except that the pages of `skip` are not freed
+/// although memblock does not know them as reserved: every free range is
+/// cut by `skip` (sorted by start, disjoint) with one cursor, O(ranges).
+///
+/// Because memblock does not know the skipped memory, scratch-only mode
+/// stays on while `memmap_init_reserved_pages` may still allocate (an array
+/// doubling), and is cleared only before the hand-over to the buddy
+/// allocator. With an empty `skip` this is exactly [`memblock_free_all`].
+pub fn memblock_free_all_except(
+    memblock: &mut Memblock,
+    buddy: &Buddy<'_>,
+    skip: &[PhysRange],
+) -> Result<u64, BuddyError> {
+    if skip.is_empty() {
+        memblock.memblock_clear_kho_scratch_only();
+    }
     // memmap_init_reserved_pages: set nid on all reserved pages; repeat if
     // the reserved array was doubled meanwhile.
     loop {
@@ -633,19 +677,49 @@ pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u
             break;
         }
     }
+    memblock.memblock_clear_kho_scratch_only();
     let ranges: Vec<_> = memblock
         .for_each_free_mem_range(MemblockFlags::NONE)
         .collect();
     let mut zone = buddy.zone();
     let mut count = 0u64;
+    let mut si = 0usize;
     for r in ranges {
         let start = r.start().as_u64().div_ceil(kho::PAGE_SIZE);
         let end = r.end().as_u64() >> kho::PAGE_SHIFT;
         if start >= end {
             continue;
         }
-        __free_pages_memory(&mut zone, &buddy.memmap, start, end)?;
-        count += end - start;
+        if skip.is_empty() {
+            __free_pages_memory(&mut zone, &buddy.memmap, start, end)?;
+            count += end - start;
+            continue;
+        }
+        let mut pos = start;
+        while let Some(s) = skip.get(si) {
+            let ss = s.start().as_u64() >> kho::PAGE_SHIFT;
+            let se = s.end().as_u64().div_ceil(kho::PAGE_SIZE);
+            if se <= pos {
+                si += 1;
+                continue;
+            }
+            if ss >= end {
+                break;
+            }
+            if ss > pos {
+                __free_pages_memory(&mut zone, &buddy.memmap, pos, ss)?;
+                count += ss - pos;
+            }
+            pos = se.min(end);
+            if se > end {
+                break;
+            }
+            si += 1;
+        }
+        if pos < end {
+            __free_pages_memory(&mut zone, &buddy.memmap, pos, end)?;
+            count += end - pos;
+        }
     }
     Ok(count)
 }
