@@ -190,6 +190,12 @@ impl<'m> Machine<'m> {
         Ok(freed)
     }
 
+    /// memblock and the memmap together (before `memblock_free_all`): the
+    /// KHO boot reserves preserved memory while it writes head pages.
+    pub fn memblock_and_memmap(&mut self) -> (&mut Memblock, Option<&MemMap<'m>>) {
+        (&mut self.memblock, self.memmap.as_ref())
+    }
+
     /// The memmap (before or after `memblock_free_all`).
     pub fn memmap(&self) -> Option<&MemMap<'m>> {
         self.memmap

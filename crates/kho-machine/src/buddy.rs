@@ -368,6 +368,13 @@ impl<'m> Buddy<'m> {
         self.zone().managed_pages
     }
 
+    /// `adjust_managed_page_count`: pages that join (`nr > 0`) or leave the
+    /// zone's managed count outside the free path (KHO restore, balloon).
+    pub fn adjust_managed_page_count(&self, nr: i64) {
+        let mut zone = self.zone();
+        zone.managed_pages = zone.managed_pages.saturating_add_signed(nr);
+    }
+
     /// Pages leaked by `bad_page` (invalid frees through [`PageAlloc`]).
     pub fn bad_pages(&self) -> u64 {
         self.bad_pages.load(Ordering::Relaxed)
