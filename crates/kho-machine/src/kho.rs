@@ -372,7 +372,8 @@ fn block_range(block: Block) -> PhysRange {
 /// [`crate::buddy::memblock_free_all_except`].
 ///
 /// Runs after `alloc_memmap`, before `memmap_init`. On a walk error KHO is
-/// disabled ([`Kho::error`]) and the boot goes on without it.
+/// disabled ([`Kho::error`]), the scratch array's reservation and the
+/// scratch marks are dropped, and the boot goes on without KHO.
 pub fn kho_memory_init(
     machine: &mut Machine<'_>,
     kho: &mut Kho,
@@ -391,7 +392,15 @@ pub fn kho_memory_init(
         }
         Err(e) => {
             kho.fail(e);
-            machine.memblock.memblock_clear_kho_scratch_only();
+            // Nothing of the hand-over is trusted: give back what
+            // kho_populate took (best effort; the boot goes on regardless).
+            let mb = &mut machine.memblock;
+            let a = incoming.scratch_array;
+            let _ = mb.memblock_phys_free(a.start(), a.size());
+            for area in &incoming.scratch {
+                let _ = mb.memblock_clear_kho_scratch(area.start(), area.size());
+            }
+            mb.memblock_clear_kho_scratch_only();
             KhoMemoryInitStats {
                 reserved_regions: machine.memblock.reserved.cnt() as u64,
                 ..KhoMemoryInitStats::default()
