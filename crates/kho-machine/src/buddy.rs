@@ -799,6 +799,65 @@ mod tests {
 
     type Snapshot = Vec<(Order, Vec<Pfn>)>;
 
+    /// `memblock_free_all_except` frees exactly what `memblock_free_all`
+    /// frees when the skipped ranges are reserved instead.
+    #[test]
+    fn free_all_except_equals_reservation() {
+        let mem = mem(128 * M);
+        let r = |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap();
+        // Unaligned to max order, touching, and one at the end of RAM.
+        let skip = [
+            r(40 * M + 4096, 40 * M + 3 * 4096),
+            r(40 * M + 3 * 4096, 44 * M),
+            r(60 * M, 60 * M + 8192),
+            r(127 * M, 128 * M),
+        ];
+        let boot = |with_skip: bool| {
+            let mut m = Machine::new(&mem, BootConfig::default());
+            m.memblock_init().unwrap();
+            if !with_skip {
+                for x in skip {
+                    m.memblock.memblock_reserve(x.start(), x.size()).unwrap();
+                }
+            }
+            m.memblock.memblock_set_kho_scratch_only();
+            m.memblock
+                .memblock_mark_kho_scratch(PhysAddr::new(64 * M), 16 * M)
+                .unwrap();
+            m.alloc_memmap().unwrap();
+            m.memmap_init_skip(if with_skip { &skip } else { &[] })
+                .unwrap();
+            let freed = m
+                .memblock_free_all_except(if with_skip { &skip } else { &[] })
+                .unwrap();
+            assert!(!m.memblock.kho_scratch_only());
+            (freed, m.buddy().unwrap().free_lists().unwrap())
+        };
+        assert_eq!(boot(true), boot(false));
+    }
+
+    #[test]
+    fn poison_on_alloc_fills_every_block_handed_out() {
+        let mem = mem(64 * M);
+        let m = Machine::boot(&mem).unwrap();
+        let b = m.buddy().unwrap();
+        let quiet = b.alloc_pages(o(1)).unwrap();
+        assert_ne!(
+            mem.page_at(quiet.phys()).unwrap().load(0),
+            Some(crate::manifest::POISON)
+        );
+        b.set_poison_on_alloc(true);
+        let pfn = b.alloc_pages(o(1)).unwrap();
+        let second = pfn.checked_add(1).unwrap().phys();
+        assert_eq!(
+            mem.page_at(second).unwrap().load(511),
+            Some(crate::manifest::POISON)
+        );
+        // PageAlloc still hands out zeroed pages.
+        let z = b.alloc_zeroed_page().unwrap();
+        assert!(mem.page_at(z).unwrap().is_zero());
+    }
+
     /// The free lists of a booted 64 MiB machine, by hand: free ranges are
     /// pfns 256..4096 (1 MiB to the kernel at 16 MiB) and 8192..15872 (32 MiB
     /// to the memmap at 62 MiB), cut in naturally aligned chunks.

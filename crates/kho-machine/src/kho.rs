@@ -136,7 +136,9 @@ pub enum KhoError {
     },
     /// The head page does not carry the KHO magic: not preserved, or
     /// already restored.
-    #[error("restore of {phys}: page->private {private:#x} has no KHOP magic (not preserved, or restored already)")]
+    #[error(
+        "restore of {phys}: page->private {private:#x} has no KHOP magic (not preserved, or restored already)"
+    )]
     BadMagic {
         /// The address.
         phys: PhysAddr,
@@ -352,10 +354,12 @@ fn sorted_merged(mut v: Vec<PhysRange>) -> Vec<PhysRange> {
 }
 
 fn write_head(mm: &MemMap<'_>, block: Block) -> Result<(), KhoError> {
-    let page = mm.pfn_to_page(block.pfn()).map_err(|source| KhoError::Memmap {
-        phys: block.phys(),
-        source,
-    })?;
+    let page = mm
+        .pfn_to_page(block.pfn())
+        .map_err(|source| KhoError::Memmap {
+            phys: block.phys(),
+            source,
+        })?;
     page.set_private(kho_page_info(block.order()));
     Ok(())
 }
@@ -423,14 +427,7 @@ fn memory_init(
     let root = k.root;
     let werr = |source| KhoError::Walk { root, source };
     let open = || {
-        RadixReader::open(
-            mem,
-            map,
-            root,
-            NodeSet::new(),
-            NodeBudget::for_ram(&map),
-        )
-        .map_err(werr)
+        RadixReader::open(mem, map, root, NodeSet::new(), NodeBudget::for_ram(&map)).map_err(werr)
     };
     let mut st = KhoMemoryInitStats::default();
     let mut skip = Vec::new();
@@ -558,7 +555,9 @@ fn kho_restore_page(
     };
     let order = Order::try_new(raw).map_err(|_| bad("beyond the largest order"))?;
     if !is_folio && raw > MAX_PAGE_ORDER {
-        return Err(bad("pages are restored in blocks of at most MAX_PAGE_ORDER"));
+        return Err(bad(
+            "pages are restored in blocks of at most MAX_PAGE_ORDER",
+        ));
     }
     if expect.is_some_and(|e| e != order) {
         return Err(bad("not the order of the block asked for"));

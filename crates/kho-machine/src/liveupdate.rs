@@ -576,12 +576,7 @@ pub fn new_kernel_boot(
 /// Restores the metadata and every manifest folio; returns (verified,
 /// lost) bytes. `preserved` is what the walk found: if the manifest cannot
 /// be read, whatever was not verified is lost.
-fn restore_and_verify(
-    mem: &PhysMem,
-    buddy: &Buddy<'_>,
-    k: &KhoIn,
-    preserved: u64,
-) -> (u64, u64) {
+fn restore_and_verify(mem: &PhysMem, buddy: &Buddy<'_>, k: &KhoIn, preserved: u64) -> (u64, u64) {
     let mut verified = 0u64;
     let mut lost = 0u64;
     // The FDT page: it parsed in kho_populate.

@@ -802,6 +802,52 @@ mod tests {
         Pfn::new(x).unwrap()
     }
 
+    /// Skipping ranges is the same as reserving them `RSRV_NOINIT`: same
+    /// counts, and their struct pages are left untouched.
+    #[test]
+    fn memmap_init_skip_is_noinit_without_reservations() {
+        let mem = mem(64 * M);
+        let r = |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap();
+        let skip = [
+            r(40 * M, 41 * M),
+            r(41 * M + 8192, 41 * M + 12288),
+            r(50 * M, 50 * M + 4096),
+        ];
+        let boot = |with_skip: bool| {
+            let mut m = Machine::new(&mem, BootConfig::default());
+            m.memblock_init().unwrap();
+            if !with_skip {
+                for x in skip {
+                    m.memblock.memblock_reserve(x.start(), x.size()).unwrap();
+                    m.memblock
+                        .memblock_reserved_mark_noinit(x.start(), x.size())
+                        .unwrap();
+                }
+            }
+            m.alloc_memmap().unwrap();
+            let mm = m.memmap().unwrap();
+            for a in mm.allocations() {
+                mem.fill(*a, 0x5a5a).unwrap();
+            }
+            let st = if with_skip {
+                m.memmap_init_skip(&skip).unwrap()
+            } else {
+                m.memmap_init().unwrap()
+            };
+            let mm = m.memmap().unwrap();
+            for x in skip {
+                let page = mm.pfn_to_page(x.start().pfn()).unwrap();
+                assert_eq!(page.private(), 0x5a5a);
+            }
+            let before = mm.pfn_to_page(p(40 * M / 4096 - 1)).unwrap();
+            assert_eq!(before.refcount(), 1);
+            st
+        };
+        let (a, b) = (boot(false), boot(true));
+        assert_eq!(a, b);
+        assert_eq!(b.noinit, 256 + 1 + 1);
+    }
+
     #[test]
     fn struct_page_bytes_and_accessors() {
         let mem = mem(64 * M);

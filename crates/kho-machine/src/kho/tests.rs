@@ -109,8 +109,21 @@ enum Fault {
 impl Handover {
     fn build(fault: Fault) -> Self {
         let mem = PhysMem::create(MemoryLayout::pc(128 * M).unwrap()).unwrap();
+        let (handover, folios, forgotten, preserved) = Self::write(&mem, fault);
+        Self {
+            mem,
+            handover,
+            folios,
+            forgotten,
+            preserved,
+        }
+    }
+
+    /// The old kernel's work: returns (hand-over, folios, forgotten,
+    /// preserved).
+    fn write(mem: &PhysMem, fault: Fault) -> (KhoHandover, Vec<Block>, Vec<Block>, Vec<Block>) {
         let bump = Bump {
-            mem: &mem,
+            mem,
             next: AtomicU64::new(48 * M),
             end: 56 * M,
         };
@@ -118,7 +131,7 @@ impl Handover {
         let (folios, forgotten) = workload();
         let mut entries = Vec::new();
         for &b in folios.iter().chain(&forgotten) {
-            let checksum: Checksum = fill_pattern(&mem, b, SEED).unwrap();
+            let checksum: Checksum = fill_pattern(mem, b, SEED).unwrap();
             entries.push(ManifestEntry { block: b, checksum });
         }
         for &b in &folios {
@@ -130,7 +143,7 @@ impl Handover {
             entries,
         };
         let blob = pa(FDT + PAGE_SIZE);
-        let blob_range = manifest.write(&mem, blob).unwrap();
+        let blob_range = manifest.write(mem, blob).unwrap();
         let nr = blob_pages(blob_range.size());
         tree.preserve_pages(blob.pfn(), nr).unwrap();
         preserved.extend(kho::split_pages(blob.pfn(), nr).unwrap());
@@ -151,21 +164,14 @@ impl Handover {
         if fault == Fault::FdtMagic {
             fdt[0] ^= 0xff;
         }
-        write_bytes(&mem, pa(FDT), &fdt).unwrap();
+        write_bytes(mem, pa(FDT), &fdt).unwrap();
         let handover = KhoHandover {
             node: PhysAddr::ZERO,
             fdt: PhysRange::from_start_size(pa(FDT), PAGE_SIZE).unwrap(),
             scratch_array: PhysRange::from_start_size(pa(SCRATCH_ARRAY), 32).unwrap(),
             scratch: SCRATCH.iter().map(|&(s, e)| range(s, e)).collect(),
         };
-        drop(tree);
-        Self {
-            mem,
-            handover,
-            folios,
-            forgotten,
-            preserved,
-        }
+        (handover, folios, forgotten, preserved)
     }
 }
 
@@ -173,7 +179,12 @@ impl Handover {
 fn boot<'m>(
     h: &'m Handover,
     strategy: Strategy,
-) -> (Machine<'m>, Kho, KhoMemoryInitStats, Vec<crate::MemblockRegion>) {
+) -> (
+    Machine<'m>,
+    Kho,
+    KhoMemoryInitStats,
+    Vec<crate::MemblockRegion>,
+) {
     let mut m = Machine::new(&h.mem, BootConfig::default());
     m.memblock_init().unwrap();
     let mut kho = kho_populate(&mut m, &h.handover);
@@ -198,10 +209,10 @@ fn outcome(h: &Handover, strategy: Strategy) -> (FreeLists, Restores, Vec<crate:
     let buddy = m.buddy().unwrap();
     let free = buddy.free_lists().unwrap();
     let not_heads = [
-        pa(74 * M + 4 * K),  // inside an order-2 block
-        pa(100 * M),         // forgotten
-        pa(64 * M + 4 * M),  // tail of the gigantic folio
-        pa(120 * M),         // free memory
+        pa(74 * M + 4 * K), // inside an order-2 block
+        pa(100 * M),        // forgotten
+        pa(64 * M + 4 * M), // tail of the gigantic folio
+        pa(120 * M),        // free memory
     ];
     let restores = h
         .folios
@@ -255,7 +266,10 @@ fn restored_folios_are_live_and_counted() {
     let managed = buddy.managed_pages();
     let free = buddy.nr_free_pages();
     let big = block(64 * M, 11);
-    assert_eq!(kho_restore_folio(buddy, big.phys()), Ok((big.pfn(), big.order())));
+    assert_eq!(
+        kho_restore_folio(buddy, big.phys()),
+        Ok((big.pfn(), big.order()))
+    );
     assert_eq!(buddy.managed_pages(), managed + 2048);
     assert_eq!(buddy.nr_free_pages(), free);
     assert_eq!(mm.folio_order(big.pfn()).unwrap(), big.order());
@@ -444,7 +458,10 @@ fn kho_memory_init_before_alloc_memmap_disables_kho() {
 fn missing_or_broken_handover_boots_without_kho() {
     let h = Handover::build(Fault::None);
     let r = new_kernel_boot(&h.mem, Ok(None), Strategy::Bulk).unwrap();
-    assert_eq!(r.kho_error.as_deref(), Some("no KHO hand-over in setup_data"));
+    assert_eq!(
+        r.kho_error.as_deref(),
+        Some("no KHO hand-over in setup_data")
+    );
     assert_eq!((r.blocks, r.verified_bytes, r.lost_bytes), (0, 0, 0));
     let r = new_kernel_boot(
         &h.mem,
@@ -454,7 +471,12 @@ fn missing_or_broken_handover_boots_without_kho() {
         }),
         Strategy::Bulk,
     );
-    assert!(r.unwrap().kho_error.unwrap().starts_with("hand-over rejected"));
+    assert!(
+        r.unwrap()
+            .kho_error
+            .unwrap()
+            .starts_with("hand-over rejected")
+    );
 }
 
 #[test]
@@ -469,4 +491,18 @@ fn new_kernel_boot_verifies_every_byte_for_every_strategy() {
         assert_eq!(r.verified_bytes, r.preserved_bytes, "{s}");
         assert!(r.memblock_reserved_regions > 0);
     }
+}
+
+#[test]
+fn report_json_has_the_ten_keys_and_kho_error_only_when_set() {
+    let h = Handover::build(Fault::None);
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    let h = Handover::build(Fault::RootOutsideRam);
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    let e = v["kho_error"].as_str().unwrap();
+    assert!(e.contains("is not inside RAM"), "{e}");
 }
