@@ -30,9 +30,12 @@
 //!   in a KHO radix tree;
 //! - `kho_data.fdt_addr`/`fdt_size` point at the manifest blob instead of a
 //!   KHO root FDT (which will carry the manifest as a subnode);
-//! - the strategy is only a label, and `walk_ms` times the reading of the
-//!   hand-over and the manifest; `memblock_ms`, `mm_init_ms`,
-//!   `baseline_mm_init_ms` and `memblock_reserved_regions` are 0.
+//!
+//! The new kernel is real: [`new_kernel_boot`] boots the machine with
+//! [`crate::kho`] (kho_populate, kho_memory_init with the strategy,
+//! memmap_init, memblock_free_all, kho_restore_folio / kho_restore_pages)
+//! and reads the manifest from the [`MANIFEST_NODE`] subnode of the root
+//! FDT that `kho_data.fdt_addr` names.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -117,15 +120,18 @@ impl FromStr for Strategy {
 pub struct RunReport {
     /// The restore strategy.
     pub strategy: Strategy,
-    /// Preserved blocks (per the manifest).
+    /// Preserved blocks (walked in the radix tree).
     pub blocks: u64,
-    /// Their bytes.
+    /// Their bytes, plus the bytes of manifest folios that are not in the
+    /// tree (the workload forgot them: they are lost), so that
+    /// `verified_bytes + lost_bytes == preserved_bytes`.
     pub preserved_bytes: u64,
-    /// Walking the hand-over (for now: setup_data + manifest), ms.
+    /// Walking the radix tree, ms (see [`crate::kho`] for what each
+    /// strategy counts).
     pub walk_ms: f64,
-    /// Reserving preserved memory in memblock, ms.
+    /// Accounting the preserved memory in memblock, ms.
     pub memblock_ms: f64,
-    /// memmap + buddy init, ms.
+    /// memmap_init + memblock_free_all of the KHO boot, ms.
     pub mm_init_ms: f64,
     /// The same on a boot with nothing preserved, ms.
     pub baseline_mm_init_ms: f64,
@@ -542,9 +548,9 @@ pub fn new_kernel_boot(
     })?;
     buddy.set_poison_on_alloc(true);
 
-    let (verified_bytes, lost_bytes) = match kho.incoming() {
+    let (verified_bytes, lost_bytes, unpreserved) = match kho.incoming() {
         Some(k) => restore_and_verify(mem, buddy, k, init.bytes),
-        None => (0, 0),
+        None => (0, 0, 0),
     };
     drop(m);
 
@@ -561,7 +567,7 @@ pub fn new_kernel_boot(
     Ok(RunReport {
         strategy,
         blocks: init.blocks,
-        preserved_bytes: init.bytes,
+        preserved_bytes: init.bytes.saturating_add(unpreserved),
         walk_ms: ms(init.walk + init.heads),
         memblock_ms: ms(init.memblock),
         mm_init_ms: ms(mm_init),
@@ -574,18 +580,27 @@ pub fn new_kernel_boot(
 }
 
 /// Restores the metadata and every manifest folio; returns (verified,
-/// lost) bytes. `preserved` is what the walk found: if the manifest cannot
-/// be read, whatever was not verified is lost.
-fn restore_and_verify(mem: &PhysMem, buddy: &Buddy<'_>, k: &KhoIn, preserved: u64) -> (u64, u64) {
+/// lost, unpreserved) bytes, where unpreserved counts the manifest's folios
+/// that are no preserved head at all (listed by the workload, absent from
+/// the tree: lost, and added to the preserved bytes so that verified +
+/// lost = preserved). `preserved` is what the walk found: if the manifest
+/// cannot be read, whatever was not verified is lost.
+fn restore_and_verify(
+    mem: &PhysMem,
+    buddy: &Buddy<'_>,
+    k: &KhoIn,
+    preserved: u64,
+) -> (u64, u64, u64) {
     let mut verified = 0u64;
     let mut lost = 0u64;
+    let mut unpreserved = 0u64;
     // The FDT page: it parsed in kho_populate.
     match kho_restore_pages(buddy, k.fdt.start(), 1) {
         Ok(_) => verified += PAGE_SIZE,
         Err(_) => lost += PAGE_SIZE,
     }
     let Some((blob, Some(size))) = k.subnode(MANIFEST_NODE) else {
-        return (verified, preserved.saturating_sub(verified));
+        return (verified, preserved.saturating_sub(verified), 0);
     };
     // The manifest's pages: preserved either with kho_preserve_pages
     // (Linux's split of its pages) or as one block of a larger order.
@@ -600,12 +615,15 @@ fn restore_and_verify(mem: &PhysMem, buddy: &Buddy<'_>, k: &KhoIn, preserved: u6
         .and_then(|_| PhysRange::from_start_size(blob, size).ok())
         .and_then(|r| Manifest::read(mem, r).ok());
     let Some(manifest) = manifest else {
-        return (verified, preserved.saturating_sub(verified));
+        return (verified, preserved.saturating_sub(verified), 0);
     };
     verified += nr * PAGE_SIZE;
     for e in &manifest.entries {
-        let ok = kho_restore_folio(buddy, e.block.phys())
-            .is_ok_and(|(_, order)| order == e.block.order())
+        let restored = kho_restore_folio(buddy, e.block.phys());
+        if matches!(restored, Err(KhoError::BadMagic { .. })) {
+            unpreserved += e.block.size();
+        }
+        let ok = restored.is_ok_and(|(_, order)| order == e.block.order())
             && block_checksum(mem, e.block).is_ok_and(|c| c == e.checksum);
         if ok {
             verified += e.block.size();
@@ -613,7 +631,7 @@ fn restore_and_verify(mem: &PhysMem, buddy: &Buddy<'_>, k: &KhoIn, preserved: u6
             lost += e.block.size();
         }
     }
-    (verified, lost)
+    (verified, lost, unpreserved)
 }
 
 #[cfg(test)]
