@@ -384,7 +384,10 @@ pub fn kho_memory_init(
     strategy: Strategy,
 ) -> KhoMemoryInitStats {
     let Some(incoming) = kho.incoming.clone() else {
-        return KhoMemoryInitStats::default();
+        return KhoMemoryInitStats {
+            reserved_regions: machine.memblock.reserved.cnt() as u64,
+            ..KhoMemoryInitStats::default()
+        };
     };
     match memory_init(machine, &incoming, strategy) {
         Ok((stats, skip)) => {
