@@ -253,13 +253,17 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
         "walk ms",
         "memblock ms",
         "mm init ms",
+        "next-boot init ms",
         "baseline ms",
+        "vs baseline",
         "verified",
         "lost",
         "reserved regions",
     ]);
     for r in rows {
         let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+        // Next-boot memory init: walk + memblock + memmap and buddy.
+        let total = r.walk_ms + r.memblock_ms + r.mm_init_ms;
         t.add_row(vec![
             Cell::new(r.strategy.as_str()),
             right(r.blocks.to_string()),
@@ -267,7 +271,13 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
             right(format!("{:.3}", r.walk_ms)),
             right(format!("{:.3}", r.memblock_ms)),
             right(format!("{:.3}", r.mm_init_ms)),
+            right(format!("{:.3}", total)),
             right(format!("{:.3}", r.baseline_mm_init_ms)),
+            right(if r.baseline_mm_init_ms > 0.0 {
+                format!("{:.2}x", total / r.baseline_mm_init_ms)
+            } else {
+                "-".to_owned()
+            }),
             right(bytes(r.verified_bytes)),
             right(bytes(r.lost_bytes)),
             right(r.memblock_reserved_regions.to_string()),
@@ -275,4 +285,9 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
     }
     println!("live update on a {} machine", bytes(machine_size));
     println!("{t}");
+    for r in rows {
+        if let Some(e) = &r.kho_error {
+            println!("{}: booted without KHO: {e}", r.strategy);
+        }
+    }
 }

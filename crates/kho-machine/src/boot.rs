@@ -161,6 +161,41 @@ impl<'m> Machine<'m> {
         Ok(freed)
     }
 
+    /// **Ours** (the `skip` restore strategy): [`Machine::memmap_init`]
+    /// that also leaves the struct pages of `skip` (sorted, disjoint)
+    /// uninitialised; see [`crate::memmap::memmap_init_skip`].
+    pub fn memmap_init_skip(&mut self, skip: &[PhysRange]) -> Result<MemmapInitStats, BootError> {
+        let memmap = self.memmap.as_ref().ok_or(BootError::Phase {
+            phase: "memmap_init",
+            needs: "alloc_memmap",
+        })?;
+        Ok(crate::memmap::memmap_init_skip(
+            &self.memblock,
+            memmap,
+            skip,
+        )?)
+    }
+
+    /// **Ours** (the `skip` restore strategy): [`Machine::memblock_free_all`]
+    /// that does not free the pages of `skip` (sorted, disjoint); see
+    /// [`crate::buddy::memblock_free_all_except`].
+    pub fn memblock_free_all_except(&mut self, skip: &[PhysRange]) -> Result<u64, BootError> {
+        let memmap = self.memmap.take().ok_or(BootError::Phase {
+            phase: "memblock_free_all",
+            needs: "alloc_memmap",
+        })?;
+        let buddy = Buddy::new(memmap);
+        let freed = crate::buddy::memblock_free_all_except(&mut self.memblock, &buddy, skip)?;
+        self.buddy = Some(buddy);
+        Ok(freed)
+    }
+
+    /// memblock and the memmap together (before `memblock_free_all`): the
+    /// KHO boot reserves preserved memory while it writes head pages.
+    pub fn memblock_and_memmap(&mut self) -> (&mut Memblock, Option<&MemMap<'m>>) {
+        (&mut self.memblock, self.memmap.as_ref())
+    }
+
     /// The memmap (before or after `memblock_free_all`).
     pub fn memmap(&self) -> Option<&MemMap<'m>> {
         self.memmap

@@ -26,10 +26,10 @@
 //! [`kho::PageAlloc`] to many threads.
 
 use core::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use kho::{MemError, Order, PageAlloc, Pfn, PhysAddr};
+use kho::{MemError, Order, PageAlloc, Pfn, PhysAddr, PhysRange};
 
 use crate::memblock::{MEMBLOCK_ALLOC_ACCESSIBLE, Memblock, MemblockError, MemblockFlags};
 use crate::memmap::{
@@ -311,6 +311,7 @@ pub struct Buddy<'m> {
     memmap: MemMap<'m>,
     zone: Mutex<Zone>,
     bad_pages: AtomicU64,
+    poison_on_alloc: AtomicBool,
 }
 
 impl fmt::Debug for Buddy<'_> {
@@ -330,7 +331,21 @@ impl<'m> Buddy<'m> {
             memmap,
             zone: Mutex::new(Zone::default()),
             bad_pages: AtomicU64::new(0),
+            poison_on_alloc: AtomicBool::new(false),
         }
+    }
+
+    /// From now on (`on`), every block [`Buddy::alloc_pages`] hands out is
+    /// first filled with [`crate::manifest::POISON`] (like
+    /// `init_on_alloc`, with a pattern instead of zeroes), so a consumer
+    /// that reads memory it did not write sees poison, never stale data.
+    pub fn set_poison_on_alloc(&self, on: bool) {
+        self.poison_on_alloc.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether allocations are poisoned.
+    pub fn poison_on_alloc(&self) -> bool {
+        self.poison_on_alloc.load(Ordering::Relaxed)
     }
 
     /// The memmap.
@@ -351,6 +366,13 @@ impl<'m> Buddy<'m> {
     /// Pages handed to the allocator at boot.
     pub fn managed_pages(&self) -> u64 {
         self.zone().managed_pages
+    }
+
+    /// `adjust_managed_page_count`: pages that join (`nr > 0`) or leave the
+    /// zone's managed count outside the free path (KHO restore, balloon).
+    pub fn adjust_managed_page_count(&self, nr: i64) {
+        let mut zone = self.zone();
+        zone.managed_pages = zone.managed_pages.saturating_add_signed(nr);
     }
 
     /// Pages leaked by `bad_page` (invalid frees through [`PageAlloc`]).
@@ -377,6 +399,16 @@ impl<'m> Buddy<'m> {
         let page = self.memmap.pfn_to_page(pfn)?;
         page.set_private(0);
         page.set_refcount(1);
+        if self.poison_on_alloc() {
+            let range = kho::Block::from_pfn(pfn, order)
+                .ok()
+                .and_then(|b| b.range())
+                .ok_or(BuddyError::Misaligned { pfn, order })?;
+            self.memmap
+                .mem()
+                .fill(range, crate::manifest::POISON)
+                .map_err(MemmapError::from)?;
+        }
         Ok(pfn)
     }
 
@@ -617,7 +649,26 @@ fn __free_pages_memory(
 /// Struct pages must have been initialised by
 /// [`crate::memmap::memmap_init`].
 pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u64, BuddyError> {
-    memblock.memblock_clear_kho_scratch_only();
+    memblock_free_all_except(memblock, buddy, &[])
+}
+
+/// **Ours, not Linux's** (the `skip` restore strategy, DESIGN.md section 4):
+/// [`memblock_free_all`], except that the pages of `skip` are not freed
+/// although memblock does not know them as reserved: every free range is
+/// cut by `skip` (sorted by start, disjoint) with one cursor, O(ranges).
+///
+/// Because memblock does not know the skipped memory, scratch-only mode
+/// stays on while `memmap_init_reserved_pages` may still allocate (an array
+/// doubling), and is cleared only before the hand-over to the buddy
+/// allocator. With an empty `skip` this is exactly [`memblock_free_all`].
+pub fn memblock_free_all_except(
+    memblock: &mut Memblock,
+    buddy: &Buddy<'_>,
+    skip: &[PhysRange],
+) -> Result<u64, BuddyError> {
+    if skip.is_empty() {
+        memblock.memblock_clear_kho_scratch_only();
+    }
     // memmap_init_reserved_pages: set nid on all reserved pages; repeat if
     // the reserved array was doubled meanwhile.
     loop {
@@ -633,19 +684,49 @@ pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u
             break;
         }
     }
+    memblock.memblock_clear_kho_scratch_only();
     let ranges: Vec<_> = memblock
         .for_each_free_mem_range(MemblockFlags::NONE)
         .collect();
     let mut zone = buddy.zone();
     let mut count = 0u64;
+    let mut si = 0usize;
     for r in ranges {
         let start = r.start().as_u64().div_ceil(kho::PAGE_SIZE);
         let end = r.end().as_u64() >> kho::PAGE_SHIFT;
         if start >= end {
             continue;
         }
-        __free_pages_memory(&mut zone, &buddy.memmap, start, end)?;
-        count += end - start;
+        if skip.is_empty() {
+            __free_pages_memory(&mut zone, &buddy.memmap, start, end)?;
+            count += end - start;
+            continue;
+        }
+        let mut pos = start;
+        while let Some(s) = skip.get(si) {
+            let ss = s.start().as_u64() >> kho::PAGE_SHIFT;
+            let se = s.end().as_u64().div_ceil(kho::PAGE_SIZE);
+            if se <= pos {
+                si += 1;
+                continue;
+            }
+            if ss >= end {
+                break;
+            }
+            if ss > pos {
+                __free_pages_memory(&mut zone, &buddy.memmap, pos, ss)?;
+                count += ss - pos;
+            }
+            pos = se.min(end);
+            if se > end {
+                break;
+            }
+            si += 1;
+        }
+        if pos < end {
+            __free_pages_memory(&mut zone, &buddy.memmap, pos, end)?;
+            count += end - pos;
+        }
     }
     Ok(count)
 }
@@ -717,6 +798,65 @@ mod tests {
     }
 
     type Snapshot = Vec<(Order, Vec<Pfn>)>;
+
+    /// `memblock_free_all_except` frees exactly what `memblock_free_all`
+    /// frees when the skipped ranges are reserved instead.
+    #[test]
+    fn free_all_except_equals_reservation() {
+        let mem = mem(128 * M);
+        let r = |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap();
+        // Unaligned to max order, touching, and one at the end of RAM.
+        let skip = [
+            r(40 * M + 4096, 40 * M + 3 * 4096),
+            r(40 * M + 3 * 4096, 44 * M),
+            r(60 * M, 60 * M + 8192),
+            r(127 * M, 128 * M),
+        ];
+        let boot = |with_skip: bool| {
+            let mut m = Machine::new(&mem, BootConfig::default());
+            m.memblock_init().unwrap();
+            if !with_skip {
+                for x in skip {
+                    m.memblock.memblock_reserve(x.start(), x.size()).unwrap();
+                }
+            }
+            m.memblock.memblock_set_kho_scratch_only();
+            m.memblock
+                .memblock_mark_kho_scratch(PhysAddr::new(64 * M), 16 * M)
+                .unwrap();
+            m.alloc_memmap().unwrap();
+            m.memmap_init_skip(if with_skip { &skip } else { &[] })
+                .unwrap();
+            let freed = m
+                .memblock_free_all_except(if with_skip { &skip } else { &[] })
+                .unwrap();
+            assert!(!m.memblock.kho_scratch_only());
+            (freed, m.buddy().unwrap().free_lists().unwrap())
+        };
+        assert_eq!(boot(true), boot(false));
+    }
+
+    #[test]
+    fn poison_on_alloc_fills_every_block_handed_out() {
+        let mem = mem(64 * M);
+        let m = Machine::boot(&mem).unwrap();
+        let b = m.buddy().unwrap();
+        let quiet = b.alloc_pages(o(1)).unwrap();
+        assert_ne!(
+            mem.page_at(quiet.phys()).unwrap().load(0),
+            Some(crate::manifest::POISON)
+        );
+        b.set_poison_on_alloc(true);
+        let pfn = b.alloc_pages(o(1)).unwrap();
+        let second = pfn.checked_add(1).unwrap().phys();
+        assert_eq!(
+            mem.page_at(second).unwrap().load(511),
+            Some(crate::manifest::POISON)
+        );
+        // PageAlloc still hands out zeroed pages.
+        let z = b.alloc_zeroed_page().unwrap();
+        assert!(mem.page_at(z).unwrap().is_zero());
+    }
 
     /// The free lists of a booted 64 MiB machine, by hand: free ranges are
     /// pfns 256..4096 (1 MiB to the kernel at 16 MiB) and 8192..15872 (32 MiB

@@ -8,6 +8,7 @@
 //! | [`memmap`]     | `struct page`: 64 bytes per page, kept in the simulated memory           |
 //! | [`buddy`]      | the zone's `free_area[order]` lists, linked through struct pages         |
 //! | [`boot`]       | the boot phases tying them together ([`Machine`])                        |
+//! | [`kho`]        | KHO in the new kernel: kho_populate, kho_memory_init, the restore strategies, kho_restore_folio/pages |
 //! | [`kexec`]      | the hand-over: setup_data / kho_data / kho_scratch, the exec, its args   |
 //! | [`scratch`]    | scratch areas sized like Linux's `kho_reserve_scratch`                   |
 //! | [`manifest`]   | the workload's manifest blob, data patterns, poison and verification     |
@@ -18,6 +19,7 @@ pub mod arena;
 pub mod boot;
 pub mod buddy;
 pub mod kexec;
+pub mod kho;
 pub mod liveupdate;
 pub mod manifest;
 pub mod memblock;
@@ -30,6 +32,10 @@ pub use boot::{BootError, Machine};
 pub use buddy::{Buddy, BuddyError, MAX_PAGE_ORDER, NR_PAGE_ORDERS, Zone};
 pub use kexec::{
     KexecError, KhoHandover, NewKernelArgs, kexec_exec, read_setup_data, write_handover,
+};
+pub use kho::{
+    Kho, KhoError, KhoIn, KhoMemoryInitStats, kho_memory_init, kho_populate, kho_restore_folio,
+    kho_restore_pages,
 };
 pub use liveupdate::{LiveUpdateError, NewKernelConfig, OldKernelConfig, RunReport, Strategy};
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};

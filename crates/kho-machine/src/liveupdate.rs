@@ -30,27 +30,44 @@
 //!   in a KHO radix tree;
 //! - `kho_data.fdt_addr`/`fdt_size` point at the manifest blob instead of a
 //!   KHO root FDT (which will carry the manifest as a subnode);
-//! - the strategy is only a label, and `walk_ms` times the reading of the
-//!   hand-over and the manifest; `memblock_ms`, `mm_init_ms`,
-//!   `baseline_mm_init_ms` and `memblock_reserved_regions` are 0.
+//!
+//! The new kernel is real: [`new_kernel_boot`] boots the machine with
+//! [`crate::kho`] (kho_populate, kho_memory_init with the strategy,
+//! memmap_init, memblock_free_all, kho_restore_folio / kho_restore_pages)
+//! and reads the manifest from the [`MANIFEST_NODE`] subnode of the root
+//! FDT that `kho_data.fdt_addr` names.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kho::{Block, Order, PAGE_SIZE, PhysAddr, PhysRange};
 use serde::{Deserialize, Serialize};
 
 use crate::arena::{ArenaError, MemoryLayout, PhysMem};
-use crate::kexec::{KexecError, NewKernelArgs, kexec_exec, read_setup_data, write_handover};
-use crate::manifest::{Manifest, ManifestEntry, ManifestError, fill_pattern, poison};
+use crate::boot::{BootConfig, BootError, Machine};
+use crate::buddy::Buddy;
+use crate::kexec::{
+    KexecError, KhoHandover, NewKernelArgs, kexec_exec, read_setup_data, write_handover,
+};
+use crate::kho::{
+    Kho, KhoError, KhoIn, blob_pages, kho_memory_init, kho_populate, kho_preserved_order,
+    kho_restore_folio, kho_restore_pages,
+};
+use crate::manifest::{
+    Manifest, ManifestEntry, ManifestError, POISON, block_checksum, fill_pattern, poison,
+};
 use crate::scratch::{
     ARCH_LOW_ADDRESS_LIMIT, KernReserved, ScratchAlloc, ScratchAreas, ScratchError, ScratchSizing,
     kho_reserve_scratch,
 };
 
 const MIB: u64 = 1 << 20;
+
+/// The KHO subnode of the workload's manifest: `preserved-data` = the
+/// manifest blob's physical address, `blob-size` = its length.
+pub const MANIFEST_NODE: &str = "kho-run";
 
 /// A restore strategy of the new kernel (DESIGN.md section 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,15 +120,18 @@ impl FromStr for Strategy {
 pub struct RunReport {
     /// The restore strategy.
     pub strategy: Strategy,
-    /// Preserved blocks (per the manifest).
+    /// Preserved blocks (walked in the radix tree).
     pub blocks: u64,
-    /// Their bytes.
+    /// Their bytes, plus the bytes of manifest folios that are not in the
+    /// tree (the workload forgot them: they are lost), so that
+    /// `verified_bytes + lost_bytes == preserved_bytes`.
     pub preserved_bytes: u64,
-    /// Walking the hand-over (for now: setup_data + manifest), ms.
+    /// Walking the radix tree, ms (see [`crate::kho`] for what each
+    /// strategy counts).
     pub walk_ms: f64,
-    /// Reserving preserved memory in memblock, ms.
+    /// Accounting the preserved memory in memblock, ms.
     pub memblock_ms: f64,
-    /// memmap + buddy init, ms.
+    /// memmap_init + memblock_free_all of the KHO boot, ms.
     pub mm_init_ms: f64,
     /// The same on a boot with nothing preserved, ms.
     pub baseline_mm_init_ms: f64,
@@ -121,6 +141,9 @@ pub struct RunReport {
     pub lost_bytes: u64,
     /// Regions of memblock.reserved after the reservation.
     pub memblock_reserved_regions: u64,
+    /// Why the new kernel booted without KHO (`None`: KHO was used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kho_error: Option<String>,
 }
 
 /// Errors of the live update.
@@ -144,6 +167,9 @@ pub enum LiveUpdateError {
     /// Simulated memory refused an access.
     #[error("memory: {0}")]
     Mem(#[from] kho::MemError),
+    /// The new kernel's boot failed (not KHO: that only disables KHO).
+    #[error("boot: {0}")]
+    Boot(#[from] BootError),
     /// The old kernel ran out of (non-scratch) memory.
     #[error("out of memory allocating {size:#x} bytes for {what}")]
     OutOfMemory {
@@ -456,29 +482,156 @@ pub struct NewKernelConfig {
     pub strategy: Strategy,
 }
 
-/// The new kernel: attaches RAM, reads the hand-over, verifies every
-/// preserved block and reports.
+/// The new kernel: attaches RAM, reads the hand-over and boots
+/// ([`new_kernel_boot`]).
 pub fn new_kernel_main(cfg: &NewKernelConfig) -> Result<RunReport, LiveUpdateError> {
     let mem = cfg.handover.attach()?;
+    let handover = read_setup_data(&mem, cfg.handover.setup_data);
+    new_kernel_boot(&mem, handover, cfg.strategy)
+}
+
+/// Pre-faults the memmap's memory (untimed) with poison, as firmware would
+/// leave garbage there: the timed phases then measure struct-page work,
+/// not the host's first-touch page faults, in the KHO boot and the
+/// baseline alike.
+fn prefault_memmap(m: &Machine<'_>) -> Result<(), LiveUpdateError> {
+    if let Some(mm) = m.memmap() {
+        for r in mm.allocations() {
+            m.mem().fill(*r, POISON)?;
+        }
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The new kernel's boot on `mem` with what `read_setup_data` returned:
+///
+/// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
+///    boots without KHO, [`RunReport::kho_error`] says why);
+/// 2. `alloc_memmap` (from scratch: scratch-only); [`kho_memory_init`]
+///    with `strategy`;
+/// 3. `memmap_init` + `memblock_free_all` (timed: `mm_init_ms`); from then
+///    on the buddy allocator poisons every block it hands out;
+/// 4. the KHO metadata restored with [`kho_restore_pages`] (the FDT page,
+///    the manifest's pages), the manifest read from the [`MANIFEST_NODE`]
+///    subnode, every listed folio restored with [`kho_restore_folio`] and
+///    its checksum verified (a folio that fails either is lost);
+/// 5. the baseline: a fresh boot of the same memory with nothing
+///    preserved, timed the same way (`baseline_mm_init_ms`).
+pub fn new_kernel_boot(
+    mem: &PhysMem,
+    handover: Result<Option<KhoHandover>, KexecError>,
+    strategy: Strategy,
+) -> Result<RunReport, LiveUpdateError> {
+    let mut m = Machine::new(mem, BootConfig::default());
+    m.memblock_init()?;
+    let mut kho = match handover {
+        Ok(Some(h)) => kho_populate(&mut m, &h),
+        Ok(None) => Kho::disabled(KhoError::NoHandover),
+        Err(e) => Kho::disabled(KhoError::Handover {
+            reason: e.to_string(),
+        }),
+    };
+    m.alloc_memmap()?;
+    prefault_memmap(&m)?;
+    let init = kho_memory_init(&mut m, &mut kho, strategy);
     let t = Instant::now();
-    let handover = read_setup_data(&mem, cfg.handover.setup_data)?
-        .ok_or(LiveUpdateError::NoHandover(cfg.handover.setup_data))?;
-    // TEMPORARY: kho_data.fdt_addr names the manifest blob.
-    let manifest = Manifest::read(&mem, handover.fdt)?;
-    let walk_ms = t.elapsed().as_secs_f64() * 1e3;
-    let v = manifest.verify(&mem);
+    m.memmap_init_skip(kho.skip_ranges())?;
+    m.memblock_free_all_except(kho.skip_ranges())?;
+    let mm_init = t.elapsed();
+    let buddy = m.buddy().ok_or(BootError::Phase {
+        phase: "restore",
+        needs: "memblock_free_all",
+    })?;
+    buddy.set_poison_on_alloc(true);
+
+    let (verified_bytes, lost_bytes, unpreserved) = match kho.incoming() {
+        Some(k) => restore_and_verify(mem, buddy, k, init.bytes),
+        None => (0, 0, 0),
+    };
+    drop(m);
+
+    // The baseline: nothing preserved.
+    let mut b = Machine::new(mem, BootConfig::default());
+    b.memblock_init()?;
+    b.alloc_memmap()?;
+    prefault_memmap(&b)?;
+    let t = Instant::now();
+    b.memmap_init()?;
+    b.memblock_free_all()?;
+    let baseline = t.elapsed();
+
     Ok(RunReport {
-        strategy: cfg.strategy,
-        blocks: manifest.entries.len() as u64,
-        preserved_bytes: manifest.preserved_bytes(),
-        walk_ms,
-        memblock_ms: 0.0,
-        mm_init_ms: 0.0,
-        baseline_mm_init_ms: 0.0,
-        verified_bytes: v.verified_bytes,
-        lost_bytes: v.lost_bytes,
-        memblock_reserved_regions: 0,
+        strategy,
+        blocks: init.blocks,
+        preserved_bytes: init.bytes.saturating_add(unpreserved),
+        walk_ms: ms(init.walk + init.heads),
+        memblock_ms: ms(init.memblock),
+        mm_init_ms: ms(mm_init),
+        baseline_mm_init_ms: ms(baseline),
+        verified_bytes,
+        lost_bytes,
+        memblock_reserved_regions: init.reserved_regions,
+        kho_error: kho.error().map(|e| e.to_string()),
     })
+}
+
+/// Restores the metadata and every manifest folio; returns (verified,
+/// lost, unpreserved) bytes, where unpreserved counts the manifest's folios
+/// that are no preserved head at all (listed by the workload, absent from
+/// the tree: lost, and added to the preserved bytes so that verified +
+/// lost = preserved). `preserved` is what the walk found: if the manifest
+/// cannot be read, whatever was not verified is lost.
+fn restore_and_verify(
+    mem: &PhysMem,
+    buddy: &Buddy<'_>,
+    k: &KhoIn,
+    preserved: u64,
+) -> (u64, u64, u64) {
+    let mut verified = 0u64;
+    let mut lost = 0u64;
+    let mut unpreserved = 0u64;
+    // The FDT page: it parsed in kho_populate.
+    match kho_restore_pages(buddy, k.fdt.start(), 1) {
+        Ok(_) => verified += PAGE_SIZE,
+        Err(_) => lost += PAGE_SIZE,
+    }
+    let Some((blob, Some(size))) = k.subnode(MANIFEST_NODE) else {
+        return (verified, preserved.saturating_sub(verified), 0);
+    };
+    // The manifest's pages: preserved either with kho_preserve_pages
+    // (Linux's split of its pages) or as one block of a larger order.
+    let mut nr = blob_pages(size);
+    if let Some(o) = kho_preserved_order(buddy, blob)
+        && o.pages() > nr
+    {
+        nr = o.pages();
+    }
+    let manifest = kho_restore_pages(buddy, blob, nr)
+        .ok()
+        .and_then(|_| PhysRange::from_start_size(blob, size).ok())
+        .and_then(|r| Manifest::read(mem, r).ok());
+    let Some(manifest) = manifest else {
+        return (verified, preserved.saturating_sub(verified), 0);
+    };
+    verified += nr * PAGE_SIZE;
+    for e in &manifest.entries {
+        let restored = kho_restore_folio(buddy, e.block.phys());
+        if matches!(restored, Err(KhoError::BadMagic { .. })) {
+            unpreserved += e.block.size();
+        }
+        let ok = restored.is_ok_and(|(_, order)| order == e.block.order())
+            && block_checksum(mem, e.block).is_ok_and(|c| c == e.checksum);
+        if ok {
+            verified += e.block.size();
+        } else {
+            lost += e.block.size();
+        }
+    }
+    (verified, lost, unpreserved)
 }
 
 #[cfg(test)]
@@ -518,6 +671,7 @@ mod tests {
             verified_bytes: v.verified_bytes,
             lost_bytes: v.lost_bytes,
             memblock_reserved_regions: 0,
+            kho_error: None,
         }
     }
 

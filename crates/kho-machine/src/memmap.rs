@@ -665,7 +665,69 @@ pub fn memmap_init(
     memblock: &Memblock,
     memmap: &MemMap<'_>,
 ) -> Result<MemmapInitStats, MemmapError> {
+    memmap_init_inner(memblock, memmap, &[])
+}
+
+/// **Ours, not Linux's** (the `skip` restore strategy, DESIGN.md section 4):
+/// [`memmap_init`], except that the struct pages of `skip` are left
+/// untouched as if they were `RSRV_NOINIT` reservations (counted in
+/// [`MemmapInitStats::noinit`]), although memblock does not know them.
+///
+/// `skip` must be sorted by start and disjoint (the coalesced preserved
+/// ranges are). The cost is one cursor over `skip`: O(ranges), on top of
+/// Linux's loop.
+pub fn memmap_init_skip(
+    memblock: &Memblock,
+    memmap: &MemMap<'_>,
+    skip: &[PhysRange],
+) -> Result<MemmapInitStats, MemmapError> {
+    memmap_init_inner(memblock, memmap, skip)
+}
+
+/// Initialises the free pages `[start, end)` minus the `skip` ranges; `si`
+/// is the cursor into `skip` (free gaps come in ascending order).
+fn init_free(
+    memmap: &MemMap<'_>,
+    st: &mut MemmapInitStats,
+    skip: &[PhysRange],
+    si: &mut usize,
+    start: u64,
+    end: u64,
+) -> Result<(), MemmapError> {
+    let mut pos = start;
+    while let Some(s) = skip.get(*si) {
+        let (ss, se) = (pfn_down(s.start().as_u64()), pfn_up(s.end().as_u64()));
+        if se <= pos {
+            *si += 1;
+            continue;
+        }
+        if ss >= end {
+            break;
+        }
+        if ss > pos {
+            st.free += memmap.init_range(pfn(pos), pfn(ss), false, false)?;
+        }
+        let stop = se.min(end);
+        st.noinit += stop - ss.max(pos);
+        pos = stop;
+        if se > end {
+            break;
+        }
+        *si += 1;
+    }
+    if pos < end {
+        st.free += memmap.init_range(pfn(pos), pfn(end), false, false)?;
+    }
+    Ok(())
+}
+
+fn memmap_init_inner(
+    memblock: &Memblock,
+    memmap: &MemMap<'_>,
+    skip: &[PhysRange],
+) -> Result<MemmapInitStats, MemmapError> {
     let mut st = MemmapInitStats::default();
+    let mut si = 0usize;
     let reserved = memblock.reserved.regions();
     let mut ri = 0usize;
     let mut hole_pfn = 0u64;
@@ -698,7 +760,7 @@ pub fn memmap_init(
             }
             let (rs, re) = (rs.max(start), pfn_up(r.range().end().as_u64()).min(end));
             if rs > pos {
-                st.free += memmap.init_range(pfn(pos), pfn(rs), false, false)?;
+                init_free(memmap, &mut st, skip, &mut si, pos, rs)?;
                 pos = rs;
             }
             if r.flags.contains(MemblockFlags::RSRV_NOINIT) {
@@ -713,7 +775,7 @@ pub fn memmap_init(
             j += 1;
         }
         if pos < end {
-            st.free += memmap.init_range(pfn(pos), pfn(end), false, false)?;
+            init_free(memmap, &mut st, skip, &mut si, pos, end)?;
         }
     }
     // The tail of the last present section.
@@ -738,6 +800,52 @@ mod tests {
 
     fn p(x: u64) -> Pfn {
         Pfn::new(x).unwrap()
+    }
+
+    /// Skipping ranges is the same as reserving them `RSRV_NOINIT`: same
+    /// counts, and their struct pages are left untouched.
+    #[test]
+    fn memmap_init_skip_is_noinit_without_reservations() {
+        let mem = mem(64 * M);
+        let r = |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap();
+        let skip = [
+            r(40 * M, 41 * M),
+            r(41 * M + 8192, 41 * M + 12288),
+            r(50 * M, 50 * M + 4096),
+        ];
+        let boot = |with_skip: bool| {
+            let mut m = Machine::new(&mem, BootConfig::default());
+            m.memblock_init().unwrap();
+            if !with_skip {
+                for x in skip {
+                    m.memblock.memblock_reserve(x.start(), x.size()).unwrap();
+                    m.memblock
+                        .memblock_reserved_mark_noinit(x.start(), x.size())
+                        .unwrap();
+                }
+            }
+            m.alloc_memmap().unwrap();
+            let mm = m.memmap().unwrap();
+            for a in mm.allocations() {
+                mem.fill(*a, 0x5a5a).unwrap();
+            }
+            let st = if with_skip {
+                m.memmap_init_skip(&skip).unwrap()
+            } else {
+                m.memmap_init().unwrap()
+            };
+            let mm = m.memmap().unwrap();
+            for x in skip {
+                let page = mm.pfn_to_page(x.start().pfn()).unwrap();
+                assert_eq!(page.private(), 0x5a5a);
+            }
+            let before = mm.pfn_to_page(p(40 * M / 4096 - 1)).unwrap();
+            assert_eq!(before.refcount(), 1);
+            st
+        };
+        let (a, b) = (boot(false), boot(true));
+        assert_eq!(a, b);
+        assert_eq!(b.noinit, 256 + 1 + 1);
     }
 
     #[test]

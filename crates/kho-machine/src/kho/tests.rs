@@ -1,0 +1,510 @@
+//! Tests of the new kernel's KHO: hand-overs built in-process by a small
+//! old-kernel stand-in ([`Handover`]), booted with every strategy.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kho::{AtomicPage, KhoFdtBuilder, PageAlloc, PageMap, RadixTree};
+
+use super::*;
+use crate::arena::{MemoryLayout, PhysMem};
+use crate::boot::BootConfig;
+use crate::liveupdate::{MANIFEST_NODE, new_kernel_boot};
+use crate::manifest::{Checksum, Manifest, ManifestEntry, fill_pattern};
+use crate::physio::write_bytes;
+
+const M: u64 = 1 << 20;
+const K: u64 = 1 << 10;
+const SEED: u64 = 7;
+
+fn pa(x: u64) -> PhysAddr {
+    PhysAddr::new(x)
+}
+
+fn range(s: u64, e: u64) -> PhysRange {
+    PhysRange::new(pa(s), pa(e)).unwrap()
+}
+
+fn block(phys: u64, order: u8) -> Block {
+    Block::new(pa(phys), Order::new(order)).unwrap()
+}
+
+/// The old kernel's page allocator for the radix tree: a bump allocator
+/// over `[next, end)` (outside scratch, as Linux's tree pages are).
+struct Bump<'a> {
+    mem: &'a PhysMem,
+    next: AtomicU64,
+    end: u64,
+}
+
+impl PageAlloc for Bump<'_> {
+    fn alloc_zeroed_page(&self) -> Result<PhysAddr, MemError> {
+        let p = self.next.fetch_add(PAGE_SIZE, Ordering::Relaxed);
+        if p + PAGE_SIZE > self.end {
+            return Err(MemError::OutOfMemory);
+        }
+        self.mem.page_at(pa(p))?.zero();
+        Ok(pa(p))
+    }
+
+    fn free_page(&self, _phys: PhysAddr) {}
+}
+
+impl PageMap for Bump<'_> {
+    fn page(&self, phys: PhysAddr) -> Result<&AtomicPage, MemError> {
+        self.mem.page(phys)
+    }
+}
+
+/// What the old kernel leaves for the new one, on a 128 MiB machine:
+///
+/// | range            | what                                               |
+/// |------------------|----------------------------------------------------|
+/// | 16-32 MiB        | the kernel image (the new kernel's, forbidden)     |
+/// | 32-36, 36-48 MiB | scratch: lowmem, global; the array in its last page |
+/// | 48-56 MiB        | radix tree pages                                   |
+/// | 56 MiB           | the root FDT page, then the manifest's pages       |
+/// | 64 MiB on        | the workload's folios (orders 0 to 11)             |
+struct Handover {
+    mem: PhysMem,
+    handover: KhoHandover,
+    /// Preserved folios (in the manifest too).
+    folios: Vec<Block>,
+    /// In the manifest, not preserved.
+    forgotten: Vec<Block>,
+    /// Every preserved block (folios, FDT page, manifest pages).
+    preserved: Vec<Block>,
+}
+
+const FDT: u64 = 56 * M;
+const SCRATCH: [(u64, u64); 2] = [(32 * M, 36 * M), (36 * M, 48 * M)];
+const SCRATCH_ARRAY: u64 = 48 * M - 4 * K;
+
+fn workload() -> (Vec<Block>, Vec<Block>) {
+    let mut v = vec![
+        block(64 * M, 11), // 8 MiB: above MAX_PAGE_ORDER
+        block(72 * M, 9),
+        // Touching blocks of mixed orders: one coalesced range.
+        block(74 * M, 2),
+        block(74 * M + 16 * K, 0),
+        block(74 * M + 20 * K, 0),
+        block(74 * M + 24 * K, 1),
+        block(76 * M, 3),
+        block(76 * M + 64 * K, 0),
+        block(80 * M, 10),
+    ];
+    v.extend((0..5).map(|i| block(90 * M + 8 * K * i, 0)));
+    (v, vec![block(100 * M, 0)])
+}
+
+/// How to spoil the hand-over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    None,
+    FdtMagic,
+    Compatible,
+    RootInScratch,
+    RootOutsideRam,
+}
+
+impl Handover {
+    fn build(fault: Fault) -> Self {
+        let mem = PhysMem::create(MemoryLayout::pc(128 * M).unwrap()).unwrap();
+        let (handover, folios, forgotten, preserved) = Self::write(&mem, fault);
+        Self {
+            mem,
+            handover,
+            folios,
+            forgotten,
+            preserved,
+        }
+    }
+
+    /// The old kernel's work: returns (hand-over, folios, forgotten,
+    /// preserved).
+    fn write(mem: &PhysMem, fault: Fault) -> (KhoHandover, Vec<Block>, Vec<Block>, Vec<Block>) {
+        let bump = Bump {
+            mem,
+            next: AtomicU64::new(48 * M),
+            end: 56 * M,
+        };
+        let tree = RadixTree::new(&bump).unwrap();
+        let (folios, forgotten) = workload();
+        let mut entries = Vec::new();
+        for &b in folios.iter().chain(&forgotten) {
+            let checksum: Checksum = fill_pattern(mem, b, SEED).unwrap();
+            entries.push(ManifestEntry { block: b, checksum });
+        }
+        for &b in &folios {
+            tree.preserve(b).unwrap();
+        }
+        let mut preserved = folios.clone();
+        let manifest = Manifest {
+            seed: SEED,
+            entries,
+        };
+        let blob = pa(FDT + PAGE_SIZE);
+        let blob_range = manifest.write(mem, blob).unwrap();
+        let nr = blob_pages(blob_range.size());
+        tree.preserve_pages(blob.pfn(), nr).unwrap();
+        preserved.extend(kho::split_pages(blob.pfn(), nr).unwrap());
+        tree.preserve(block(FDT, 0)).unwrap();
+        preserved.push(block(FDT, 0));
+
+        let root = match fault {
+            Fault::RootInScratch => pa(40 * M),
+            Fault::RootOutsideRam => pa(1 << 40),
+            _ => tree.root(),
+        };
+        let mut b = KhoFdtBuilder::new(root);
+        if fault == Fault::Compatible {
+            b = b.version(KhoVersion::V1);
+        }
+        b.add_subnode(MANIFEST_NODE, blob, blob_range.size());
+        let mut fdt = b.build().unwrap();
+        if fault == Fault::FdtMagic {
+            fdt[0] ^= 0xff;
+        }
+        write_bytes(mem, pa(FDT), &fdt).unwrap();
+        let handover = KhoHandover {
+            node: PhysAddr::ZERO,
+            fdt: PhysRange::from_start_size(pa(FDT), PAGE_SIZE).unwrap(),
+            scratch_array: PhysRange::from_start_size(pa(SCRATCH_ARRAY), 32).unwrap(),
+            scratch: SCRATCH.iter().map(|&(s, e)| range(s, e)).collect(),
+        };
+        (handover, folios, forgotten, preserved)
+    }
+}
+
+/// The new kernel's boot up to a live buddy allocator.
+fn boot<'m>(
+    h: &'m Handover,
+    strategy: Strategy,
+) -> (
+    Machine<'m>,
+    Kho,
+    KhoMemoryInitStats,
+    Vec<crate::MemblockRegion>,
+) {
+    let mut m = Machine::new(&h.mem, BootConfig::default());
+    m.memblock_init().unwrap();
+    let mut kho = kho_populate(&mut m, &h.handover);
+    m.alloc_memmap().unwrap();
+    let st = kho_memory_init(&mut m, &mut kho, strategy);
+    let reserved = m.memblock.reserved.regions().to_vec();
+    m.memmap_init_skip(kho.skip_ranges()).unwrap();
+    m.memblock_free_all_except(kho.skip_ranges()).unwrap();
+    assert!(!m.memblock.kho_scratch_only());
+    (m, kho, st, reserved)
+}
+
+type FreeLists = Vec<(Order, Vec<Pfn>)>;
+type Restores = Vec<Result<(Pfn, Order), KhoError>>;
+
+/// Free lists, then a restore of every preserved folio and of a few
+/// addresses that are not preserved heads.
+fn outcome(h: &Handover, strategy: Strategy) -> (FreeLists, Restores, Vec<crate::MemblockRegion>) {
+    let (m, kho, st, reserved) = boot(h, strategy);
+    assert!(kho.is_enabled(), "{strategy}: {:?}", kho.error());
+    assert_eq!(st.blocks, h.preserved.len() as u64);
+    let buddy = m.buddy().unwrap();
+    let free = buddy.free_lists().unwrap();
+    let not_heads = [
+        pa(74 * M + 4 * K), // inside an order-2 block
+        pa(100 * M),        // forgotten
+        pa(64 * M + 4 * M), // tail of the gigantic folio
+        pa(120 * M),        // free memory
+    ];
+    let restores = h
+        .folios
+        .iter()
+        .map(|b| b.phys())
+        .chain(not_heads)
+        .map(|p| kho_restore_folio(buddy, p))
+        .collect();
+    (free, restores, reserved)
+}
+
+#[test]
+fn strategies_yield_the_same_buddy_and_folios() {
+    let base = outcome(&Handover::build(Fault::None), Strategy::PerBlock);
+    // Every folio comes back with its order; the others fail.
+    let h = Handover::build(Fault::None);
+    for (r, b) in base.1.iter().zip(&h.folios) {
+        assert_eq!(r, &Ok((b.pfn(), b.order())));
+    }
+    assert!(base.1[h.folios.len()..].iter().all(|r| r.is_err()));
+    let noinit: Vec<_> = base
+        .2
+        .iter()
+        .filter(|r| r.flags.contains(MemblockFlags::RSRV_NOINIT))
+        .map(|r| r.range())
+        .collect();
+    // 64-72 MiB (order 11), 72-74 MiB (order 9) and the four touching
+    // blocks from 74 MiB are one RSRV_NOINIT region.
+    assert!(noinit.contains(&range(64 * M, 74 * M + 32 * K)));
+    for s in [Strategy::Coalesced, Strategy::Bulk, Strategy::Skip] {
+        let o = outcome(&Handover::build(Fault::None), s);
+        assert_eq!(o.0, base.0, "{s}: free lists");
+        assert_eq!(o.1, base.1, "{s}: restores");
+        if s != Strategy::Skip {
+            assert_eq!(o.2, base.2, "{s}: memblock.reserved");
+        } else {
+            assert!(
+                o.2.iter()
+                    .all(|r| !r.flags.contains(MemblockFlags::RSRV_NOINIT))
+            );
+        }
+    }
+}
+
+#[test]
+fn restored_folios_are_live_and_counted() {
+    let h = Handover::build(Fault::None);
+    let (m, ..) = boot(&h, Strategy::Skip);
+    let buddy = m.buddy().unwrap();
+    let mm = buddy.memmap();
+    let managed = buddy.managed_pages();
+    let free = buddy.nr_free_pages();
+    let big = block(64 * M, 11);
+    assert_eq!(
+        kho_restore_folio(buddy, big.phys()),
+        Ok((big.pfn(), big.order()))
+    );
+    assert_eq!(buddy.managed_pages(), managed + 2048);
+    assert_eq!(buddy.nr_free_pages(), free);
+    assert_eq!(mm.folio_order(big.pfn()).unwrap(), big.order());
+    let head = mm.pfn_to_page(big.pfn()).unwrap();
+    assert_eq!((head.refcount(), head.private()), (1, 0));
+    let tail = mm.pfn_to_page(big.pfn().checked_add(5).unwrap()).unwrap();
+    assert_eq!(tail.refcount(), 0);
+    assert_eq!(tail.compound_head(), Some(big.pfn()));
+    // The forgotten page is no folio.
+    assert!(kho_restore_folio(buddy, h.forgotten[0].phys()).is_err());
+    // Pages: each with refcount 1.
+    let fdt_pfn = kho_restore_pages(buddy, pa(FDT), 1).unwrap();
+    assert_eq!(mm.pfn_to_page(fdt_pfn).unwrap().refcount(), 1);
+    let b = block(80 * M, 10);
+    kho_restore_folio(buddy, b.phys()).unwrap();
+    buddy.folio_put(b.pfn()).unwrap();
+    assert_eq!(buddy.nr_free_pages(), free + 1024);
+}
+
+#[test]
+fn restore_errors() {
+    let h = Handover::build(Fault::None);
+    let (m, ..) = boot(&h, Strategy::Bulk);
+    let buddy = m.buddy().unwrap();
+    let mm = buddy.memmap();
+    // Not page aligned.
+    assert_eq!(
+        kho_restore_folio(buddy, pa(72 * M + 8)),
+        Err(KhoError::Unaligned {
+            phys: pa(72 * M + 8)
+        })
+    );
+    // Not preserved (free memory: a buddy page or a tail).
+    assert!(matches!(
+        kho_restore_folio(buddy, pa(120 * M)),
+        Err(KhoError::BadMagic { .. })
+    ));
+    // Double restore.
+    kho_restore_folio(buddy, pa(72 * M)).unwrap();
+    assert_eq!(
+        kho_restore_folio(buddy, pa(72 * M)),
+        Err(KhoError::BadMagic {
+            phys: pa(72 * M),
+            private: 0
+        })
+    );
+    // Wrong order: an order-2 block asked for as one page.
+    assert!(matches!(
+        kho_restore_pages(buddy, pa(74 * M), 1),
+        Err(KhoError::BadOrder { order: 2, .. })
+    ));
+    // An order beyond any block, and one the address is not aligned to.
+    let page = mm.pfn_to_page(pa(76 * M).pfn()).unwrap();
+    page.set_private(kho_page_info(Order::new(3)) & !0xffff_ffff | 60);
+    assert!(matches!(
+        kho_restore_folio(buddy, pa(76 * M)),
+        Err(KhoError::BadOrder { order: 60, .. })
+    ));
+    let page = mm.pfn_to_page(pa(76 * M + 64 * K).pfn()).unwrap();
+    page.set_private(kho_page_info(Order::new(5)));
+    assert!(matches!(
+        kho_restore_folio(buddy, pa(76 * M + 64 * K)),
+        Err(KhoError::BadOrder { order: 5, .. })
+    ));
+    // Pages above MAX_PAGE_ORDER are refused, as in Linux.
+    assert!(matches!(
+        kho_restore_pages(buddy, pa(64 * M), 2048),
+        Err(KhoError::BadOrder { order: 11, .. })
+    ));
+    // A frame without a struct page.
+    assert!(matches!(
+        kho_restore_folio(buddy, pa(1 << 40)),
+        Err(KhoError::Memmap { .. })
+    ));
+}
+
+/// A boot with nothing preserved, for comparison.
+fn plain_free_pages(h: &Handover) -> u64 {
+    let mut m = Machine::new(&h.mem, BootConfig::default());
+    m.memblock_init().unwrap();
+    m.alloc_memmap().unwrap();
+    m.memmap_init().unwrap();
+    m.memblock_free_all().unwrap();
+    m.buddy().unwrap().nr_free_pages()
+}
+
+#[test]
+fn faults_boot_without_kho_and_lose_nothing_else() {
+    for (fault, strategy) in [
+        (Fault::FdtMagic, Strategy::PerBlock),
+        (Fault::Compatible, Strategy::Coalesced),
+        (Fault::RootInScratch, Strategy::Bulk),
+        (Fault::RootOutsideRam, Strategy::Skip),
+        (Fault::RootInScratch, Strategy::PerBlock),
+    ] {
+        let h = Handover::build(fault);
+        let (m, kho, st, _) = boot(&h, strategy);
+        let e = kho.error().cloned();
+        assert!(!kho.is_enabled(), "{fault:?}");
+        match fault {
+            Fault::FdtMagic => assert!(matches!(
+                e,
+                Some(KhoError::Fdt {
+                    source: FdtError::Malformed(_),
+                    ..
+                })
+            )),
+            Fault::Compatible => assert_eq!(
+                e,
+                Some(KhoError::Compatible {
+                    fdt: h.handover.fdt,
+                    found: KhoVersion::V1
+                })
+            ),
+            Fault::RootInScratch => assert!(matches!(
+                e,
+                Some(KhoError::Walk {
+                    source: WalkError::RootForbidden { .. },
+                    ..
+                })
+            )),
+            Fault::RootOutsideRam => assert!(matches!(
+                e,
+                Some(KhoError::Walk {
+                    source: WalkError::RootOutsideRam { .. },
+                    ..
+                })
+            )),
+            Fault::None => unreachable!(),
+        }
+        assert_eq!(st.blocks, 0);
+        assert!(kho.skip_ranges().is_empty());
+        // The boot completed and every page a plain boot frees is free.
+        let buddy = m.buddy().unwrap();
+        assert!(buddy.free_lists().is_ok());
+        let free = buddy.nr_free_pages();
+        drop(m);
+        assert_eq!(free, plain_free_pages(&h), "{fault:?}");
+        // Nothing is restorable.
+        let (m, ..) = boot(&h, strategy);
+        assert!(kho_restore_folio(m.buddy().unwrap(), pa(72 * M)).is_err());
+    }
+}
+
+#[test]
+fn kho_populate_marks_scratch_and_reserves_the_array() {
+    let h = Handover::build(Fault::None);
+    let mut m = Machine::new(&h.mem, BootConfig::default());
+    m.memblock_init().unwrap();
+    let kho = kho_populate(&mut m, &h.handover);
+    let k = kho.incoming().unwrap();
+    assert_eq!(k.version, KhoVersion::V3);
+    assert!(k.subnode(MANIFEST_NODE).is_some());
+    assert!(m.memblock.kho_scratch_only());
+    assert!(
+        m.memblock
+            .memblock_is_region_reserved(pa(SCRATCH_ARRAY), 32)
+    );
+    let scratch: Vec<_> = m
+        .memblock
+        .memory
+        .regions()
+        .iter()
+        .filter(|r| r.flags.contains(MemblockFlags::KHO_SCRATCH))
+        .map(|r| (r.range(), r.nid))
+        .collect();
+    assert_eq!(scratch, vec![(range(32 * M, 48 * M), 0)]);
+    // The memmap comes from scratch.
+    m.alloc_memmap().unwrap();
+    let memmap = m.memmap().unwrap().allocations()[0];
+    assert!(range(32 * M, 48 * M).contains_range(memmap));
+}
+
+#[test]
+fn kho_memory_init_before_alloc_memmap_disables_kho() {
+    let h = Handover::build(Fault::None);
+    let mut m = Machine::new(&h.mem, BootConfig::default());
+    m.memblock_init().unwrap();
+    let mut kho = kho_populate(&mut m, &h.handover);
+    kho_memory_init(&mut m, &mut kho, Strategy::Coalesced);
+    assert_eq!(kho.error(), Some(&KhoError::NoMemmap));
+    assert!(!m.memblock.kho_scratch_only());
+}
+
+#[test]
+fn missing_or_broken_handover_boots_without_kho() {
+    let h = Handover::build(Fault::None);
+    let r = new_kernel_boot(&h.mem, Ok(None), Strategy::Bulk).unwrap();
+    assert_eq!(
+        r.kho_error.as_deref(),
+        Some("no KHO hand-over in setup_data")
+    );
+    assert_eq!((r.blocks, r.verified_bytes, r.lost_bytes), (0, 0, 0));
+    let r = new_kernel_boot(
+        &h.mem,
+        Err(crate::kexec::KexecError::ChainTooLong {
+            head: PhysAddr::ZERO,
+            max: 64,
+        }),
+        Strategy::Bulk,
+    );
+    assert!(
+        r.unwrap()
+            .kho_error
+            .unwrap()
+            .starts_with("hand-over rejected")
+    );
+}
+
+#[test]
+fn new_kernel_boot_verifies_every_byte_for_every_strategy() {
+    for s in Strategy::ALL {
+        let h = Handover::build(Fault::None);
+        let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), s).unwrap();
+        assert_eq!(r.kho_error, None);
+        assert_eq!(r.blocks, h.preserved.len() as u64);
+        let lost: u64 = h.forgotten.iter().map(|b| b.size()).sum();
+        assert_eq!(r.lost_bytes, lost, "{s}: the forgotten page is lost");
+        let walked: u64 = h.preserved.iter().map(|b| b.size()).sum();
+        assert_eq!(r.verified_bytes, walked, "{s}");
+        assert_eq!(r.preserved_bytes, walked + lost, "{s}");
+        assert!(r.memblock_reserved_regions > 0);
+    }
+}
+
+#[test]
+fn report_json_has_the_ten_keys_and_kho_error_only_when_set() {
+    let h = Handover::build(Fault::None);
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    let h = Handover::build(Fault::RootOutsideRam);
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+    let e = v["kho_error"].as_str().unwrap();
+    assert!(e.contains("is not inside RAM"), "{e}");
+}
