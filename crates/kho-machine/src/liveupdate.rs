@@ -243,13 +243,15 @@ pub struct OldKernelConfig {
 
 impl OldKernelConfig {
     /// The `kho run` scenario for `machine_size` ([`Scenario::for_machine`]
-    /// of its RAM), the default seed and scratch sizing, no image.
+    /// of the nominal size: a 16 GiB machine has a little less RAM, 16 GiB
+    /// less its holes, and must still get the full scenario), the default
+    /// seed and scratch sizing, no image.
     pub fn new(machine_size: u64, strategy: Strategy) -> Result<Self, LiveUpdateError> {
-        let layout = MemoryLayout::pc(machine_size)?;
+        MemoryLayout::pc(machine_size)?;
         Ok(Self {
             machine_size,
             strategy,
-            scenario: Scenario::for_machine(layout.ram_bytes()),
+            scenario: Scenario::for_machine(machine_size),
             seed: DEFAULT_SEED,
             scratch: ScratchSizing::default(),
             image: PathBuf::new(),

@@ -33,7 +33,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kho::{
     AtomicPage, Block, Cursor, MemError, Order, PAGE_SIZE, PageAlloc, PageMap, Pfn, PhysAddr,
@@ -43,7 +43,7 @@ use crate::arena::PhysMem;
 use crate::buddy::{
     Buddy, BuddyError, GIGANTIC_ORDER, alloc_bootmem_huge_page, prep_bootmem_huge_folio,
 };
-use crate::manifest::{ManifestEntry, fill_pattern};
+use crate::manifest::{Checksum, ManifestEntry, fill_pattern};
 use crate::memblock::Memblock;
 use crate::memmap::{MemMap, MemmapError};
 use crate::scratch::{ScratchAreas, ScratchError};
@@ -171,7 +171,7 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// The `kho run` scenario for a machine with `ram_bytes` of RAM. On the
+    /// The `kho run` scenario for a machine of `ram_bytes` (nominal). On the
     /// 16 GiB reference machine: guest 0 with 2 GiB of 1 GiB folios, guest 1
     /// with 512 MiB of 2 MiB folios, 4 metadata pages each, and a 1 GiB
     /// checkpoint of 70 % order-0 and 30 % 16-64 KiB folios by bytes. A
@@ -338,6 +338,25 @@ impl<'c, 't, M: PageAlloc + PageMap> Preserver<'c, 't, M> {
         Ok(())
     }
 
+    /// [`Preserver::folio`] for many blocks: the data is written on every
+    /// core ([`fill_parallel`]), then the blocks are preserved and listed in
+    /// order.
+    pub fn folios(&mut self, blocks: &[Block]) -> Result<(), WorkloadError> {
+        for b in blocks {
+            let range = b.range().ok_or(MemError::NotMapped { phys: b.phys() })?;
+            self.scratch.check_preserve(range)?;
+        }
+        let sums = fill_parallel(self.mem, blocks, self.seed)?;
+        for (&block, checksum) in blocks.iter().zip(sums) {
+            self.cursor
+                .preserve(block)
+                .map_err(|source| WorkloadError::Radix { block, source })?;
+            self.entries.push(ManifestEntry { block, checksum });
+            self.preserved.push(block);
+        }
+        Ok(())
+    }
+
     /// Writes `block`'s data and lists it, but does not preserve it.
     pub fn forget(&mut self, block: Block) -> Result<(), WorkloadError> {
         let checksum = fill_pattern(self.mem, block, self.seed)?;
@@ -359,6 +378,56 @@ impl<'c, 't, M: PageAlloc + PageMap> Preserver<'c, 't, M> {
     pub fn finish(self) -> (Vec<ManifestEntry>, Vec<Block>) {
         (self.entries, self.preserved)
     }
+}
+
+/// [`fill_pattern`] over `blocks` on every available core (each thread
+/// takes the next unfilled block); the checksums in `blocks`' order. The
+/// data does not depend on which thread wrote it.
+pub fn fill_parallel(
+    mem: &PhysMem,
+    blocks: &[Block],
+    seed: u64,
+) -> Result<Vec<Checksum>, MemError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(blocks.len());
+    if threads <= 1 {
+        return blocks.iter().map(|&b| fill_pattern(mem, b, seed)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let parts: Vec<Result<Vec<(usize, Checksum)>, MemError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&b) = blocks.get(i) else {
+                            return Ok(out);
+                        };
+                        out.push((i, fill_pattern(mem, b, seed)?));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(MemError::OutOfMemory)))
+            .collect()
+    });
+    let mut sums = vec![None; blocks.len()];
+    for part in parts {
+        for (i, c) in part? {
+            if let Some(slot) = sums.get_mut(i) {
+                *slot = Some(c);
+            }
+        }
+    }
+    sums.into_iter()
+        .zip(blocks)
+        .map(|(c, b)| c.ok_or(MemError::NotMapped { phys: b.phys() }))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -412,34 +481,33 @@ pub fn vm<M: PageAlloc + PageMap>(
     scenario: &Scenario,
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<VmStats, WorkloadError> {
-    let mut stats = VmStats::default();
-    let mut done = |b: Block, p: &mut Preserver<'_, '_, M>| -> Result<(), WorkloadError> {
-        p.folio(b)?;
-        stats.folios += 1;
-        stats.bytes += b.size();
-        Ok(())
-    };
+    let mut blocks = Vec::new();
     for &head in gigantic {
-        done(block(head, GIGANTIC_ORDER)?, p)?;
+        blocks.push(block(head, GIGANTIC_ORDER)?);
     }
     for _ in 0..VM_META_PAGES {
-        done(
-            block(alloc(buddy, Order::ZERO, "guest 0 metadata")?, Order::ZERO)?,
-            p,
-        )?;
+        blocks.push(block(
+            alloc(buddy, Order::ZERO, "guest 0 metadata")?,
+            Order::ZERO,
+        )?);
     }
     for _ in 0..scenario.vm_2m_folios {
-        done(
-            block(alloc(buddy, THP_ORDER, "guest 1 2 MiB folio")?, THP_ORDER)?,
-            p,
-        )?;
+        blocks.push(block(
+            alloc(buddy, THP_ORDER, "guest 1 2 MiB folio")?,
+            THP_ORDER,
+        )?);
     }
     for _ in 0..VM_META_PAGES {
-        done(
-            block(alloc(buddy, Order::ZERO, "guest 1 metadata")?, Order::ZERO)?,
-            p,
-        )?;
+        blocks.push(block(
+            alloc(buddy, Order::ZERO, "guest 1 metadata")?,
+            Order::ZERO,
+        )?);
     }
+    p.folios(&blocks)?;
+    let stats = VmStats {
+        folios: u64::try_from(blocks.len()).unwrap_or(u64::MAX),
+        bytes: blocks.iter().map(|b| b.size()).sum(),
+    };
     Ok(stats)
 }
 
@@ -551,6 +619,7 @@ pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
     }
 
     let mut stats = MemfdStats::default();
+    let mut blocks = Vec::new();
     let (mut left0, mut left_small) = (order0_pages, pages - order0_pages);
     let (lo, hi) = MTHP_ORDERS;
     while left0 + left_small > 0 {
@@ -559,7 +628,8 @@ pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
             Order::ZERO
         } else {
             let want = lo + u8::try_from(rng.below(u64::from(hi - lo + 1))).unwrap_or(0);
-            // The tail: the largest order that still fits.
+            // The tail (under 4 pages): the largest order that still fits,
+            // down to 1 and 0.
             let mut o = Order::new(want);
             while o.pages() > left_small && o.as_u8() > 0 {
                 o = Order::new(o.as_u8() - 1);
@@ -568,7 +638,7 @@ pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
             o
         };
         let b = block(alloc(buddy, order, "checkpoint folio")?, order)?;
-        p.folio(b)?;
+        blocks.push(b);
         if let Some(n) = stats.folios.get_mut(usize::from(order.as_u8())) {
             *n += 1;
         }
@@ -577,6 +647,7 @@ pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
             churn.step(&mut rng, target)?;
         }
     }
+    p.folios(&blocks)?;
     stats.churn_peak_pages = churn.peak;
     churn.release_all()?;
     stats.churn_ops = churn.ops;
@@ -596,4 +667,182 @@ pub fn forget_pages<M: PageAlloc + PageMap>(
         )?)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kho::{NodeBudget, NodeSet, RadixReader, RadixTree, RamMap};
+
+    use super::*;
+    use crate::arena::MemoryLayout;
+    use crate::boot::Machine;
+    use crate::liveupdate::kernel_boot_config;
+    use crate::scratch::{KernReserved, ScratchSizing, kho_reserve_scratch};
+
+    const M: u64 = 1 << 20;
+
+    fn machine(mem: &PhysMem) -> (Machine<'_>, ScratchAreas) {
+        let mut m = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
+        m.memblock_init().unwrap();
+        m.alloc_memmap().unwrap();
+        let kern = KernReserved::from_memblock(&m.memblock);
+        let scratch =
+            kho_reserve_scratch(&ScratchSizing::default(), &kern, &mut m.memblock).unwrap();
+        m.memmap_init().unwrap();
+        m.memblock_free_all().unwrap();
+        (m, scratch)
+    }
+
+    fn scenario() -> Scenario {
+        Scenario {
+            vm_1g_folios: 0,
+            vm_2m_folios: 3,
+            memfd_bytes: 8 * M,
+            memfd_order0_percent: 70,
+            forget_pages: 2,
+        }
+    }
+
+    /// Runs the VM, checkpoint and forgotten-page workloads on a fresh
+    /// 128 MiB machine; the manifest entries, the preserved blocks and the
+    /// checkpoint's coalesced ranges (walked from the tree).
+    fn run(
+        seed: u64,
+    ) -> (
+        Vec<ManifestEntry>,
+        Vec<Block>,
+        MemfdStats,
+        Vec<kho::PhysRange>,
+    ) {
+        let mem = PhysMem::create(MemoryLayout::pc(128 * M).unwrap()).unwrap();
+        let (m, scratch) = machine(&mem);
+        let buddy = m.buddy().unwrap();
+        let free_before = buddy.nr_free_pages();
+        let tree_alloc = TreeAlloc::new(buddy);
+        let tree = RadixTree::new(&tree_alloc).unwrap();
+        let mut p = Preserver::new(&mem, tree.cursor(), &scratch, seed);
+        let s = scenario();
+        vm(buddy, &[], &s, &mut p).unwrap();
+        let stats = memfd_checkpoint(buddy, &s, seed, &mut p).unwrap();
+        forget_pages(buddy, s.forget_pages, &mut p).unwrap();
+        let (entries, preserved) = p.finish();
+
+        // The churn is all released: the buddy is short of exactly the
+        // workload's folios and the tree's pages.
+        let used: u64 = entries.iter().map(|e| e.block.order().pages()).sum();
+        let tree_pages = u64::try_from(tree_alloc.pages().len()).unwrap();
+        assert_eq!(buddy.nr_free_pages() + used + tree_pages, free_before);
+
+        let mut forbidden = scratch.as_slice().to_vec();
+        forbidden.sort();
+        let ram = mem.layout().ram().to_vec();
+        let map = RamMap::new(&ram, &forbidden).unwrap();
+        let ranges = RadixReader::open(
+            &mem,
+            map,
+            tree.root(),
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
+        .unwrap()
+        .coalesce()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+        (entries, preserved, stats, ranges)
+    }
+
+    #[test]
+    fn workloads_are_deterministic_by_seed() {
+        let a = run(5);
+        let b = run(5);
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1);
+        assert_eq!(a.3, b.3);
+        let c = run(6);
+        assert_ne!(a.0, c.0);
+    }
+
+    #[test]
+    fn the_checkpoint_is_scattered_and_has_its_mix() {
+        let (entries, preserved, stats, ranges) = run(11);
+        let s = scenario();
+        // Forgotten pages are listed, not preserved.
+        assert_eq!(entries.len(), preserved.len() + 2);
+        assert_eq!(stats.bytes, s.memfd_bytes);
+        let order0 = stats.folios[0] * PAGE_SIZE;
+        // 70 % in order 0, plus the small-order tail of under 4 pages.
+        let want0 = s.memfd_bytes * 70 / 100 / PAGE_SIZE * PAGE_SIZE;
+        assert!((want0..want0 + 4 * PAGE_SIZE).contains(&order0), "{order0:#x}");
+        assert!(stats.folios[2] > 0 && stats.folios[3] > 0 && stats.folios[4] > 0);
+        assert!(stats.folios[1] <= 1);
+        assert!(stats.churn_ops > 2 * s.memfd_bytes / PAGE_SIZE / 2);
+        // Scattered: many ranges, yet fewer than blocks (some neighbours).
+        let blocks = preserved.len();
+        assert!(
+            ranges.len() > blocks / 8,
+            "{} ranges for {blocks} blocks",
+            ranges.len()
+        );
+        assert!(
+            ranges.len() < blocks,
+            "{} ranges for {blocks} blocks",
+            ranges.len()
+        );
+    }
+
+    #[test]
+    fn the_vm_workload_gives_guests_their_folios() {
+        let mem = PhysMem::create(MemoryLayout::pc(4 << 30).unwrap()).unwrap();
+        let mut m = Machine::new(&mem, kernel_boot_config(mem.layout().ram_bytes()));
+        m.memblock_init().unwrap();
+        m.alloc_memmap().unwrap();
+        let kern = KernReserved::from_memblock(&m.memblock);
+        let scratch =
+            kho_reserve_scratch(&ScratchSizing::default(), &kern, &mut m.memblock).unwrap();
+        let giga = vm_boot_alloc(&mut m.memblock, 1).unwrap();
+        m.memmap_init().unwrap();
+        vm_boot_prep(m.memmap().unwrap(), &giga).unwrap();
+        m.memblock_free_all().unwrap();
+        let buddy = m.buddy().unwrap();
+        let tree_alloc = TreeAlloc::new(buddy);
+        let tree = RadixTree::new(&tree_alloc).unwrap();
+        let mut p = Preserver::new(&mem, tree.cursor(), &scratch, 1);
+        let s = Scenario {
+            vm_1g_folios: 1,
+            vm_2m_folios: 2,
+            memfd_bytes: 0,
+            memfd_order0_percent: 70,
+            forget_pages: 0,
+        };
+        let stats = vm(buddy, &giga, &s, &mut p).unwrap();
+        assert_eq!(stats.folios, 1 + 2 + 2 * VM_META_PAGES);
+        assert_eq!(
+            stats.bytes,
+            (1 << 30) + (4 << 20) + 2 * VM_META_PAGES * PAGE_SIZE
+        );
+        let orders: Vec<u8> = p.preserved().iter().map(|b| b.order().as_u8()).collect();
+        assert_eq!(orders, [18, 0, 0, 0, 0, 9, 9, 0, 0, 0, 0]);
+        assert_eq!(
+            m.memmap().unwrap().folio_order(giga[0]).unwrap(),
+            GIGANTIC_ORDER
+        );
+        for b in p.preserved() {
+            assert!(tree.is_preserved(*b).unwrap());
+            assert!(scratch.overlap(b.range().unwrap()).is_none());
+        }
+    }
+
+    #[test]
+    fn rng_is_reproducible_and_bounded() {
+        let mut a = Rng::new(1, 2);
+        let mut b = Rng::new(1, 2);
+        let mut c = Rng::new(1, 3);
+        let xs: Vec<u64> = (0..64).map(|_| a.below(10)).collect();
+        let ys: Vec<u64> = (0..64).map(|_| b.below(10)).collect();
+        let zs: Vec<u64> = (0..64).map(|_| c.below(10)).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(xs, zs);
+        assert!(xs.iter().all(|&x| x < 10));
+        assert_eq!(a.below(0), 0);
+    }
 }
