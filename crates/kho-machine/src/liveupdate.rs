@@ -333,6 +333,15 @@ pub fn old_kernel_main(cfg: &OldKernelConfig) -> LiveUpdateError {
 
 fn trace(img: &OldKernelImage) {
     let total: f64 = img.phases.iter().map(|(_, ms)| ms).sum();
+    let mut forbidden = img.scratch.as_slice().to_vec();
+    forbidden.sort();
+    let ram = img.mem.layout().ram();
+    let ranges = kho::RamMap::new(ram, &forbidden).ok().and_then(|map| {
+        let budget = kho::NodeBudget::for_ram(&map);
+        kho::RadixReader::open(&img.mem, map, img.radix_root, kho::NodeSet::new(), budget)
+            .ok()
+            .map(|r| r.coalesce().count())
+    });
     for (name, ms) in &img.phases {
         eprintln!("old kernel: {name:<32} {ms:>9.1} ms");
     }
@@ -346,7 +355,7 @@ fn trace(img: &OldKernelImage) {
         img.scratch.total() / MIB,
     );
     eprintln!(
-        "old kernel: {} manifest entries ({} MiB), {} blocks preserved, manifest blob {} KiB, {} tree pages, {} pages poisoned",
+        "old kernel: {} manifest entries ({} MiB), {} blocks preserved in {ranges:?} coalesced ranges, manifest blob {} KiB, {} tree pages, {} pages poisoned",
         img.manifest.entries.len(),
         img.manifest.preserved_bytes() / MIB,
         img.preserved.len(),

@@ -68,6 +68,9 @@ pub const VM_META_PAGES: u64 = 4;
 /// the old kernel wrote but does not preserve, which poison must overwrite.
 pub const CHURN_MARK: u64 = 0x6368_7572_6e00_0000;
 
+/// The checkpoint's random stream ("memfd").
+const MEMFD_STREAM: u64 = u64::from_le_bytes(*b"memfd\0\0\0");
+
 /// Errors of the workloads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkloadError {
@@ -603,7 +606,7 @@ pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
     seed: u64,
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<MemfdStats, WorkloadError> {
-    let mut rng = Rng::new(seed, 0x6d65_6d66_64);
+    let mut rng = Rng::new(seed, MEMFD_STREAM);
     let pages = scenario.memfd_bytes / PAGE_SIZE;
     let order0_pages = pages * u64::from(scenario.memfd_order0_percent.min(100)) / 100;
     let target = (pages / 2).max(16);
@@ -772,14 +775,20 @@ mod tests {
         let order0 = stats.folios[0] * PAGE_SIZE;
         // 70 % in order 0, plus the small-order tail of under 4 pages.
         let want0 = s.memfd_bytes * 70 / 100 / PAGE_SIZE * PAGE_SIZE;
-        assert!((want0..want0 + 4 * PAGE_SIZE).contains(&order0), "{order0:#x}");
+        assert!(
+            (want0..want0 + 4 * PAGE_SIZE).contains(&order0),
+            "{order0:#x}"
+        );
         assert!(stats.folios[2] > 0 && stats.folios[3] > 0 && stats.folios[4] > 0);
         assert!(stats.folios[1] <= 1);
         assert!(stats.churn_ops > 2 * s.memfd_bytes / PAGE_SIZE / 2);
         // Scattered: many ranges, yet fewer than blocks (some neighbours).
+        // A real process's checkpoint had 287,054 pages in 21,997 ranges
+        // (13 pages a range); this one has about 12.
         let blocks = preserved.len();
+        assert!(ranges.len() >= 32, "{} ranges", ranges.len());
         assert!(
-            ranges.len() > blocks / 8,
+            ranges.len() > blocks / 16,
             "{} ranges for {blocks} blocks",
             ranges.len()
         );
