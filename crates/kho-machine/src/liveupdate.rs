@@ -3,10 +3,13 @@
 //! ```text
 //!  driver (kho run)                 old kernel (kho __old-kernel)           new kernel (kho __new-kernel)
 //!  ---------------                  -----------------------------           -----------------------------
-//!  spawn, stdout piped  ──────────▶ create RAM (memfd), reserve scratch,
-//!                                   write + preserve the workload,
-//!                                   write manifest, setup_data, scratch
-//!                                   array; poison the rest
+//!  spawn, stdout piped  ──────────▶ create RAM (memfd); boot: memblock,
+//!                                   memmap, scratch (kho_reserve_scratch),
+//!                                   1 GiB boot folios, memmap_init, buddy;
+//!                                   workloads filled + preserved (radix),
+//!                                   manifest + root FDT preserved,
+//!                                   setup_data + scratch array in scratch;
+//!                                   poison the rest
 //!                                   exec (same PID) ─────────────────────▶  attach memfd, read setup_data
 //!                                                                           -> kho_data -> scratch + manifest,
 //!                                                                           verify every block
@@ -383,8 +386,12 @@ pub fn old_kernel_prepare(cfg: &OldKernelConfig) -> Result<(PhysMem, PhysAddr), 
 /// 2. `kho_reserve_scratch`: sized from the `RSRV_KERN` reservations
 ///    ([`KernReserved::from_memblock`], 200 % by default), allocated top-down
 ///    from memblock and kept reserved, so the buddy never sees scratch;
-/// 3. hugetlb's boot pool: the 1 GiB guest folios from memblock; and, if the
-///    manifest may not fit one buddy block, its space from memblock;
+/// 3. hugetlb's boot pool: the 1 GiB guest folios from memblock (after the
+///    scratch sizing: as memblock allocations they are `RSRV_KERN` and would
+///    otherwise inflate scratch by twice their size); and, if the manifest
+///    may not fit one buddy block ([`manifest_max_bytes`] of the scenario's
+///    [`Scenario::max_blocks`] above [`MAX_BUDDY_BYTES`]), its space from
+///    memblock, preserved as far as the blob reaches;
 /// 4. `memmap_init`, the boot folios prepped, `memblock_free_all`: the buddy
 ///    is live;
 /// 5. the workloads (VM guests, memfd checkpoint, forgotten pages), every
