@@ -832,6 +832,43 @@ mod tests {
         assert_eq!(big, Scenario::for_machine(16 << 30));
     }
 
+    /// The default `kho run` scenario on the 16 GiB machine, in process
+    /// (3.5 GiB written: run in release, `--ignored`): the manifest goes to
+    /// memblock, the hand-over reads back, the walk matches, every byte
+    /// verifies.
+    #[test]
+    #[ignore = "16 GiB scenario: 3.5 GiB of data; run with --release --ignored"]
+    fn default_16g_scenario_hands_over_everything() {
+        let img =
+            old_kernel_boot(&OldKernelConfig::new(16 << 30, Strategy::Skip).unwrap()).unwrap();
+        let bound = manifest_max_bytes(Scenario::for_machine(16 << 30).max_blocks());
+        assert!(bound > MAX_BUDDY_BYTES);
+        let (manifest, view) = manifest_via_fdt(&img.mem, img.setup_data);
+        assert_eq!(
+            manifest.preserved_bytes(),
+            (2 << 30) + (512 << 20) + (1 << 30) + 8 * PAGE_SIZE
+        );
+        let mut forbidden = view.scratch.clone();
+        forbidden.sort();
+        let ram = img.mem.layout().ram().to_vec();
+        let map = RamMap::new(&ram, &forbidden).unwrap();
+        let walked: BTreeSet<Block> = RadixReader::open(
+            &img.mem,
+            map,
+            view.root,
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
+        .unwrap()
+        .walk()
+        .collect::<Result<_, _>>()
+        .unwrap();
+        assert_eq!(walked, img.preserved.iter().copied().collect());
+        let v = manifest.verify(&img.mem);
+        assert_eq!(v.lost_bytes, 0);
+        assert_eq!(v.verified_bytes, manifest.preserved_bytes());
+    }
+
     #[test]
     fn strategy_names_round_trip() {
         for s in Strategy::ALL {
