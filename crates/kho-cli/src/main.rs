@@ -15,9 +15,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
 use kho_machine::liveupdate::{
-    NewKernelConfig, OldKernelConfig, RunReport, Strategy, new_kernel_main, old_kernel_main,
+    DEFAULT_SEED, NewKernelConfig, OldKernelConfig, RunReport, Strategy, new_kernel_main,
+    old_kernel_main,
 };
-use kho_machine::scratch::{ScratchSizing, memparse};
+use kho_machine::scratch::memparse;
 
 const OLD_KERNEL_SUBCOMMAND: &str = "__old-kernel";
 
@@ -95,9 +96,6 @@ struct RunArgs {
     /// RAM of the simulated machine (16M..=1T, a multiple of 2M).
     #[arg(long, default_value = "16G", value_parser = parse_size)]
     machine_size: u64,
-    /// About how many pages the workload preserves.
-    #[arg(long, hide = true, default_value_t = 384)]
-    payload_pages: u64,
     /// Fault injection: pages the workload forgets to preserve.
     #[arg(long, hide = true, default_value_t = 0)]
     forget_pages: u64,
@@ -109,12 +107,23 @@ struct OldKernelCli {
     machine_size: u64,
     #[arg(long, value_parser = parse_strategy)]
     strategy: Strategy,
+    /// Bytes of the memfd checkpoint (default: the scenario scaled to RAM).
+    #[arg(long, value_parser = parse_size)]
+    memfd_bytes: Option<u64>,
+    /// 1 GiB folios of VM guest 0 (default: the scenario scaled to RAM).
     #[arg(long)]
-    payload_pages: u64,
+    vm_1g_folios: Option<u64>,
+    /// 2 MiB folios of VM guest 1 (default: the scenario scaled to RAM).
+    #[arg(long)]
+    vm_2m_folios: Option<u64>,
+    /// Order-0 pages written and listed in the manifest but not preserved.
     #[arg(long, default_value_t = 0)]
     forget_pages: u64,
-    #[arg(long, default_value_t = 0x6b68_6f00)]
+    #[arg(long, default_value_t = DEFAULT_SEED)]
     seed: u64,
+    /// Print the old kernel's phase times and sizes on stderr.
+    #[arg(long)]
+    trace: bool,
     /// `kho_scratch=`: N% or lowmem,global,pernode sizes.
     #[arg(long, default_value = "200%")]
     kho_scratch: String,
@@ -155,16 +164,18 @@ fn main() -> Result<()> {
 }
 
 fn old_kernel(a: OldKernelCli) -> Result<()> {
-    let scratch: ScratchSizing = a.kho_scratch.parse()?;
-    let cfg = OldKernelConfig {
-        machine_size: a.machine_size,
-        strategy: a.strategy,
-        payload_pages: a.payload_pages,
-        forget_pages: a.forget_pages,
-        seed: a.seed,
-        scratch,
-        image: std::env::current_exe().context("locating this binary for kexec")?,
-    };
+    let mut cfg = OldKernelConfig::new(a.machine_size, a.strategy).context("--machine-size")?;
+    cfg.scratch = a.kho_scratch.parse()?;
+    cfg.seed = a.seed;
+    cfg.trace = a.trace;
+    cfg.image = std::env::current_exe().context("locating this binary for kexec")?;
+    let s = &mut cfg.scenario;
+    s.memfd_bytes = a
+        .memfd_bytes
+        .map_or(s.memfd_bytes, |b| b.next_multiple_of(4096));
+    s.vm_1g_folios = a.vm_1g_folios.unwrap_or(s.vm_1g_folios);
+    s.vm_2m_folios = a.vm_2m_folios.unwrap_or(s.vm_2m_folios);
+    s.forget_pages = a.forget_pages;
     // Returns only if the machine could not be prepared or the exec failed.
     Err(old_kernel_main(&cfg)).context("old kernel")
 }
@@ -188,8 +199,6 @@ fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunRepo
         a.machine_size.to_string().into(),
         "--strategy".into(),
         strategy.as_str().into(),
-        "--payload-pages".into(),
-        a.payload_pages.to_string().into(),
         "--forget-pages".into(),
         a.forget_pages.to_string().into(),
     ];

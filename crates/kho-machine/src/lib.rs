@@ -12,6 +12,7 @@
 //! | [`kexec`]      | the hand-over: setup_data / kho_data / kho_scratch, the exec, its args   |
 //! | [`scratch`]    | scratch areas sized like Linux's `kho_reserve_scratch`                   |
 //! | [`manifest`]   | the workload's manifest blob, data patterns, poison and verification     |
+//! | [`workload`]   | the old kernel's workloads: VM guests, memfd checkpoint, preservation    |
 //! | [`liveupdate`] | the old and the new kernel's main functions                              |
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod memblock;
 pub mod memmap;
 pub mod physio;
 pub mod scratch;
+pub mod workload;
 
 pub use arena::{ArenaError, MemoryLayout, PhysMem};
 pub use boot::{BootError, Machine};
@@ -44,3 +46,4 @@ pub use memblock::{
 };
 pub use memmap::{MemMap, MemmapError, StructPage};
 pub use scratch::{ScratchAreas, ScratchError, ScratchSizing};
+pub use workload::{Scenario, WorkloadError};

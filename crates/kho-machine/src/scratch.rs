@@ -54,6 +54,8 @@ use std::str::FromStr;
 
 use kho::{PAGE_SIZE, PhysAddr, PhysRange};
 
+use crate::memblock::{Memblock, MemblockFlags, NUMA_NO_NODE};
+
 const MIB: u64 = 1 << 20;
 
 /// `CMA_MIN_ALIGNMENT_BYTES` on x86-64: one pageblock (order 9), 2 MiB.
@@ -206,6 +208,32 @@ pub struct KernReserved {
     pub per_node: Vec<u64>,
 }
 
+impl KernReserved {
+    /// `memblock_reserved_kern_size` as Linux computes it, from the
+    /// `RSRV_KERN` regions of `memblock.reserved` (the kernel image and
+    /// every memblock allocation, the memmap included). One node: every
+    /// region counts for node 0 (before `memmap_init_reserved_pages` Linux's
+    /// reserved regions carry no node either).
+    pub fn from_memblock(memblock: &Memblock) -> Self {
+        let low = ARCH_LOW_ADDRESS_LIMIT.as_u64();
+        let (mut below_low_limit, mut total) = (0u64, 0u64);
+        for r in memblock
+            .for_each_reserved_mem_region()
+            .filter(|r| r.flags.contains(MemblockFlags::RSRV_KERN))
+        {
+            let start = r.base.as_u64();
+            let end = r.range().end().as_u64();
+            total = total.saturating_add(r.size);
+            below_low_limit = below_low_limit.saturating_add(end.min(low).saturating_sub(start));
+        }
+        Self {
+            below_low_limit,
+            total,
+            per_node: vec![total],
+        }
+    }
+}
+
 /// The sizes of the areas, in array order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScratchSizes {
@@ -274,6 +302,28 @@ pub trait ScratchAlloc {
     ) -> Option<PhysAddr>;
     /// Frees a range `alloc` returned (`memblock_phys_free`).
     fn free(&mut self, range: PhysRange);
+}
+
+/// The old kernel's memblock reserves scratch: `memblock_alloc_range_nid`
+/// top-down in `[0, below)` (`exact_nid` when a node is named), freed by
+/// `memblock_phys_free`.
+impl ScratchAlloc for Memblock {
+    fn alloc(
+        &mut self,
+        size: u64,
+        align: u64,
+        below: PhysAddr,
+        nid: Option<usize>,
+    ) -> Option<PhysAddr> {
+        let node = nid.map_or(Some(NUMA_NO_NODE), |n| i32::try_from(n).ok())?;
+        self.memblock_alloc_range_nid(size, align, PhysAddr::ZERO, below, node, nid.is_some())
+            .ok()
+    }
+
+    fn free(&mut self, range: PhysRange) {
+        // Only ranges `alloc` returned: removing them cannot fail.
+        let _ = self.memblock_phys_free(range.start(), range.size());
+    }
 }
 
 /// The scratch areas, in array order `[lowmem, global, node 0, ...]`.

@@ -1,0 +1,857 @@
+//! The old kernel's workloads: what a live update has to carry over.
+//!
+//! Glossary:
+//!
+//! | name        | meaning                                                              |
+//! |-------------|----------------------------------------------------------------------|
+//! | folio       | a block (`2^order` pages, naturally aligned) one owner allocated       |
+//! | guest       | a VM whose RAM is folios of one size (1 GiB or 2 MiB) plus metadata   |
+//! | metadata    | order-0 pages per guest (vCPU state, page tables, ...), preserved too |
+//! | aging       | random alloc/free churn on the buddy (orders 0..=3) before the checkpoint, so the free lists fragment like a machine that has run for a while |
+//! | checkpoint  | a process's memory written into a memfd: order-0 folios and small mTHP folios (orders 2..=4), scattered |
+//! | forgotten   | fault injection: pages written and listed in the manifest but never preserved (the new kernel must report them lost) |
+//! | scenario    | the sizes of all of the above ([`Scenario`])                          |
+//!
+//! Every workload folio gets real data ([`fill_pattern`]: every word
+//! derived from the seed and the frame, checksummed) and is preserved in the
+//! KHO radix tree through a [`Cursor`] (Linux's `kho_preserve_folio`), after
+//! [`ScratchAreas::check_preserve`]. The result is the manifest's entries.
+//!
+//! Where the memory comes from, as in Linux:
+//!
+//! | folios              | allocator                                             | when                                   |
+//! |---------------------|-------------------------------------------------------|----------------------------------------|
+//! | 1 GiB (guest RAM)   | memblock, [`alloc_bootmem_huge_page`] (hugetlb's boot pool) | before `memblock_free_all`, prepped after `memmap_init` |
+//! | 2 MiB (guest RAM)   | buddy, `folio_alloc(9)` (THP)                          | after the buddy is live                 |
+//! | metadata, checkpoint, forgotten | buddy, `folio_alloc(0..=4)`                | after the buddy is live                 |
+//!
+//! Scratch is reserved in memblock before the buddy takes over, so nothing
+//! here can land in it; [`Preserver`] checks it for every block anyway.
+//!
+//! Everything is deterministic by seed: the same machine, scenario and seed
+//! give the same blocks, the same data and the same manifest.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kho::{
+    AtomicPage, Block, Cursor, MemError, Order, PAGE_SIZE, PageAlloc, PageMap, Pfn, PhysAddr,
+};
+
+use crate::arena::PhysMem;
+use crate::buddy::{
+    Buddy, BuddyError, GIGANTIC_ORDER, alloc_bootmem_huge_page, prep_bootmem_huge_folio,
+};
+use crate::manifest::{Checksum, ManifestEntry, fill_pattern};
+use crate::memblock::Memblock;
+use crate::memmap::{MemMap, MemmapError};
+use crate::scratch::{ScratchAreas, ScratchError};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// The machine size the default scenario is written for; smaller machines
+/// get it scaled down in proportion, larger ones get it unchanged.
+pub const REFERENCE_MACHINE: u64 = 16 * GIB;
+
+/// The order of a THP-backed guest's folios (2 MiB).
+pub const THP_ORDER: Order = Order::new(9);
+
+/// The smallest and largest mTHP order of the checkpoint (16 KiB, 64 KiB).
+pub const MTHP_ORDERS: (u8, u8) = (2, 4);
+
+/// Metadata pages per guest.
+pub const VM_META_PAGES: u64 = 4;
+
+/// The value written into the first word of each aging (churn) page: data
+/// the old kernel wrote but does not preserve, which poison must overwrite.
+pub const CHURN_MARK: u64 = 0x6368_7572_6e00_0000;
+
+/// The checkpoint's random stream ("memfd").
+const MEMFD_STREAM: u64 = u64::from_le_bytes(*b"memfd\0\0\0");
+
+/// Errors of the workloads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadError {
+    /// The buddy allocator failed (out of memory, ...).
+    #[error("{what}: {source}")]
+    Buddy {
+        /// What was being allocated or freed.
+        what: &'static str,
+        /// The allocator's error.
+        source: BuddyError,
+    },
+    /// A struct page could not be reached.
+    #[error(transparent)]
+    Memmap(#[from] MemmapError),
+    /// Simulated memory refused an access.
+    #[error("memory: {0}")]
+    Mem(#[from] MemError),
+    /// The radix tree refused a block.
+    #[error("preserving {block:?}: {source}")]
+    Radix {
+        /// The block.
+        block: Block,
+        /// The tree's error.
+        source: kho::RadixError,
+    },
+    /// A block would have been preserved inside scratch.
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
+    /// A frame that does not form a block of its order.
+    #[error("pfn {pfn} is not a block of order {order}")]
+    NotABlock {
+        /// The frame.
+        pfn: Pfn,
+        /// The order.
+        order: Order,
+    },
+}
+
+fn block(pfn: Pfn, order: Order) -> Result<Block, WorkloadError> {
+    Block::from_pfn(pfn, order).map_err(|_| WorkloadError::NotABlock { pfn, order })
+}
+
+// ---------------------------------------------------------------------------
+// Randomness
+
+/// splitmix64: a tiny deterministic generator (the workloads need
+/// reproducibility, not quality).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` and a stream name (so that workloads sharing
+    /// a seed do not share their stream).
+    pub fn new(seed: u64, stream: u64) -> Self {
+        let mut r = Self(seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        r.next_u64();
+        r
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`; 0 for `n == 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        // Lemire's multiply-shift; the bias is irrelevant here.
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The scenario
+
+/// The sizes of the old kernel's workloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scenario {
+    /// 1 GiB folios of guest 0 (hugetlb boot pool).
+    pub vm_1g_folios: u64,
+    /// 2 MiB folios of guest 1 (THP).
+    pub vm_2m_folios: u64,
+    /// Bytes of the memfd checkpoint (a multiple of 4 KiB).
+    pub memfd_bytes: u64,
+    /// Percentage of the checkpoint's bytes in order-0 folios; the rest is
+    /// orders 2..=4.
+    pub memfd_order0_percent: u8,
+    /// Order-0 pages written and listed but not preserved (fault injection).
+    pub forget_pages: u64,
+}
+
+impl Scenario {
+    /// The `kho run` scenario for a machine of `ram_bytes` (nominal). On the
+    /// 16 GiB reference machine: guest 0 with 2 GiB of 1 GiB folios, guest 1
+    /// with 512 MiB of 2 MiB folios, 4 metadata pages each, and a 1 GiB
+    /// checkpoint of 70 % order-0 and 30 % 16-64 KiB folios by bytes. A
+    /// smaller machine gets every size scaled by `ram / 16 GiB` (at least
+    /// one 2 MiB folio and 1 MiB of checkpoint), and no 1 GiB folios below
+    /// 4 GiB of RAM; a larger machine gets the same sizes.
+    pub fn for_machine(ram_bytes: u64) -> Self {
+        let scale = |x: u64| -> u64 {
+            let v = u128::from(x) * u128::from(ram_bytes.min(REFERENCE_MACHINE))
+                / u128::from(REFERENCE_MACHINE);
+            u64::try_from(v).unwrap_or(x)
+        };
+        Self {
+            vm_1g_folios: if ram_bytes >= 4 * GIB {
+                scale(2).max(1)
+            } else {
+                0
+            },
+            vm_2m_folios: scale(256).max(1),
+            memfd_bytes: (scale(GIB).max(MIB) / PAGE_SIZE) * PAGE_SIZE,
+            memfd_order0_percent: 70,
+            forget_pages: 0,
+        }
+    }
+
+    /// An upper bound on the manifest's entries: every folio counted, the
+    /// checkpoint as if it were all order-0.
+    pub fn max_blocks(&self) -> u64 {
+        self.vm_1g_folios
+            .saturating_add(self.vm_2m_folios)
+            .saturating_add(2 * VM_META_PAGES)
+            .saturating_add(self.memfd_bytes / PAGE_SIZE)
+            .saturating_add(self.forget_pages)
+    }
+
+    /// Bytes of the workload's folios (forgotten pages included).
+    pub fn bytes(&self) -> u64 {
+        self.vm_1g_folios
+            .saturating_mul(GIGANTIC_ORDER.bytes())
+            .saturating_add(self.vm_2m_folios.saturating_mul(THP_ORDER.bytes()))
+            .saturating_add(2 * VM_META_PAGES * PAGE_SIZE)
+            .saturating_add(self.memfd_bytes)
+            .saturating_add(self.forget_pages.saturating_mul(PAGE_SIZE))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The radix tree's memory
+
+/// The [`PageAlloc`] handed to the old kernel's [`kho::RadixTree`]: the
+/// buddy allocator, with every page it hands out (and takes back) recorded,
+/// so that the poison keep-list names the tree's pages exactly.
+pub struct TreeAlloc<'b, 'm> {
+    buddy: &'b Buddy<'m>,
+    pages: Mutex<BTreeSet<PhysAddr>>,
+}
+
+impl std::fmt::Debug for TreeAlloc<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeAlloc")
+            .field("pages", &self.pages().len())
+            .finish()
+    }
+}
+
+impl<'b, 'm> TreeAlloc<'b, 'm> {
+    /// Nothing allocated yet.
+    pub fn new(buddy: &'b Buddy<'m>) -> Self {
+        Self {
+            buddy,
+            pages: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The pages the tree holds now, ascending.
+    pub fn pages(&self) -> Vec<PhysAddr> {
+        self.pages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+impl PageAlloc for TreeAlloc<'_, '_> {
+    fn alloc_zeroed_page(&self) -> Result<PhysAddr, MemError> {
+        let phys = self.buddy.alloc_zeroed_page()?;
+        self.pages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(phys);
+        Ok(phys)
+    }
+
+    fn free_page(&self, phys: PhysAddr) {
+        self.pages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&phys);
+        self.buddy.free_page(phys);
+    }
+}
+
+impl PageMap for TreeAlloc<'_, '_> {
+    fn page(&self, phys: PhysAddr) -> Result<&AtomicPage, MemError> {
+        self.buddy.memmap().mem().page_at(phys)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Preserving
+
+/// Fills, checks and preserves the workload's folios, and records them
+/// (`kho_preserve_folio` plus the manifest).
+pub struct Preserver<'c, 't, M: PageAlloc + PageMap> {
+    mem: &'c PhysMem,
+    cursor: Cursor<'t, M>,
+    scratch: &'c ScratchAreas,
+    seed: u64,
+    entries: Vec<ManifestEntry>,
+    preserved: Vec<Block>,
+}
+
+impl<M: PageAlloc + PageMap> std::fmt::Debug for Preserver<'_, '_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preserver")
+            .field("entries", &self.entries.len())
+            .field("preserved", &self.preserved.len())
+            .finish()
+    }
+}
+
+impl<'c, 't, M: PageAlloc + PageMap> Preserver<'c, 't, M> {
+    /// Preserves into `cursor`'s tree data under `seed`, refusing scratch.
+    pub fn new(
+        mem: &'c PhysMem,
+        cursor: Cursor<'t, M>,
+        scratch: &'c ScratchAreas,
+        seed: u64,
+    ) -> Self {
+        Self {
+            mem,
+            cursor,
+            scratch,
+            seed,
+            entries: Vec::new(),
+            preserved: Vec::new(),
+        }
+    }
+
+    /// Writes `block`'s data, preserves it and lists it.
+    pub fn folio(&mut self, block: Block) -> Result<(), WorkloadError> {
+        let range = block
+            .range()
+            .ok_or(MemError::NotMapped { phys: block.phys() })?;
+        self.scratch.check_preserve(range)?;
+        let checksum = fill_pattern(self.mem, block, self.seed)?;
+        self.cursor
+            .preserve(block)
+            .map_err(|source| WorkloadError::Radix { block, source })?;
+        self.entries.push(ManifestEntry { block, checksum });
+        self.preserved.push(block);
+        Ok(())
+    }
+
+    /// [`Preserver::folio`] for many blocks: the data is written on every
+    /// core ([`fill_parallel`]), then the blocks are preserved and listed in
+    /// order.
+    pub fn folios(&mut self, blocks: &[Block]) -> Result<(), WorkloadError> {
+        for b in blocks {
+            let range = b.range().ok_or(MemError::NotMapped { phys: b.phys() })?;
+            self.scratch.check_preserve(range)?;
+        }
+        let sums = fill_parallel(self.mem, blocks, self.seed)?;
+        for (&block, checksum) in blocks.iter().zip(sums) {
+            self.cursor
+                .preserve(block)
+                .map_err(|source| WorkloadError::Radix { block, source })?;
+            self.entries.push(ManifestEntry { block, checksum });
+            self.preserved.push(block);
+        }
+        Ok(())
+    }
+
+    /// Writes `block`'s data and lists it, but does not preserve it.
+    pub fn forget(&mut self, block: Block) -> Result<(), WorkloadError> {
+        let checksum = fill_pattern(self.mem, block, self.seed)?;
+        self.entries.push(ManifestEntry { block, checksum });
+        Ok(())
+    }
+
+    /// The manifest entries, in the order the blocks were written.
+    pub fn entries(&self) -> &[ManifestEntry] {
+        &self.entries
+    }
+
+    /// The blocks actually preserved.
+    pub fn preserved(&self) -> &[Block] {
+        &self.preserved
+    }
+
+    /// The entries and the preserved blocks.
+    pub fn finish(self) -> (Vec<ManifestEntry>, Vec<Block>) {
+        (self.entries, self.preserved)
+    }
+}
+
+/// [`fill_pattern`] over `blocks` on every available core (each thread
+/// takes the next unfilled block); the checksums in `blocks`' order. The
+/// data does not depend on which thread wrote it.
+pub fn fill_parallel(
+    mem: &PhysMem,
+    blocks: &[Block],
+    seed: u64,
+) -> Result<Vec<Checksum>, MemError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(blocks.len());
+    if threads <= 1 {
+        return blocks.iter().map(|&b| fill_pattern(mem, b, seed)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let parts: Vec<Result<Vec<(usize, Checksum)>, MemError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&b) = blocks.get(i) else {
+                            return Ok(out);
+                        };
+                        out.push((i, fill_pattern(mem, b, seed)?));
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(MemError::OutOfMemory)))
+            .collect()
+    });
+    let mut sums = vec![None; blocks.len()];
+    for part in parts {
+        for (i, c) in part? {
+            if let Some(slot) = sums.get_mut(i) {
+                *slot = Some(c);
+            }
+        }
+    }
+    sums.into_iter()
+        .zip(blocks)
+        .map(|(c, b)| c.ok_or(MemError::NotMapped { phys: b.phys() }))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// VM
+
+/// Boot time, before `memblock_free_all`: guest 0's 1 GiB folios from
+/// memblock (hugetlb's `alloc_bootmem_huge_page`).
+pub fn vm_boot_alloc(memblock: &mut Memblock, folios: u64) -> Result<Vec<Pfn>, WorkloadError> {
+    (0..folios)
+        .map(|_| {
+            alloc_bootmem_huge_page(memblock, GIGANTIC_ORDER).map_err(|source| {
+                WorkloadError::Buddy {
+                    what: "1 GiB boot folio",
+                    source,
+                }
+            })
+        })
+        .collect()
+}
+
+/// Boot time, after `memmap_init`: the 1 GiB folios become folios
+/// (`gather_bootmem_prealloc`).
+pub fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadError> {
+    for &head in folios {
+        prep_bootmem_huge_folio(memmap, head, GIGANTIC_ORDER)?;
+    }
+    Ok(())
+}
+
+/// What the VM workload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmStats {
+    /// Folios preserved (RAM and metadata).
+    pub folios: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+fn alloc(buddy: &Buddy<'_>, order: Order, what: &'static str) -> Result<Pfn, WorkloadError> {
+    buddy
+        .folio_alloc(order)
+        .map_err(|source| WorkloadError::Buddy { what, source })
+}
+
+/// The VM workload: guest 0's RAM is the boot-time 1 GiB folios `gigantic`,
+/// guest 1's is `vm_2m_folios` THP folios from the buddy; each guest also
+/// has [`VM_META_PAGES`] order-0 pages. Everything is filled and preserved.
+pub fn vm<M: PageAlloc + PageMap>(
+    buddy: &Buddy<'_>,
+    gigantic: &[Pfn],
+    scenario: &Scenario,
+    p: &mut Preserver<'_, '_, M>,
+) -> Result<VmStats, WorkloadError> {
+    let mut blocks = Vec::new();
+    for &head in gigantic {
+        blocks.push(block(head, GIGANTIC_ORDER)?);
+    }
+    for _ in 0..VM_META_PAGES {
+        blocks.push(block(
+            alloc(buddy, Order::ZERO, "guest 0 metadata")?,
+            Order::ZERO,
+        )?);
+    }
+    for _ in 0..scenario.vm_2m_folios {
+        blocks.push(block(
+            alloc(buddy, THP_ORDER, "guest 1 2 MiB folio")?,
+            THP_ORDER,
+        )?);
+    }
+    for _ in 0..VM_META_PAGES {
+        blocks.push(block(
+            alloc(buddy, Order::ZERO, "guest 1 metadata")?,
+            Order::ZERO,
+        )?);
+    }
+    p.folios(&blocks)?;
+    let stats = VmStats {
+        folios: u64::try_from(blocks.len()).unwrap_or(u64::MAX),
+        bytes: blocks.iter().map(|b| b.size()).sum(),
+    };
+    Ok(stats)
+}
+
+// ---------------------------------------------------------------------------
+// memfd checkpoint
+
+/// What the checkpoint workload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemfdStats {
+    /// Folios preserved, per order 0..=4.
+    pub folios: [u64; 5],
+    /// Their bytes.
+    pub bytes: u64,
+    /// Aging allocations and frees.
+    pub churn_ops: u64,
+    /// Most pages the churn held at once.
+    pub churn_peak_pages: u64,
+}
+
+/// The aging churn: blocks of orders 0..=3 held, released at random.
+struct Churn<'b, 'm> {
+    buddy: &'b Buddy<'m>,
+    held: Vec<(Pfn, Order)>,
+    held_pages: u64,
+    peak: u64,
+    ops: u64,
+}
+
+impl Churn<'_, '_> {
+    fn alloc(&mut self, rng: &mut Rng) -> Result<(), WorkloadError> {
+        let order = Order::new(u8::try_from(rng.below(4)).unwrap_or(0));
+        let pfn = alloc(self.buddy, order, "aging churn")?;
+        // Stale data the old kernel never preserves.
+        if let Some(w) = self.buddy.memmap().mem().words(pfn.phys(), 1)?.first() {
+            w.store(CHURN_MARK | pfn.as_u64(), Ordering::Relaxed);
+        }
+        self.held.push((pfn, order));
+        self.held_pages += order.pages();
+        self.peak = self.peak.max(self.held_pages);
+        self.ops += 1;
+        Ok(())
+    }
+
+    fn free(&mut self, rng: &mut Rng) -> Result<(), WorkloadError> {
+        let n = u64::try_from(self.held.len()).unwrap_or(0);
+        let i = usize::try_from(rng.below(n)).unwrap_or(0);
+        if i < self.held.len() {
+            let (pfn, order) = self.held.swap_remove(i);
+            self.release(pfn, order)?;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, pfn: Pfn, order: Order) -> Result<(), WorkloadError> {
+        self.buddy
+            .free_pages(pfn, order)
+            .map_err(|source| WorkloadError::Buddy {
+                what: "aging churn free",
+                source,
+            })?;
+        self.held_pages -= order.pages();
+        self.ops += 1;
+        Ok(())
+    }
+
+    /// One random step: allocate while under `target` pages (65 %), else
+    /// free one.
+    fn step(&mut self, rng: &mut Rng, target: u64) -> Result<(), WorkloadError> {
+        if self.held.is_empty() || (self.held_pages < target && rng.chance(65)) {
+            self.alloc(rng)
+        } else {
+            self.free(rng)
+        }
+    }
+
+    fn release_all(&mut self) -> Result<(), WorkloadError> {
+        while let Some((pfn, order)) = self.held.pop() {
+            self.release(pfn, order)?;
+        }
+        Ok(())
+    }
+}
+
+/// The memfd checkpoint: an aging phase (random churn of orders 0..=3
+/// holding up to half the checkpoint's size), then the checkpoint's folios
+/// (`memfd_order0_percent` of the bytes in order 0, the rest in orders
+/// 2..=4, interleaved at random) with churn continuing between them (one
+/// step after about every fourth folio), then the churn released. Every
+/// checkpoint folio is filled and preserved.
+pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
+    buddy: &Buddy<'_>,
+    scenario: &Scenario,
+    seed: u64,
+    p: &mut Preserver<'_, '_, M>,
+) -> Result<MemfdStats, WorkloadError> {
+    let mut rng = Rng::new(seed, MEMFD_STREAM);
+    let pages = scenario.memfd_bytes / PAGE_SIZE;
+    let order0_pages = pages * u64::from(scenario.memfd_order0_percent.min(100)) / 100;
+    let target = (pages / 2).max(16);
+    let mut churn = Churn {
+        buddy,
+        held: Vec::new(),
+        held_pages: 0,
+        peak: 0,
+        ops: 0,
+    };
+    for _ in 0..pages.max(64) {
+        churn.step(&mut rng, target)?;
+    }
+
+    let mut stats = MemfdStats::default();
+    let mut blocks = Vec::new();
+    let (mut left0, mut left_small) = (order0_pages, pages - order0_pages);
+    let (lo, hi) = MTHP_ORDERS;
+    while left0 + left_small > 0 {
+        let order = if rng.below(left0 + left_small) < left0 {
+            left0 -= 1;
+            Order::ZERO
+        } else {
+            let want = lo + u8::try_from(rng.below(u64::from(hi - lo + 1))).unwrap_or(0);
+            // The tail (under 4 pages): the largest order that still fits,
+            // down to 1 and 0.
+            let mut o = Order::new(want);
+            while o.pages() > left_small && o.as_u8() > 0 {
+                o = Order::new(o.as_u8() - 1);
+            }
+            left_small -= o.pages();
+            o
+        };
+        let b = block(alloc(buddy, order, "checkpoint folio")?, order)?;
+        blocks.push(b);
+        if let Some(n) = stats.folios.get_mut(usize::from(order.as_u8())) {
+            *n += 1;
+        }
+        stats.bytes += b.size();
+        if rng.chance(25) {
+            churn.step(&mut rng, target)?;
+        }
+    }
+    p.folios(&blocks)?;
+    stats.churn_peak_pages = churn.peak;
+    churn.release_all()?;
+    stats.churn_ops = churn.ops;
+    Ok(stats)
+}
+
+/// Fault injection: `n` order-0 pages written and listed but not preserved.
+pub fn forget_pages<M: PageAlloc + PageMap>(
+    buddy: &Buddy<'_>,
+    n: u64,
+    p: &mut Preserver<'_, '_, M>,
+) -> Result<(), WorkloadError> {
+    for _ in 0..n {
+        p.forget(block(
+            alloc(buddy, Order::ZERO, "forgotten page")?,
+            Order::ZERO,
+        )?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use kho::{NodeBudget, NodeSet, RadixReader, RadixTree, RamMap};
+
+    use super::*;
+    use crate::arena::MemoryLayout;
+    use crate::boot::Machine;
+    use crate::liveupdate::kernel_boot_config;
+    use crate::scratch::{KernReserved, ScratchSizing, kho_reserve_scratch};
+
+    const M: u64 = 1 << 20;
+
+    fn machine(mem: &PhysMem) -> (Machine<'_>, ScratchAreas) {
+        let mut m = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
+        m.memblock_init().unwrap();
+        m.alloc_memmap().unwrap();
+        let kern = KernReserved::from_memblock(&m.memblock);
+        let scratch =
+            kho_reserve_scratch(&ScratchSizing::default(), &kern, &mut m.memblock).unwrap();
+        m.memmap_init().unwrap();
+        m.memblock_free_all().unwrap();
+        (m, scratch)
+    }
+
+    fn scenario() -> Scenario {
+        Scenario {
+            vm_1g_folios: 0,
+            vm_2m_folios: 3,
+            memfd_bytes: 8 * M,
+            memfd_order0_percent: 70,
+            forget_pages: 2,
+        }
+    }
+
+    /// Runs the VM, checkpoint and forgotten-page workloads on a fresh
+    /// 128 MiB machine; the manifest entries, the preserved blocks and the
+    /// checkpoint's coalesced ranges (walked from the tree).
+    fn run(
+        seed: u64,
+    ) -> (
+        Vec<ManifestEntry>,
+        Vec<Block>,
+        MemfdStats,
+        Vec<kho::PhysRange>,
+    ) {
+        let mem = PhysMem::create(MemoryLayout::pc(128 * M).unwrap()).unwrap();
+        let (m, scratch) = machine(&mem);
+        let buddy = m.buddy().unwrap();
+        let free_before = buddy.nr_free_pages();
+        let tree_alloc = TreeAlloc::new(buddy);
+        let tree = RadixTree::new(&tree_alloc).unwrap();
+        let mut p = Preserver::new(&mem, tree.cursor(), &scratch, seed);
+        let s = scenario();
+        vm(buddy, &[], &s, &mut p).unwrap();
+        let stats = memfd_checkpoint(buddy, &s, seed, &mut p).unwrap();
+        forget_pages(buddy, s.forget_pages, &mut p).unwrap();
+        let (entries, preserved) = p.finish();
+
+        // The churn is all released: the buddy is short of exactly the
+        // workload's folios and the tree's pages.
+        let used: u64 = entries.iter().map(|e| e.block.order().pages()).sum();
+        let tree_pages = u64::try_from(tree_alloc.pages().len()).unwrap();
+        assert_eq!(buddy.nr_free_pages() + used + tree_pages, free_before);
+
+        let mut forbidden = scratch.as_slice().to_vec();
+        forbidden.sort();
+        let ram = mem.layout().ram().to_vec();
+        let map = RamMap::new(&ram, &forbidden).unwrap();
+        let ranges = RadixReader::open(
+            &mem,
+            map,
+            tree.root(),
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
+        .unwrap()
+        .coalesce()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+        (entries, preserved, stats, ranges)
+    }
+
+    #[test]
+    fn workloads_are_deterministic_by_seed() {
+        let a = run(5);
+        let b = run(5);
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1);
+        assert_eq!(a.3, b.3);
+        let c = run(6);
+        assert_ne!(a.0, c.0);
+    }
+
+    #[test]
+    fn the_checkpoint_is_scattered_and_has_its_mix() {
+        let (entries, preserved, stats, ranges) = run(11);
+        let s = scenario();
+        // Forgotten pages are listed, not preserved.
+        assert_eq!(entries.len(), preserved.len() + 2);
+        assert_eq!(stats.bytes, s.memfd_bytes);
+        let order0 = stats.folios[0] * PAGE_SIZE;
+        // 70 % in order 0, plus the small-order tail of under 4 pages.
+        let want0 = s.memfd_bytes * 70 / 100 / PAGE_SIZE * PAGE_SIZE;
+        assert!(
+            (want0..want0 + 4 * PAGE_SIZE).contains(&order0),
+            "{order0:#x}"
+        );
+        assert!(stats.folios[2] > 0 && stats.folios[3] > 0 && stats.folios[4] > 0);
+        assert!(stats.folios[1] <= 1);
+        assert!(stats.churn_ops > 2 * s.memfd_bytes / PAGE_SIZE / 2);
+        // Scattered: many ranges, yet fewer than blocks (some neighbours).
+        // A real process's checkpoint had 287,054 pages in 21,997 ranges
+        // (13 pages a range); this one has about 12.
+        let blocks = preserved.len();
+        assert!(ranges.len() >= 32, "{} ranges", ranges.len());
+        assert!(
+            ranges.len() > blocks / 16,
+            "{} ranges for {blocks} blocks",
+            ranges.len()
+        );
+        assert!(
+            ranges.len() < blocks,
+            "{} ranges for {blocks} blocks",
+            ranges.len()
+        );
+    }
+
+    #[test]
+    fn the_vm_workload_gives_guests_their_folios() {
+        let mem = PhysMem::create(MemoryLayout::pc(4 << 30).unwrap()).unwrap();
+        let mut m = Machine::new(&mem, kernel_boot_config(mem.layout().ram_bytes()));
+        m.memblock_init().unwrap();
+        m.alloc_memmap().unwrap();
+        let kern = KernReserved::from_memblock(&m.memblock);
+        let scratch =
+            kho_reserve_scratch(&ScratchSizing::default(), &kern, &mut m.memblock).unwrap();
+        let giga = vm_boot_alloc(&mut m.memblock, 1).unwrap();
+        m.memmap_init().unwrap();
+        vm_boot_prep(m.memmap().unwrap(), &giga).unwrap();
+        m.memblock_free_all().unwrap();
+        let buddy = m.buddy().unwrap();
+        let tree_alloc = TreeAlloc::new(buddy);
+        let tree = RadixTree::new(&tree_alloc).unwrap();
+        let mut p = Preserver::new(&mem, tree.cursor(), &scratch, 1);
+        let s = Scenario {
+            vm_1g_folios: 1,
+            vm_2m_folios: 2,
+            memfd_bytes: 0,
+            memfd_order0_percent: 70,
+            forget_pages: 0,
+        };
+        let stats = vm(buddy, &giga, &s, &mut p).unwrap();
+        assert_eq!(stats.folios, 1 + 2 + 2 * VM_META_PAGES);
+        assert_eq!(
+            stats.bytes,
+            (1 << 30) + (4 << 20) + 2 * VM_META_PAGES * PAGE_SIZE
+        );
+        let orders: Vec<u8> = p.preserved().iter().map(|b| b.order().as_u8()).collect();
+        assert_eq!(orders, [18, 0, 0, 0, 0, 9, 9, 0, 0, 0, 0]);
+        assert_eq!(
+            m.memmap().unwrap().folio_order(giga[0]).unwrap(),
+            GIGANTIC_ORDER
+        );
+        for b in p.preserved() {
+            assert!(tree.is_preserved(*b).unwrap());
+            assert!(scratch.overlap(b.range().unwrap()).is_none());
+        }
+    }
+
+    #[test]
+    fn rng_is_reproducible_and_bounded() {
+        let mut a = Rng::new(1, 2);
+        let mut b = Rng::new(1, 2);
+        let mut c = Rng::new(1, 3);
+        let xs: Vec<u64> = (0..64).map(|_| a.below(10)).collect();
+        let ys: Vec<u64> = (0..64).map(|_| b.below(10)).collect();
+        let zs: Vec<u64> = (0..64).map(|_| c.below(10)).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(xs, zs);
+        assert!(xs.iter().all(|&x| x < 10));
+        assert_eq!(a.below(0), 0);
+    }
+}
