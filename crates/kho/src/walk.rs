@@ -869,17 +869,36 @@ impl<'m> Cursor<'m> {
     /// The next run of this order; `track` records entered nodes in the
     /// visited set and the node budget (primary cursors), else counts them
     /// as replays (checkers re-walking a validated subtree).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_run<M: PageMap + ?Sized, V: VisitedSet>(
+        &mut self,
+        ctx: &mut Ctx<'m, '_, M, V>,
+        track: bool,
+    ) -> Result<Option<RawRun>, WalkError> {
+        // Fast path: the current leaf still has set bits.
+        if let Some((key, count)) = self.leaf.next_run() {
+            return Ok(Some(self.raw(key, count)));
+        }
+        self.descend(ctx, track)
+    }
+
+    #[inline(always)]
+    fn raw(&self, key: u64, count: u64) -> RawRun {
+        // Dropping the marker: the key shifted by 12 + order is phys.
+        let start = PhysAddr::new(key.wrapping_shl(self.order.shift()));
+        RawRun { start, count }
+    }
+
+    /// Slow path: moves to the next leaf with a set bit, then its first run.
+    #[inline(never)]
+    fn descend<M: PageMap + ?Sized, V: VisitedSet>(
         &mut self,
         ctx: &mut Ctx<'m, '_, M, V>,
         track: bool,
     ) -> Result<Option<RawRun>, WalkError> {
         loop {
             if let Some((key, count)) = self.leaf.next_run() {
-                // Dropping the marker: the key shifted by 12 + order is phys.
-                let start = PhysAddr::new(key.wrapping_shl(self.order.shift()));
-                return Ok(Some(RawRun { start, count }));
+                return Ok(Some(self.raw(key, count)));
             }
             if self.done {
                 return Ok(None);
