@@ -151,8 +151,13 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             self.active = self.active.without(order);
             return Ok(());
         };
-        match head.cursor.next_run(&mut self.reader.ctx, true)? {
-            None => self.active = self.active.without(order),
+        match head.cursor.next_run(&mut self.reader.ctx, true) {
+            None => {
+                if let Some(e) = self.reader.ctx.error.take() {
+                    return Err(e);
+                }
+                self.active = self.active.without(order);
+            }
             Some(raw) => {
                 let range = head.window.check(order, raw)?;
                 head.run = (range.start().as_u64(), range.end().as_u64());
@@ -256,12 +261,14 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for Coalesce<'_, '_, M, V> {
             }
             // Refill the head before merging its run.
             match head.cursor.next_run(&mut self.reader.ctx, true) {
-                Err(err) => return self.fail(err),
-                Ok(None) => {
+                None => {
+                    if let Some(err) = self.reader.ctx.error.take() {
+                        return self.fail(err);
+                    }
                     self.active = self.active.without(order);
                     self.source = None;
                 }
-                Ok(Some(raw)) => match head.window.check(order, raw) {
+                Some(raw) => match head.window.check(order, raw) {
                     Ok(range) => {
                         head.run = (range.start().as_u64(), range.end().as_u64());
                         self.summary.counts.add(order, raw.count);
