@@ -95,6 +95,10 @@ pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     heads: [Option<Head<'m, 'r>>; ORDERS],
     /// Orders whose head holds a run.
     active: OrderSet,
+    /// The order being drained: the lowest head, until its next run starts
+    /// at or past `limit` (the lowest start among the other heads).
+    source: Option<Order>,
+    limit: u64,
     primed: bool,
     /// The range being grown: `[start, end)` raw.
     current: Option<(u64, u64)>,
@@ -120,6 +124,8 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             reader,
             heads: [None; ORDERS],
             active: OrderSet::EMPTY,
+            source: None,
+            limit: 0,
             primed: false,
             current: None,
             last_order: Order::ZERO,
@@ -145,8 +151,13 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             self.active = self.active.without(order);
             return Ok(());
         };
-        match head.cursor.next_run(&mut self.reader.ctx, true)? {
-            None => self.active = self.active.without(order),
+        match head.cursor.next_run(&mut self.reader.ctx, true) {
+            None => {
+                if let Some(e) = self.reader.ctx.error.take() {
+                    return Err(e);
+                }
+                self.active = self.active.without(order);
+            }
             Some(raw) => {
                 let range = head.window.check(order, raw)?;
                 head.run = (range.start().as_u64(), range.end().as_u64());
@@ -173,21 +184,30 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         Ok(())
     }
 
-    /// The active order whose run starts lowest (the higher order on a tie).
-    #[inline]
-    fn lowest(&self) -> Option<(Order, u64, u64)> {
+    /// Picks the active order whose run starts lowest (the higher order on
+    /// a tie) as the source, and the lowest start of the others as its limit.
+    fn select(&mut self) -> Option<Order> {
         let mut bits = self.active;
-        let mut best: Option<(Order, u64, u64)> = None;
+        let mut best: Option<(Order, u64)> = None;
+        let mut second = u64::MAX;
         while let Some(order) = bits.highest() {
             bits = bits.without(order);
             if let Some(Some(head)) = self.heads.get(usize::from(order.as_u8())) {
-                let (s, e) = head.run;
-                if best.is_none_or(|(_, bs, _)| s < bs) {
-                    best = Some((order, s, e));
+                let s = head.run.0;
+                match best {
+                    Some((_, bs)) if s >= bs => second = second.min(s),
+                    Some((_, bs)) => {
+                        second = second.min(bs);
+                        best = Some((order, s));
+                    }
+                    None => best = Some((order, s)),
                 }
             }
         }
-        best
+        let (order, _) = best?;
+        self.source = Some(order);
+        self.limit = second;
+        Some(order)
     }
 
     fn emit(&mut self, start: u64, end: u64) -> Option<Result<PhysRange, WalkError>> {
@@ -216,13 +236,45 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for Coalesce<'_, '_, M, V> {
             return self.fail(e);
         }
         loop {
-            let Some((order, s, e)) = self.lowest() else {
-                self.done = true;
-                let (cs, ce) = self.current.take()?;
-                return self.emit(cs, ce);
+            let (order, fresh) = match self.source {
+                Some(order) => (order, false),
+                None => match self.select() {
+                    Some(order) => (order, true),
+                    None => {
+                        self.done = true;
+                        let (cs, ce) = self.current.take()?;
+                        return self.emit(cs, ce);
+                    }
+                },
             };
-            if let Err(err) = self.refill(order) {
-                return self.fail(err);
+            let Some(Some(head)) = self.heads.get_mut(usize::from(order.as_u8())) else {
+                self.active = self.active.without(order);
+                self.source = None;
+                continue;
+            };
+            let (s, e) = head.run;
+            if !fresh && s >= self.limit {
+                // Overtaken (or tied): pick again. A fresh pick is the
+                // lowest head by construction, ties broken by order.
+                self.source = None;
+                continue;
+            }
+            // Refill the head before merging its run.
+            match head.cursor.next_run(&mut self.reader.ctx, true) {
+                None => {
+                    if let Some(err) = self.reader.ctx.error.take() {
+                        return self.fail(err);
+                    }
+                    self.active = self.active.without(order);
+                    self.source = None;
+                }
+                Some(raw) => match head.window.check(order, raw) {
+                    Ok(range) => {
+                        head.run = (range.start().as_u64(), range.end().as_u64());
+                        self.summary.counts.add(order, raw.count);
+                    }
+                    Err(err) => return self.fail(err),
+                },
             }
             match self.current {
                 None => {

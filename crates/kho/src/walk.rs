@@ -612,6 +612,9 @@ pub(crate) struct Ctx<'m, 'r, M: ?Sized, V> {
     /// overlap checkers); bounded by `budget * ORDERS` in case the memory
     /// changes under the reader.
     replays: u64,
+    /// The error a cursor stopped on: cursors return `Option<RawRun>` (two
+    /// registers) and park their rare error here.
+    pub(crate) error: Option<WalkError>,
 }
 
 enum PageFault {
@@ -866,20 +869,46 @@ impl<'m> Cursor<'m> {
         self.order
     }
 
-    /// The next run of this order; `track` records entered nodes in the
+    /// The next run of this order, `None` at the end or on an error (then
+    /// parked in `ctx.error`); `track` records entered nodes in the
     /// visited set and the node budget (primary cursors), else counts them
     /// as replays (checkers re-walking a validated subtree).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_run<M: PageMap + ?Sized, V: VisitedSet>(
+        &mut self,
+        ctx: &mut Ctx<'m, '_, M, V>,
+        track: bool,
+    ) -> Option<RawRun> {
+        // Fast path: the current leaf still has set bits.
+        if let Some((key, count)) = self.leaf.next_run() {
+            return Some(self.raw(key, count));
+        }
+        match self.descend(ctx, track) {
+            Ok(run) => run,
+            Err(e) => {
+                ctx.error = Some(e);
+                None
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn raw(&self, key: u64, count: u64) -> RawRun {
+        // Dropping the marker: the key shifted by 12 + order is phys.
+        let start = PhysAddr::new(key.wrapping_shl(self.order.shift()));
+        RawRun { start, count }
+    }
+
+    /// Slow path: moves to the next leaf with a set bit, then its first run.
+    #[inline(never)]
+    fn descend<M: PageMap + ?Sized, V: VisitedSet>(
         &mut self,
         ctx: &mut Ctx<'m, '_, M, V>,
         track: bool,
     ) -> Result<Option<RawRun>, WalkError> {
         loop {
             if let Some((key, count)) = self.leaf.next_run() {
-                // Dropping the marker: the key shifted by 12 + order is phys.
-                let start = PhysAddr::new(key.wrapping_shl(self.order.shift()));
-                return Ok(Some(RawRun { start, count }));
+                return Ok(Some(self.raw(key, count)));
             }
             if self.done {
                 return Ok(None);
@@ -956,6 +985,29 @@ impl<'r> RamWindow<'r> {
     /// Checks `count` blocks of `order` from `start`; returns their range.
     #[inline(always)]
     pub(crate) fn check(&mut self, order: Order, run: RawRun) -> Result<PhysRange, WalkError> {
+        let start = run.start.as_u64();
+        let shift = order.shift();
+        // Fast path: the run starts in the window and its blocks fit before
+        // `hi` (whole blocks between start and hi, no overflow possible).
+        if start >= self.lo
+            && start < self.hi
+            && run.count != 0
+            && run.count <= self.hi.wrapping_sub(start).wrapping_shr(shift)
+        {
+            // start + count * size <= hi: no overflow.
+            let end = start.wrapping_add(run.count.wrapping_shl(shift));
+            return PhysRange::new(run.start, PhysAddr::new(end)).map_err(|_| {
+                WalkError::BlockOutsideRam {
+                    block: Block::containing(run.start, order),
+                }
+            });
+        }
+        self.check_slow(order, run)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_slow(&mut self, order: Order, run: RawRun) -> Result<PhysRange, WalkError> {
         let start = run.start.as_u64();
         let size = order.bytes();
         // Inclusive last byte: a run can end exactly at 2^64.
@@ -1067,6 +1119,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
             nodes: 0,
             budget,
             replays: 0,
+            error: None,
         };
         if !root.is_page_aligned() {
             return Err(WalkError::RootUnaligned { root });
@@ -1273,9 +1326,13 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
             if let Some(cursor) = &mut self.cursor {
                 let order = cursor.order();
                 match cursor.next_run(&mut self.reader.ctx, true) {
-                    Err(e) => return self.fail(e),
-                    Ok(None) => self.cursor = None,
-                    Ok(Some(raw)) => {
+                    None => {
+                        if let Some(e) = self.reader.ctx.error.take() {
+                            return self.fail(e);
+                        }
+                        self.cursor = None;
+                    }
+                    Some(raw) => {
                         let range = match self.window.check(order, raw) {
                             Ok(r) => r,
                             Err(e) => return self.fail(e),
@@ -1324,8 +1381,11 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
             loop {
                 let (s, l) = match checker.head {
                     Some(head) => head,
-                    None => match checker.cursor.next_run(&mut self.reader.ctx, false)? {
-                        None => break,
+                    None => match checker.cursor.next_run(&mut self.reader.ctx, false) {
+                        None => match self.reader.ctx.error.take() {
+                            Some(e) => return Err(e),
+                            None => break,
+                        },
                         Some(raw) => {
                             let s = raw.start.as_u64();
                             let bytes = raw.count.saturating_mul(h.bytes());
