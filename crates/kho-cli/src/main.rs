@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use kho_lab::{FidelityCase, run_case};
 use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
 use kho_machine::liveupdate::{
     DEFAULT_SEED, NewKernelConfig, OldKernelConfig, RunReport, Strategy, new_kernel_main,
@@ -56,6 +57,9 @@ struct Cli {
 enum Cmd {
     /// Run the live-update scenario once per restore strategy (the default).
     Run(RunArgs),
+    /// Check the memblock model's mainline per-block path against Linux's own
+    /// memblock timings (the honesty check behind every per-block figure).
+    MemblockFidelity(FidelityArgs),
     /// The old kernel: prepares the machine and execs the new kernel.
     #[command(name = OLD_KERNEL_SUBCOMMAND, hide = true)]
     OldKernel(OldKernelCli),
@@ -99,6 +103,16 @@ struct RunArgs {
     /// Fault injection: pages the workload forgets to preserve.
     #[arg(long, hide = true, default_value_t = 0)]
     forget_pages: u64,
+}
+
+#[derive(Debug, Args)]
+struct FidelityArgs {
+    /// Print one JSON object {"cases": [...]} instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the random case's pages.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -158,9 +172,52 @@ fn main() -> Result<()> {
     match cli.cmd {
         None => run(&cli.run),
         Some(Cmd::Run(a)) => run(&a),
+        Some(Cmd::MemblockFidelity(a)) => memblock_fidelity(&a),
         Some(Cmd::OldKernel(a)) => old_kernel(a),
         Some(Cmd::NewKernel(a)) => new_kernel(a),
     }
+}
+
+fn memblock_fidelity(a: &FidelityArgs) -> Result<()> {
+    let mut results = Vec::new();
+    for case in FidelityCase::ALL {
+        eprintln!("memblock fidelity: {} ...", case.name());
+        results.push(run_case(case, a.seed).with_context(|| case.name())?);
+    }
+    if a.json {
+        println!("{}", serde_json::json!({ "cases": results }));
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "case",
+        "blocks",
+        "model s",
+        "Linux s",
+        "model/Linux",
+        "regions",
+        "Linux regions",
+        "region visits",
+    ]);
+    for r in &results {
+        t.add_row([
+            r.case.to_string(),
+            r.blocks.to_string(),
+            format!("{:.3}", r.model_s),
+            format!("{:.2}", r.linux_s),
+            format!("{:.2}x", r.ratio),
+            r.regions.to_string(),
+            r.linux_regions.map_or("-".into(), |n| n.to_string()),
+            r.region_visits.to_string(),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "memblock_reserve + memblock_reserved_mark_noinit per block, ascending; \
+         honest when model/Linux lies within 0.5x..2x"
+    );
+    Ok(())
 }
 
 fn old_kernel(a: OldKernelCli) -> Result<()> {
