@@ -335,24 +335,6 @@ pub struct KhoMemoryInitStats {
     pub reserved_regions: u64,
 }
 
-/// The sorted, merged union of `ranges`.
-fn sorted_merged(mut v: Vec<PhysRange>) -> Vec<PhysRange> {
-    v.retain(|r| !r.is_empty());
-    v.sort();
-    let mut out: Vec<PhysRange> = Vec::with_capacity(v.len());
-    for r in v {
-        match out.last_mut() {
-            Some(last) if r.start() <= last.end() => {
-                if r.end() > last.end() {
-                    *last = PhysRange::new(last.start(), r.end()).unwrap_or(*last);
-                }
-            }
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
 fn write_head(mm: &MemMap<'_>, block: Block) -> Result<(), KhoError> {
     let page = mm
         .pfn_to_page(block.pfn())
@@ -425,7 +407,7 @@ fn memory_init(
     let ram = mem.layout().ram();
     let mut forbidden = k.scratch.clone();
     forbidden.push(machine.config().kernel);
-    let forbidden = sorted_merged(forbidden);
+    let forbidden = kho::addr::merge_ranges(forbidden);
     let map = RamMap::new(ram, &forbidden).map_err(KhoError::RamMap)?;
     let root = k.root;
     let werr = |source| KhoError::Walk { root, source };

@@ -448,24 +448,6 @@ impl Manifest {
     }
 }
 
-/// Sorts and merges ranges.
-fn merged(ranges: &[PhysRange]) -> Vec<PhysRange> {
-    let mut v: Vec<PhysRange> = ranges.iter().copied().filter(|r| !r.is_empty()).collect();
-    v.sort();
-    let mut out: Vec<PhysRange> = Vec::with_capacity(v.len());
-    for r in v {
-        match out.last_mut() {
-            Some(last) if r.start() <= last.end() => {
-                if r.end() > last.end() {
-                    *last = PhysRange::new(last.start(), r.end()).unwrap_or(*last);
-                }
-            }
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
 /// `a` minus the sorted, merged `cut`.
 fn subtract(a: PhysRange, cut: &[PhysRange]) -> Vec<PhysRange> {
     let mut out = Vec::new();
@@ -492,7 +474,7 @@ pub fn poison(mem: &PhysMem, keep: &[PhysRange]) -> Result<u64, ArenaError> {
             PhysRange::new(r.start().align_down(PAGE_SIZE), end).ok()
         })
         .collect();
-    let keep = merged(&keep);
+    let keep = kho::addr::merge_ranges(keep.to_vec());
     let mut pages = 0u64;
     for extent in mem.populated()? {
         // Only RAM: the file's holes between RAM ranges are never written.
@@ -710,7 +692,7 @@ mod tests {
     fn subtract_and_merge() {
         let r = |a: u64, b: u64| PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)).unwrap();
         assert_eq!(
-            merged(&[r(5, 9), r(0, 2), r(2, 4), r(8, 10)]),
+            kho::addr::merge_ranges(vec![r(5, 9), r(0, 2), r(2, 4), r(8, 10)]),
             vec![r(0, 4), r(5, 10)]
         );
         assert_eq!(

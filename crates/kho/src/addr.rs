@@ -429,9 +429,40 @@ impl fmt::Display for PhysRange {
     }
 }
 
+/// The sorted union of `ranges`: overlapping or touching ranges merged,
+/// empty ones dropped.
+#[cfg(feature = "alloc")]
+pub fn merge_ranges(mut ranges: alloc::vec::Vec<PhysRange>) -> alloc::vec::Vec<PhysRange> {
+    ranges.retain(|r| !r.is_empty());
+    ranges.sort_unstable();
+    let mut out: alloc::vec::Vec<PhysRange> = alloc::vec::Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn merge_ranges_joins_touching_and_overlapping() {
+        let r = |a: u64, b: u64| PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)).unwrap();
+        let got = merge_ranges(alloc::vec![
+            r(8, 12),
+            r(0, 4),
+            r(4, 6),
+            r(5, 7),
+            r(9, 10),
+            r(3, 3)
+        ]);
+        assert_eq!(got, alloc::vec![r(0, 7), r(8, 12)]);
+    }
 
     #[test]
     fn order_bounds() {

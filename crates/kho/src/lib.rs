@@ -40,6 +40,8 @@ pub mod radix;
 pub mod v1;
 pub mod walk;
 
+#[cfg(feature = "alloc")]
+pub use addr::merge_ranges;
 pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, PhysRange};
 pub use coalesce::{Coalesce, CoalesceSummary};
 #[cfg(feature = "alloc")]
