@@ -55,7 +55,7 @@ use crate::walk::{
 };
 
 /// Ranges closed by one leaf drain, yielded before the next drain.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// What a coalescing pass found, complete once the iterator returned `None`.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
@@ -247,10 +247,13 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         let Some(Some(head)) = heads.get_mut(usize::from(order.as_u8())) else {
             return 0;
         };
+        // The first run of all opens `current` on the slow path.
+        let Some(mut cur) = *current else {
+            return 0;
+        };
         let limit = *limit;
         let mut window = head.window;
         let mut run = head.run;
-        let mut cur = *current;
         let mut last = *last_order;
         let mut n = 0usize;
         let mut blocks = 0u64;
@@ -270,34 +273,30 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             blocks = blocks.saturating_add(count);
             let (s, e) = run;
             run = (range.start().as_u64(), range.end().as_u64());
-            match cur {
-                None => cur = Some((s, e)),
-                Some((cs, ce)) => {
-                    if s < ce {
-                        let at = PhysAddr::new(s);
-                        err = Some(WalkError::Overlap {
-                            covering: Block::containing(at, last),
-                            covered: Block::containing(at, order),
-                        });
-                        return false;
-                    }
-                    if s == ce {
-                        cur = Some((cs, e));
-                    } else {
-                        if let Some(slot) = batch.get_mut(n) {
-                            *slot = (cs, ce);
-                        }
-                        n = n.wrapping_add(1);
-                        cur = Some((s, e));
-                    }
+            let (cs, ce) = cur;
+            if s < ce {
+                let at = PhysAddr::new(s);
+                err = Some(WalkError::Overlap {
+                    covering: Block::containing(at, last),
+                    covered: Block::containing(at, order),
+                });
+                return false;
+            }
+            if s == ce {
+                cur = (cs, e);
+            } else {
+                if let Some(slot) = batch.get_mut(n) {
+                    *slot = (cs, ce);
                 }
+                n = n.wrapping_add(1);
+                cur = (s, e);
             }
             last = order;
             run.0 < limit && n < BATCH
         });
         head.window = window;
         head.run = run;
-        *current = cur;
+        *current = Some(cur);
         *last_order = last;
         summary.counts.add(order, blocks);
         *taken = 0;
