@@ -51,8 +51,11 @@ use core::fmt;
 use crate::addr::{Block, Order, PhysAddr, PhysRange};
 use crate::mem::PageMap;
 use crate::walk::{
-    Cursor, ORDERS, OrderCounts, OrderSet, RadixReader, RamWindow, VisitedSet, WalkError,
+    Cursor, ORDERS, OrderCounts, OrderSet, RadixReader, RamWindow, RawRun, VisitedSet, WalkError,
 };
+
+/// Ranges closed by one leaf drain, yielded before the next drain.
+const BATCH: usize = 256;
 
 /// What a coalescing pass found, complete once the iterator returned `None`.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
@@ -106,6 +109,12 @@ pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     last_order: Order,
     summary: CoalesceSummary,
     done: bool,
+    /// Ranges closed by the fast path, `[taken, filled)` still to yield.
+    batch: [(u64, u64); BATCH],
+    taken: usize,
+    filled: usize,
+    /// The error the fast path stopped on, yielded after the batch.
+    pending: Option<WalkError>,
 }
 
 impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Coalesce<'_, '_, M, V> {
@@ -131,6 +140,10 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             last_order: Order::ZERO,
             summary: CoalesceSummary::default(),
             done: false,
+            batch: [(0, 0); BATCH],
+            taken: 0,
+            filled: 0,
+            pending: None,
         }
     }
 
@@ -210,6 +223,91 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         Some(order)
     }
 
+    /// Fast path: merges the runs left in `order`'s current leaf in a tight
+    /// loop while they start below `limit`, queueing the closed ranges in
+    /// the batch. Each run is validated exactly as [`Self::refill`] does,
+    /// and merged (overlap check included) exactly as [`Iterator::next`]
+    /// does; an error is parked in `pending` behind the ranges closed
+    /// before it. Returns the number of runs consumed (0: the leaf is
+    /// exhausted, take the slow path).
+    #[inline]
+    fn drain(&mut self, order: Order) -> u64 {
+        let Self {
+            heads,
+            limit,
+            current,
+            last_order,
+            summary,
+            batch,
+            taken,
+            filled,
+            pending,
+            ..
+        } = self;
+        let Some(Some(head)) = heads.get_mut(usize::from(order.as_u8())) else {
+            return 0;
+        };
+        // The first run of all opens `current` on the slow path.
+        let Some(mut cur) = *current else {
+            return 0;
+        };
+        let limit = *limit;
+        let mut window = head.window;
+        let mut run = head.run;
+        let mut last = *last_order;
+        let mut n = 0usize;
+        let mut blocks = 0u64;
+        let mut err = None;
+        let consumed = head.cursor.drain_leaf(|start, count| {
+            let raw = RawRun {
+                start: PhysAddr::new(start),
+                count,
+            };
+            let range = match window.check(order, raw) {
+                Ok(range) => range,
+                Err(e) => {
+                    err = Some(e);
+                    return false;
+                }
+            };
+            blocks = blocks.saturating_add(count);
+            let (s, e) = run;
+            run = (range.start().as_u64(), range.end().as_u64());
+            let (cs, ce) = cur;
+            if s < ce {
+                let at = PhysAddr::new(s);
+                err = Some(WalkError::Overlap {
+                    covering: Block::containing(at, last),
+                    covered: Block::containing(at, order),
+                });
+                return false;
+            }
+            if s == ce {
+                cur = (cs, e);
+            } else {
+                if let Some(slot) = batch.get_mut(n) {
+                    *slot = (cs, ce);
+                }
+                n = n.wrapping_add(1);
+                cur = (s, e);
+            }
+            last = order;
+            run.0 < limit && n < BATCH
+        });
+        head.window = window;
+        head.run = run;
+        *current = Some(cur);
+        *last_order = last;
+        summary.counts.add(order, blocks);
+        *taken = 0;
+        *filled = n;
+        if err.is_some() {
+            *pending = err;
+        }
+        consumed
+    }
+
+    #[inline]
     fn emit(&mut self, start: u64, end: u64) -> Option<Result<PhysRange, WalkError>> {
         let range = PhysRange::new(PhysAddr::new(start), PhysAddr::new(end)).ok()?;
         self.summary.ranges = self.summary.ranges.saturating_add(1);
@@ -226,7 +324,27 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
 impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for Coalesce<'_, '_, M, V> {
     type Item = Result<PhysRange, WalkError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        // Ranges queued by the fast path: a few instructions each.
+        if self.taken < self.filled
+            && let Some(&(cs, ce)) = self.batch.get(self.taken)
+        {
+            self.taken = self.taken.wrapping_add(1);
+            return self.emit(cs, ce);
+        }
+        self.advance()
+    }
+}
+
+impl<M: PageMap + ?Sized, V: VisitedSet> Coalesce<'_, '_, M, V> {
+    /// The merge proper, out of line so that [`Iterator::next`] stays a
+    /// small batch pop.
+    #[inline(never)]
+    fn advance(&mut self) -> Option<Result<PhysRange, WalkError>> {
+        if let Some(e) = self.pending.take() {
+            return self.fail(e);
+        }
         if self.done {
             return None;
         }
@@ -259,6 +377,23 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for Coalesce<'_, '_, M, V> {
                 self.source = None;
                 continue;
             }
+            if self.drain(order) != 0 {
+                if let Some(&(cs, ce)) = self.batch.first()
+                    && self.filled != 0
+                {
+                    self.taken = 1;
+                    return self.emit(cs, ce);
+                }
+                if let Some(e) = self.pending.take() {
+                    return self.fail(e);
+                }
+                // Still the source: a drain stops only past the limit, at
+                // a full batch or at the end of the leaf.
+                continue;
+            }
+            let Some(Some(head)) = self.heads.get_mut(usize::from(order.as_u8())) else {
+                continue;
+            };
             // Refill the head before merging its run.
             match head.cursor.next_run(&mut self.reader.ctx, true) {
                 None => {

@@ -892,6 +892,27 @@ impl<'m> Cursor<'m> {
         }
     }
 
+    /// Hands the runs left in the current leaf to `f` in ascending address
+    /// as `(phys start, count)`, without descending (no node is entered,
+    /// so nothing can fail here): the scan state lives in locals and is
+    /// written back once. Stops when `f` returns `false` (the run passed is
+    /// consumed either way) or the leaf is exhausted; returns the number
+    /// of runs handed over.
+    #[inline(always)]
+    pub(crate) fn drain_leaf(&mut self, mut f: impl FnMut(u64, u64) -> bool) -> u64 {
+        let mut leaf = self.leaf;
+        let shift = self.order.shift();
+        let mut n = 0u64;
+        while let Some((key, count)) = leaf.next_run() {
+            n = n.wrapping_add(1);
+            if !f(key.wrapping_shl(shift), count) {
+                break;
+            }
+        }
+        self.leaf = leaf;
+        n
+    }
+
     #[inline(always)]
     fn raw(&self, key: u64, count: u64) -> RawRun {
         // Dropping the marker: the key shifted by 12 + order is phys.

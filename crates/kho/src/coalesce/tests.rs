@@ -137,3 +137,45 @@ fn per_run_validation_names_the_first_bad_block() {
         })
     );
 }
+
+#[test]
+fn an_error_mid_leaf_follows_exactly_the_ranges_closed_before_it() {
+    // 300 single-page ranges in one leaf (every other page): more than a
+    // fast-path batch. A bad run k stops the merge before run k - 1 is
+    // merged and run k - 2 is still open, so runs 0..k-3 are yielded, then
+    // the error, then nothing.
+    let t = TestTree::new(64);
+    let base = 0x1_0000_0000u64;
+    for i in 0..300u64 {
+        t.insert(block(base + i * 0x2000, 0));
+    }
+    for k in [1u64, 2, 3, 100, 257, 258, 299] {
+        let bad = base + k * 0x2000;
+        let forbidden = [range(bad, bad + 0x1000)];
+        let map = RamMap::new(&RAM, &forbidden).unwrap();
+        let c = RadixReader::open(
+            &t.arena,
+            map,
+            t.root,
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
+        .unwrap()
+        .coalesce();
+        let items: Vec<_> = c.collect();
+        let oks = k.saturating_sub(2);
+        assert_eq!(items.len() as u64, oks + 1, "k = {k}");
+        for (i, r) in items.iter().take(oks as usize).enumerate() {
+            let s = base + i as u64 * 0x2000;
+            assert_eq!(*r, Ok(range(s, s + 0x1000)), "k = {k}, i = {i}");
+        }
+        assert_eq!(
+            items.last().cloned(),
+            Some(Err(WalkError::BlockForbidden {
+                block: block(bad, 0),
+                forbidden: forbidden[0]
+            })),
+            "k = {k}"
+        );
+    }
+}
