@@ -633,6 +633,17 @@ fn core_segments(mem: &PhysMem) -> Result<Vec<PhysRange>, ImageError> {
 /// the segments written.
 pub fn write_core(mem: &PhysMem, out: &mut impl Write) -> Result<Vec<PhysRange>, ImageError> {
     let segs = core_segments(mem)?;
+    write_elf(mem, &segs, out)?;
+    Ok(segs)
+}
+
+/// Writes the pages of `segs` (page aligned, at most 65534) from `mem` as
+/// an ELF64 core, one `PT_LOAD` each (see the module doc).
+pub fn write_elf(
+    mem: &(impl PageMap + ?Sized),
+    segs: &[PhysRange],
+    out: &mut impl Write,
+) -> Result<(), ImageError> {
     let io_err = |what: &'static str, offset: u64| {
         move |source| ImageError::Io {
             what,
@@ -640,7 +651,16 @@ pub fn write_core(mem: &PhysMem, out: &mut impl Write) -> Result<Vec<PhysRange>,
             source,
         }
     };
-    let phnum = u16::try_from(segs.len()).unwrap_or(u16::MAX);
+    let phnum = u16::try_from(segs.len())
+        .ok()
+        .filter(|&n| usize::from(n) <= MAX_PHNUM)
+        .ok_or_else(|| ImageError::Elf {
+            offset: 0,
+            reason: format!(
+                "{} segments: more than {MAX_PHNUM} need PN_XNUM",
+                segs.len()
+            ),
+        })?;
     let headers = (EHDR_SIZE + PHDR_SIZE * segs.len()) as u64;
     let mut ident = [0u8; 16];
     ident[..4].copy_from_slice(b"\x7fELF");
@@ -688,11 +708,11 @@ pub fn write_core(mem: &PhysMem, out: &mut impl Write) -> Result<Vec<PhysRange>,
         .map_err(io_err("padding the headers", headers))?;
     let mut offset = data_start;
     let mut buf = Vec::with_capacity(4096);
-    for s in &segs {
+    for s in segs {
         let mut p = s.start();
         while p < s.end() {
             let page = mem
-                .page_at(p)
+                .page(p)
                 .map_err(|source| ImageError::Mem { phys: p, source })?;
             buf.clear();
             for w in page.words() {
@@ -705,7 +725,7 @@ pub fn write_core(mem: &PhysMem, out: &mut impl Write) -> Result<Vec<PhysRange>,
         }
     }
     out.flush().map_err(io_err("flushing", offset))?;
-    Ok(segs)
+    Ok(())
 }
 
 /// The root FDT's file beside a core: `FILE.fdt`.
