@@ -744,25 +744,24 @@ pub mod fixtures {
         out
     }
 
-    /// kho-v3: 32 pages at 1 MiB as one ELF segment; blocks of orders 0, 1,
-    /// 2 at its top and the FDT page (order 0), a blob subnode "demo" on
-    /// the order-1 block.
+    /// kho-v3: 16 pages at 1 MiB as one ELF segment; blocks of orders 0
+    /// and 1 at its top and the FDT page (order 0), a blob subnode "demo"
+    /// on the order-1 block.
     pub fn tiny_v3() -> Fixture {
         let base = 0x10_0000u64;
-        let arena = VecArena::new(PhysAddr::new(base), 32);
+        let arena = VecArena::new(PhysAddr::new(base), 16);
         let page = |i: u64| PhysAddr::new(base + i * PAGE_SIZE);
         let mut blocks = vec![
-            Block::new(page(24), Order::new(0)).expect("aligned"),
-            Block::new(page(26), Order::new(1)).expect("aligned"),
-            Block::new(page(28), Order::new(2)).expect("aligned"),
+            Block::new(page(12), Order::new(0)).expect("aligned"),
+            Block::new(page(14), Order::new(1)).expect("aligned"),
         ];
-        for i in 24..32 {
+        for i in 12..16 {
             arena.claim(page(i)).expect("arena page");
         }
         let tree = RadixTree::new(&arena).expect("tree");
         let fdt_phys = arena.alloc_zeroed_page().expect("FDT page");
         let mut b = KhoFdtBuilder::new(tree.root());
-        b.add_subnode("demo", page(26), 5000);
+        b.add_subnode("demo", page(14), 5000);
         let fdt = b.build().expect("FDT");
         put(&arena, fdt_phys, &fdt);
         blocks.push(Block::new(fdt_phys, Order::ZERO).expect("aligned"));

@@ -22,12 +22,12 @@ fn tiny_v3_core_decodes_from_the_fdt_file_and_from_phys() {
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert_eq!(out.format.as_deref(), Some("kho-v3"));
         assert_eq!(sorted(&out.block_list), f.blocks);
-        assert_eq!(out.blocks, 4);
-        assert_eq!(out.preserved_bytes, (1 + 2 + 4 + 1) * PAGE_SIZE);
+        assert_eq!(out.blocks, 3);
+        assert_eq!(out.preserved_bytes, (1 + 2 + 1) * PAGE_SIZE);
         // Walk order: higher orders first.
-        assert_eq!(out.block_list[0].order(), Order::new(2));
-        assert_eq!(out.per_order.len(), 3);
-        // FDT page alone; pages 24, 26-27 + 28-31 touch: 2 ranges.
+        assert_eq!(out.block_list[0].order(), Order::new(1));
+        assert_eq!(out.per_order.len(), 2);
+        // The FDT page, page 12, pages 14-15.
         assert_eq!(out.ranges_count, 3);
         assert!(out.metadata_pages >= 6, "root, spine to a leaf");
         assert_eq!(out.subnodes[0].name, "demo");
@@ -78,23 +78,23 @@ fn an_unpreserved_blob_and_a_forbidden_block_are_reported() {
     let f = tiny_v3();
     let root = KhoFdt::parse(&f.fdt).unwrap().root();
     let mut b = KhoFdtBuilder::new(root);
-    b.add_subnode("lost", PhysAddr::new(0x10_0000 + 25 * 4096), 4096);
-    b.add_subnode("half", PhysAddr::new(0x10_0000 + 24 * 4096), 8192);
+    b.add_subnode("lost", PhysAddr::new(0x10_0000 + 13 * 4096), 4096);
+    b.add_subnode("half", PhysAddr::new(0x10_0000 + 12 * 4096), 8192);
     let fdt = b.build().unwrap();
     let out = inspect(&elf(&f), &FdtSource::File(fdt), &InspectOptions::default());
     let addrs: Vec<u64> = out.errors.iter().map(|e| e.address).collect();
-    assert_eq!(addrs, [0x10_0000 + 25 * 4096, 0x10_0000 + 24 * 4096]);
+    assert_eq!(addrs, [0x10_0000 + 13 * 4096, 0x10_0000 + 12 * 4096]);
 
     let opts = InspectOptions {
         forbidden: vec![
-            PhysRange::from_start_size(PhysAddr::new(0x10_0000 + 28 * 4096), 4096).unwrap(),
+            PhysRange::from_start_size(PhysAddr::new(0x10_0000 + 14 * 4096), 4096).unwrap(),
         ],
         ..InspectOptions::default()
     };
     let out = inspect(&elf(&f), &FdtSource::File(f.fdt.clone()), &opts);
     assert_eq!(
         out.errors[0].address,
-        0x10_0000 + 28 * 4096,
+        0x10_0000 + 14 * 4096,
         "{:?}",
         out.errors
     );
@@ -123,7 +123,7 @@ fn broken_fdts_name_their_address() {
     );
     assert_eq!(out.errors[0].address, nowhere.as_u64());
     // A page of the image that is no FDT.
-    let page = PhysAddr::new(0x10_0000 + 24 * 4096);
+    let page = PhysAddr::new(0x10_0000 + 12 * 4096);
     let out = inspect(&image, &FdtSource::Phys(page), &InspectOptions::default());
     assert_eq!(out.errors[0].address, page.as_u64());
 }
@@ -259,7 +259,7 @@ fn json_has_the_documented_keys() {
     ] {
         assert!(v.get(key).is_some(), "{key} in {v}");
     }
-    assert_eq!(v["subnodes"][0]["phys"], "0x11a000");
+    assert_eq!(v["subnodes"][0]["phys"], "0x10e000");
 }
 
 #[test]
