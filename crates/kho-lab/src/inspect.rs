@@ -38,8 +38,8 @@ use std::str::FromStr;
 
 use kho::v1::KhoserMemChunk;
 use kho::{
-    BitmapSize, Block, FdtError, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS,
-    PAGE_SIZE, PageMap, PhysAddr, PhysRange, RadixReader, RamMap, V1Error, V1Reader, WalkError,
+    BitmapSize, Block, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS, PAGE_SIZE,
+    PageMap, PhysAddr, PhysRange, RadixReader, RamMap, V1Error, V1Reader, WalkError,
 };
 use serde::Serialize;
 
@@ -441,7 +441,7 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
         Ok(f) => f,
         Err(e) => {
             out.errors.push(Finding {
-                message: format!("root FDT: {}", fdt_message(&e)),
+                message: format!("root FDT: {e}"),
                 ..at
             });
             return out;
@@ -517,21 +517,16 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
         .iter()
         .map(|s| (s.name.clone(), s.phys, s.size))
         .collect();
-    {
-        for (name, phys, size) in blobs {
-            check_preserved(
-                &mut out,
-                PhysAddr::new(phys),
-                size.unwrap_or(1),
-                &format!("subnode {name:?} blob"),
-            );
-        }
+    for (name, phys, size) in blobs {
+        // kho-v1 subnodes name a sub-FDT of unknown size: its first page.
+        check_preserved(
+            &mut out,
+            PhysAddr::new(phys),
+            size.unwrap_or(1),
+            &format!("subnode {name:?} blob"),
+        );
     }
     out
-}
-
-fn fdt_message(e: &FdtError) -> String {
-    e.to_string()
 }
 
 fn read_as(image: &MemImage, map: RamMap<'_>, root: PhysAddr, f: Format, max: u64) -> Reading {
