@@ -601,32 +601,45 @@ fn core_segments(mem: &PhysMem) -> Result<Vec<PhysRange>, ImageError> {
         }
     }
     segs.sort();
-    while segs.len() > MAX_PHNUM {
-        // Bridge the smallest gap between two extents of one RAM range.
-        let same_ram = |a: PhysRange, b: PhysRange| {
-            ram.iter()
-                .any(|r| r.contains(a.start()) && r.contains(b.start()))
+    Ok(bridge_gaps(segs, ram, MAX_PHNUM))
+}
+
+/// Merges sorted, disjoint `segs` across their smallest gaps (only gaps
+/// inside one RAM range) until at most `max` remain, or no gap can go.
+fn bridge_gaps(segs: Vec<PhysRange>, ram: &[PhysRange], max: usize) -> Vec<PhysRange> {
+    let Some(excess) = segs.len().checked_sub(max).filter(|&e| e > 0) else {
+        return segs;
+    };
+    let same_ram = |a: PhysRange, b: PhysRange| {
+        ram.iter()
+            .any(|r| r.contains(a.start()) && r.contains(b.start()))
+    };
+    let mut gaps: Vec<(u64, usize)> = segs
+        .windows(2)
+        .enumerate()
+        .filter_map(|(i, w)| match w {
+            [a, b] if same_ram(*a, *b) => Some((b.start().offset_from(a.end())?, i)),
+            _ => None,
+        })
+        .collect();
+    gaps.sort_unstable();
+    let bridge: std::collections::BTreeSet<usize> =
+        gaps.iter().take(excess).map(|&(_, i)| i).collect();
+    let mut out: Vec<PhysRange> = Vec::with_capacity(segs.len().saturating_sub(excess));
+    for (i, s) in segs.into_iter().enumerate() {
+        let merged = match out.last_mut() {
+            Some(last) if i > 0 && bridge.contains(&(i - 1)) => {
+                PhysRange::new(last.start(), s.end())
+                    .ok()
+                    .map(|m| *last = m)
+            }
+            _ => None,
         };
-        let best = segs
-            .windows(2)
-            .enumerate()
-            .filter_map(|(i, w)| match w {
-                [a, b] if same_ram(*a, *b) => Some((b.start().offset_from(a.end())?, i)),
-                _ => None,
-            })
-            .min();
-        let Some((_, i)) = best else { break };
-        let (Some(&a), Some(&b)) = (segs.get(i), segs.get(i + 1)) else {
-            break;
-        };
-        if let (Ok(m), Some(slot)) = (PhysRange::new(a.start(), b.end()), segs.get_mut(i)) {
-            *slot = m;
-            segs.remove(i + 1);
-        } else {
-            break;
+        if merged.is_none() {
+            out.push(s);
         }
     }
-    Ok(segs)
+    out
 }
 
 /// Writes `mem` as an ELF64 core (see the module doc) to `out`; returns

@@ -224,3 +224,29 @@ fn fdt_path_appends_dot_fdt() {
         PathBuf::from("/tmp/x.core.fdt")
     );
 }
+
+#[test]
+fn too_many_extents_bridge_their_smallest_gaps_inside_ram() {
+    let r = |a: u64, b: u64| PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)).unwrap();
+    let ram = [r(0, 0x10_0000), r(0x20_0000, 0x30_0000)];
+    let segs = vec![
+        r(0x1000, 0x2000),
+        r(0x4000, 0x5000),       // gap 0x2000
+        r(0x5800, 0x6000),       // gap 0x800: bridged first
+        r(0x20_0000, 0x20_1000), // across RAM ranges: never bridged
+        r(0x20_2000, 0x20_3000), // gap 0x1000: bridged second
+    ];
+    assert_eq!(bridge_gaps(segs.clone(), &ram, 5), segs);
+    assert_eq!(
+        bridge_gaps(segs.clone(), &ram, 3),
+        vec![
+            r(0x1000, 0x2000),
+            r(0x4000, 0x6000),
+            r(0x20_0000, 0x20_3000)
+        ]
+    );
+    assert_eq!(
+        bridge_gaps(segs, &ram, 1),
+        vec![r(0x1000, 0x6000), r(0x20_0000, 0x20_3000)]
+    );
+}
