@@ -7,17 +7,20 @@
 //! inherited), which prints its [`RunReport`] as one JSON line.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
-use kho_lab::{FidelityCase, run_case};
+use kho::{PhysAddr, PhysRange};
+use kho_lab::image::{MemImage, Source};
+use kho_lab::{FdtSource, FidelityCase, Format, InspectOptions, dump_old_kernel, run_case};
 use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
 use kho_machine::liveupdate::{
     DEFAULT_SEED, NewKernelConfig, OldKernelConfig, RunReport, Strategy, new_kernel_main,
-    old_kernel_main,
+    old_kernel_main, old_kernel_main_with,
 };
 use kho_machine::scratch::memparse;
 
@@ -60,6 +63,9 @@ enum Cmd {
     /// Check the memblock model's mainline per-block path against Linux's own
     /// memblock timings (the honesty check behind every per-block figure).
     MemblockFidelity(FidelityArgs),
+    /// Decode and validate a KHO handover from a memory image (ELF core or
+    /// raw) and its root FDT.
+    Inspect(InspectArgs),
     /// The old kernel: prepares the machine and execs the new kernel.
     #[command(name = OLD_KERNEL_SUBCOMMAND, hide = true)]
     OldKernel(OldKernelCli),
@@ -103,7 +109,83 @@ struct RunArgs {
     /// Fault injection: pages the workload forgets to preserve.
     #[arg(long, hide = true, default_value_t = 0)]
     forget_pages: u64,
+    /// Write the old kernel's memory at kexec time (after the poison, just
+    /// before the exec) as an ELF core with physical-address PT_LOAD
+    /// segments, and the root FDT as FILE.fdt. Written once, during the
+    /// first strategy's live update (the old kernel's memory does not
+    /// depend on the strategy). Try it with `kho inspect`.
+    #[arg(long, value_name = "FILE")]
+    dump_core: Option<PathBuf>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    #[value(name = "kho-v1-512")]
+    KhoV1Bytes512,
+    #[value(name = "kho-v1")]
+    KhoV1,
+    #[value(name = "kho-v2")]
+    KhoV2,
+    #[value(name = "kho-v3")]
+    KhoV3,
+}
+
+impl FormatArg {
+    fn format(self) -> Format {
+        match self {
+            Self::KhoV1Bytes512 => Format::V1Bytes512,
+            Self::KhoV1 => Format::V1Page,
+            Self::KhoV2 => Format::V2,
+            Self::KhoV3 => Format::V3,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("fdt_src").required(true).args(["fdt", "fdt_phys"])))]
+struct InspectArgs {
+    /// The root FDT (e.g. saved from /sys/kernel/debug/kho/out/fdt, or the
+    /// FILE.fdt of `kho run --dump-core FILE`).
+    #[arg(long, value_name = "FILE")]
+    fdt: Option<PathBuf>,
+    /// The root FDT's physical address in the image instead.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    fdt_phys: Option<u64>,
+    /// The memory image: an ELF core with physical-address PT_LOAD segments
+    /// (QEMU dump-guest-memory, virsh dump, /proc/vmcore, kho run
+    /// --dump-core), or a raw image with --base.
+    #[arg(long, value_name = "FILE")]
+    mem: PathBuf,
+    /// The image is raw: the byte at file offset o is physical base + o.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    base: Option<u64>,
+    /// The memory map's format (default: from the FDT's compatible; the
+    /// kho-v1 bitmap size by trying both).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// The RAM map for validation, START-END,... (default: the image's
+    /// segments).
+    #[arg(long, value_name = "RANGES", value_parser = parse_ranges)]
+    ram: Option<Ranges>,
+    /// Ranges where no tree page or preserved block may lie (scratch,
+    /// kernel image), START-END,...
+    #[arg(long, value_name = "RANGES", value_parser = parse_ranges)]
+    forbidden: Option<Ranges>,
+    /// Print one JSON object (format, blocks, preserved_bytes, per_order,
+    /// ranges_count, metadata_pages, subnodes, errors, ...).
+    #[arg(long, conflicts_with_all = ["blocks", "ranges"])]
+    json: bool,
+    /// List the blocks as `pfn order` lines (the plain trace format), in
+    /// walk order; errors follow as `#` comments.
+    #[arg(long, conflicts_with = "ranges")]
+    blocks: bool,
+    /// List the coalesced ranges as `start end` lines (hex, end exclusive).
+    #[arg(long)]
+    ranges: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Ranges(Vec<PhysRange>);
 
 #[derive(Debug, Args)]
 struct FidelityArgs {
@@ -141,6 +223,9 @@ struct OldKernelCli {
     /// `kho_scratch=`: N% or lowmem,global,pernode sizes.
     #[arg(long, default_value = "200%")]
     kho_scratch: String,
+    /// Write the memory (ELF core) and FILE.fdt just before the exec.
+    #[arg(long, value_name = "FILE")]
+    dump_core: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +248,30 @@ fn parse_size(s: &str) -> Result<u64, String> {
     memparse(t).ok_or_else(|| format!("not a size: {s:?} (e.g. 64M, 16G, 1T or bytes)"))
 }
 
+fn parse_addr(s: &str) -> Result<u64, String> {
+    let t = s.replace('_', "");
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| format!("not an address: {s:?} (decimal or 0x-hex)"))
+}
+
+fn parse_ranges(s: &str) -> Result<Ranges, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (a, b) = part
+            .trim()
+            .split_once('-')
+            .ok_or_else(|| format!("not a range: {part:?} (START-END)"))?;
+        let r = PhysRange::new(PhysAddr::new(parse_addr(a)?), PhysAddr::new(parse_addr(b)?))
+            .map_err(|e| format!("{part:?}: {e}"))?;
+        out.push(r);
+    }
+    out.sort();
+    Ok(Ranges(out))
+}
+
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
@@ -173,6 +282,7 @@ fn main() -> Result<()> {
         None => run(&cli.run),
         Some(Cmd::Run(a)) => run(&a),
         Some(Cmd::MemblockFidelity(a)) => memblock_fidelity(&a),
+        Some(Cmd::Inspect(a)) => inspect(&a),
         Some(Cmd::OldKernel(a)) => old_kernel(a),
         Some(Cmd::NewKernel(a)) => new_kernel(a),
     }
@@ -234,7 +344,23 @@ fn old_kernel(a: OldKernelCli) -> Result<()> {
     s.vm_2m_folios = a.vm_2m_folios.unwrap_or(s.vm_2m_folios);
     s.forget_pages = a.forget_pages;
     // Returns only if the machine could not be prepared or the exec failed.
-    Err(old_kernel_main(&cfg)).context("old kernel")
+    let err = match &a.dump_core {
+        None => old_kernel_main(&cfg),
+        Some(path) => old_kernel_main_with(&cfg, &mut |img| {
+            let d = dump_old_kernel(img, path).map_err(|e| format!("--dump-core: {e}"))?;
+            eprintln!(
+                "old kernel: dumped {} in {} segments to {}, root FDT ({} bytes at {}) to {}",
+                bytes(d.bytes),
+                d.segments.len(),
+                path.display(),
+                d.fdt_bytes,
+                d.fdt_phys,
+                d.fdt_path.display()
+            );
+            Ok(())
+        }),
+    };
+    Err(err).context("old kernel")
 }
 
 fn new_kernel(a: NewKernelCli) -> Result<()> {
@@ -249,8 +375,13 @@ fn new_kernel(a: NewKernelCli) -> Result<()> {
 }
 
 /// One live update: spawn the old kernel, collect the new kernel's report.
-fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunReport> {
-    let args: Vec<OsString> = vec![
+fn live_update(
+    exe: &PathBuf,
+    a: &RunArgs,
+    strategy: Strategy,
+    dump_core: Option<&PathBuf>,
+) -> Result<RunReport> {
+    let mut args: Vec<OsString> = vec![
         OLD_KERNEL_SUBCOMMAND.into(),
         "--machine-size".into(),
         a.machine_size.to_string().into(),
@@ -259,6 +390,9 @@ fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunRepo
         "--forget-pages".into(),
         a.forget_pages.to_string().into(),
     ];
+    if let Some(path) = dump_core {
+        args.extend(["--dump-core".into(), path.into()]);
+    }
     let out = Command::new(exe)
         .args(&args)
         .stdin(Stdio::null())
@@ -285,7 +419,8 @@ fn run(a: &RunArgs) -> Result<()> {
         .strategy
         .strategies()
         .into_iter()
-        .map(|s| live_update(&exe, a, s))
+        .enumerate()
+        .map(|(i, s)| live_update(&exe, a, s, a.dump_core.as_ref().filter(|_| i == 0)))
         .collect::<Result<Vec<_>>>()?;
     if a.json {
         #[derive(serde::Serialize)]
@@ -356,4 +491,140 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
             println!("{}: booted without KHO: {e}", r.strategy);
         }
     }
+}
+
+fn inspect(a: &InspectArgs) -> Result<()> {
+    let file = std::fs::File::open(&a.mem).with_context(|| format!("--mem {}", a.mem.display()))?;
+    let opened = match a.base {
+        Some(base) => MemImage::open_raw(Source::File(file), PhysAddr::new(base)),
+        None => {
+            let mut magic = [0u8; 4];
+            let is_elf = std::os::unix::fs::FileExt::read_exact_at(&file, &mut magic, 0).is_ok()
+                && magic == *b"\x7fELF";
+            if !is_elf {
+                bail!(
+                    "--mem {}: not an ELF core (no ELF magic at file offset 0); for a raw image pass --base ADDR",
+                    a.mem.display()
+                );
+            }
+            MemImage::open_elf(Source::File(file))
+        }
+    };
+    let image = opened.with_context(|| format!("--mem {}", a.mem.display()))?;
+    let src = match (&a.fdt, a.fdt_phys) {
+        (Some(path), _) => FdtSource::File(
+            std::fs::read(path).with_context(|| format!("--fdt {}", path.display()))?,
+        ),
+        (None, Some(p)) => FdtSource::Phys(PhysAddr::new(p)),
+        (None, None) => bail!("--fdt FILE or --fdt-phys ADDR is required"),
+    };
+    let opts = InspectOptions {
+        format: a.format.map(FormatArg::format),
+        ram: a.ram.clone().map(|r| r.0),
+        forbidden: a.forbidden.clone().map(|r| r.0).unwrap_or_default(),
+        max_blocks: None,
+    };
+    let out = kho_lab::inspect(&image, &src, &opts);
+    match write_inspection(a, &image, &out) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.context("writing to stdout")?,
+    }
+    if !out.errors.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn write_inspection(
+    a: &InspectArgs,
+    image: &MemImage,
+    out: &kho_lab::Inspection,
+) -> std::io::Result<()> {
+    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+    if a.json {
+        serde_json::to_writer(&mut w, out)?;
+        writeln!(w)?;
+    } else if a.blocks {
+        writeln!(
+            w,
+            "# kho inspect {}: pfn order, walk order",
+            a.mem.display()
+        )?;
+        for b in &out.block_list {
+            writeln!(w, "{:#x} {}", b.pfn().as_u64(), b.order().as_u8())?;
+        }
+        for e in &out.errors {
+            writeln!(w, "# error {e}")?;
+        }
+    } else if a.ranges {
+        writeln!(
+            w,
+            "# kho inspect {}: start end (exclusive), ascending",
+            a.mem.display()
+        )?;
+        for r in &out.ranges {
+            writeln!(w, "{:#x} {:#x}", r.start().as_u64(), r.end().as_u64())?;
+        }
+        for e in &out.errors {
+            writeln!(w, "# error {e}")?;
+        }
+    } else {
+        print_inspection(&mut w, image, out)?;
+    }
+    w.flush()
+}
+
+fn print_inspection(
+    w: &mut impl Write,
+    image: &MemImage,
+    out: &kho_lab::Inspection,
+) -> std::io::Result<()> {
+    let ram: u64 = image.ram().iter().map(|r| r.size()).sum();
+    writeln!(
+        w,
+        "image          {} segments, {} of memory",
+        image.segments().len(),
+        bytes(ram)
+    )?;
+    match &out.fdt {
+        Some(f) => writeln!(
+            w,
+            "root FDT       compatible {:?}, {} bytes, preserved-memory-map {:#x}",
+            f.compatible, f.size, f.preserved_memory_map
+        )?,
+        None => writeln!(w, "root FDT       -")?,
+    }
+    writeln!(
+        w,
+        "format         {}",
+        out.format.as_deref().unwrap_or("undetermined")
+    )?;
+    for n in &out.notes {
+        writeln!(w, "               ({n})")?;
+    }
+    writeln!(w, "subnodes       {}", out.subnodes.len())?;
+    for s in &out.subnodes {
+        let size = s.size.map_or("-".to_owned(), |n| format!("{n} bytes"));
+        writeln!(w, "  {:<24} blob {:#x}, {size}", s.name, s.phys)?;
+    }
+    writeln!(
+        w,
+        "blocks         {} ({} preserved)",
+        out.blocks,
+        bytes(out.preserved_bytes)
+    )?;
+    for c in &out.per_order {
+        writeln!(w, "  order {:<2}     {}", c.order, c.blocks)?;
+    }
+    writeln!(w, "ranges         {} coalesced", out.ranges_count)?;
+    writeln!(w, "metadata pages {}", out.metadata_pages)?;
+    if out.errors.is_empty() {
+        writeln!(w, "errors         none")?;
+    } else {
+        writeln!(w, "errors         {}", out.errors.len())?;
+        for e in &out.errors {
+            writeln!(w, "  {e}")?;
+        }
+    }
+    Ok(())
 }

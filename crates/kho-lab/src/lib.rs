@@ -3,8 +3,14 @@
 //! | module       | what it holds                                                        |
 //! |--------------|----------------------------------------------------------------------|
 //! | [`fidelity`] | the memblock model's mainline per-block path against Linux's figures |
+//! | [`image`]    | memory images: ELF cores and raw images as a `PageMap`; the core writer |
+//! | [`inspect`]  | `kho inspect`: decode and validate a handover from a memory image    |
 #![warn(missing_docs)]
 
 pub mod fidelity;
+pub mod image;
+pub mod inspect;
 
 pub use fidelity::{FidelityCase, FidelityResult, run_case};
+pub use image::{ImageError, MemImage, dump_old_kernel, write_core};
+pub use inspect::{FdtSource, Finding, Format, InspectOptions, Inspection, inspect};

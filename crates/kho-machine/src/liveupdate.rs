@@ -193,6 +193,9 @@ pub enum LiveUpdateError {
     /// The root FDT could not be built.
     #[error("root FDT: {0}")]
     FdtBuild(#[from] kho::FdtBuildError),
+    /// The old kernel's hook before the exec failed.
+    #[error("before the exec: {0}")]
+    BeforeExec(String),
     /// The setup_data list carries no KHO hand-over.
     #[error("no SETUP_KEXEC_KHO hand-over in the setup_data list at {0}")]
     NoHandover(PhysAddr),
@@ -333,10 +336,24 @@ impl Phases {
 /// hand-over, poisons what is not preserved and execs the new kernel.
 /// Returns only on failure.
 pub fn old_kernel_main(cfg: &OldKernelConfig) -> LiveUpdateError {
+    old_kernel_main_with(cfg, &mut |_| Ok(()))
+}
+
+/// [`old_kernel_main`] with a hook that sees the machine as the exec
+/// leaves it: after the poison, just before the exec (`kho run
+/// --dump-core` writes the memory image there). A hook error stops the
+/// old kernel before the exec.
+pub fn old_kernel_main_with(
+    cfg: &OldKernelConfig,
+    before_exec: &mut dyn FnMut(&OldKernelImage) -> Result<(), String>,
+) -> LiveUpdateError {
     match old_kernel_boot(cfg) {
         Ok(img) => {
             if cfg.trace {
                 trace(&img);
+            }
+            if let Err(reason) = before_exec(&img) {
+                return LiveUpdateError::BeforeExec(reason);
             }
             let cmdline = new_kernel_cmdline(cfg.strategy);
             kexec_exec(&img.mem, &cfg.image, img.setup_data, &cmdline).into()

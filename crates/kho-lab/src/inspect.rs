@@ -1,0 +1,817 @@
+//! `kho inspect`: decode and validate a real handover from a memory image.
+//!
+//! # Glossary
+//!
+//! | name       | meaning                                                                     |
+//! |------------|-----------------------------------------------------------------------------|
+//! | image      | physical memory saved to a file ([`MemImage`]: ELF core or raw)             |
+//! | root FDT   | the KHO root FDT, from a file or read from the image at a physical address |
+//! | format     | how the memory map is read: [`Format`] (`kho-v1-512`, `kho-v1`, `kho-v2`, `kho-v3`) |
+//! | metadata   | the pages of the map itself: radix tree nodes, or kho-v1 chunks + bitmap pages |
+//! | finding    | one validation error and the address it names ([`Finding`])                 |
+//!
+//! # What is checked, in order
+//!
+//! 1. the root FDT ([`KhoFdt::parse`]): header, compatible, memory map,
+//!    subnodes; a broken FDT stops here;
+//! 2. the format: `--format` if given, else from `compatible` (`kho-v2`,
+//!    `kho-v3`: the radix tree). `kho-v1` shipped with two bitmap sizes under
+//!    one string, so both readings are tried: if exactly one validates it is
+//!    the one; if both validate to the same blocks the size does not matter
+//!    (reported as `kho-v1`, with a note); otherwise (both validate to
+//!    different blocks, or neither validates) the caller must say
+//!    `--format`, and the finding says why;
+//! 3. the memory map against the RAM map (the image's segments, or
+//!    `--ram`) and the forbidden ranges (`--forbidden`): the radix walker
+//!    ([`RadixReader`]) or the chunk reader ([`V1Reader`], then its overlap
+//!    check), stopping at the first error; at most `max_blocks` blocks
+//!    (default: the RAM's pages, which no valid map can exceed);
+//! 4. every subnode's blob (and a `--fdt-phys` FDT page) lies in preserved
+//!    memory.
+//!
+//! Every [`Finding`] carries an address: a physical address, or an offset
+//! in the FDT or image file.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use kho::v1::KhoserMemChunk;
+use kho::{
+    BitmapSize, Block, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS, PAGE_SIZE,
+    PageMap, PhysAddr, PhysRange, RadixReader, RamMap, V1Error, V1Reader, WalkError,
+};
+use serde::Serialize;
+
+use crate::image::{ImageError, Location, MemImage, Source};
+
+/// How the memory map is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// kho-v1 chunk list, 512-byte bitmaps (Linux 6.16, early 6.17.y).
+    V1Bytes512,
+    /// kho-v1 chunk list, page bitmaps (later 6.17.y).
+    V1Page,
+    /// kho-v2 radix tree.
+    V2,
+    /// kho-v3 radix tree.
+    V3,
+}
+
+impl Format {
+    /// Every format, in `--format` order.
+    pub const ALL: [Self; 4] = [Self::V1Bytes512, Self::V1Page, Self::V2, Self::V3];
+
+    /// The `--format` name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::V1Bytes512 => "kho-v1-512",
+            Self::V1Page => "kho-v1",
+            Self::V2 => "kho-v2",
+            Self::V3 => "kho-v3",
+        }
+    }
+
+    /// The bitmap size of a kho-v1 format.
+    pub const fn bitmap_size(self) -> Option<BitmapSize> {
+        match self {
+            Self::V1Bytes512 => Some(BitmapSize::Bytes512),
+            Self::V1Page => Some(BitmapSize::Page),
+            Self::V2 | Self::V3 => None,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown format {s:?} (kho-v1-512, kho-v1, kho-v2, kho-v3)"))
+    }
+}
+
+/// Where the root FDT comes from.
+#[derive(Debug, Clone)]
+pub enum FdtSource {
+    /// The bytes of an FDT file (`--fdt FILE`).
+    File(Vec<u8>),
+    /// A physical address in the image (`--fdt-phys ADDR`).
+    Phys(PhysAddr),
+}
+
+/// Options of [`inspect`].
+#[derive(Debug, Clone, Default)]
+pub struct InspectOptions {
+    /// `--format`; `None`: detected.
+    pub format: Option<Format>,
+    /// `--ram`: the RAM map; `None`: the image's segments.
+    pub ram: Option<Vec<PhysRange>>,
+    /// `--forbidden`: ranges where no tree page or block may be.
+    pub forbidden: Vec<PhysRange>,
+    /// Stop after this many blocks; `None`: the RAM's pages.
+    pub max_blocks: Option<u64>,
+}
+
+/// What kind of address a [`Finding`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Space {
+    /// A physical address.
+    Phys,
+    /// A byte offset in the FDT file.
+    FdtFile,
+    /// A byte offset in the image file.
+    ImageFile,
+}
+
+/// One validation error and the address it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The address, `0x`-hex.
+    #[serde(serialize_with = "hex")]
+    pub address: u64,
+    /// What the address is.
+    pub space: Space,
+    /// The error.
+    pub message: String,
+}
+
+impl Finding {
+    fn phys(at: PhysAddr, message: impl fmt::Display) -> Self {
+        Self {
+            address: at.as_u64(),
+            space: Space::Phys,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let space = match self.space {
+            Space::Phys => "phys",
+            Space::FdtFile => "FDT file offset",
+            Space::ImageFile => "image file offset",
+        };
+        write!(f, "at {space} {:#x}: {}", self.address, self.message)
+    }
+}
+
+impl From<&ImageError> for Finding {
+    fn from(e: &ImageError) -> Self {
+        let (address, space) = match e.location() {
+            Location::File(o) => (o, Space::ImageFile),
+            Location::Phys(p) => (p.as_u64(), Space::Phys),
+        };
+        Self {
+            address,
+            space,
+            message: e.to_string(),
+        }
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
+}
+
+/// One subnode of the root FDT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubnodeInfo {
+    /// The node name.
+    pub name: String,
+    /// The blob's address (`preserved-data`, `fdt` in kho-v1).
+    #[serde(serialize_with = "hex")]
+    pub phys: u64,
+    /// `blob-size` (kho-v3).
+    pub size: Option<u64>,
+}
+
+/// Blocks of one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OrderCount {
+    /// The order.
+    pub order: u8,
+    /// Blocks of that order.
+    pub blocks: u64,
+}
+
+/// The root FDT as found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FdtInfo {
+    /// `compatible`.
+    pub compatible: String,
+    /// `preserved-memory-map`.
+    #[serde(serialize_with = "hex")]
+    pub preserved_memory_map: u64,
+    /// `totalsize`.
+    pub size: u64,
+}
+
+/// What [`inspect`] found. Serialized (`--json`) without the block and
+/// range lists.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inspection {
+    /// The format read (`None`: not determined).
+    pub format: Option<String>,
+    /// Blocks read (up to the first error).
+    pub blocks: u64,
+    /// Their bytes.
+    pub preserved_bytes: u64,
+    /// Blocks per order, orders with none left out.
+    pub per_order: Vec<OrderCount>,
+    /// Maximal ranges of preserved memory.
+    pub ranges_count: u64,
+    /// Pages of the map itself (tree nodes; chunks + bitmap pages).
+    pub metadata_pages: u64,
+    /// The root FDT's subnodes.
+    pub subnodes: Vec<SubnodeInfo>,
+    /// Every validation error, with its address.
+    pub errors: Vec<Finding>,
+    /// The root FDT.
+    pub fdt: Option<FdtInfo>,
+    /// Remarks that are not errors (how the format was chosen).
+    pub notes: Vec<String>,
+    /// The blocks, in walk (list) order.
+    #[serde(skip)]
+    pub block_list: Vec<Block>,
+    /// The maximal ranges, ascending.
+    #[serde(skip)]
+    pub ranges: Vec<PhysRange>,
+}
+
+/// What one reading of the memory map gave.
+#[derive(Debug, Default)]
+struct Reading {
+    blocks: Vec<Block>,
+    metadata_pages: u64,
+    errors: Vec<Finding>,
+}
+
+/// The address a walk error names: where the broken word or block is.
+fn walk_finding(e: &WalkError, root: PhysAddr) -> Finding {
+    let at = match *e {
+        WalkError::RootUnaligned { root }
+        | WalkError::RootOutsideRam { root }
+        | WalkError::RootForbidden { root, .. }
+        | WalkError::RootEntryBeyond3 { root, .. } => root,
+        WalkError::ChildUnaligned { parent, .. }
+        | WalkError::ChildOutsideRam { parent, .. }
+        | WalkError::ChildForbidden { parent, .. }
+        | WalkError::NodeReachedTwice { parent, .. } => parent,
+        WalkError::InvalidKey { leaf, .. } => leaf,
+        WalkError::BlockOutsideRam { block } | WalkError::BlockForbidden { block, .. } => {
+            block.phys()
+        }
+        WalkError::Overlap { covered, .. } => covered.phys(),
+        WalkError::BudgetExceeded { .. } => root,
+        WalkError::VisitedSetFull { node } => node,
+        WalkError::PageMap(m) => mem_addr(m, root),
+    };
+    Finding::phys(at, e)
+}
+
+fn mem_addr(e: MemError, default: PhysAddr) -> PhysAddr {
+    match e {
+        MemError::Unaligned { phys } | MemError::NotMapped { phys } => phys,
+        MemError::OutOfMemory => default,
+    }
+}
+
+/// The address a chunk-list error names.
+fn v1_finding(e: &V1Error) -> Finding {
+    let at = match *e {
+        V1Error::ChunkUnaligned { chunk }
+        | V1Error::ChunkOutsideRam { chunk }
+        | V1Error::ChunkForbidden { chunk, .. }
+        | V1Error::ChunkBudget { chunk, .. }
+        | V1Error::ChunkCycle { chunk }
+        | V1Error::TooManyEntries { chunk, .. }
+        | V1Error::BadOrder { chunk, .. }
+        | V1Error::BitmapUnaligned { chunk, .. }
+        | V1Error::BitmapOutsideRam { chunk, .. }
+        | V1Error::BitmapForbidden { chunk, .. }
+        | V1Error::PhysStartMisaligned { chunk, .. }
+        | V1Error::BlockOverflow { chunk, .. } => chunk,
+        V1Error::Unmapped { phys, .. } => phys,
+        V1Error::BlockOutsideRam { block, .. } | V1Error::BlockForbidden { block, .. } => {
+            block.phys()
+        }
+        V1Error::Overlap { second, .. } => second.phys(),
+    };
+    Finding::phys(at, e)
+}
+
+fn too_many(at: PhysAddr, max: u64) -> Finding {
+    Finding::phys(
+        at,
+        format!("more than {max} blocks: the map claims more than the RAM can hold"),
+    )
+}
+
+fn read_radix(image: &MemImage, map: RamMap<'_>, root: PhysAddr, max: u64) -> Reading {
+    let mut out = Reading::default();
+    let reader =
+        match RadixReader::open(image, map, root, NodeSet::new(), NodeBudget::for_ram(&map)) {
+            Ok(r) => r,
+            Err(e) => {
+                out.errors.push(walk_finding(&e, root));
+                return out;
+            }
+        };
+    let mut walk = reader.walk();
+    for item in walk.by_ref() {
+        match item {
+            Ok(b) if u64::try_from(out.blocks.len()).unwrap_or(u64::MAX) >= max => {
+                out.errors.push(too_many(b.phys(), max));
+                break;
+            }
+            Ok(b) => out.blocks.push(b),
+            Err(e) => {
+                out.errors.push(walk_finding(&e, root));
+                break;
+            }
+        }
+    }
+    out.metadata_pages = walk.nodes();
+    out
+}
+
+fn read_v1(
+    image: &MemImage,
+    map: RamMap<'_>,
+    head: PhysAddr,
+    size: BitmapSize,
+    max: u64,
+) -> Reading {
+    let mut out = Reading::default();
+    let reader = V1Reader::new(image, map, size);
+    for item in reader.blocks(head) {
+        match item {
+            Ok(b) if u64::try_from(out.blocks.len()).unwrap_or(u64::MAX) >= max => {
+                out.errors.push(too_many(b.phys(), max));
+                break;
+            }
+            Ok(b) => out.blocks.push(b),
+            Err(e) => {
+                out.errors.push(v1_finding(&e));
+                break;
+            }
+        }
+    }
+    if out.errors.is_empty()
+        && let Err(e) = reader.read_all(head)
+    {
+        out.errors.push(v1_finding(&e));
+    }
+    out.metadata_pages = v1_metadata_pages(image, head, map.ram_bytes() / PAGE_SIZE);
+    out
+}
+
+/// Chunks plus distinct bitmap pages of the list at `head`, following it
+/// until its end, a page the image lacks, a chunk seen before or `budget`
+/// chunks.
+fn v1_metadata_pages(image: &MemImage, head: PhysAddr, budget: u64) -> u64 {
+    let mut chunks = BTreeSet::new();
+    let mut bitmaps = BTreeSet::new();
+    let mut at = head;
+    while at != PhysAddr::ZERO && u64::try_from(chunks.len()).unwrap_or(u64::MAX) < budget {
+        let Ok(page) = image.page(at) else { break };
+        if !chunks.insert(at) {
+            break;
+        }
+        let chunk = KhoserMemChunk::from_page(page);
+        for e in chunk.entries() {
+            bitmaps.insert(e.bitmap().align_down(PAGE_SIZE));
+        }
+        at = chunk.hdr().next();
+    }
+    u64::try_from(chunks.len().saturating_add(bitmaps.len())).unwrap_or(u64::MAX)
+}
+
+/// Reads the root FDT's bytes; a finding if there are none.
+fn fdt_bytes(image: &MemImage, src: &FdtSource) -> Result<(Vec<u8>, Finding), Finding> {
+    match src {
+        FdtSource::File(b) => Ok((
+            b.clone(),
+            Finding {
+                address: 0,
+                space: Space::FdtFile,
+                message: String::new(),
+            },
+        )),
+        FdtSource::Phys(p) => {
+            let bytes = if p.is_aligned(8) {
+                image.read(*p, kho::KHO_FDT_MAX_SIZE)
+            } else {
+                None
+            };
+            match bytes {
+                Some(b) => Ok((b, Finding::phys(*p, ""))),
+                None => Err(Finding::phys(
+                    *p,
+                    format!("the root FDT address {p} is not 8-byte aligned memory of the image"),
+                )),
+            }
+        }
+    }
+}
+
+/// Decodes and validates the handover in `image` (see the module doc).
+pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> Inspection {
+    let mut out = Inspection::default();
+    let (bytes, at) = match fdt_bytes(image, fdt_src) {
+        Ok(x) => x,
+        Err(f) => {
+            out.errors.push(f);
+            return out;
+        }
+    };
+    let fdt = match KhoFdt::parse(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            out.errors.push(Finding {
+                message: format!("root FDT: {e}"),
+                ..at
+            });
+            return out;
+        }
+    };
+    out.fdt = Some(FdtInfo {
+        compatible: fdt.version().compatible().to_owned(),
+        preserved_memory_map: fdt.root().as_u64(),
+        size: u64::try_from(fdt.total_size()).unwrap_or(0),
+    });
+    out.subnodes = fdt
+        .subnodes()
+        .map(|s| SubnodeInfo {
+            name: s.name().to_owned(),
+            phys: s.data().as_u64(),
+            size: s.size(),
+        })
+        .collect();
+
+    let ram_list: Vec<PhysRange> = opts.ram.clone().unwrap_or_else(|| image.ram().to_vec());
+    let mut forbidden = kho::merge_ranges(opts.forbidden.clone());
+    forbidden.sort();
+    let map = match RamMap::new(&ram_list, &forbidden) {
+        Ok(m) => m,
+        Err(e) => {
+            let r = match e {
+                kho::RamMapError::Unaligned { range }
+                | kho::RamMapError::Unsorted { range, .. } => range,
+            };
+            out.errors
+                .push(Finding::phys(r.start(), format!("RAM map: {e}")));
+            return out;
+        }
+    };
+    let max = opts.max_blocks.unwrap_or(map.ram_bytes() / PAGE_SIZE);
+    let root = fdt.root();
+
+    let (format, reading) = match (opts.format, fdt.version()) {
+        (Some(f), v) => {
+            if matches!(
+                (f, v),
+                (
+                    Format::V1Bytes512 | Format::V1Page,
+                    KhoVersion::V2 | KhoVersion::V3
+                ) | (Format::V2 | Format::V3, KhoVersion::V1)
+            ) {
+                out.notes
+                    .push(format!("--format {f} overrides the FDT's compatible {v}"));
+            }
+            (Some(f), read_as(image, map, root, f, max))
+        }
+        (None, KhoVersion::V2) => (Some(Format::V2), read_radix(image, map, root, max)),
+        (None, KhoVersion::V3) => (Some(Format::V3), read_radix(image, map, root, max)),
+        (None, KhoVersion::V1) => detect_v1(image, map, root, max, &mut out.notes),
+    };
+    out.format = format.map(|f| f.as_str().to_owned());
+    let complete = reading.errors.is_empty();
+    out.errors.extend(reading.errors);
+    out.metadata_pages = reading.metadata_pages;
+    out.block_list = reading.blocks;
+    summarize(&mut out);
+
+    // The FDT page and the blobs must survive the kexec: preserved. Only
+    // judged against a map read to its end.
+    if !complete {
+        return out;
+    }
+    if let FdtSource::Phys(p) = fdt_src {
+        check_preserved(&mut out, *p, 1, "the root FDT");
+    }
+    let blobs: Vec<_> = out
+        .subnodes
+        .iter()
+        .map(|s| (s.name.clone(), s.phys, s.size))
+        .collect();
+    for (name, phys, size) in blobs {
+        // kho-v1 subnodes name a sub-FDT of unknown size: its first page.
+        check_preserved(
+            &mut out,
+            PhysAddr::new(phys),
+            size.unwrap_or(1),
+            &format!("subnode {name:?} blob"),
+        );
+    }
+    out
+}
+
+fn read_as(image: &MemImage, map: RamMap<'_>, root: PhysAddr, f: Format, max: u64) -> Reading {
+    match f.bitmap_size() {
+        Some(size) => read_v1(image, map, root, size, max),
+        None => read_radix(image, map, root, max),
+    }
+}
+
+/// kho-v1 without `--format`: both bitmap sizes tried (see the module doc).
+fn detect_v1(
+    image: &MemImage,
+    map: RamMap<'_>,
+    head: PhysAddr,
+    max: u64,
+    notes: &mut Vec<String>,
+) -> (Option<Format>, Reading) {
+    let small = read_v1(image, map, head, BitmapSize::Bytes512, max);
+    let page = read_v1(image, map, head, BitmapSize::Page, max);
+    match (small.errors.is_empty(), page.errors.is_empty()) {
+        (true, false) => (Some(Format::V1Bytes512), small),
+        (false, true) => (Some(Format::V1Page), page),
+        (true, true) if small.blocks == page.blocks => {
+            notes.push(
+                "kho-v1 bitmap size undetermined: 512-byte and page bitmaps give the same blocks"
+                    .to_owned(),
+            );
+            (Some(Format::V1Page), page)
+        }
+        (true, true) => {
+            let mut r = Reading::default();
+            r.errors.push(Finding::phys(
+                head,
+                format!(
+                    "kho-v1 bitmap size is ambiguous: 512-byte bitmaps give {} blocks, page \
+                     bitmaps {}; pass --format kho-v1-512 or --format kho-v1",
+                    small.blocks.len(),
+                    page.blocks.len()
+                ),
+            ));
+            (None, r)
+        }
+        (false, false) => {
+            let mut r = Reading::default();
+            r.errors.push(Finding::phys(
+                head,
+                "kho-v1 bitmap size not detected: neither 512-byte nor page bitmaps validate \
+                 (errors follow); pass --format kho-v1-512 or --format kho-v1",
+            ));
+            for (size, reading) in [("512-byte bitmaps", small), ("page bitmaps", page)] {
+                for mut f in reading.errors {
+                    f.message = format!("as {size}: {}", f.message);
+                    r.errors.push(f);
+                }
+            }
+            (None, r)
+        }
+    }
+}
+
+/// Fills the counts and the ranges from the block list.
+fn summarize(out: &mut Inspection) {
+    let mut per_order = [0u64; ORDERS];
+    for b in &out.block_list {
+        if let Some(c) = per_order.get_mut(usize::from(b.order().as_u8())) {
+            *c = c.saturating_add(1);
+        }
+    }
+    out.per_order = per_order
+        .iter()
+        .zip(0u8..)
+        .filter(|(n, _)| **n > 0)
+        .map(|(&blocks, order)| OrderCount { order, blocks })
+        .collect();
+    out.blocks = u64::try_from(out.block_list.len()).unwrap_or(u64::MAX);
+    out.preserved_bytes = out
+        .block_list
+        .iter()
+        .map(|b| b.size())
+        .fold(0u64, u64::saturating_add);
+    out.ranges = kho::merge_ranges(out.block_list.iter().filter_map(|b| b.range()).collect());
+    out.ranges_count = u64::try_from(out.ranges.len()).unwrap_or(u64::MAX);
+}
+
+/// A finding unless `[phys, phys + bytes)` lies in preserved memory.
+fn check_preserved(out: &mut Inspection, phys: PhysAddr, bytes: u64, what: &str) {
+    let want = PhysRange::from_start_size(phys.align_down(PAGE_SIZE), bytes.max(1))
+        .ok()
+        .and_then(|r| PhysRange::new(r.start(), r.end().checked_align_up(PAGE_SIZE)?).ok());
+    let i = out.ranges.partition_point(|r| r.end() <= phys);
+    let covered = want.is_some_and(|w| out.ranges.get(i).is_some_and(|r| r.contains_range(w)));
+    if !covered {
+        out.errors.push(Finding::phys(
+            phys,
+            format!("{what} at {phys} ({bytes:#x} bytes) is not (wholly) preserved"),
+        ));
+    }
+}
+
+/// Opens an image from bytes, as the fuzz target and the tests do.
+pub fn open_image(source: Source, base: Option<PhysAddr>) -> Result<MemImage, ImageError> {
+    match base {
+        Some(b) => MemImage::open_raw(source, b),
+        None => MemImage::open_elf(source),
+    }
+}
+
+/// Fuzz entry point: arbitrary bytes as an image and a root FDT; must never
+/// panic, and every finding names an address (a [`Finding`] always does).
+///
+/// | bytes            | meaning                                                          |
+/// |------------------|------------------------------------------------------------------|
+/// | 0                | flags: bit 0 raw image at 1 MiB (else ELF); bits 1..=3 format (0 detect, 1..=4 [`Format::ALL`]); bit 4 FDT read from the image at the address below (else from the bytes below) |
+/// | 1..9             | the FDT's physical address (LE u64)                              |
+/// | 9..11            | `n`: the FDT file's length (LE u16)                              |
+/// | 11..11+n         | the FDT file                                                     |
+/// | rest             | the image                                                        |
+///
+/// At most 4096 blocks are read.
+pub fn fuzz_one(data: &[u8]) {
+    let _ = fuzz_run(data);
+}
+
+/// [`fuzz_one`], returning what inspect made of the input (`None`: header
+/// too short).
+#[doc(hidden)]
+pub fn fuzz_run(data: &[u8]) -> Option<Result<Inspection, Finding>> {
+    let (&flags, rest) = data.split_first()?;
+    let (phys, rest) = rest.split_at_checked(8)?;
+    let phys = PhysAddr::new(u64::from_le_bytes(phys.try_into().ok()?));
+    let (n, rest) = rest.split_at_checked(2)?;
+    let n = usize::from(u16::from_le_bytes(n.try_into().ok()?));
+    let (fdt, image) = rest.split_at_checked(n.min(rest.len()))?;
+    let base = (flags & 1 != 0).then_some(PhysAddr::new(0x10_0000));
+    let image = match open_image(Source::Bytes(image.to_vec()), base) {
+        Ok(i) => i,
+        Err(e) => {
+            let f = Finding::from(&e);
+            let _ = f.to_string();
+            return Some(Err(f));
+        }
+    };
+    let format = match (flags >> 1) & 7 {
+        0 => None,
+        k => Format::ALL.get(usize::from(k).saturating_sub(1)).copied(),
+    };
+    let src = if flags & 0x10 != 0 {
+        FdtSource::Phys(phys)
+    } else {
+        FdtSource::File(fdt.to_vec())
+    };
+    let opts = InspectOptions {
+        format,
+        max_blocks: Some(4096),
+        ..InspectOptions::default()
+    };
+    let out = inspect(&image, &src, &opts);
+    for f in &out.errors {
+        let _ = f.to_string();
+    }
+    Some(Ok(out))
+}
+
+/// Small handovers built in memory, for the tests, the fuzz corpus and the
+/// docs: a kho-v3 radix tree in an ELF core, kho-v1 chunk lists in raw
+/// images.
+#[doc(hidden)]
+pub mod fixtures {
+    use kho::{
+        BitmapSize, Block, KhoFdtBuilder, KhoVersion, Order, PAGE_SIZE, PageAlloc, PageMap,
+        PhysAddr, RadixTree, VecArena, write_v1,
+    };
+
+    use crate::image::write_elf;
+
+    /// A handover: the image bytes, the FDT bytes, where the FDT is in the
+    /// image, the blocks preserved (sorted) and the map's pages.
+    #[derive(Debug, Clone)]
+    pub struct Fixture {
+        /// The image (ELF core or raw).
+        pub image: Vec<u8>,
+        /// The root FDT.
+        pub fdt: Vec<u8>,
+        /// The root FDT's address in the image.
+        pub fdt_phys: PhysAddr,
+        /// Every preserved block, sorted.
+        pub blocks: Vec<Block>,
+    }
+
+    fn put(arena: &VecArena, at: PhysAddr, bytes: &[u8]) {
+        for (i, chunk) in bytes.chunks(8).enumerate() {
+            let mut b = [0u8; 8];
+            b.iter_mut().zip(chunk).for_each(|(d, s)| *d = *s);
+            arena
+                .write_word(at, i, u64::from_le_bytes(b))
+                .expect("FDT fits its page");
+        }
+    }
+
+    /// The arena's pages as a raw image.
+    pub fn raw(arena: &VecArena) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut p = arena.range().start();
+        while p < arena.range().end() {
+            for w in arena.page(p).expect("arena page").snapshot() {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            p = p.checked_add(PAGE_SIZE).expect("arena fits");
+        }
+        out
+    }
+
+    /// kho-v3: 16 pages at 1 MiB as one ELF segment; blocks of orders 0
+    /// and 1 at its top and the FDT page (order 0), a blob subnode "demo"
+    /// on the order-1 block.
+    pub fn tiny_v3() -> Fixture {
+        let base = 0x10_0000u64;
+        let arena = VecArena::new(PhysAddr::new(base), 16);
+        let page = |i: u64| PhysAddr::new(base + i * PAGE_SIZE);
+        let mut blocks = vec![
+            Block::new(page(12), Order::new(0)).expect("aligned"),
+            Block::new(page(14), Order::new(1)).expect("aligned"),
+        ];
+        for i in 12..16 {
+            arena.claim(page(i)).expect("arena page");
+        }
+        let tree = RadixTree::new(&arena).expect("tree");
+        let fdt_phys = arena.alloc_zeroed_page().expect("FDT page");
+        let mut b = KhoFdtBuilder::new(tree.root());
+        b.add_subnode("demo", page(14), 5000);
+        let fdt = b.build().expect("FDT");
+        put(&arena, fdt_phys, &fdt);
+        blocks.push(Block::new(fdt_phys, Order::ZERO).expect("aligned"));
+        for &blk in &blocks {
+            tree.preserve(blk).expect("preserve");
+        }
+        blocks.sort();
+        let mut image = Vec::new();
+        write_elf(&arena, &[arena.range()], &mut image).expect("in-memory write");
+        Fixture {
+            image,
+            fdt,
+            fdt_phys,
+            blocks,
+        }
+    }
+
+    /// kho-v1 with bitmaps of `size`: `pages` pages at `base` as a raw
+    /// image, `blocks` serialized by [`write_v1`]; the FDT is in the file
+    /// only (`fdt_phys` is zero).
+    pub fn v1_raw(base: PhysAddr, pages: usize, blocks: &[Block], size: BitmapSize) -> Fixture {
+        let arena = VecArena::new(base, pages);
+        for b in blocks {
+            let mut p = b.phys();
+            while p < b.phys().checked_add(b.size()).expect("block fits") {
+                arena.claim(p).expect("block inside the arena");
+                p = p.checked_add(PAGE_SIZE).expect("fits");
+            }
+        }
+        let head = write_v1(&arena, blocks, size).expect("v1 list");
+        let fdt = KhoFdtBuilder::new(head)
+            .version(KhoVersion::V1)
+            .build()
+            .expect("FDT");
+        let mut sorted = blocks.to_vec();
+        sorted.sort();
+        Fixture {
+            image: raw(&arena),
+            fdt,
+            fdt_phys: PhysAddr::ZERO,
+            blocks: sorted,
+        }
+    }
+
+    /// A fuzz input (see [`super::fuzz_one`]) from its parts.
+    pub fn fuzz_input(flags: u8, fdt_phys: PhysAddr, fdt: &[u8], image: &[u8]) -> Vec<u8> {
+        let mut out = vec![flags];
+        out.extend_from_slice(&fdt_phys.as_u64().to_le_bytes());
+        let n = u16::try_from(fdt.len()).expect("FDT under 64 KiB");
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(fdt);
+        out.extend_from_slice(image);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;
