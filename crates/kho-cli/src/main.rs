@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use kho_lab::peers::{MachineScheme, SchemeKind};
 use kho_lab::{FidelityCase, run_case};
 use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
 use kho_machine::liveupdate::{
@@ -103,6 +104,13 @@ struct RunArgs {
     /// Fault injection: pages the workload forgets to preserve.
     #[arg(long, hide = true, default_value_t = 0)]
     forget_pages: u64,
+    /// The tracker design: `kho` (ours, every restore strategy), `xarray`
+    /// (Linux 6.16's xarrays of bitmaps and kho-v1 chunk list, page bitmaps;
+    /// `xarray-512`: 6.16's 512-byte bitmaps), `radix-mainline` (mainline's
+    /// radix tree under a mutex, per-block restore), `maple` (the range
+    /// proposal). A peer restores its own way: `--strategy` is ignored.
+    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
+    scheme: SchemeKind,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +149,9 @@ struct OldKernelCli {
     /// `kho_scratch=`: N% or lowmem,global,pernode sizes.
     #[arg(long, default_value = "200%")]
     kho_scratch: String,
+    /// The tracker design.
+    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
+    scheme: SchemeKind,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +164,15 @@ struct NewKernelCli {
     setup_data: String,
     #[arg(long, value_parser = parse_strategy)]
     strategy: Strategy,
+    /// The tracker design the old kernel handed over with.
+    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
+    scheme: SchemeKind,
+}
+
+fn parse_scheme(s: &str) -> Result<SchemeKind, String> {
+    SchemeKind::from_name(s).ok_or_else(|| {
+        format!("unknown scheme {s:?} (kho, xarray, xarray-512, radix-mainline, maple)")
+    })
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -225,6 +245,7 @@ fn old_kernel(a: OldKernelCli) -> Result<()> {
     cfg.scratch = a.kho_scratch.parse()?;
     cfg.seed = a.seed;
     cfg.trace = a.trace;
+    cfg.scheme = MachineScheme::by_name(a.scheme.name());
     cfg.image = std::env::current_exe().context("locating this binary for kexec")?;
     let s = &mut cfg.scenario;
     s.memfd_bytes = a
@@ -242,6 +263,7 @@ fn new_kernel(a: NewKernelCli) -> Result<()> {
     let report = new_kernel_main(&NewKernelConfig {
         handover,
         strategy: a.strategy,
+        scheme: MachineScheme::by_name(a.scheme.name()),
     })
     .context("new kernel")?;
     println!("{}", serde_json::to_string(&report)?);
@@ -258,6 +280,8 @@ fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunRepo
         strategy.as_str().into(),
         "--forget-pages".into(),
         a.forget_pages.to_string().into(),
+        "--scheme".into(),
+        a.scheme.name().into(),
     ];
     let out = Command::new(exe)
         .args(&args)
@@ -281,9 +305,11 @@ fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunRepo
 fn run(a: &RunArgs) -> Result<()> {
     kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
     let exe = std::env::current_exe().context("locating this binary")?;
-    let rows = a
-        .strategy
-        .strategies()
+    let strategies = match MachineScheme::strategy(a.scheme) {
+        Some(s) => vec![s],
+        None => a.strategy.strategies(),
+    };
+    let rows = strategies
         .into_iter()
         .map(|s| live_update(&exe, a, s))
         .collect::<Result<Vec<_>>>()?;
@@ -331,7 +357,10 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
         // Next-boot memory init: walk + memblock + memmap and buddy.
         let total = r.walk_ms + r.memblock_ms + r.mm_init_ms;
         t.add_row(vec![
-            Cell::new(r.strategy.as_str()),
+            Cell::new(match &r.scheme {
+                Some(s) => format!("{s} ({})", r.strategy),
+                None => r.strategy.to_string(),
+            }),
             right(r.blocks.to_string()),
             right(bytes(r.preserved_bytes)),
             right(format!("{:.3}", r.walk_ms)),

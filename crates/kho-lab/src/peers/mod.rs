@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use kho::{Block, MemError, PageAlloc, PageMap, PhysAddr, PhysRange, RamMap};
 
+pub mod machine;
 pub mod maple;
 pub mod radix;
 pub mod xarray;
@@ -37,6 +38,7 @@ pub mod xarray;
 #[cfg(test)]
 mod tests;
 
+pub use machine::MachineScheme;
 pub use maple::{MAPLE_COMPATIBLE, MAPLE_RECORDS_PER_CHUNK, MapleChunk, MapleRecord, MapleScheme};
 pub use radix::{KhoScheme, RadixMainline};
 pub use xarray::XarrayScheme;
