@@ -174,13 +174,16 @@ fn open<'m, 'r, M: PageMap + ?Sized>(
     )?)
 }
 
-/// Mainline's `kho_preserved_memory_reserve`: per block, as walked.
+/// Mainline's `kho_preserved_memory_reserve`: per block, as walked, the
+/// walk under the tree's mutex (uncontended this early in boot).
 pub(super) fn restore_per_block<M: PageMap + ?Sized>(
     mem: &M,
     ram: RamMap<'_>,
     root: PhysAddr,
     target: &mut dyn Reserve,
 ) -> Result<RestoreStats, SchemeError> {
+    static TREE_LOCK: Mutex<()> = Mutex::new(());
+    let _guard = TREE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let mut st = RestoreStats::default();
     for b in open(mem, ram, root)?.walk() {
         super::reserve_block(target, &mut st, b?)?;

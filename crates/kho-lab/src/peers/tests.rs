@@ -358,3 +358,94 @@ fn run_scheme_reports_costs() {
     assert_eq!(r.restore.reservations, 1);
     assert_eq!(r.metadata.total_pages(), 2);
 }
+
+// ---------------------------------------------------------------------------
+// Corrupt handovers and the machine adapter
+
+#[test]
+fn corrupt_handovers_are_refused() {
+    let a = arena();
+    let ram = [a.range()];
+    let map = RamMap::new(&ram, &[]).unwrap();
+    let outside = PhysAddr::new(BASE - PAGE_SIZE);
+    let mut rec = Recorder::default();
+    for kind in [SchemeKind::Xarray512, SchemeKind::XarrayPage] {
+        let e = kind.restore(&a, map, outside, &mut rec).unwrap_err();
+        assert!(matches!(e, SchemeError::V1(_)), "{kind}: {e}");
+    }
+    for kind in [SchemeKind::RadixMainline, SchemeKind::Kho] {
+        let e = kind.restore(&a, map, outside, &mut rec).unwrap_err();
+        assert!(matches!(e, SchemeError::Walk(_)), "{kind}: {e}");
+    }
+    let e = SchemeKind::Maple
+        .restore(&a, map, outside, &mut rec)
+        .unwrap_err();
+    assert!(matches!(e, SchemeError::Maple { .. }), "{e}");
+    assert!(rec.reserved.is_empty() && rec.heads.is_empty());
+}
+
+#[test]
+fn a_tracker_out_of_memory_says_so() {
+    let a = arena();
+    a.set_limit(a.allocated());
+    let s = XarrayScheme::new(&a, BitmapSize::Page);
+    let e = s.preserve(b(BLOCKS_AT, 0)).unwrap_err();
+    assert!(matches!(e, SchemeError::Mem(_)), "{e}");
+    assert!(matches!(
+        SchemeKind::RadixMainline.tracker(&a),
+        Err(SchemeError::Radix(_))
+    ));
+}
+
+/// A memblock that refuses every reservation.
+struct Refuse;
+
+impl Reserve for Refuse {
+    fn reserve(&mut self, range: PhysRange) -> Result<(), SchemeError> {
+        Err(SchemeError::Reserve {
+            range,
+            reason: "full".into(),
+        })
+    }
+
+    fn head(&mut self, _: Block) -> Result<(), SchemeError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_refused_reservation_stops_the_restore() {
+    for kind in SchemeKind::ALL {
+        let a = arena();
+        let ram = [a.range()];
+        let map = RamMap::new(&ram, &[]).unwrap();
+        let e = run_scheme(kind, &a, map, &[b(BLOCKS_AT, 0)], &mut Refuse).unwrap_err();
+        assert!(matches!(e, SchemeError::Reserve { .. }), "{kind}: {e}");
+    }
+}
+
+#[test]
+fn root_fdts_round_trip_and_refuse_other_compatibles() {
+    use kho_machine::kho::PeerScheme;
+
+    let subnodes = [("kho-run", PhysAddr::new(0x5000), 100u64)];
+    let bytes = machine::maple_fdt(PhysAddr::new(0x7000), &subnodes).unwrap();
+    let p = machine::parse_maple_fdt(&bytes).unwrap();
+    assert_eq!(p.root, PhysAddr::new(0x7000));
+    assert_eq!(
+        p.subnodes,
+        [("kho-run".to_owned(), PhysAddr::new(0x5000), Some(100))]
+    );
+    // A maple FDT is not kho-v1, and kho-v3 is not maple.
+    let xa = MachineScheme(SchemeKind::XarrayPage);
+    assert!(xa.parse_fdt(&bytes).is_err());
+    let mut v3 = kho::KhoFdtBuilder::new(PhysAddr::new(0x7000));
+    v3.add_subnode("kho-run", PhysAddr::new(0x5000), 100);
+    let v3 = v3.build().unwrap();
+    assert!(machine::parse_maple_fdt(&v3).is_err());
+    assert!(xa.parse_fdt(&v3).is_err());
+    let mainline = MachineScheme(SchemeKind::RadixMainline);
+    assert_eq!(mainline.parse_fdt(&v3).unwrap().root, PhysAddr::new(0x7000));
+    assert!(MachineScheme::by_name("kho").is_none());
+    assert_eq!(MachineScheme::by_name("maple").unwrap().name(), "maple");
+}
