@@ -449,3 +449,57 @@ fn root_fdts_round_trip_and_refuse_other_compatibles() {
     assert!(MachineScheme::by_name("kho").is_none());
     assert_eq!(MachineScheme::by_name("maple").unwrap().name(), "maple");
 }
+
+/// The schemes side by side on a checkpoint-like workload (2 x 1 GiB,
+/// 256 x 2 MiB, 180,000 scattered 4 KiB pages over 4 GiB): metadata,
+/// finalize and the restore's memory. Prints a table; run with
+/// `cargo test -p kho-lab --release -- --ignored --nocapture side_by_side`.
+#[test]
+#[ignore = "a measurement, not a check: run in release with --nocapture"]
+fn side_by_side() {
+    const GIB: u64 = 1 << 30;
+    let mut blocks: Vec<Block> = (0..2).map(|i| b(4 * GIB + i * GIB, 18)).collect();
+    blocks.extend((0..256).map(|i| b(6 * GIB + i * (2 << 20), 9)));
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut pages = BTreeSet::new();
+    while pages.len() < 180_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        pages.insert(x % (GIB / PAGE_SIZE * 4));
+    }
+    blocks.extend(pages.iter().map(|p| b(8 * GIB + p * PAGE_SIZE, 0)));
+    println!(
+        "{:<15} {:>10} {:>11} {:>9} {:>12} {:>13} {:>11} {:>12}",
+        "scheme",
+        "preserve ms",
+        "finalize ms",
+        "md pages",
+        "object bytes",
+        "reservations",
+        "restore ms",
+        "restore peak"
+    );
+    for kind in SchemeKind::ALL {
+        let a = VecArena::new(PhysAddr::new(BASE), 65536);
+        let ram = [
+            a.range(),
+            PhysRange::new(PhysAddr::new(4 * GIB), PhysAddr::new(12 * GIB)).unwrap(),
+        ];
+        let map = RamMap::new(&ram, &[]).unwrap();
+        let mut rec = Recorder::default();
+        let r = run_scheme(kind, &a, map, &blocks, &mut rec).unwrap();
+        assert_eq!(r.restore.blocks, blocks.len() as u64);
+        println!(
+            "{:<15} {:>10.1} {:>11.3} {:>9} {:>12} {:>13} {:>11.1} {:>12}",
+            kind.name(),
+            r.preserve_ms,
+            r.finalize_ms,
+            r.metadata.total_pages(),
+            r.metadata.object_bytes,
+            r.restore.reservations,
+            r.restore.time.as_secs_f64() * 1e3,
+            r.restore.peak_bytes
+        );
+    }
+}
