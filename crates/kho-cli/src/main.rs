@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use kho::{PhysAddr, PhysRange};
 use kho_lab::image::{MemImage, Source};
+use kho_lab::peers::{MachineScheme, SchemeKind};
 use kho_lab::{FdtSource, FidelityCase, Format, InspectOptions, dump_old_kernel, run_case};
 use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
 use kho_machine::liveupdate::{
@@ -116,6 +117,13 @@ struct RunArgs {
     /// depend on the strategy). Try it with `kho inspect`.
     #[arg(long, value_name = "FILE")]
     dump_core: Option<PathBuf>,
+    /// The tracker design: `kho` (ours, every restore strategy), `xarray`
+    /// (Linux 6.16's xarrays of bitmaps and kho-v1 chunk list, page bitmaps;
+    /// `xarray-512`: 6.16's 512-byte bitmaps), `radix-mainline` (mainline's
+    /// radix tree under a mutex, per-block restore), `maple` (the range
+    /// proposal). A peer restores its own way: `--strategy` is ignored.
+    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
+    scheme: SchemeKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -226,6 +234,9 @@ struct OldKernelCli {
     /// Write the memory (ELF core) and FILE.fdt just before the exec.
     #[arg(long, value_name = "FILE")]
     dump_core: Option<PathBuf>,
+    /// The tracker design.
+    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
+    scheme: SchemeKind,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +249,15 @@ struct NewKernelCli {
     setup_data: String,
     #[arg(long, value_parser = parse_strategy)]
     strategy: Strategy,
+    /// The tracker design the old kernel handed over with.
+    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
+    scheme: SchemeKind,
+}
+
+fn parse_scheme(s: &str) -> Result<SchemeKind, String> {
+    SchemeKind::from_name(s).ok_or_else(|| {
+        format!("unknown scheme {s:?} (kho, xarray, xarray-512, radix-mainline, maple)")
+    })
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -335,6 +355,7 @@ fn old_kernel(a: OldKernelCli) -> Result<()> {
     cfg.scratch = a.kho_scratch.parse()?;
     cfg.seed = a.seed;
     cfg.trace = a.trace;
+    cfg.scheme = MachineScheme::by_name(a.scheme.name());
     cfg.image = std::env::current_exe().context("locating this binary for kexec")?;
     let s = &mut cfg.scenario;
     s.memfd_bytes = a
@@ -368,6 +389,7 @@ fn new_kernel(a: NewKernelCli) -> Result<()> {
     let report = new_kernel_main(&NewKernelConfig {
         handover,
         strategy: a.strategy,
+        scheme: MachineScheme::by_name(a.scheme.name()),
     })
     .context("new kernel")?;
     println!("{}", serde_json::to_string(&report)?);
@@ -389,6 +411,8 @@ fn live_update(
         strategy.as_str().into(),
         "--forget-pages".into(),
         a.forget_pages.to_string().into(),
+        "--scheme".into(),
+        a.scheme.name().into(),
     ];
     if let Some(path) = dump_core {
         args.extend(["--dump-core".into(), path.into()]);
@@ -415,9 +439,11 @@ fn live_update(
 fn run(a: &RunArgs) -> Result<()> {
     kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
     let exe = std::env::current_exe().context("locating this binary")?;
-    let rows = a
-        .strategy
-        .strategies()
+    let strategies = match MachineScheme::strategy(a.scheme) {
+        Some(s) => vec![s],
+        None => a.strategy.strategies(),
+    };
+    let rows = strategies
         .into_iter()
         .enumerate()
         .map(|(i, s)| live_update(&exe, a, s, a.dump_core.as_ref().filter(|_| i == 0)))
@@ -466,7 +492,10 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
         // Next-boot memory init: walk + memblock + memmap and buddy.
         let total = r.walk_ms + r.memblock_ms + r.mm_init_ms;
         t.add_row(vec![
-            Cell::new(r.strategy.as_str()),
+            Cell::new(match &r.scheme {
+                Some(s) => format!("{s} ({})", r.strategy),
+                None => r.strategy.to_string(),
+            }),
             right(r.blocks.to_string()),
             right(bytes(r.preserved_bytes)),
             right(format!("{:.3}", r.walk_ms)),

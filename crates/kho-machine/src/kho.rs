@@ -35,7 +35,19 @@
 //!
 //! Every strategy validates the whole tree before it changes memblock, so a
 //! corrupt tree never leaves half the preserved memory reserved.
+//!
+//! # Peer schemes
+//!
+//! A handover written by another tracker design (`kho run --scheme`: Linux
+//! 6.16's xarray and kho-v1 chunk list, mainline's radix tree, the maple
+//! proposal) is read through a [`PeerScheme`], implemented in kho-lab:
+//! [`kho_populate_scheme`] lets it parse the root FDT (its own compatible),
+//! and [`kho_memory_init`] lets it account the preserved memory the way
+//! its authors did, timed like `per-block`: a read-only pass first (`walk`,
+//! which also validates the whole handover), then the pass that reserves
+//! and writes the heads (`memblock` = that pass minus the read-only one).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kho::{
@@ -50,6 +62,7 @@ use crate::liveupdate::Strategy;
 use crate::memblock::{MemblockError, MemblockFlags};
 use crate::memmap::{MemMap, MemmapError};
 use crate::physio::read_bytes;
+use crate::workload::TreeAlloc;
 
 /// `KHO_PAGE_MAGIC`: the high half of a restorable head page's `private`.
 pub const KHO_PAGE_MAGIC: u32 = 0x4b48_4f50;
@@ -116,6 +129,14 @@ pub enum KhoError {
         root: PhysAddr,
         /// The first broken invariant.
         source: WalkError,
+    },
+    /// A peer scheme refused the handover.
+    #[error("{scheme}: {reason}")]
+    Scheme {
+        /// The scheme.
+        scheme: &'static str,
+        /// Its first broken rule, as text.
+        reason: String,
     },
     /// `kho_memory_init` before `alloc_memmap`.
     #[error("kho_memory_init needs the memmap (alloc_memmap) first")]
@@ -191,6 +212,7 @@ pub struct Kho {
     incoming: Option<KhoIn>,
     error: Option<KhoError>,
     skip: Vec<PhysRange>,
+    scheme: Option<Arc<dyn PeerScheme>>,
 }
 
 impl Kho {
@@ -200,6 +222,7 @@ impl Kho {
             incoming: None,
             error: Some(reason),
             skip: Vec::new(),
+            scheme: None,
         }
     }
 
@@ -239,36 +262,117 @@ impl Kho {
 /// Never fails the boot: on any error the marks made are undone and the
 /// returned [`Kho`] is disabled with the reason.
 pub fn kho_populate(machine: &mut Machine<'_>, handover: &KhoHandover) -> Kho {
-    match populate(machine, handover) {
+    kho_populate_scheme(machine, handover, None)
+}
+
+/// [`kho_populate`] for a handover written by `scheme` (`None`: the
+/// built-in radix tree, `kho-v2`/`kho-v3`): the scheme parses the root
+/// FDT, and [`kho_memory_init`] will account the memory through it.
+pub fn kho_populate_scheme(
+    machine: &mut Machine<'_>,
+    handover: &KhoHandover,
+    scheme: Option<Arc<dyn PeerScheme>>,
+) -> Kho {
+    match populate(machine, handover, scheme.as_deref()) {
         Ok(k) => Kho {
             incoming: Some(k),
             error: None,
             skip: Vec::new(),
+            scheme,
         },
         Err(e) => Kho::disabled(e),
     }
 }
 
-fn populate(machine: &mut Machine<'_>, h: &KhoHandover) -> Result<KhoIn, KhoError> {
+/// A preserved-memory tracker other than the built-in radix tree, as both
+/// kernels see it: kho-lab's peer schemes implement it, `kho run --scheme`
+/// picks one (see the module doc).
+pub trait PeerScheme: std::fmt::Debug + Send + Sync {
+    /// The scheme's name (`--scheme`).
+    fn name(&self) -> &'static str;
+    /// The old kernel: preserves `blocks`, in order, through a fresh
+    /// tracker whose memory comes from `alloc`, finalizes it, and builds
+    /// the root FDT around its handover with `subnodes` (name, blob, size).
+    fn hand_over(
+        &self,
+        alloc: &TreeAlloc<'_, '_>,
+        blocks: &[Block],
+        subnodes: &[(&str, PhysAddr, u64)],
+    ) -> Result<PeerHandover, String>;
+    /// The new kernel: parses the root FDT, refusing any compatible but
+    /// the scheme's.
+    fn parse_fdt(&self, bytes: &[u8]) -> Result<PeerFdt, String>;
+    /// The new kernel's `kho_memory_init` for this scheme: reads the
+    /// handover at `k.root`, reserves the preserved memory and writes the
+    /// head pages, as the scheme's authors did.
+    fn memory_init(
+        &self,
+        machine: &mut Machine<'_>,
+        k: &KhoIn,
+    ) -> Result<KhoMemoryInitStats, KhoError>;
+}
+
+/// What a [`PeerScheme`] left in the old kernel's memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerHandover {
+    /// The root FDT's bytes.
+    pub fdt: Vec<u8>,
+    /// Its `preserved-memory-map`.
+    pub root: PhysAddr,
+    /// Finalize (the handover preparation), ms.
+    pub finalize_ms: f64,
+    /// The tracker's metadata pages, counted exactly (simulated pages plus
+    /// the slab pages of its modelled kernel objects).
+    pub metadata_pages: u64,
+}
+
+/// A root FDT as a [`PeerScheme`] parsed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerFdt {
+    /// The subnode format (`kho-v1`: `fdt`, no size; `kho-v3`:
+    /// `preserved-data` and `blob-size`).
+    pub version: KhoVersion,
+    /// `preserved-memory-map`.
+    pub root: PhysAddr,
+    /// The subnodes: `(name, data, size)`.
+    pub subnodes: Vec<(String, PhysAddr, Option<u64>)>,
+}
+
+fn populate(
+    machine: &mut Machine<'_>,
+    h: &KhoHandover,
+    scheme: Option<&dyn PeerScheme>,
+) -> Result<KhoIn, KhoError> {
     let fdt = h.fdt;
     let len = usize::try_from(fdt.size())
         .unwrap_or(usize::MAX)
         .min(KHO_FDT_MAX_SIZE);
     let bytes = read_bytes(machine.mem(), fdt.start(), len)
         .map_err(|source| KhoError::FdtRead { fdt, source })?;
-    let parsed = KhoFdt::parse(&bytes).map_err(|source| KhoError::Fdt { fdt, source })?;
-    let version = parsed.version();
-    if !matches!(version, KhoVersion::V2 | KhoVersion::V3) {
-        return Err(KhoError::Compatible {
-            fdt,
-            found: version,
-        });
-    }
-    let subnodes = parsed
-        .subnodes()
-        .map(|n| (n.name().to_owned(), n.data(), n.size()))
-        .collect();
-    let root = parsed.root();
+    let (version, root, subnodes) = match scheme {
+        Some(s) => {
+            let p = s.parse_fdt(&bytes).map_err(|reason| KhoError::Scheme {
+                scheme: s.name(),
+                reason,
+            })?;
+            (p.version, p.root, p.subnodes)
+        }
+        None => {
+            let parsed = KhoFdt::parse(&bytes).map_err(|source| KhoError::Fdt { fdt, source })?;
+            let version = parsed.version();
+            if !matches!(version, KhoVersion::V2 | KhoVersion::V3) {
+                return Err(KhoError::Compatible {
+                    fdt,
+                    found: version,
+                });
+            }
+            let subnodes = parsed
+                .subnodes()
+                .map(|n| (n.name().to_owned(), n.data(), n.size()))
+                .collect();
+            (version, parsed.root(), subnodes)
+        }
+    };
 
     let mb = &mut machine.memblock;
     let mut marked = 0usize;
@@ -335,7 +439,8 @@ pub struct KhoMemoryInitStats {
     pub reserved_regions: u64,
 }
 
-fn write_head(mm: &MemMap<'_>, block: Block) -> Result<(), KhoError> {
+/// `page->private = {order, KHOP}` of `block`'s head page.
+pub fn write_head(mm: &MemMap<'_>, block: Block) -> Result<(), KhoError> {
     let page = mm
         .pfn_to_page(block.pfn())
         .map_err(|source| KhoError::Memmap {
@@ -371,10 +476,14 @@ pub fn kho_memory_init(
             ..KhoMemoryInitStats::default()
         };
     };
-    match memory_init(machine, &incoming, strategy) {
+    let result = match kho.scheme.clone() {
+        Some(s) => s.memory_init(machine, &incoming).map(|st| (st, Vec::new())),
+        None => memory_init(machine, &incoming, strategy),
+    };
+    match result {
         Ok((stats, skip)) => {
             kho.skip = skip;
-            if strategy != Strategy::Skip {
+            if strategy != Strategy::Skip || kho.scheme.is_some() {
                 machine.memblock.memblock_clear_kho_scratch_only();
             }
             stats
@@ -405,9 +514,7 @@ fn memory_init(
 ) -> Result<(KhoMemoryInitStats, Vec<PhysRange>), KhoError> {
     let mem = machine.mem();
     let ram = mem.layout().ram();
-    let mut forbidden = k.scratch.clone();
-    forbidden.push(machine.config().kernel);
-    let forbidden = kho::addr::merge_ranges(forbidden);
+    let forbidden = kho_forbidden(machine, k);
     let map = RamMap::new(ram, &forbidden).map_err(KhoError::RamMap)?;
     let root = k.root;
     let werr = |source| KhoError::Walk { root, source };
@@ -497,6 +604,14 @@ fn memory_init(
     }
     st.reserved_regions = mb.reserved.cnt() as u64;
     Ok((st, skip))
+}
+
+/// What no preserved block (and no handover page) may touch: the scratch
+/// areas and the kernel image, sorted and merged.
+pub fn kho_forbidden(machine: &Machine<'_>, k: &KhoIn) -> Vec<PhysRange> {
+    let mut forbidden = k.scratch.clone();
+    forbidden.push(machine.config().kernel);
+    kho::addr::merge_ranges(forbidden)
 }
 
 /// The order recorded in the head page at `phys`, if it carries the KHO

@@ -46,6 +46,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kho::{Block, KhoFdtBuilder, Order, PAGE_SIZE, PhysAddr, PhysRange, RadixTree, split_pages};
@@ -58,11 +59,11 @@ use crate::kexec::{
     KexecError, KhoHandover, NewKernelArgs, kexec_exec, read_setup_data, write_handover,
 };
 use crate::kho::{
-    Kho, KhoError, KhoIn, blob_pages, kho_memory_init, kho_populate, kho_preserved_order,
-    kho_restore_folio, kho_restore_pages,
+    Kho, KhoError, KhoIn, PeerHandover, PeerScheme, blob_pages, kho_memory_init,
+    kho_populate_scheme, kho_preserved_order, kho_restore_folio, kho_restore_pages,
 };
-use crate::manifest::{Manifest, ManifestError, POISON, block_checksum, poison};
-use crate::physio::write_bytes;
+use crate::manifest::{Manifest, ManifestError, ManifestHeader, POISON, block_checksum, poison};
+use crate::physio::{read_bytes, write_bytes};
 use crate::scratch::{
     KernReserved, ScratchAreas, ScratchError, ScratchSizing, kho_reserve_scratch,
 };
@@ -149,6 +150,12 @@ pub struct RunReport {
     /// Why the new kernel booted without KHO (`None`: KHO was used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kho_error: Option<String>,
+    /// The peer scheme that tracked and restored the memory (`None`: ours,
+    /// `kho`, restored with `strategy`; a peer restores its own way and
+    /// `strategy` names the closest: `per-block` or, for maple's one
+    /// reservation per range, `coalesced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
 }
 
 /// Errors of the live update.
@@ -196,6 +203,14 @@ pub enum LiveUpdateError {
     /// The old kernel's hook before the exec failed.
     #[error("before the exec: {0}")]
     BeforeExec(String),
+    /// A peer scheme failed in the old kernel.
+    #[error("scheme {scheme}: {reason}")]
+    Scheme {
+        /// The scheme.
+        scheme: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The setup_data list carries no KHO hand-over.
     #[error("no SETUP_KEXEC_KHO hand-over in the setup_data list at {0}")]
     NoHandover(PhysAddr),
@@ -256,6 +271,9 @@ pub struct OldKernelConfig {
     pub image: PathBuf,
     /// Print the old kernel's phase times and sizes on stderr.
     pub trace: bool,
+    /// The peer scheme that tracks the preserved memory (`None`: ours, the
+    /// lock-free radix tree).
+    pub scheme: Option<Arc<dyn PeerScheme>>,
 }
 
 impl OldKernelConfig {
@@ -273,6 +291,7 @@ impl OldKernelConfig {
             scratch: ScratchSizing::default(),
             image: PathBuf::new(),
             trace: false,
+            scheme: None,
         })
     }
 }
@@ -289,7 +308,8 @@ pub struct OldKernelImage {
     pub handover: PhysRange,
     /// The root FDT page (`kho_data.fdt_addr`, [`FDT_SIZE`]).
     pub fdt: PhysRange,
-    /// The radix tree's root (`preserved-memory-map`).
+    /// The radix tree's root (`preserved-memory-map`; with a peer scheme,
+    /// its map: a chunk list head).
     pub radix_root: PhysAddr,
     /// The manifest (the workload's folios, forgotten ones included).
     pub manifest: Manifest,
@@ -299,7 +319,8 @@ pub struct OldKernelImage {
     /// Every block preserved: the workload's, the manifest pages', the FDT
     /// page.
     pub preserved: Vec<Block>,
-    /// The radix tree's own pages (kept from poison, never preserved).
+    /// The radix tree's own pages (kept from poison, never preserved; with
+    /// a peer scheme, the peer's metadata pages).
     pub tree_pages: Vec<PhysAddr>,
     /// The scratch areas `[lowmem, global, node 0]`.
     pub scratch: ScratchAreas,
@@ -311,6 +332,8 @@ pub struct OldKernelImage {
     pub poisoned_pages: u64,
     /// The phases' wall-clock times, ms, in order.
     pub phases: Vec<(&'static str, f64)>,
+    /// What the peer scheme handed over (`None`: ours).
+    pub peer: Option<PeerHandover>,
 }
 
 struct Phases {
@@ -355,7 +378,10 @@ pub fn old_kernel_main_with(
             if let Err(reason) = before_exec(&img) {
                 return LiveUpdateError::BeforeExec(reason);
             }
-            let cmdline = new_kernel_cmdline(cfg.strategy);
+            let mut cmdline = new_kernel_cmdline(cfg.strategy);
+            if let Some(s) = &cfg.scheme {
+                cmdline.extend(["--scheme".into(), s.name().into()]);
+            }
             kexec_exec(&img.mem, &cfg.image, img.setup_data, &cmdline).into()
         }
         Err(e) => e,
@@ -377,6 +403,12 @@ fn trace(img: &OldKernelImage) {
         eprintln!("old kernel: {name:<32} {ms:>9.1} ms");
     }
     eprintln!("old kernel: {:<32} {total:>9.1} ms", "total");
+    if let Some(p) = &img.peer {
+        eprintln!(
+            "old kernel: scheme finalize {:.3} ms, {} metadata pages",
+            p.finalize_ms, p.metadata_pages
+        );
+    }
     eprintln!(
         "old kernel: kern reserved {} MiB (low {} MiB), memmap {} MiB, scratch {:?} ({} MiB)",
         img.kern.total / MIB,
@@ -450,6 +482,7 @@ pub fn old_kernel_boot(cfg: &OldKernelConfig) -> Result<OldKernelImage, LiveUpda
         memmap_bytes: parts.memmap_bytes,
         poisoned_pages: parts.poisoned_pages,
         phases: parts.phases,
+        peer: parts.peer,
     })
 }
 
@@ -467,6 +500,7 @@ struct Parts {
     memmap_bytes: u64,
     poisoned_pages: u64,
     phases: Vec<(&'static str, f64)>,
+    peer: Option<PeerHandover>,
 }
 
 fn oom(what: &'static str, size: u64) -> LiveUpdateError {
@@ -547,25 +581,46 @@ fn boot_and_prepare(mem: &PhysMem, cfg: &OldKernelConfig) -> Result<Parts, LiveU
         .alloc_pages(Order::ZERO)
         .map_err(|_| oom("root FDT", FDT_SIZE))?
         .phys();
-    let mut builder = KhoFdtBuilder::new(tree.root());
-    builder.add_subnode(MANIFEST_NODE, manifest_blob.start(), manifest_blob.size());
-    let fdt_bytes = builder.build()?;
-    mem.page_at(fdt_at)?.zero();
-    write_bytes(mem, fdt_at, &fdt_bytes)?;
     let fdt =
         PhysRange::from_start_size(fdt_at, FDT_SIZE).map_err(|_| oom("root FDT", FDT_SIZE))?;
     scratch.check_preserve(fdt)?;
     let fdt_block = Block::new(fdt_at, Order::ZERO).map_err(|_| oom("root FDT", FDT_SIZE))?;
     tree.preserve(fdt_block)?;
     preserved.push(fdt_block);
+    // A peer scheme: the same blocks, in the same order, preserved through
+    // it, then its finalize (kho_finalize: serialize, then the FDT).
+    let peer_alloc = TreeAlloc::new(buddy);
+    let (fdt_bytes, peer) = match &cfg.scheme {
+        None => {
+            let mut builder = KhoFdtBuilder::new(tree.root());
+            builder.add_subnode(MANIFEST_NODE, manifest_blob.start(), manifest_blob.size());
+            (builder.build()?, None)
+        }
+        Some(s) => {
+            let subnodes = [(MANIFEST_NODE, manifest_blob.start(), manifest_blob.size())];
+            let h = s
+                .hand_over(&peer_alloc, &preserved, &subnodes)
+                .map_err(|reason| LiveUpdateError::Scheme {
+                    scheme: s.name(),
+                    reason,
+                })?;
+            (h.fdt.clone(), Some(h))
+        }
+    };
+    mem.page_at(fdt_at)?.zero();
+    write_bytes(mem, fdt_at, &fdt_bytes)?;
 
     // 7. The hand-over, in scratch.
     let handover_at = handover_address(&scratch)?;
     let image = write_handover(mem, handover_at, PhysAddr::ZERO, fdt, scratch.as_slice())?;
     phases.mark("manifest, FDT, hand-over");
 
-    // 8. Poison everything else.
-    let tree_pages = tree_alloc.pages();
+    // 8. Poison everything else (a peer scheme's radix tree above is
+    // scratch work: its pages are poisoned, the peer's metadata is kept).
+    let (tree_pages, radix_root) = match &peer {
+        None => (tree_alloc.pages(), tree.root()),
+        Some(h) => (peer_alloc.pages(), h.root),
+    };
     let mut keep: Vec<PhysRange> = preserved.iter().filter_map(|b| b.range()).collect();
     keep.extend(
         tree_pages
@@ -580,7 +635,7 @@ fn boot_and_prepare(mem: &PhysMem, cfg: &OldKernelConfig) -> Result<Parts, LiveU
         setup_data: image.setup_data,
         handover: image.range,
         fdt,
-        radix_root: tree.root(),
+        radix_root,
         manifest,
         manifest_blob,
         preserved,
@@ -590,6 +645,7 @@ fn boot_and_prepare(mem: &PhysMem, cfg: &OldKernelConfig) -> Result<Parts, LiveU
         memmap_bytes,
         poisoned_pages,
         phases: phases.out,
+        peer,
     })
 }
 
@@ -638,6 +694,8 @@ pub struct NewKernelConfig {
     pub handover: NewKernelArgs,
     /// The restore strategy.
     pub strategy: Strategy,
+    /// The peer scheme the old kernel handed over with (`None`: ours).
+    pub scheme: Option<Arc<dyn PeerScheme>>,
 }
 
 /// The new kernel: attaches RAM, reads the hand-over and boots
@@ -645,7 +703,7 @@ pub struct NewKernelConfig {
 pub fn new_kernel_main(cfg: &NewKernelConfig) -> Result<RunReport, LiveUpdateError> {
     let mem = cfg.handover.attach()?;
     let handover = read_setup_data(&mem, cfg.handover.setup_data);
-    new_kernel_boot(&mem, handover, cfg.strategy)
+    new_kernel_boot_scheme(&mem, handover, cfg.strategy, cfg.scheme.clone())
 }
 
 /// Pre-faults the memmap's memory (untimed) with poison, as firmware would
@@ -684,10 +742,23 @@ pub fn new_kernel_boot(
     handover: Result<Option<KhoHandover>, KexecError>,
     strategy: Strategy,
 ) -> Result<RunReport, LiveUpdateError> {
+    new_kernel_boot_scheme(mem, handover, strategy, None)
+}
+
+/// [`new_kernel_boot`] of a handover written by `scheme` (`None`: ours):
+/// the scheme parses the root FDT and accounts the preserved memory, the
+/// rest of the boot is the same.
+pub fn new_kernel_boot_scheme(
+    mem: &PhysMem,
+    handover: Result<Option<KhoHandover>, KexecError>,
+    strategy: Strategy,
+    scheme: Option<Arc<dyn PeerScheme>>,
+) -> Result<RunReport, LiveUpdateError> {
+    let scheme_name = scheme.as_ref().map(|s| s.name().to_owned());
     let mut m = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
     m.memblock_init()?;
     let mut kho = match handover {
-        Ok(Some(h)) => kho_populate(&mut m, &h),
+        Ok(Some(h)) => kho_populate_scheme(&mut m, &h, scheme),
         Ok(None) => Kho::disabled(KhoError::NoHandover),
         Err(e) => Kho::disabled(KhoError::Handover {
             reason: e.to_string(),
@@ -734,7 +805,16 @@ pub fn new_kernel_boot(
         lost_bytes,
         memblock_reserved_regions: init.reserved_regions,
         kho_error: kho.error().map(|e| e.to_string()),
+        scheme: scheme_name,
     })
+}
+
+/// The byte length of the manifest blob at `blob`, from its header.
+fn manifest_size(mem: &PhysMem, blob: PhysAddr) -> Option<u64> {
+    use zerocopy::FromBytes;
+    let bytes = read_bytes(mem, blob, size_of::<ManifestHeader>()).ok()?;
+    let h = ManifestHeader::read_from_bytes(&bytes).ok()?;
+    h.len.get().checked_add(size_of::<ManifestHeader>() as u64)
 }
 
 /// Restores the metadata and every manifest folio; returns (verified,
@@ -757,7 +837,12 @@ fn restore_and_verify(
         Ok(_) => verified += PAGE_SIZE,
         Err(_) => lost += PAGE_SIZE,
     }
-    let Some((blob, Some(size))) = k.subnode(MANIFEST_NODE) else {
+    // kho-v1 subnodes carry no size (6.16's `fdt` names a self-describing
+    // FDT): the manifest's header gives it.
+    let Some((blob, size)) = k.subnode(MANIFEST_NODE) else {
+        return (verified, preserved.saturating_sub(verified), 0);
+    };
+    let Some(size) = size.or_else(|| manifest_size(mem, blob)) else {
         return (verified, preserved.saturating_sub(verified), 0);
     };
     // The manifest's pages: preserved either with kho_preserve_pages

@@ -1,0 +1,76 @@
+//! `kho run --scheme`: every peer design's handover survives the real
+//! two-process kexec, restored the way its authors restored it.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn run(scheme: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_kho"))
+        .args([
+            "run",
+            "--json",
+            "--machine-size",
+            "128M",
+            "--scheme",
+            scheme,
+        ])
+        .output()
+        .expect("running kho");
+    assert!(
+        out.status.success(),
+        "kho --scheme {scheme} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    let rows = v["rows"].as_array().expect("a rows list");
+    assert!(!rows.is_empty());
+    rows[0].clone()
+}
+
+fn u(row: &Value, key: &str) -> u64 {
+    row[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {row}"))
+}
+
+#[test]
+fn every_scheme_hands_over_without_loss() {
+    for (scheme, strategy) in [
+        ("xarray", "per-block"),
+        ("xarray-512", "per-block"),
+        ("radix-mainline", "per-block"),
+        ("maple", "coalesced"),
+    ] {
+        let row = run(scheme);
+        assert_eq!(row["scheme"], scheme, "{row}");
+        assert_eq!(row["strategy"], strategy, "{row}");
+        assert!(row.get("kho_error").is_none(), "{row}");
+        assert!(u(&row, "blocks") > 0);
+        assert_eq!(u(&row, "lost_bytes"), 0, "{scheme}");
+        assert_eq!(
+            u(&row, "verified_bytes"),
+            u(&row, "preserved_bytes"),
+            "{scheme}"
+        );
+    }
+}
+
+#[test]
+fn the_default_scheme_is_ours() {
+    let row = run("kho");
+    assert!(row.get("scheme").is_none(), "{row}");
+    assert_eq!(u(&row, "lost_bytes"), 0);
+    assert_eq!(u(&row, "verified_bytes"), u(&row, "preserved_bytes"));
+}
+
+#[test]
+fn an_unknown_scheme_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kho"))
+        .args(["run", "--scheme", "btree"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
+}
