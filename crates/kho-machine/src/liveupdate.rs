@@ -468,7 +468,10 @@ fn boot_and_prepare(mem: &PhysMem, cfg: &OldKernelConfig) -> Result<Parts, LiveU
     let kern = KernReserved::from_memblock(&m.memblock);
     let scratch = kho_reserve_scratch(&cfg.scratch, &kern, &mut m.memblock)?;
 
-    // 3. Boot-time allocations outside scratch (scratch is reserved).
+    // 3. Boot-time allocations outside scratch (scratch is reserved): the
+    // replayed blocks (a trace, dense, fragmented) placed and reserved, then
+    // the 1 GiB boot folios.
+    let replayed = workload::replay_reserve(&mut m.memblock, scenario)?;
     let gigantic = workload::vm_boot_alloc(&mut m.memblock, scenario.vm_1g_folios)?;
     let blob_bound = manifest_max_bytes(scenario.max_blocks()).next_multiple_of(PAGE_SIZE);
     let blob_reserved = if blob_bound > MAX_BUDDY_BYTES {
@@ -500,8 +503,9 @@ fn boot_and_prepare(mem: &PhysMem, cfg: &OldKernelConfig) -> Result<Parts, LiveU
     let tree_alloc = TreeAlloc::new(buddy);
     let tree = RadixTree::new(&tree_alloc)?;
     let mut p = Preserver::new(mem, tree.cursor(), &scratch, cfg.seed);
+    workload::replay(&replayed, &mut p)?;
     workload::vm(buddy, &gigantic, scenario, &mut p)?;
-    phases.mark("vm workload");
+    phases.mark("replay, vm workload");
     workload::memfd_checkpoint(buddy, scenario, cfg.seed, &mut p)?;
     workload::forget_pages(buddy, scenario.forget_pages, &mut p)?;
     phases.mark("memfd checkpoint workload");
