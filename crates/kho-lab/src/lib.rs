@@ -8,3 +8,4 @@
 pub mod fidelity;
 
 pub use fidelity::{FidelityCase, FidelityResult, run_case};
+pub mod trace;
