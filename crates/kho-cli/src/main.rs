@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use kho_lab::trace::{Format, Trace};
 use kho_lab::{FidelityCase, run_case};
 use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
 use kho_machine::liveupdate::{
@@ -20,8 +21,10 @@ use kho_machine::liveupdate::{
     old_kernel_main,
 };
 use kho_machine::scratch::memparse;
+use kho_machine::workload::{Scenario, WorkloadKind};
 
 const OLD_KERNEL_SUBCOMMAND: &str = "__old-kernel";
+const TOUCH_PAGES_SUBCOMMAND: &str = "__touch-pages";
 
 const ABOUT: &str = "Kexec HandOver (KHO) live updates on a simulated machine";
 
@@ -60,6 +63,16 @@ enum Cmd {
     /// Check the memblock model's mainline per-block path against Linux's own
     /// memblock timings (the honesty check behind every per-block figure).
     MemblockFidelity(FidelityArgs),
+    /// Capture the folios of running processes (root: /proc/PID/pagemap and
+    /// /proc/kpageflags) into a trace file.
+    Capture(CaptureArgs),
+    /// A test helper: allocates and writes N pages, prints
+    /// `ready ADDR BYTES`, waits for a line on stdin.
+    #[command(name = TOUCH_PAGES_SUBCOMMAND, hide = true)]
+    TouchPages {
+        /// Pages to allocate and write.
+        pages: u64,
+    },
     /// The old kernel: prepares the machine and execs the new kernel.
     #[command(name = OLD_KERNEL_SUBCOMMAND, hide = true)]
     OldKernel(OldKernelCli),
@@ -103,6 +116,33 @@ struct RunArgs {
     /// Fault injection: pages the workload forgets to preserve.
     #[arg(long, hide = true, default_value_t = 0)]
     forget_pages: u64,
+    /// The old kernel's workload: default (VM guests + memfd checkpoint),
+    /// vm, memfd, dense, fragmented, mixed; scaled to --machine-size.
+    #[arg(long, default_value = "default", value_parser = parse_workload, conflicts_with = "trace")]
+    workload: WorkloadKind,
+    /// Replay a trace file (binary or text, see README) instead of a
+    /// workload: exactly its blocks, placed by the remap rule if needed.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// A process to capture (repeatable).
+    #[arg(long = "pid", value_name = "PID", required_unless_present = "all")]
+    pids: Vec<u32>,
+    /// Capture every process.
+    #[arg(long, conflicts_with = "pids")]
+    all: bool,
+    /// Only virtual addresses START-END (hex), e.g. 7f0000000000-7f0000100000.
+    #[arg(long, value_name = "START-END", value_parser = parse_vrange)]
+    vaddr: Option<(u64, u64)>,
+    /// The trace file to write.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Write the text format (`pfn order` lines) instead of binary.
+    #[arg(long)]
+    text: bool,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +181,11 @@ struct OldKernelCli {
     /// `kho_scratch=`: N% or lowmem,global,pernode sizes.
     #[arg(long, default_value = "200%")]
     kho_scratch: String,
+    #[arg(long, default_value = "default", value_parser = parse_workload)]
+    workload: WorkloadKind,
+    /// A trace file to replay instead of the workload.
+    #[arg(long)]
+    trace_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -167,12 +212,26 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 
+fn parse_workload(s: &str) -> Result<WorkloadKind, String> {
+    s.parse()
+}
+
+fn parse_vrange(s: &str) -> Result<(u64, u64), String> {
+    let hex = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16);
+    s.split_once('-')
+        .and_then(|(a, b)| Some((hex(a).ok()?, hex(b).ok()?)))
+        .filter(|(a, b)| a < b)
+        .ok_or_else(|| format!("not a virtual range: {s:?} (START-END in hex)"))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         None => run(&cli.run),
         Some(Cmd::Run(a)) => run(&a),
         Some(Cmd::MemblockFidelity(a)) => memblock_fidelity(&a),
+        Some(Cmd::Capture(a)) => capture(&a),
+        Some(Cmd::TouchPages { pages }) => touch_pages(pages),
         Some(Cmd::OldKernel(a)) => old_kernel(a),
         Some(Cmd::NewKernel(a)) => new_kernel(a),
     }
@@ -226,6 +285,13 @@ fn old_kernel(a: OldKernelCli) -> Result<()> {
     cfg.seed = a.seed;
     cfg.trace = a.trace;
     cfg.image = std::env::current_exe().context("locating this binary for kexec")?;
+    cfg.scenario = match &a.trace_file {
+        Some(path) => Scenario {
+            replay: read_trace(path)?.into_blocks(),
+            ..Scenario::default()
+        },
+        None => Scenario::preset(a.workload, a.machine_size),
+    };
     let s = &mut cfg.scenario;
     s.memfd_bytes = a
         .memfd_bytes
@@ -250,7 +316,7 @@ fn new_kernel(a: NewKernelCli) -> Result<()> {
 
 /// One live update: spawn the old kernel, collect the new kernel's report.
 fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunReport> {
-    let args: Vec<OsString> = vec![
+    let mut args: Vec<OsString> = vec![
         OLD_KERNEL_SUBCOMMAND.into(),
         "--machine-size".into(),
         a.machine_size.to_string().into(),
@@ -258,7 +324,12 @@ fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunRepo
         strategy.as_str().into(),
         "--forget-pages".into(),
         a.forget_pages.to_string().into(),
+        "--workload".into(),
+        a.workload.as_str().into(),
     ];
+    if let Some(t) = &a.trace {
+        args.extend(["--trace-file".into(), t.into()]);
+    }
     let out = Command::new(exe)
         .args(&args)
         .stdin(Stdio::null())
@@ -280,6 +351,17 @@ fn live_update(exe: &PathBuf, a: &RunArgs, strategy: Strategy) -> Result<RunRepo
 
 fn run(a: &RunArgs) -> Result<()> {
     kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
+    if let Some(path) = &a.trace {
+        // Refuse a bad trace here, before any old kernel starts.
+        let s = read_trace(path)?.stats();
+        eprintln!(
+            "trace {}: {} blocks, {} in {} ranges",
+            path.display(),
+            s.blocks,
+            bytes(s.bytes),
+            s.ranges
+        );
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     let rows = a
         .strategy
@@ -356,4 +438,68 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
             println!("{}: booted without KHO: {e}", r.strategy);
         }
     }
+}
+
+fn read_trace(path: &std::path::Path) -> Result<Trace> {
+    Trace::read(path).with_context(|| format!("trace {}", path.display()))
+}
+
+fn capture(a: &CaptureArgs) -> Result<()> {
+    let pids = if a.all {
+        kho_lab::capture::all_pids()?
+    } else {
+        a.pids.clone()
+    };
+    let c = kho_lab::capture::capture(&pids, a.vaddr, a.all)?;
+    let format = if a.text { Format::Text } else { Format::Binary };
+    c.trace.write(&a.output, format)?;
+    let s = c.trace.stats();
+    eprintln!(
+        "captured {} processes ({} skipped): {} present pages, {} distinct frames ({} in compound pages, {} irregular)",
+        c.stats.processes,
+        c.stats.skipped,
+        c.stats.present_pages,
+        c.stats.frames,
+        c.stats.compound_frames,
+        c.stats.irregular
+    );
+    let orders: Vec<String> = s.orders.iter().map(|(o, n)| format!("{o}:{n}")).collect();
+    eprintln!(
+        "{}: {} blocks, {} pages ({}), {} ranges, orders {}",
+        a.output.display(),
+        s.blocks,
+        s.pages,
+        bytes(s.bytes),
+        s.ranges,
+        orders.join(" ")
+    );
+    Ok(())
+}
+
+/// `__touch-pages N`: N freshly allocated pages, each written, so that a
+/// test can capture them; the process waits for stdin to close or send a
+/// line.
+fn touch_pages(pages: u64) -> Result<()> {
+    use std::io::{BufRead, Write};
+    const PAGE: usize = 4096;
+    let n = usize::try_from(pages).context("page count")?;
+    // One page more than asked: the N whole pages from the first page
+    // boundary are inside the buffer, whatever malloc's alignment.
+    let mut buf: Vec<u8> = vec![0; (n + 1) * PAGE];
+    for (i, page) in buf.chunks_mut(PAGE).enumerate() {
+        if let Some(b) = page.first_mut() {
+            *b = 1 + u8::try_from(i % 255).unwrap_or(0);
+        }
+    }
+    let addr = buf.as_ptr() as u64;
+    let start = addr.next_multiple_of(PAGE as u64);
+    let end = start + pages * PAGE as u64;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {start:#x} {end:#x}")?;
+    out.flush()?;
+    drop(out);
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    std::hint::black_box(&buf);
+    Ok(())
 }

@@ -8,4 +8,5 @@
 pub mod fidelity;
 
 pub use fidelity::{FidelityCase, FidelityResult, run_case};
+pub mod capture;
 pub mod trace;
