@@ -153,8 +153,8 @@ fn parse_maps_line(line: &str) -> Option<Vma> {
 /// The frames of one process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Frames {
-    /// Distinct PFNs of present pages, ascending.
-    pub pfns: Vec<u64>,
+    /// Distinct frames of present pages, ascending.
+    pub pfns: Vec<Pfn>,
     /// Present virtual pages (a frame mapped twice counts twice).
     pub present: u64,
     /// Present pages whose PFN read as zero.
@@ -191,7 +191,7 @@ pub fn process_frames(pid: u32, window: Option<(u64, u64)>) -> Result<Frames, Ca
                     out.present += 1;
                     match entry & PM_PFN_MASK {
                         0 => out.zero_pfn += 1,
-                        pfn => out.pfns.push(pfn),
+                        pfn => out.pfns.extend(Pfn::new(pfn)),
                     }
                 }
             }
@@ -229,7 +229,8 @@ impl KPageFlags {
     }
 
     /// The flags of `pfn` (0 if unreadable: past the end of memory).
-    pub fn get(&mut self, pfn: u64) -> u64 {
+    pub fn get(&mut self, pfn: Pfn) -> u64 {
+        let pfn = pfn.as_u64();
         let base = pfn & !511;
         if base != self.base {
             let mut buf = [0u8; 4096];
@@ -267,7 +268,7 @@ pub trait PageFlags {
 
 impl PageFlags for KPageFlags {
     fn flags(&mut self, pfn: u64) -> u64 {
-        self.get(pfn)
+        Pfn::new(pfn).map_or(0, |p| self.get(p))
     }
 }
 
@@ -320,11 +321,11 @@ pub struct Capture {
 
 /// The folio blocks of sorted distinct `pfns` (see the module doc for the
 /// rule), sorted and disjoint.
-pub fn folios(pfns: &[u64], flags: &mut impl PageFlags, stats: &mut CaptureStats) -> Vec<Block> {
+pub fn folios(pfns: &[Pfn], flags: &mut impl PageFlags, stats: &mut CaptureStats) -> Vec<Block> {
     let mut out: Vec<Block> = Vec::new();
     let mut covered_end = 0u64; // one past the last block emitted
     let order0 = |pfn: u64| Pfn::new(pfn).and_then(|p| Block::from_pfn(p, Order::ZERO).ok());
-    for &pfn in pfns {
+    for pfn in pfns.iter().map(|p| p.as_u64()) {
         if pfn < covered_end {
             continue; // inside a folio already emitted
         }
@@ -433,7 +434,7 @@ pub fn capture(
     if stats.processes == 0 {
         return Err(CaptureError::Nothing(last_err));
     }
-    let pfns: Vec<u64> = all.into_iter().collect();
+    let pfns: Vec<Pfn> = all.into_iter().collect();
     stats.frames = u64::try_from(pfns.len()).unwrap_or(u64::MAX);
     let mut flags = KPageFlags::open()?;
     let blocks = folios(&pfns, &mut flags, &mut stats);
@@ -484,11 +485,11 @@ mod tests {
         // 0x205 is a tail mapped without its head; 0x300 a later tail of the
         // same folio; 0x1002 a tail of the 16 KiB folio; 0x2001 the head of
         // a 3-page compound page (rounded to 4, misaligned: order-0).
-        let got = folios(
-            &[0x7, 0x205, 0x300, 0x400, 0x1002, 0x2001, 0x2003],
-            &mut table,
-            &mut st,
-        );
+        let pfns: Vec<Pfn> = [0x7, 0x205, 0x300, 0x400, 0x1002, 0x2001, 0x2003]
+            .into_iter()
+            .map(|p| Pfn::new(p).unwrap())
+            .collect();
+        let got = folios(&pfns, &mut table, &mut st);
         assert_eq!(
             got,
             [
@@ -515,7 +516,8 @@ mod tests {
             return; // no large folio below 16 GiB: nothing to check
         };
         let mut st = CaptureStats::default();
-        let got = folios(&[head, head + 1], &mut f, &mut st);
+        let pfns = [Pfn::new(head).unwrap(), Pfn::new(head + 1).unwrap()];
+        let got = folios(&pfns, &mut f, &mut st);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].pfn().as_u64(), head);
         assert!(got[0].order().as_u8() >= 1);

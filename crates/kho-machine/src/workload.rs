@@ -104,7 +104,7 @@ pub enum WorkloadError {
     Scratch(#[from] ScratchError),
     /// A replayed trace does not fit the machine's free memory.
     #[error(
-        "the trace ({blocks} blocks, {bytes:#x} bytes) does not fit the machine: its runs need memory up to {needed:#x}, {free:#x} bytes are free (use a larger --machine-size)"
+        "the trace ({blocks} blocks, {bytes:#x} bytes) does not fit the machine: its runs need memory up to {needed}, {free:#x} bytes are free (use a larger --machine-size)"
     )]
     TraceDoesNotFit {
         /// Blocks of the trace.
@@ -112,7 +112,7 @@ pub enum WorkloadError {
         /// Their bytes.
         bytes: u64,
         /// Where the first run that did not fit would have ended.
-        needed: u64,
+        needed: PhysAddr,
         /// Free bytes of the machine.
         free: u64,
     },
@@ -417,7 +417,7 @@ pub fn place_blocks(blocks: &[Block], free: &[PhysRange]) -> Result<Vec<Block>, 
     let too_big = |needed: u64| WorkloadError::TraceDoesNotFit {
         blocks: u64::try_from(blocks.len()).unwrap_or(u64::MAX),
         bytes: blocks.iter().map(|b| b.size()).sum(),
-        needed,
+        needed: PhysAddr::new(needed),
         free: free.iter().map(|f| f.size()).sum(),
     };
     let mut out = Vec::with_capacity(blocks.len());
