@@ -223,3 +223,28 @@ fn a_trace_too_large_for_the_machine_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not fit the machine"), "{err}");
 }
+
+/// Without CAP_SYS_ADMIN the kernel hides PFNs: the capture says so. As
+/// root, `setpriv` drops to `nobody`, whose own pagemap reads as zeros.
+#[test]
+fn capture_without_root_names_the_cause() {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["sh", "-c", r#"exec "$0" capture --pid $$ -o /dev/null"#])
+        .arg(env!("CARGO_BIN_EXE_kho"))
+        .output();
+    let Ok(out) = out else {
+        eprintln!("no setpriv: skipped");
+        return;
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("setpriv:") {
+        eprintln!("cannot drop privileges: {err}");
+        return;
+    }
+    assert!(!out.status.success());
+    assert!(
+        err.contains("pagemap PFNs are zero: run as root (CAP_SYS_ADMIN)"),
+        "{err}"
+    );
+}

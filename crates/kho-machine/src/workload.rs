@@ -471,8 +471,13 @@ pub fn place_blocks(blocks: &[Block], free: &[PhysRange]) -> Result<Vec<Block>, 
 /// `memblock_free_all`: places `scenario.replay` in memblock's free memory
 /// ([`place_blocks`]) and reserves the placed blocks (one sorted merge,
 /// [`Memblock::memblock_reserve_sorted`]), so the buddy never sees them.
-/// The placed blocks, to be filled and preserved once the buddy is live
-/// ([`replay`]).
+/// Each run is reserved with a guard page on either side (where that page
+/// is free memory): the guards are neither preserved nor handed to the
+/// buddy, so no later allocation of the old kernel (the tree's pages, the
+/// manifest, another workload's folios) can land next to a run and glue
+/// two runs together: the preserved memory has exactly the trace's
+/// coalesced ranges. The placed blocks, to be filled and preserved once
+/// the buddy is live ([`replay`]).
 pub fn replay_reserve(
     memblock: &mut Memblock,
     scenario: &Scenario,
@@ -484,13 +489,44 @@ pub fn replay_reserve(
         .for_each_free_mem_range(crate::memblock::MemblockFlags::NONE)
         .collect();
     let placed = place_blocks(&scenario.replay, &free)?;
-    let ranges = kho::merge_ranges(placed.iter().filter_map(|b| b.range()).collect());
+    let runs = kho::merge_ranges(placed.iter().filter_map(|b| b.range()).collect());
+    let guarded = kho::merge_ranges(
+        runs.iter()
+            .filter_map(|r| {
+                let start = r.start().checked_sub(PAGE_SIZE).unwrap_or(r.start());
+                let end = r.end().checked_add(PAGE_SIZE).unwrap_or(r.end());
+                PhysRange::new(start, end).ok()
+            })
+            .collect(),
+    );
+    let ranges = intersect(&guarded, &free);
     memblock
         .memblock_reserve_sorted(ranges, crate::memblock::MemblockFlags::NONE)
         .map_err(|e| WorkloadError::Reserve {
             reason: e.to_string(),
         })?;
     Ok(placed)
+}
+
+/// The intersection of two sorted lists of disjoint ranges, sorted.
+fn intersect(a: &[PhysRange], b: &[PhysRange]) -> Vec<PhysRange> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        let start = x.start().max(y.start());
+        let end = x.end().min(y.end());
+        if let Ok(r) = PhysRange::new(start, end)
+            && !r.is_empty()
+        {
+            out.push(r);
+        }
+        if x.end() <= y.end() {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 /// The replayed blocks ([`replay_reserve`]) filled and preserved.
@@ -1279,6 +1315,44 @@ mod tests {
         assert_eq!(
             v.verified_bytes,
             trace.iter().map(|b| b.size()).sum::<u64>()
+        );
+    }
+
+    /// Next to a fragmented replay, the checkpoint's order-0 folios come
+    /// from the buddy: the guard pages keep them out of the pattern's
+    /// holes, so each replayed page stays a range of its own.
+    #[test]
+    fn guards_keep_other_allocations_out_of_a_replayed_pattern() {
+        use crate::liveupdate::{OldKernelConfig, Strategy, old_kernel_boot};
+        let trace = fragmented_blocks(Pfn::new(1 << 30).unwrap(), 512);
+        let mut cfg = OldKernelConfig::new(128 * M, Strategy::Bulk).unwrap();
+        cfg.scenario = Scenario {
+            memfd_bytes: 8 * M,
+            memfd_order0_percent: 100,
+            replay: trace.clone(),
+            ..Scenario::default()
+        };
+        let img = old_kernel_boot(&cfg).unwrap();
+        let placed: Vec<Block> = img.manifest.entries[..trace.len()]
+            .iter()
+            .map(|e| e.block)
+            .collect();
+        let mut preserved = img.preserved.clone();
+        preserved.sort();
+        let all = runs(&preserved);
+        for b in &placed {
+            let r = b.range().unwrap();
+            assert!(all.contains(&r), "{b:?} was glued to a neighbour");
+        }
+    }
+
+    #[test]
+    fn intersect_clips_to_both() {
+        let a = [r(0, 0x3000), r(0x5000, 0x9000)];
+        let b = [r(0x1000, 0x6000), r(0x8000, 0xa000)];
+        assert_eq!(
+            intersect(&a, &b),
+            [r(0x1000, 0x3000), r(0x5000, 0x6000), r(0x8000, 0x9000)]
         );
     }
 
