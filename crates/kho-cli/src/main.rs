@@ -17,6 +17,7 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use kho::{PhysAddr, PhysRange};
 use kho_lab::image::{MemImage, Source};
 use kho_lab::peers::{MachineScheme, SchemeKind};
+use kho_lab::trace::{Format as TraceFormat, Trace};
 use kho_lab::{FdtSource, FidelityCase, Format, InspectOptions, dump_old_kernel, run_case};
 use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
 use kho_machine::liveupdate::{
@@ -24,8 +25,10 @@ use kho_machine::liveupdate::{
     old_kernel_main, old_kernel_main_with,
 };
 use kho_machine::scratch::memparse;
+use kho_machine::workload::{Scenario, WorkloadKind};
 
 const OLD_KERNEL_SUBCOMMAND: &str = "__old-kernel";
+const TOUCH_PAGES_SUBCOMMAND: &str = "__touch-pages";
 
 const ABOUT: &str = "Kexec HandOver (KHO) live updates on a simulated machine";
 
@@ -67,6 +70,16 @@ enum Cmd {
     /// Decode and validate a KHO handover from a memory image (ELF core or
     /// raw) and its root FDT.
     Inspect(InspectArgs),
+    /// Capture the folios of running processes (root: /proc/PID/pagemap and
+    /// /proc/kpageflags) into a trace file.
+    Capture(CaptureArgs),
+    /// A test helper: allocates and writes N pages, prints
+    /// `ready ADDR BYTES`, waits for a line on stdin.
+    #[command(name = TOUCH_PAGES_SUBCOMMAND, hide = true)]
+    TouchPages {
+        /// Pages to allocate and write.
+        pages: u64,
+    },
     /// The old kernel: prepares the machine and execs the new kernel.
     #[command(name = OLD_KERNEL_SUBCOMMAND, hide = true)]
     OldKernel(OldKernelCli),
@@ -124,6 +137,33 @@ struct RunArgs {
     /// proposal). A peer restores its own way: `--strategy` is ignored.
     #[arg(long, default_value = "kho", value_parser = parse_scheme)]
     scheme: SchemeKind,
+    /// The old kernel's workload: default (VM guests + memfd checkpoint),
+    /// vm, memfd, dense, fragmented, mixed; scaled to --machine-size.
+    #[arg(long, default_value = "default", value_parser = parse_workload, conflicts_with = "trace")]
+    workload: WorkloadKind,
+    /// Replay a trace file (binary or text, see README) instead of a
+    /// workload: exactly its blocks, placed by the remap rule if needed.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// A process to capture (repeatable).
+    #[arg(long = "pid", value_name = "PID", required_unless_present = "all")]
+    pids: Vec<u32>,
+    /// Capture every process.
+    #[arg(long, conflicts_with = "pids")]
+    all: bool,
+    /// Only virtual addresses START-END (hex), e.g. 7f0000000000-7f0000100000.
+    #[arg(long, value_name = "START-END", value_parser = parse_vrange)]
+    vaddr: Option<(u64, u64)>,
+    /// The trace file to write.
+    #[arg(short, long, value_name = "FILE")]
+    output: PathBuf,
+    /// Write the text format (`pfn order` lines) instead of binary.
+    #[arg(long)]
+    text: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,6 +277,11 @@ struct OldKernelCli {
     /// The tracker design.
     #[arg(long, default_value = "kho", value_parser = parse_scheme)]
     scheme: SchemeKind,
+    #[arg(long, default_value = "default", value_parser = parse_workload)]
+    workload: WorkloadKind,
+    /// A trace file to replay instead of the workload.
+    #[arg(long)]
+    trace_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -296,6 +341,18 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 
+fn parse_workload(s: &str) -> Result<WorkloadKind, String> {
+    s.parse()
+}
+
+fn parse_vrange(s: &str) -> Result<(u64, u64), String> {
+    let hex = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16);
+    s.split_once('-')
+        .and_then(|(a, b)| Some((hex(a).ok()?, hex(b).ok()?)))
+        .filter(|(a, b)| a < b)
+        .ok_or_else(|| format!("not a virtual range: {s:?} (START-END in hex)"))
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -303,6 +360,8 @@ fn main() -> Result<()> {
         Some(Cmd::Run(a)) => run(&a),
         Some(Cmd::MemblockFidelity(a)) => memblock_fidelity(&a),
         Some(Cmd::Inspect(a)) => inspect(&a),
+        Some(Cmd::Capture(a)) => capture(&a),
+        Some(Cmd::TouchPages { pages }) => touch_pages(pages),
         Some(Cmd::OldKernel(a)) => old_kernel(a),
         Some(Cmd::NewKernel(a)) => new_kernel(a),
     }
@@ -357,6 +416,13 @@ fn old_kernel(a: OldKernelCli) -> Result<()> {
     cfg.trace = a.trace;
     cfg.scheme = MachineScheme::by_name(a.scheme.name());
     cfg.image = std::env::current_exe().context("locating this binary for kexec")?;
+    cfg.scenario = match &a.trace_file {
+        Some(path) => Scenario {
+            replay: read_trace(path)?.into_blocks(),
+            ..Scenario::default()
+        },
+        None => Scenario::preset(a.workload, a.machine_size),
+    };
     let s = &mut cfg.scenario;
     s.memfd_bytes = a
         .memfd_bytes
@@ -413,7 +479,12 @@ fn live_update(
         a.forget_pages.to_string().into(),
         "--scheme".into(),
         a.scheme.name().into(),
+        "--workload".into(),
+        a.workload.as_str().into(),
     ];
+    if let Some(t) = &a.trace {
+        args.extend(["--trace-file".into(), t.into()]);
+    }
     if let Some(path) = dump_core {
         args.extend(["--dump-core".into(), path.into()]);
     }
@@ -438,6 +509,17 @@ fn live_update(
 
 fn run(a: &RunArgs) -> Result<()> {
     kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
+    if let Some(path) = &a.trace {
+        // Refuse a bad trace here, before any old kernel starts.
+        let s = read_trace(path)?.stats();
+        eprintln!(
+            "trace {}: {} blocks, {} in {} ranges",
+            path.display(),
+            s.blocks,
+            bytes(s.bytes),
+            s.ranges
+        );
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     let strategies = match MachineScheme::strategy(a.scheme) {
         Some(s) => vec![s],
@@ -655,5 +737,73 @@ fn print_inspection(
             writeln!(w, "  {e}")?;
         }
     }
+    Ok(())
+}
+
+fn read_trace(path: &std::path::Path) -> Result<Trace> {
+    Trace::read(path).with_context(|| format!("trace {}", path.display()))
+}
+
+fn capture(a: &CaptureArgs) -> Result<()> {
+    let pids = if a.all {
+        kho_lab::capture::all_pids()?
+    } else {
+        a.pids.clone()
+    };
+    let c = kho_lab::capture::capture(&pids, a.vaddr, a.all)?;
+    let format = if a.text {
+        TraceFormat::Text
+    } else {
+        TraceFormat::Binary
+    };
+    c.trace.write(&a.output, format)?;
+    let s = c.trace.stats();
+    eprintln!(
+        "captured {} processes ({} skipped): {} present pages, {} distinct frames ({} in compound pages, {} irregular)",
+        c.stats.processes,
+        c.stats.skipped,
+        c.stats.present_pages,
+        c.stats.frames,
+        c.stats.compound_frames,
+        c.stats.irregular
+    );
+    let orders: Vec<String> = s.orders.iter().map(|(o, n)| format!("{o}:{n}")).collect();
+    eprintln!(
+        "{}: {} blocks, {} pages ({}), {} ranges, orders {}",
+        a.output.display(),
+        s.blocks,
+        s.pages,
+        bytes(s.bytes),
+        s.ranges,
+        orders.join(" ")
+    );
+    Ok(())
+}
+
+/// `__touch-pages N`: N freshly allocated pages, each written, so that a
+/// test can capture them; the process waits for stdin to close or send a
+/// line.
+fn touch_pages(pages: u64) -> Result<()> {
+    use std::io::{BufRead, Write};
+    const PAGE: usize = 4096;
+    let n = usize::try_from(pages).context("page count")?;
+    // One page more than asked: the N whole pages from the first page
+    // boundary are inside the buffer, whatever malloc's alignment.
+    let mut buf: Vec<u8> = vec![0; (n + 1) * PAGE];
+    for (i, page) in buf.chunks_mut(PAGE).enumerate() {
+        if let Some(b) = page.first_mut() {
+            *b = 1 + u8::try_from(i % 255).unwrap_or(0);
+        }
+    }
+    let addr = buf.as_ptr() as u64;
+    let start = addr.next_multiple_of(PAGE as u64);
+    let end = start + pages * PAGE as u64;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {start:#x} {end:#x}")?;
+    out.flush()?;
+    drop(out);
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    std::hint::black_box(&buf);
     Ok(())
 }

@@ -29,7 +29,7 @@
 //! | setup_data + scratch array | one `SETUP_KEXEC_KHO` node and the `kho_scratch` array right after it ([`write_handover`]), at the last page of the global scratch area (a kexec segment in scratch); never poisoned; the new kernel must keep it (reserve it) before allocating from scratch |
 //! | `kho_data.fdt_addr/size`| the KHO root FDT: one 4 KiB page ([`FDT_SIZE`]), built by [`KhoFdtBuilder`]: `compatible = "kho-v3"`, `preserved-memory-map` = the [`RadixTree`] root |
 //! | subnode [`MANIFEST_NODE`] | `preserved-data` = the manifest blob's phys, `blob-size` = its byte length ([`Manifest::write`]'s range) |
-//! | preserved (radix tree)  | every workload folio (order as allocated: 18, 9, 0, 2..=4), the manifest's pages (`kho_preserve_pages` split), the FDT page (order 0) |
+//! | preserved (radix tree)  | every workload folio (order as allocated: 18, 9, 0, 2..=4; a replayed trace's blocks with their orders), the manifest's pages (`kho_preserve_pages` split), the FDT page (order 0) |
 //! | manifest                | the workload's folios only, each with its checksum; `--forget-pages` pages are listed but not preserved (they must come out lost) |
 //! | not keys                | the radix tree's own pages: never preserved, kept from poison            |
 //! | scratch                 | `[lowmem, global, node 0]`, sized by Linux's formula from the old kernel's `RSRV_KERN` reservations (kernel image + memmap), 200 % by default: room for the new kernel's memmap and memblock arrays; no preserved block overlaps it |
@@ -446,7 +446,10 @@ pub fn old_kernel_prepare(cfg: &OldKernelConfig) -> Result<(PhysMem, PhysAddr), 
 /// 2. `kho_reserve_scratch`: sized from the `RSRV_KERN` reservations
 ///    ([`KernReserved::from_memblock`], 200 % by default), allocated top-down
 ///    from memblock and kept reserved, so the buddy never sees scratch;
-/// 3. hugetlb's boot pool: the 1 GiB guest folios from memblock (after the
+/// 3. the replayed blocks (a trace, `dense`, `fragmented`) placed in free
+///    memory by [`workload::place_blocks`] and reserved
+///    ([`workload::replay_reserve`]); hugetlb's boot pool: the 1 GiB guest
+///    folios from memblock (after the
 ///    scratch sizing: as memblock allocations they are `RSRV_KERN` and would
 ///    otherwise inflate scratch by twice their size); and, if the manifest
 ///    may not fit one buddy block ([`manifest_max_bytes`] of the scenario's
@@ -519,7 +522,10 @@ fn boot_and_prepare(mem: &PhysMem, cfg: &OldKernelConfig) -> Result<Parts, LiveU
     let kern = KernReserved::from_memblock(&m.memblock);
     let scratch = kho_reserve_scratch(&cfg.scratch, &kern, &mut m.memblock)?;
 
-    // 3. Boot-time allocations outside scratch (scratch is reserved).
+    // 3. Boot-time allocations outside scratch (scratch is reserved): the
+    // replayed blocks (a trace, dense, fragmented) placed and reserved, then
+    // the 1 GiB boot folios.
+    let replayed = workload::replay_reserve(&mut m.memblock, scenario)?;
     let gigantic = workload::vm_boot_alloc(&mut m.memblock, scenario.vm_1g_folios)?;
     let blob_bound = manifest_max_bytes(scenario.max_blocks()).next_multiple_of(PAGE_SIZE);
     let blob_reserved = if blob_bound > MAX_BUDDY_BYTES {
@@ -551,8 +557,9 @@ fn boot_and_prepare(mem: &PhysMem, cfg: &OldKernelConfig) -> Result<Parts, LiveU
     let tree_alloc = TreeAlloc::new(buddy);
     let tree = RadixTree::new(&tree_alloc)?;
     let mut p = Preserver::new(mem, tree.cursor(), &scratch, cfg.seed);
+    workload::replay(&replayed, &mut p)?;
     workload::vm(buddy, &gigantic, scenario, &mut p)?;
-    phases.mark("vm workload");
+    phases.mark("replay, vm workload");
     workload::memfd_checkpoint(buddy, scenario, cfg.seed, &mut p)?;
     workload::forget_pages(buddy, scenario.forget_pages, &mut p)?;
     phases.mark("memfd checkpoint workload");

@@ -10,7 +10,8 @@
 //! | aging       | random alloc/free churn on the buddy (orders 0..=3) before the checkpoint, so the free lists fragment like a machine that has run for a while |
 //! | checkpoint  | a process's memory written into a memfd: order-0 folios and small mTHP folios (orders 2..=4), scattered |
 //! | forgotten   | fault injection: pages written and listed in the manifest but never preserved (the new kernel must report them lost) |
-//! | scenario    | the sizes of all of the above ([`Scenario`])                          |
+//! | replay      | a given list of blocks (a captured trace, or the `dense` / `fragmented` patterns), placed in free memory by [`place_blocks`] and reserved in memblock at boot |
+//! | scenario    | the sizes of all of the above ([`Scenario`]); [`WorkloadKind`] names the presets |
 //!
 //! Every workload folio gets real data ([`fill_pattern`]: every word
 //! derived from the seed and the frame, checksummed) and is preserved in the
@@ -24,6 +25,7 @@
 //! | 1 GiB (guest RAM)   | memblock, [`alloc_bootmem_huge_page`] (hugetlb's boot pool) | before `memblock_free_all`, prepped after `memmap_init` |
 //! | 2 MiB (guest RAM)   | buddy, `folio_alloc(9)` (THP)                          | after the buddy is live                 |
 //! | metadata, checkpoint, forgotten | buddy, `folio_alloc(0..=4)`                | after the buddy is live                 |
+//! | replay (trace, dense, fragmented) | memblock, `memblock_reserve` of the placed blocks ([`replay_reserve`]) | after scratch, before `memblock_free_all` |
 //!
 //! Scratch is reserved in memblock before the buddy takes over, so nothing
 //! here can land in it; [`Preserver`] checks it for every block anyway.
@@ -37,6 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kho::{
     AtomicPage, Block, Cursor, MemError, Order, PAGE_SIZE, PageAlloc, PageMap, Pfn, PhysAddr,
+    PhysRange,
 };
 
 use crate::arena::PhysMem;
@@ -99,6 +102,26 @@ pub enum WorkloadError {
     /// A block would have been preserved inside scratch.
     #[error(transparent)]
     Scratch(#[from] ScratchError),
+    /// A replayed trace does not fit the machine's free memory.
+    #[error(
+        "the trace ({blocks} blocks, {bytes:#x} bytes) does not fit the machine: its runs need memory up to {needed}, {free:#x} bytes are free (use a larger --machine-size)"
+    )]
+    TraceDoesNotFit {
+        /// Blocks of the trace.
+        blocks: u64,
+        /// Their bytes.
+        bytes: u64,
+        /// Where the first run that did not fit would have ended.
+        needed: PhysAddr,
+        /// Free bytes of the machine.
+        free: u64,
+    },
+    /// memblock refused the replayed blocks.
+    #[error("reserving the replayed blocks: {reason}")]
+    Reserve {
+        /// memblock's error.
+        reason: String,
+    },
     /// A frame that does not form a block of its order.
     #[error("pfn {pfn} is not a block of order {order}")]
     NotABlock {
@@ -158,7 +181,7 @@ impl Rng {
 // The scenario
 
 /// The sizes of the old kernel's workloads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scenario {
     /// 1 GiB folios of guest 0 (hugetlb boot pool).
     pub vm_1g_folios: u64,
@@ -171,6 +194,11 @@ pub struct Scenario {
     pub memfd_order0_percent: u8,
     /// Order-0 pages written and listed but not preserved (fault injection).
     pub forget_pages: u64,
+    /// Blocks replayed as they are laid out (a captured trace, the `dense`
+    /// and `fragmented` patterns): placed in free memory by
+    /// [`place_blocks`], reserved in memblock at boot, filled and
+    /// preserved. Sorted, no two overlapping.
+    pub replay: Vec<Block>,
 }
 
 impl Scenario {
@@ -197,6 +225,59 @@ impl Scenario {
             memfd_bytes: (scale(GIB).max(MIB) / PAGE_SIZE) * PAGE_SIZE,
             memfd_order0_percent: 70,
             forget_pages: 0,
+            replay: Vec::new(),
+        }
+    }
+
+    /// The preset `kind` for a machine of `ram_bytes` (nominal), every size
+    /// scaled like [`Scenario::for_machine`]:
+    ///
+    /// | kind         | what                                                              |
+    /// |--------------|-------------------------------------------------------------------|
+    /// | `default`    | [`Scenario::for_machine`]: the VM guests and the checkpoint        |
+    /// | `vm`         | the VM guests alone (1 GiB and 2 MiB folios, metadata pages)       |
+    /// | `memfd`      | the checkpoint alone                                              |
+    /// | `dense`      | `ram / 16` of contiguous order-0 pages ([`dense_blocks`])          |
+    /// | `fragmented` | every other page of `ram / 16` ([`fragmented_blocks`])             |
+    /// | `mixed`      | the VM guests, the checkpoint, and half of `dense` and `fragmented` |
+    pub fn preset(kind: WorkloadKind, ram_bytes: u64) -> Self {
+        let base = Self::for_machine(ram_bytes);
+        let span_pages = (ram_bytes.min(REFERENCE_MACHINE) / 16 / PAGE_SIZE).max(16);
+        let none = Self {
+            vm_1g_folios: 0,
+            vm_2m_folios: 0,
+            memfd_bytes: 0,
+            ..base.clone()
+        };
+        match kind {
+            WorkloadKind::Default => base,
+            WorkloadKind::Vm => Self {
+                memfd_bytes: 0,
+                ..base
+            },
+            WorkloadKind::Memfd => Self {
+                vm_1g_folios: 0,
+                vm_2m_folios: 0,
+                ..base
+            },
+            WorkloadKind::Dense => Self {
+                replay: dense_blocks(Pfn::default(), span_pages),
+                ..none
+            },
+            WorkloadKind::Fragmented => Self {
+                replay: fragmented_blocks(Pfn::default(), span_pages),
+                ..none
+            },
+            WorkloadKind::Mixed => {
+                let half = span_pages / 2;
+                let mut replay = dense_blocks(Pfn::default(), half);
+                // One page of gap: the two patterns stay apart.
+                replay.extend(fragmented_blocks(
+                    Pfn::new(half + 1).unwrap_or_default(),
+                    half,
+                ));
+                Self { replay, ..base }
+            }
         }
     }
 
@@ -208,6 +289,7 @@ impl Scenario {
             .saturating_add(2 * VM_META_PAGES)
             .saturating_add(self.memfd_bytes / PAGE_SIZE)
             .saturating_add(self.forget_pages)
+            .saturating_add(u64::try_from(self.replay.len()).unwrap_or(u64::MAX))
     }
 
     /// Bytes of the workload's folios (forgotten pages included).
@@ -218,7 +300,241 @@ impl Scenario {
             .saturating_add(2 * VM_META_PAGES * PAGE_SIZE)
             .saturating_add(self.memfd_bytes)
             .saturating_add(self.forget_pages.saturating_mul(PAGE_SIZE))
+            .saturating_add(self.replay.iter().map(|b| b.size()).sum::<u64>())
     }
+}
+
+/// The workload presets of `kho run --workload` ([`Scenario::preset`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    /// The VM guests and the checkpoint ([`Scenario::for_machine`]).
+    Default,
+    /// VM guests: 1 GiB and 2 MiB folios, metadata pages.
+    Vm,
+    /// The memfd checkpoint from an aged buddy allocator.
+    Memfd,
+    /// One contiguous range of order-0 pages.
+    Dense,
+    /// Every other page: the worst case for ranges.
+    Fragmented,
+    /// Several of the above at once.
+    Mixed,
+}
+
+impl WorkloadKind {
+    /// Every preset.
+    pub const ALL: [Self; 6] = [
+        Self::Default,
+        Self::Vm,
+        Self::Memfd,
+        Self::Dense,
+        Self::Fragmented,
+        Self::Mixed,
+    ];
+
+    /// The command-line name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Vm => "vm",
+            Self::Memfd => "memfd",
+            Self::Dense => "dense",
+            Self::Fragmented => "fragmented",
+            Self::Mixed => "mixed",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WorkloadKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown workload {s:?} (default, vm, memfd, dense, fragmented, mixed)")
+            })
+    }
+}
+
+/// `dense`: `pages` contiguous order-0 pages from `start`.
+pub fn dense_blocks(start: Pfn, pages: u64) -> Vec<Block> {
+    (0..pages)
+        .filter_map(|i| start.checked_add(i))
+        .filter_map(|p| Block::from_pfn(p, Order::ZERO).ok())
+        .collect()
+}
+
+/// `fragmented`: every other page of a span of `span_pages` from `start`
+/// (`span_pages / 2` order-0 blocks, none adjacent): as many ranges as
+/// blocks, the worst case for range-based trackers.
+pub fn fragmented_blocks(start: Pfn, span_pages: u64) -> Vec<Block> {
+    (0..span_pages / 2)
+        .filter_map(|i| start.checked_add(2 * i))
+        .filter_map(|p| Block::from_pfn(p, Order::ZERO).ok())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Replay: placing a list of blocks in the machine
+
+/// Where a list of blocks goes in a machine whose free memory is `free`
+/// (ascending, disjoint; the old kernel passes memblock's free ranges after
+/// scratch and the kernel image are reserved). `blocks` must be sorted and
+/// disjoint (a validated trace).
+///
+/// The rule keeps the pattern: adjacency and natural alignment.
+///
+/// 1. If every block already lies in free memory, nothing moves.
+/// 2. Otherwise the blocks are cut into *runs*: maximal ranges of adjacent
+///    blocks (each block starts where the previous one ends). Runs keep
+///    their trace order and their internal layout; run `r`, whose largest
+///    block is `A_r` bytes, moves by a multiple of `A_r` (so every block in
+///    it stays naturally aligned) to the lowest address at or above a
+///    cursor where it fits in one free range. The cursor starts at the
+///    lowest free address and, after each run, is set one page past the
+///    run's new end: two runs never become adjacent (the number of
+///    coalesced ranges is unchanged) and no run overlaps another.
+/// 3. If a run finds no room, the placement fails with
+///    [`WorkloadError::TraceDoesNotFit`].
+///
+/// Cost: O(blocks + free ranges).
+pub fn place_blocks(blocks: &[Block], free: &[PhysRange]) -> Result<Vec<Block>, WorkloadError> {
+    let fits_as_is = blocks.iter().all(|b| {
+        b.range()
+            .is_some_and(|r| free.iter().any(|f| f.contains_range(r)))
+    });
+    if fits_as_is {
+        return Ok(blocks.to_vec());
+    }
+    let too_big = |needed: u64| WorkloadError::TraceDoesNotFit {
+        blocks: u64::try_from(blocks.len()).unwrap_or(u64::MAX),
+        bytes: blocks.iter().map(|b| b.size()).sum(),
+        needed: PhysAddr::new(needed),
+        free: free.iter().map(|f| f.size()).sum(),
+    };
+    let mut out = Vec::with_capacity(blocks.len());
+    let mut fi = 0usize;
+    let mut cursor = free.first().map_or(0, |f| f.start().as_u64());
+    let mut i = 0usize;
+    while i < blocks.len() {
+        // The run blocks[i..j].
+        let first = blocks[i];
+        let start = first.phys().as_u64();
+        let mut end = start.saturating_add(first.size());
+        let mut align = first.size();
+        let mut j = i + 1;
+        while let Some(b) = blocks.get(j)
+            && b.phys().as_u64() == end
+        {
+            end = end.saturating_add(b.size());
+            align = align.max(b.size());
+            j += 1;
+        }
+        let len = end - start;
+        // The lowest `at >= cursor`, `at == start (mod align)`, in a free range.
+        let placed = loop {
+            let Some(f) = free.get(fi) else {
+                return Err(too_big(cursor.saturating_add(len)));
+            };
+            let lo = cursor.max(f.start().as_u64());
+            let delta = (start % align).wrapping_sub(lo % align) % align;
+            let at = lo.checked_add(delta).ok_or_else(|| too_big(u64::MAX))?;
+            if at.checked_add(len).is_some_and(|e| e <= f.end().as_u64()) {
+                break at;
+            }
+            fi += 1;
+        };
+        for b in &blocks[i..j] {
+            let phys = PhysAddr::new(placed + (b.phys().as_u64() - start));
+            out.push(
+                Block::new(phys, b.order()).map_err(|_| WorkloadError::NotABlock {
+                    pfn: phys.pfn(),
+                    order: b.order(),
+                })?,
+            );
+        }
+        cursor = placed + len + PAGE_SIZE;
+        i = j;
+    }
+    Ok(out)
+}
+
+/// Boot time, after scratch and before the boot folios and
+/// `memblock_free_all`: places `scenario.replay` in memblock's free memory
+/// ([`place_blocks`]) and reserves the placed blocks (one sorted merge,
+/// [`Memblock::memblock_reserve_sorted`]), so the buddy never sees them.
+/// Each run is reserved with a guard page on either side (where that page
+/// is free memory): the guards are neither preserved nor handed to the
+/// buddy, so no later allocation of the old kernel (the tree's pages, the
+/// manifest, another workload's folios) can land next to a run and glue
+/// two runs together: the preserved memory has exactly the trace's
+/// coalesced ranges. The placed blocks, to be filled and preserved once
+/// the buddy is live ([`replay`]).
+pub fn replay_reserve(
+    memblock: &mut Memblock,
+    scenario: &Scenario,
+) -> Result<Vec<Block>, WorkloadError> {
+    if scenario.replay.is_empty() {
+        return Ok(Vec::new());
+    }
+    let free: Vec<PhysRange> = memblock
+        .for_each_free_mem_range(crate::memblock::MemblockFlags::NONE)
+        .collect();
+    let placed = place_blocks(&scenario.replay, &free)?;
+    let runs = kho::merge_ranges(placed.iter().filter_map(|b| b.range()).collect());
+    let guarded = kho::merge_ranges(
+        runs.iter()
+            .filter_map(|r| {
+                let start = r.start().checked_sub(PAGE_SIZE).unwrap_or(r.start());
+                let end = r.end().checked_add(PAGE_SIZE).unwrap_or(r.end());
+                PhysRange::new(start, end).ok()
+            })
+            .collect(),
+    );
+    let ranges = intersect(&guarded, &free);
+    memblock
+        .memblock_reserve_sorted(ranges, crate::memblock::MemblockFlags::NONE)
+        .map_err(|e| WorkloadError::Reserve {
+            reason: e.to_string(),
+        })?;
+    Ok(placed)
+}
+
+/// The intersection of two sorted lists of disjoint ranges, sorted.
+fn intersect(a: &[PhysRange], b: &[PhysRange]) -> Vec<PhysRange> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        let start = x.start().max(y.start());
+        let end = x.end().min(y.end());
+        if let Ok(r) = PhysRange::new(start, end)
+            && !r.is_empty()
+        {
+            out.push(r);
+        }
+        if x.end() <= y.end() {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The replayed blocks ([`replay_reserve`]) filled and preserved.
+pub fn replay<M: PageAlloc + PageMap>(
+    placed: &[Block],
+    p: &mut Preserver<'_, '_, M>,
+) -> Result<(), WorkloadError> {
+    p.folios(placed)
 }
 
 // ---------------------------------------------------------------------------
@@ -478,12 +794,16 @@ fn alloc(buddy: &Buddy<'_>, order: Order, what: &'static str) -> Result<Pfn, Wor
 /// The VM workload: guest 0's RAM is the boot-time 1 GiB folios `gigantic`,
 /// guest 1's is `vm_2m_folios` THP folios from the buddy; each guest also
 /// has [`VM_META_PAGES`] order-0 pages. Everything is filled and preserved.
+/// No guest RAM at all (a scenario without VMs): nothing, not even metadata.
 pub fn vm<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     gigantic: &[Pfn],
     scenario: &Scenario,
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<VmStats, WorkloadError> {
+    if gigantic.is_empty() && scenario.vm_2m_folios == 0 {
+        return Ok(VmStats::default());
+    }
     let mut blocks = Vec::new();
     for &head in gigantic {
         blocks.push(block(head, GIGANTIC_ORDER)?);
@@ -599,13 +919,17 @@ impl Churn<'_, '_> {
 /// (`memfd_order0_percent` of the bytes in order 0, the rest in orders
 /// 2..=4, interleaved at random) with churn continuing between them (one
 /// step after about every fourth folio), then the churn released. Every
-/// checkpoint folio is filled and preserved.
+/// checkpoint folio is filled and preserved. An empty checkpoint does
+/// nothing (no aging either).
 pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     scenario: &Scenario,
     seed: u64,
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<MemfdStats, WorkloadError> {
+    if scenario.memfd_bytes == 0 {
+        return Ok(MemfdStats::default());
+    }
     let mut rng = Rng::new(seed, MEMFD_STREAM);
     let pages = scenario.memfd_bytes / PAGE_SIZE;
     let order0_pages = pages * u64::from(scenario.memfd_order0_percent.min(100)) / 100;
@@ -703,6 +1027,7 @@ mod tests {
             memfd_bytes: 8 * M,
             memfd_order0_percent: 70,
             forget_pages: 2,
+            replay: Vec::new(),
         }
     }
 
@@ -822,6 +1147,7 @@ mod tests {
             memfd_bytes: 0,
             memfd_order0_percent: 70,
             forget_pages: 0,
+            replay: Vec::new(),
         };
         let stats = vm(buddy, &giga, &s, &mut p).unwrap();
         assert_eq!(stats.folios, 1 + 2 + 2 * VM_META_PAGES);
@@ -839,6 +1165,195 @@ mod tests {
             assert!(tree.is_preserved(*b).unwrap());
             assert!(scratch.overlap(b.range().unwrap()).is_none());
         }
+    }
+
+    fn b(pfn: u64, order: u8) -> Block {
+        Block::from_pfn(Pfn::new(pfn).unwrap(), Order::new(order)).unwrap()
+    }
+
+    fn r(start: u64, end: u64) -> PhysRange {
+        PhysRange::new(PhysAddr::new(start), PhysAddr::new(end)).unwrap()
+    }
+
+    /// The runs (maximal adjacent blocks) of a sorted block list, as ranges.
+    fn runs(blocks: &[Block]) -> Vec<PhysRange> {
+        kho::merge_ranges(blocks.iter().map(|b| b.range().unwrap()).collect())
+    }
+
+    /// The pattern is kept: same orders in the same sequence, every block
+    /// aligned, inside free memory, the same number of runs with the same
+    /// lengths and the same block offsets inside each.
+    fn assert_same_pattern(trace: &[Block], placed: &[Block], free: &[PhysRange]) {
+        assert_eq!(trace.len(), placed.len());
+        for (t, p) in trace.iter().zip(placed) {
+            assert_eq!(t.order(), p.order());
+            assert!(p.phys().is_aligned(p.size()));
+            assert!(
+                free.iter().any(|f| f.contains_range(p.range().unwrap())),
+                "{p:?}"
+            );
+        }
+        let (rt, rp) = (runs(trace), runs(placed));
+        assert_eq!(
+            rt.iter().map(|r| r.size()).collect::<Vec<_>>(),
+            rp.iter().map(|r| r.size()).collect::<Vec<_>>()
+        );
+        let mut sorted = placed.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, placed, "runs keep their order");
+    }
+
+    #[test]
+    fn a_trace_that_fits_stays_where_it_is() {
+        let trace = [b(0x100, 0), b(0x101, 0), b(0x200, 9)];
+        let free = [r(0x10_0000, 0x80_0000)];
+        assert_eq!(place_blocks(&trace, &free).unwrap(), trace);
+    }
+
+    #[test]
+    fn a_trace_beyond_ram_is_packed_keeping_adjacency_and_alignment() {
+        // 20 GiB up: an order-0 page glued to a 2 MiB folio glued to a
+        // 64 KiB folio, a lone page, a 1 GiB folio with a page after it.
+        let g = (20u64 << 30) >> 12;
+        let trace = vec![
+            b(g + 511, 0),
+            b(g + 512, 9),
+            b(g + 1024, 4),
+            b(g + 5000, 0),
+            b(g + (1 << 18), 18),
+            b(g + (2 << 18), 0),
+        ];
+        let free = &[r(0x10_0000, 0x3000_0000), r(1 << 32, 6 << 30)][..];
+        let placed = place_blocks(&trace, free).unwrap();
+        assert_same_pattern(&trace, &placed, free);
+        assert_eq!(runs(&placed).len(), 3);
+        // The first run starts at the lowest address where its 2 MiB folio
+        // is aligned: one page below 2 MiB.
+        assert_eq!(placed[0].phys().as_u64(), (2 << 20) - 4096);
+        // The lone page goes one page past the first run's end.
+        assert_eq!(
+            placed[3].phys().as_u64(),
+            placed[2].range().unwrap().end().as_u64() + 4096
+        );
+        // The 1 GiB run does not fit under 3 GiB after the others: above 4 GiB.
+        assert_eq!(placed[4].phys().as_u64(), 1 << 32);
+    }
+
+    #[test]
+    fn packing_keeps_a_fragmented_pattern_fragmented() {
+        let trace = fragmented_blocks(Pfn::new(1 << 30).unwrap(), 1000);
+        let free = [r(1 << 20, 64 << 20)];
+        let placed = place_blocks(&trace, &free).unwrap();
+        assert_same_pattern(&trace, &placed, &free);
+        assert_eq!(runs(&placed).len(), 500);
+        // Packed: every other page from the start of free memory.
+        assert_eq!(placed[1].pfn().as_u64() - placed[0].pfn().as_u64(), 2);
+        assert_eq!(placed[0].phys().as_u64(), 1 << 20);
+    }
+
+    #[test]
+    fn a_trace_too_large_for_the_machine_is_refused() {
+        let trace = dense_blocks(Pfn::new(1 << 30).unwrap(), 2048);
+        let free = [r(1 << 20, 4 << 20), r(6 << 20, 8 << 20)];
+        let e = place_blocks(&trace, &free).unwrap_err();
+        assert!(
+            matches!(e, WorkloadError::TraceDoesNotFit { blocks: 2048, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("does not fit"));
+    }
+
+    #[test]
+    fn presets_have_their_shapes() {
+        let ram = 256 * M;
+        let dense = Scenario::preset(WorkloadKind::Dense, ram);
+        assert_eq!(dense.replay.len() as u64, ram / 16 / PAGE_SIZE);
+        assert_eq!(runs(&dense.replay).len(), 1);
+        assert_eq!((dense.memfd_bytes, dense.vm_2m_folios), (0, 0));
+        let frag = Scenario::preset(WorkloadKind::Fragmented, ram);
+        assert_eq!(runs(&frag.replay).len(), frag.replay.len());
+        let mixed = Scenario::preset(WorkloadKind::Mixed, ram);
+        assert_eq!(runs(&mixed.replay).len(), 1 + frag.replay.len() / 2);
+        assert!(mixed.memfd_bytes > 0 && mixed.vm_2m_folios > 0);
+        assert_eq!(
+            Scenario::preset(WorkloadKind::Default, ram),
+            Scenario::for_machine(ram)
+        );
+        assert_eq!(Scenario::preset(WorkloadKind::Vm, ram).memfd_bytes, 0);
+        assert_eq!(Scenario::preset(WorkloadKind::Memfd, ram).vm_2m_folios, 0);
+        for k in WorkloadKind::ALL {
+            assert_eq!(k.as_str().parse::<WorkloadKind>().unwrap(), k);
+        }
+        assert!("huge".parse::<WorkloadKind>().is_err());
+    }
+
+    /// The old kernel replays a trace far above its RAM: placed, reserved,
+    /// preserved exactly (manifest = the placed blocks), and every byte
+    /// verifies.
+    #[test]
+    fn the_old_kernel_replays_a_remapped_trace() {
+        use crate::liveupdate::{OldKernelConfig, Strategy, old_kernel_boot};
+        let g = (20u64 << 30) >> 12;
+        let mut trace = vec![b(g + 511, 0), b(g + 512, 9), b(g + 1024, 4)];
+        trace.extend(fragmented_blocks(Pfn::new(g + 4096).unwrap(), 64));
+        let mut cfg = OldKernelConfig::new(128 * M, Strategy::Bulk).unwrap();
+        cfg.scenario = Scenario {
+            replay: trace.clone(),
+            ..Scenario::default()
+        };
+        let img = old_kernel_boot(&cfg).unwrap();
+        let listed: Vec<Block> = img.manifest.entries.iter().map(|e| e.block).collect();
+        assert_eq!(listed.len(), trace.len());
+        let ram = img.mem.layout().ram().to_vec();
+        assert_same_pattern(&trace, &listed, &ram);
+        for b in &listed {
+            assert!(img.preserved.contains(b));
+            img.scratch.check_preserve(b.range().unwrap()).unwrap();
+        }
+        let v = img.manifest.verify(&img.mem);
+        assert_eq!(v.lost_bytes, 0);
+        assert_eq!(
+            v.verified_bytes,
+            trace.iter().map(|b| b.size()).sum::<u64>()
+        );
+    }
+
+    /// Next to a fragmented replay, the checkpoint's order-0 folios come
+    /// from the buddy: the guard pages keep them out of the pattern's
+    /// holes, so each replayed page stays a range of its own.
+    #[test]
+    fn guards_keep_other_allocations_out_of_a_replayed_pattern() {
+        use crate::liveupdate::{OldKernelConfig, Strategy, old_kernel_boot};
+        let trace = fragmented_blocks(Pfn::new(1 << 30).unwrap(), 512);
+        let mut cfg = OldKernelConfig::new(128 * M, Strategy::Bulk).unwrap();
+        cfg.scenario = Scenario {
+            memfd_bytes: 8 * M,
+            memfd_order0_percent: 100,
+            replay: trace.clone(),
+            ..Scenario::default()
+        };
+        let img = old_kernel_boot(&cfg).unwrap();
+        let placed: Vec<Block> = img.manifest.entries[..trace.len()]
+            .iter()
+            .map(|e| e.block)
+            .collect();
+        let mut preserved = img.preserved.clone();
+        preserved.sort();
+        let all = runs(&preserved);
+        for b in &placed {
+            let r = b.range().unwrap();
+            assert!(all.contains(&r), "{b:?} was glued to a neighbour");
+        }
+    }
+
+    #[test]
+    fn intersect_clips_to_both() {
+        let a = [r(0, 0x3000), r(0x5000, 0x9000)];
+        let b = [r(0x1000, 0x6000), r(0x8000, 0xa000)];
+        assert_eq!(
+            intersect(&a, &b),
+            [r(0x1000, 0x3000), r(0x5000, 0x6000), r(0x8000, 0x9000)]
+        );
     }
 
     #[test]
