@@ -921,6 +921,26 @@ mod tests {
         (manifest, view)
     }
 
+    /// Every block of the handed-over tree, walked by the validating reader
+    /// with the scratch areas forbidden.
+    fn walk_handover(mem: &PhysMem, view: &KhoHandoverView) -> BTreeSet<Block> {
+        let mut forbidden = view.scratch.clone();
+        forbidden.sort();
+        let ram = mem.layout().ram().to_vec();
+        let map = RamMap::new(&ram, &forbidden).unwrap();
+        RadixReader::open(
+            mem,
+            map,
+            view.root,
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
+        .unwrap()
+        .walk()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
     struct KhoHandoverView {
         root: PhysAddr,
         fdt: PhysRange,
@@ -969,21 +989,7 @@ mod tests {
         assert_eq!(view.scratch, img.scratch.as_slice());
         assert_eq!(view.scratch.len(), 3);
 
-        let mut forbidden = view.scratch.clone();
-        forbidden.sort();
-        let ram = img.mem.layout().ram().to_vec();
-        let map = RamMap::new(&ram, &forbidden).unwrap();
-        let walked: BTreeSet<Block> = RadixReader::open(
-            &img.mem,
-            map,
-            view.root,
-            NodeSet::new(),
-            NodeBudget::for_ram(&map),
-        )
-        .unwrap()
-        .walk()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        let walked = walk_handover(&img.mem, &view);
 
         // The manifest lists the workload's folios; the last two are the
         // forgotten pages.
@@ -1095,21 +1101,7 @@ mod tests {
             manifest.preserved_bytes(),
             (2 << 30) + (512 << 20) + (1 << 30) + 8 * PAGE_SIZE
         );
-        let mut forbidden = view.scratch.clone();
-        forbidden.sort();
-        let ram = img.mem.layout().ram().to_vec();
-        let map = RamMap::new(&ram, &forbidden).unwrap();
-        let walked: BTreeSet<Block> = RadixReader::open(
-            &img.mem,
-            map,
-            view.root,
-            NodeSet::new(),
-            NodeBudget::for_ram(&map),
-        )
-        .unwrap()
-        .walk()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        let walked = walk_handover(&img.mem, &view);
         assert_eq!(walked, img.preserved.iter().copied().collect());
         let v = manifest.verify(&img.mem);
         assert_eq!(v.lost_bytes, 0);
