@@ -292,6 +292,25 @@ impl PhysMem {
     }
 }
 
+/// Hints the CPU to fetch the cache line of `word` for writing soon: a
+/// loop that stores into scattered memory (the head struct pages of
+/// preserved blocks) issues it some iterations ahead, so the misses overlap
+/// instead of queueing behind each other.
+#[inline(always)]
+pub fn prefetch(word: &AtomicU64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has (it is in
+    // the target's baseline features); a prefetch is only a hint and never
+    // faults, and the address comes from a live reference anyway.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(word).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = word;
+}
+
 impl PageMap for PhysMem {
     fn page(&self, phys: PhysAddr) -> Result<&AtomicPage, MemError> {
         self.page_at(phys)

@@ -47,6 +47,7 @@
 //! which also validates the whole handover), then the pass that reserves
 //! and writes the heads (`memblock` = that pass minus the read-only one).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,14 +56,18 @@ use kho::{
     PAGE_SIZE, Pfn, PhysAddr, PhysRange, RadixReader, RamMap, RamMapError, WalkError,
 };
 
+use crate::arena::prefetch;
 use crate::boot::Machine;
 use crate::buddy::{Buddy, MAX_PAGE_ORDER, prep_compound_page};
 use crate::kexec::KhoHandover;
 use crate::liveupdate::Strategy;
 use crate::memblock::{MemblockError, MemblockFlags};
-use crate::memmap::{MemMap, MemmapError};
+use crate::memmap::{MemMap, MemmapError, StructPage};
 use crate::physio::read_bytes;
 use crate::workload::TreeAlloc;
+
+/// How many head pages the head pass looks ahead.
+const HEADS_AHEAD: usize = 32;
 
 /// `KHO_PAGE_MAGIC`: the high half of a restorable head page's `private`.
 pub const KHO_PAGE_MAGIC: u32 = 0x4b48_4f50;
@@ -572,10 +577,29 @@ fn memory_init(
         Strategy::Coalesced | Strategy::Bulk | Strategy::Skip => {
             let t = Instant::now();
             let mut walk = open()?.walk();
+            // Head pages are scattered over the memmap: look each one up
+            // and prefetch it HEADS_AHEAD blocks before its store, so the
+            // cache and TLB misses overlap.
+            let mut ring: VecDeque<(StructPage<'_>, u64)> = VecDeque::with_capacity(HEADS_AHEAD);
             while let Some(run) = walk.next_run() {
-                for b in run.map_err(werr)?.blocks() {
-                    write_head(mm, b)?;
+                let run = run.map_err(werr)?;
+                let info = kho_page_info(run.order());
+                for b in run.blocks() {
+                    let page = mm.pfn_to_page(b.pfn()).map_err(|source| KhoError::Memmap {
+                        phys: b.phys(),
+                        source,
+                    })?;
+                    prefetch(page.private_word());
+                    if ring.len() == HEADS_AHEAD
+                        && let Some((p, v)) = ring.pop_front()
+                    {
+                        p.set_private(v);
+                    }
+                    ring.push_back((page, info));
                 }
+            }
+            for (p, v) in ring {
+                p.set_private(v);
             }
             st.heads = t.elapsed();
             let t = Instant::now();

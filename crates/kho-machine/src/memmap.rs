@@ -193,7 +193,12 @@ impl<'a> StructPage<'a> {
         self.pfn
     }
 
-    /// The 8 raw words.
+    /// The `private` word (to prefetch it).
+    pub fn private_word(&self) -> &'a AtomicU64 {
+        &self.w[W_PRIVATE]
+    }
+
+    /// The eight words.
     pub fn words(&self) -> &'a [AtomicU64; STRUCT_PAGE_WORDS] {
         self.w
     }
