@@ -525,11 +525,27 @@ fn run(a: &RunArgs) -> Result<()> {
         Some(s) => vec![s],
         None => a.strategy.strategies(),
     };
-    let rows = strategies
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| live_update(&exe, a, s, a.dump_core.as_ref().filter(|_| i == 0)))
-        .collect::<Result<Vec<_>>>()?;
+    // One live update per strategy; a progress bar on stderr (hidden when
+    // stderr is not a terminal) says which one is running.
+    let bar = indicatif::ProgressBar::new(strategies.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} live update {pos}/{len}: {msg} [{elapsed}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let mut rows = Vec::with_capacity(strategies.len());
+    for (i, s) in strategies.into_iter().enumerate() {
+        bar.set_message(format!("{} on a {} machine", s, bytes(a.machine_size)));
+        rows.push(live_update(
+            &exe,
+            a,
+            s,
+            a.dump_core.as_ref().filter(|_| i == 0),
+        )?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
     if a.json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
