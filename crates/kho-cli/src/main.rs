@@ -5,6 +5,7 @@
 //! old kernel (`kho __old-kernel`, stdout piped), which prepares the machine
 //! and execs into the new kernel (`kho __new-kernel`, same PID, stdout
 //! inherited), which prints its [`RunReport`] as one JSON line.
+#![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -7,6 +7,7 @@
 //! | [`inspect`]  | `kho inspect`: decode and validate a handover from a memory image    |
 //! | [`peers`]    | the tracker designs behind one trait: xarray (6.16), radix-mainline, maple, kho |
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod fidelity;
 pub mod image;

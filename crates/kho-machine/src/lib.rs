@@ -15,7 +15,10 @@
 //! | [`workload`]   | the old kernel's workloads: VM guests, memfd checkpoint, preservation    |
 //! | [`liveupdate`] | the old and the new kernel's main functions                              |
 #![warn(missing_docs)]
+// Unsafe code lives in `arena` only (the mapping of the memfd).
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
 pub mod arena;
 pub mod boot;
 pub mod buddy;
