@@ -69,7 +69,7 @@ impl Workload {
 
 /// `1G`, `256M`.
 pub fn human(size: u64) -> String {
-    if size >= 1 << 30 && size % (1 << 30) == 0 {
+    if size >= 1 << 30 && size.is_multiple_of(1 << 30) {
         format!("{}G", size >> 30)
     } else {
         format!("{}M", size >> 20)
@@ -140,7 +140,11 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<(f64, f64, f64, u64, u64), String> {
+/// The old-kernel side of one rep: preserve ns/block (1 thread, 2 threads),
+/// finalize ms, metadata bytes, restore peak bytes.
+type OldSide = (f64, f64, f64, u64, u64);
+
+fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, String> {
     let lo = blocks
         .iter()
         .map(|b| b.phys().as_u64())
@@ -271,7 +275,7 @@ pub fn run_workload(
             });
         }
     }
-    let mut old: Vec<Vec<(f64, f64, f64, u64, u64)>> = vec![Vec::new(); images.len()];
+    let mut old: Vec<Vec<OldSide>> = vec![Vec::new(); images.len()];
     for rep in 0..=reps {
         for a in &mut accs {
             progress(&format!(
@@ -310,7 +314,7 @@ pub fn run_workload(
         let (_, img) = &images[a.img];
         let pages: u64 = img.preserved.iter().map(|b| b.size() / PAGE_SIZE).sum();
         let o = &old[a.img];
-        let col = |f: fn(&(f64, f64, f64, u64, u64)) -> f64| {
+        let col = |f: fn(&OldSide) -> f64| {
             let mut v: Vec<f64> = o.iter().map(f).collect();
             median(&mut v)
         };
