@@ -458,6 +458,11 @@ fn bench(a: &BenchArgs) -> Result<()> {
         );
         println!("{}", report::scaling_table(&r));
     }
+    println!();
+    println!("targets (issue 6), checked against this run:");
+    for line in report::targets(&r) {
+        println!("- {line}");
+    }
     if let Some(p) = &a.json {
         std::fs::write(p, report::json(&r).map_err(|e| anyhow::anyhow!(e))?)
             .with_context(|| p.display().to_string())?;

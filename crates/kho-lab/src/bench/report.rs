@@ -130,34 +130,151 @@ pub fn cells_table(r: &BenchReport) -> Table {
     t
 }
 
-/// Ours / peers, per workload.
+/// Ours / peers, per workload: one row per (workload, ours), two columns
+/// per peer (restore and metadata, ours / peer).
 pub fn ratios_table(r: &BenchReport) -> Table {
     let mut t = Table::new();
     t.load_preset(ASCII_MARKDOWN);
-    t.set_header(vec![
-        "workload",
-        "ours",
-        "peer",
-        "restore ours/peer",
-        "init ours/peer",
-        "metadata ours/peer",
-    ]);
-    for x in &r.ratios {
-        let ours = if x.ours == "best" {
-            format!("best ({})", x.ours_strategy)
-        } else {
-            x.ours.clone()
+    let mut peers: Vec<String> = r.ratios.iter().map(|x| x.peer.clone()).collect();
+    peers.sort();
+    peers.dedup();
+    let mut header = vec!["workload".to_owned(), "ours".to_owned()];
+    for p in &peers {
+        header.push(format!("restore vs {p}"));
+        header.push(format!("md vs {p}"));
+    }
+    t.set_header(header);
+    let mut keys: Vec<(String, String)> = r
+        .ratios
+        .iter()
+        .map(|x| (x.workload.clone(), x.ours.clone()))
+        .collect();
+    keys.dedup();
+    for (w, o) in keys {
+        let rows: Vec<&Ratio> = r
+            .ratios
+            .iter()
+            .filter(|x| x.workload == w && x.ours == o)
+            .collect();
+        let label = match rows.first() {
+            Some(x) if o == "best" => format!("best ({})", x.ours_strategy),
+            _ => o.clone(),
         };
-        t.add_row(vec![
-            x.workload.clone(),
-            ours,
-            x.peer.clone(),
-            f(x.restore_ratio, 4),
-            f(x.init_ratio, 3),
-            f(x.metadata_ratio, 3),
-        ]);
+        let mut row = vec![w.clone(), label];
+        for p in &peers {
+            match rows.iter().find(|x| &x.peer == p) {
+                Some(x) => {
+                    row.push(f(x.restore_ratio, 4));
+                    row.push(f(x.metadata_ratio, 2));
+                }
+                None => row.extend(["-".to_owned(), "-".to_owned()]),
+            }
+        }
+        t.add_row(row);
     }
     t
+}
+
+/// The targets, checked against this run's figures: one line each,
+/// `met`, `NOT met` or `n/a` (not measured in this run).
+pub fn targets(r: &BenchReport) -> Vec<String> {
+    let mut out = Vec::new();
+    let find = |scheme: &str, strategy: &str| {
+        r.scaling
+            .iter()
+            .find(|s| s.scheme == scheme && s.strategy == strategy)
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    // 1. 100x at 2^20 against mainline per-block.
+    if let Some(pb) =
+        find("kho", "per-block").and_then(|s| s.ms_at_2_20.map(|m| (m, s.extrapolated)))
+    {
+        for ours in ["bulk", "skip"] {
+            if let Some(o) =
+                find("kho", ours).and_then(|s| s.ms_at_2_20.map(|m| (m, s.extrapolated)))
+            {
+                let x = pb.0 / o.0;
+                out.push(format!(
+                    "restore of 2^20 scattered order-0 blocks: per-block {:.0} ms{} / {ours} {:.1} ms{} = {x:.0}x (target >= 100x): {}",
+                    pb.0,
+                    if pb.1 { " (extrapolated)" } else { "" },
+                    o.0,
+                    if o.1 { " (extrapolated)" } else { "" },
+                    verdict(x >= 100.0)
+                ));
+            }
+        }
+    }
+    for ours in ["bulk", "skip"] {
+        if let Some(s) = find("kho", ours) {
+            out.push(format!(
+                "growth exponent of {ours}: {:.2} (target <= 1.1): {}",
+                s.exponent,
+                verdict(s.exponent <= 1.1)
+            ));
+        }
+    }
+    if let Some(s) = find("kho", "per-block") {
+        out.push(format!(
+            "growth exponent of per-block (mainline): {:.2}",
+            s.exponent
+        ));
+    }
+    // 2. Dense and VM: within 1.2x of maple.
+    for x in r.ratios.iter().filter(|x| {
+        x.ours == "best"
+            && x.peer == "maple"
+            && (x.workload.starts_with("dense") || x.workload.starts_with("vm"))
+    }) {
+        out.push(format!(
+            "{}: restore best of ours ({}) / maple = {:.2}x (target <= 1.2x): {}",
+            x.workload,
+            x.ours_strategy,
+            x.restore_ratio,
+            verdict(x.restore_ratio <= 1.2)
+        ));
+    }
+    // 3. Next-boot init within 1.1x of a boot with nothing preserved.
+    let mut workloads: Vec<&str> = r.cells.iter().map(|c| c.workload.as_str()).collect();
+    workloads.dedup();
+    for w in &workloads {
+        for ours in ["bulk", "skip"] {
+            if let Some(c) = r
+                .cells
+                .iter()
+                .find(|c| c.workload == *w && c.scheme == "kho" && c.strategy == ours)
+            {
+                out.push(format!(
+                    "{w}: next-boot init with {ours} {:.2} ms / baseline {:.2} ms = {:.2}x (target <= 1.1x): {}",
+                    c.next_boot_init_ms,
+                    c.baseline_mm_init_ms,
+                    c.init_vs_baseline,
+                    verdict(c.init_vs_baseline <= 1.1)
+                ));
+            }
+        }
+    }
+    // 4. Metadata bits per page: ours = radix-mainline < xarray chunks.
+    for w in &workloads {
+        let bits = |scheme: &str| {
+            r.cells
+                .iter()
+                .find(|c| c.workload == *w && c.scheme == scheme)
+                .map(|c| c.metadata_bits_per_page)
+        };
+        if let (Some(k), Some(m), Some(x), Some(x5)) = (
+            bits("kho"),
+            bits("radix-mainline"),
+            bits("xarray"),
+            bits("xarray-512"),
+        ) {
+            out.push(format!(
+                "{w}: metadata bits/page ours {k:.2}, radix-mainline {m:.2}, xarray {x:.2}, xarray-512 {x5:.2} (target: = mainline, < xarray): {}",
+                verdict((k - m).abs() < 1e-9 && k < x.min(x5))
+            ));
+        }
+    }
+    out
 }
 
 /// The sweep.
