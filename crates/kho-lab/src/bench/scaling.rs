@@ -81,6 +81,9 @@ pub struct Point {
     pub blocks: u64,
     /// Walk + memblock, ms.
     pub ms: f64,
+    /// The scheme's metadata for these blocks (simulated pages x 4096 +
+    /// modelled kernel objects), bytes.
+    pub metadata_bytes: u64,
 }
 
 /// One strategy's curve.
@@ -190,7 +193,7 @@ fn fresh_memblock(ram_end: u64) -> Result<Memblock, String> {
 
 /// Restore time of `n` scattered blocks for every strategy in `strategies`
 /// (one tree per scheme); `ms` per strategy, in order.
-pub fn measure_point(n: u64, strategies: &[SweepStrategy]) -> Result<Vec<Duration>, String> {
+pub fn measure_point(n: u64, strategies: &[SweepStrategy]) -> Result<Vec<(Duration, u64)>, String> {
     let blocks = scattered(n);
     let arena_pages = usize::try_from(n / 64 + 2048).map_err(|e| e.to_string())?;
     let ram_end = BLOCKS_AT + 2 * n * PAGE_SIZE + (1 << 30);
@@ -200,20 +203,22 @@ pub fn measure_point(n: u64, strategies: &[SweepStrategy]) -> Result<Vec<Duratio
     ];
     let map = RamMap::new(&ram, &[]).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(strategies.len());
-    let mut cache: Option<(SchemeKind, VecArena, PhysAddr)> = None;
+    let mut cache: Option<(SchemeKind, VecArena, PhysAddr, u64)> = None;
     for s in strategies {
         if cache.as_ref().is_none_or(|c| c.0 != s.scheme) {
             let arena = VecArena::new(PhysAddr::new(ARENA_BASE), arena_pages);
-            let root = {
+            let (root, md) = {
                 let mut t = s.scheme.tracker(&arena).map_err(|e| e.to_string())?;
                 for &b in &blocks {
                     t.preserve(b).map_err(|e| e.to_string())?;
                 }
-                t.finalize().map_err(|e| e.to_string())?.root
+                let root = t.finalize().map_err(|e| e.to_string())?.root;
+                let m = t.metadata();
+                (root, m.pages.len() as u64 * PAGE_SIZE + m.object_bytes)
             };
-            cache = Some((s.scheme, arena, root));
+            cache = Some((s.scheme, arena, root, md));
         }
-        let Some((_, arena, root)) = cache.as_ref() else {
+        let Some((_, arena, root, md)) = cache.as_ref() else {
             return Err("no tree".into());
         };
         let mut mb = fresh_memblock(ram_end)?;
@@ -244,7 +249,7 @@ pub fn measure_point(n: u64, strategies: &[SweepStrategy]) -> Result<Vec<Duratio
                     .map_err(|e| e.to_string())?;
             }
         }
-        out.push(t.elapsed());
+        out.push((t.elapsed(), *md));
         drop(mb);
     }
     Ok(out)
@@ -280,10 +285,11 @@ pub fn sweep(
         let sel: Vec<SweepStrategy> = live.iter().map(|&i| strategies[i]).collect();
         progress(&format!("scaling 2^{}", n.trailing_zeros()));
         let times = measure_point(n, &sel)?;
-        for (&i, d) in live.iter().zip(times) {
+        for (&i, (d, md)) in live.iter().zip(times) {
             res[i].points.push(Point {
                 blocks: n,
                 ms: d.as_secs_f64() * 1e3,
+                metadata_bytes: md,
             });
             if d > cap {
                 res[i].capped_after = Some(n);
@@ -319,6 +325,7 @@ mod tests {
             .map(|k| Point {
                 blocks: 1 << k,
                 ms: (1u64 << k) as f64,
+                metadata_bytes: 0,
             })
             .collect();
         assert!((exponent(&lin) - 1.0).abs() < 1e-9);
@@ -326,6 +333,7 @@ mod tests {
             .map(|k| Point {
                 blocks: 1 << k,
                 ms: ((1u64 << k) as f64).powi(2),
+                metadata_bytes: 0,
             })
             .collect();
         assert!((exponent(&sq) - 2.0).abs() < 1e-9);
