@@ -377,6 +377,10 @@ struct BenchArgs {
     /// every other power): under 2 minutes on 2 cores.
     #[arg(long)]
     quick: bool,
+    /// A tiny matrix (dense and fragmented at 64M, sweep 2^8 and 2^10): a
+    /// smoke test of the whole pipeline in seconds.
+    #[arg(long, hide = true, conflicts_with = "quick")]
+    tiny: bool,
     /// Measured repetitions per cell, after one warm-up (default 3; 1 with
     /// --quick).
     #[arg(long)]
@@ -412,7 +416,15 @@ fn bench(a: &BenchArgs) -> Result<()> {
         );
         traces.push((name, t.into_blocks()));
     }
-    let mut cfg = if a.quick {
+    let mut cfg = if a.tiny {
+        let mut c = BenchConfig::tiny();
+        c.sweep = vec![1 << 8, 1 << 10];
+        for (name, blocks) in &traces {
+            c.workloads
+                .push(bench::Workload::trace(name, blocks.clone(), 64 << 20));
+        }
+        c
+    } else if a.quick {
         BenchConfig::quick(&traces)
     } else {
         BenchConfig::full(&traces)
