@@ -220,6 +220,34 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
             s.exponent
         ));
     }
+    // Metadata at the largest sweep point every scheme reached.
+    if let Some(n) = r
+        .scaling
+        .iter()
+        .filter_map(|s| s.points.last().map(|p| p.blocks))
+        .min()
+    {
+        let mut seen: Vec<String> = Vec::new();
+        let mut parts = Vec::new();
+        for s in &r.scaling {
+            if seen.contains(&s.scheme) {
+                continue;
+            }
+            if let Some(p) = s.points.iter().find(|p| p.blocks == n) {
+                seen.push(s.scheme.clone());
+                parts.push(format!(
+                    "{} {:.3}",
+                    s.scheme,
+                    p.metadata_bytes as f64 * 8.0 / n as f64
+                ));
+            }
+        }
+        out.push(format!(
+            "metadata bits per preserved page, 2^{} scattered order-0 blocks (every other page): {}",
+            n.trailing_zeros(),
+            parts.join(", ")
+        ));
+    }
     // 2. Dense and VM: within 1.2x of maple.
     for x in r.ratios.iter().filter(|x| {
         x.ours == "best"
