@@ -465,7 +465,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         println!();
         println!(
             "scaling: restore (walk + memblock) of scattered order-0 blocks (every other page), \
-             one run per point; exponent = least-squares log-log slope; \
+             median of 5 runs per point up to 2^14, one above; exponent = least-squares log-log slope; \
              2^20 extrapolated from the last three points where not measured"
         );
         println!("{}", report::scaling_table(&r));

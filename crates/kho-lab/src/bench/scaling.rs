@@ -2,7 +2,8 @@
 //! blocks (every other page from 4 GiB up: as many ranges as blocks, the
 //! worst case for memblock) per scheme and strategy, for `n` = 2^k.
 //!
-//! What is measured, per point (one run, no repetition):
+//! What is measured, per point (the median of five runs up to 2^14
+//! blocks, one run above):
 //! - the tracker is built once per `n` (preserve through the scheme into a
 //!   [`VecArena`]) and finalized; then, into a fresh Linux-faithful
 //!   [`Memblock`] holding the machine's RAM (resizable arrays):
@@ -30,6 +31,8 @@ use crate::peers::{Reserve, SchemeError, SchemeKind};
 
 const ARENA_BASE: u64 = 1 << 20;
 const BLOCKS_AT: u64 = 4 << 30;
+/// Points up to this many blocks are measured five times (median).
+const SMALL_POINT: u64 = 1 << 14;
 
 /// One strategy of the sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +287,19 @@ pub fn sweep(
         }
         let sel: Vec<SweepStrategy> = live.iter().map(|&i| strategies[i]).collect();
         progress(&format!("scaling 2^{}", n.trailing_zeros()));
-        let times = measure_point(n, &sel)?;
+        // Small points are noise-prone (microseconds): the median of 5.
+        let runs = if n <= SMALL_POINT { 5 } else { 1 };
+        let mut all: Vec<Vec<(Duration, u64)>> = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            all.push(measure_point(n, &sel)?);
+        }
+        let times: Vec<(Duration, u64)> = (0..sel.len())
+            .map(|j| {
+                let mut v: Vec<(Duration, u64)> = all.iter().map(|r| r[j]).collect();
+                v.sort();
+                v[v.len() / 2]
+            })
+            .collect();
         for (&i, (d, md)) in live.iter().zip(times) {
             res[i].points.push(Point {
                 blocks: n,
