@@ -394,6 +394,15 @@ struct BenchArgs {
     /// Largest sweep point, as a power of two (default 24; 16 with --quick).
     #[arg(long)]
     max_pow: Option<u32>,
+    /// Machine sizes of the matrix, comma-separated (default 1G,4G;
+    /// 256M,1G with --quick).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    sizes: Vec<u64>,
+    /// Workloads of the matrix, comma-separated: vm, memfd, dense,
+    /// fragmented, mixed, default (default: the first five; no mixed with
+    /// --quick).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
     /// Skip the scaling sweep.
     #[arg(long)]
     no_scaling: bool,
@@ -431,6 +440,34 @@ fn bench(a: &BenchArgs) -> Result<()> {
     };
     if let Some(r) = a.reps {
         cfg.reps = r.max(1);
+    }
+    if !a.sizes.is_empty() || !a.workloads.is_empty() {
+        let sizes = if a.sizes.is_empty() {
+            let mut v: Vec<u64> = cfg.workloads.iter().map(|w| w.machine_size).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        } else {
+            a.sizes.clone()
+        };
+        let names = if a.workloads.is_empty() {
+            let mut v: Vec<String> = Vec::new();
+            for w in &cfg.workloads {
+                let n = w.name.split('@').next().unwrap_or_default().to_owned();
+                if !n.starts_with("trace:") && !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+            v
+        } else {
+            a.workloads.clone()
+        };
+        let biggest = sizes.iter().copied().max().unwrap_or(1 << 30);
+        cfg.workloads = bench::workloads(&sizes, &names).map_err(|e| anyhow::anyhow!(e))?;
+        for (name, blocks) in &traces {
+            cfg.workloads
+                .push(bench::Workload::trace(name, blocks.clone(), biggest));
+        }
     }
     if let Some(p) = a.max_pow {
         cfg.sweep.retain(|n| n.trailing_zeros() <= p);

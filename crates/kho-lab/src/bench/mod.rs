@@ -123,6 +123,38 @@ impl BenchConfig {
     }
 }
 
+/// The preset workloads by name, in report order.
+pub const WORKLOADS: [(WorkloadKind, &str); 6] = [
+    (WorkloadKind::Vm, "vm"),
+    (WorkloadKind::Memfd, "memfd"),
+    (WorkloadKind::Dense, "dense"),
+    (WorkloadKind::Fragmented, "fragmented"),
+    (WorkloadKind::Mixed, "mixed"),
+    (WorkloadKind::Default, "default"),
+];
+
+/// The presets named `names` at every size of `sizes` (size-major).
+pub fn workloads(sizes: &[u64], names: &[String]) -> Result<Vec<Workload>, String> {
+    let mut kinds = Vec::new();
+    for n in names {
+        let k = WORKLOADS
+            .iter()
+            .find(|(_, name)| name == n)
+            .ok_or_else(|| {
+                format!("unknown workload {n:?} (vm, memfd, dense, fragmented, mixed, default)")
+            })?;
+        kinds.push(*k);
+    }
+    Ok(sizes
+        .iter()
+        .flat_map(|&size| {
+            kinds
+                .iter()
+                .map(move |&(k, name)| Workload::preset(k, name, size))
+        })
+        .collect())
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {

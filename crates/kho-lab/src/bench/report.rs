@@ -206,7 +206,7 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
         }
     }
     for ours in ["bulk", "skip"] {
-        if let Some(s) = find("kho", ours) {
+        if let Some(s) = find("kho", ours).filter(|s| s.points.len() >= 2) {
             out.push(format!(
                 "growth exponent of {ours}: {:.2} (target <= 1.1): {}",
                 s.exponent,
@@ -214,7 +214,7 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
             ));
         }
     }
-    if let Some(s) = find("kho", "per-block") {
+    if let Some(s) = find("kho", "per-block").filter(|s| s.points.len() >= 2) {
         out.push(format!(
             "growth exponent of per-block (mainline): {:.2}",
             s.exponent

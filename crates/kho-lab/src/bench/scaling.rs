@@ -266,6 +266,9 @@ pub fn sweep(
     cap: Duration,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Scaling>, String> {
+    if sizes.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut res: Vec<Scaling> = strategies
         .iter()
         .map(|s| Scaling {
