@@ -22,6 +22,7 @@
 //!    one [`kho::Cursor`] per thread, the peers through their `&self`
 //!    preserve); median of the same reps.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -117,6 +118,13 @@ pub struct Cell {
     pub restore_peak_bytes: u64,
     /// Bytes the next kernel lost (must be 0).
     pub lost_bytes: u64,
+    /// Ours only: this cell's restore (walk + memblock) over each peer's
+    /// on the same workload, by peer name (filled by [`super::run`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub restore_vs_peer: BTreeMap<String, f64>,
+    /// Ours only: metadata bytes over each peer's, by peer name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata_vs_peer: BTreeMap<String, f64>,
 }
 
 /// The cells of one (workload, scheme): the strategies that apply.
@@ -345,6 +353,8 @@ pub fn run_workload(
             init_vs_baseline: total / base,
             restore_peak_bytes: peak,
             lost_bytes: a.lost,
+            restore_vs_peer: BTreeMap::new(),
+            metadata_vs_peer: BTreeMap::new(),
         });
     }
     Ok(cells)

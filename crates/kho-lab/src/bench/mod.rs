@@ -176,6 +176,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
     for w in &cfg.workloads {
         cells.extend(harness::run_workload(w, &cfg.schemes, cfg.reps, progress)?);
     }
+    report::fill_cell_ratios(&mut cells);
     let scaling = scaling::sweep(&cfg.sweep, &cfg.sweep_strategies, cfg.cap, progress)?;
     Ok(BenchReport {
         ratios: report::ratios(&cells),

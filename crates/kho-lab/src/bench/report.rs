@@ -34,6 +34,33 @@ fn restore_ms(c: &Cell) -> f64 {
     c.walk_ms + c.memblock_ms
 }
 
+/// Fills every one of our cells' `restore_vs_peer` and `metadata_vs_peer`
+/// from the peers' cells of the same workload.
+pub fn fill_cell_ratios(cells: &mut [Cell]) {
+    let peers: Vec<(String, String, f64, u64)> = cells
+        .iter()
+        .filter(|c| c.scheme != "kho")
+        .map(|c| {
+            (
+                c.workload.clone(),
+                c.scheme.clone(),
+                restore_ms(c),
+                c.metadata_bytes,
+            )
+        })
+        .collect();
+    for c in cells.iter_mut().filter(|c| c.scheme == "kho") {
+        let ours = restore_ms(c);
+        for (w, p, ms, md) in &peers {
+            if *w == c.workload {
+                c.restore_vs_peer.insert(p.clone(), ours / ms);
+                c.metadata_vs_peer
+                    .insert(p.clone(), c.metadata_bytes as f64 / (*md).max(1) as f64);
+            }
+        }
+    }
+}
+
 /// For each workload: ours (best, bulk, skip) / each peer.
 pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
     let mut out = Vec::new();

@@ -60,6 +60,10 @@ fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
             assert!(c.get(k).is_some(), "cell without {k}: {c}");
         }
     }
+    for c in cells.iter().filter(|c| c["scheme"] == "kho") {
+        assert_eq!(c["restore_vs_peer"].as_object().unwrap().len(), 4, "{c}");
+        assert_eq!(c["metadata_vs_peer"]["radix-mainline"], 1.0, "{c}");
+    }
     let scaling = v["scaling"].as_array().unwrap();
     assert_eq!(scaling.len(), 2);
     for s in scaling {
