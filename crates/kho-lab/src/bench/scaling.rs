@@ -11,9 +11,10 @@
 //!   with `reserve` = `memblock_reserve` + `memblock_reserved_mark_noinit`
 //!   (ours per-block reads the tree the way mainline does: the
 //!   `radix-mainline` reader over our tree, which has the same format);
-//! - `bulk`: the coalescing walk into a list of ranges, then one
+//! - `bulk`: as the machine's `kho_memory_init`: the validating coalescing
+//!   walk into a list of ranges, the heads pass (a second walk), then one
 //!   [`Memblock::memblock_reserve_sorted`] with `RSRV_NOINIT`;
-//! - `skip`: the coalescing walk only (memblock untouched).
+//! - `skip`: the same two walks, memblock untouched.
 //!
 //! Head pages are not written here (no memmap): every strategy writes the
 //! same heads, so they do not change the comparison.
@@ -23,7 +24,9 @@
 
 use std::time::{Duration, Instant};
 
-use kho::{Block, PAGE_SIZE, PhysAddr, PhysRange, RamMap, VecArena};
+use kho::{
+    Block, NodeBudget, NodeSet, PAGE_SIZE, PhysAddr, PhysRange, RadixReader, RamMap, VecArena,
+};
 use kho_machine::memblock::{Memblock, MemblockFlags};
 use serde::Serialize;
 
@@ -169,21 +172,6 @@ impl Reserve for MemblockTarget<'_> {
     }
 }
 
-/// Collects ranges (the walk of `bulk` and `skip`).
-#[derive(Default)]
-struct Ranges(Vec<PhysRange>);
-
-impl Reserve for Ranges {
-    fn reserve(&mut self, r: PhysRange) -> Result<(), SchemeError> {
-        self.0.push(r);
-        Ok(())
-    }
-
-    fn head(&mut self, _: Block) -> Result<(), SchemeError> {
-        Ok(())
-    }
-}
-
 fn fresh_memblock(ram_end: u64) -> Result<Memblock, String> {
     let mut mb = Memblock::new();
     mb.memblock_add(PhysAddr::new(0), ram_end)
@@ -232,20 +220,31 @@ pub fn measure_point(n: u64, strategies: &[SweepStrategy]) -> Result<Vec<(Durati
                     .restore(arena, map, *root, &mut MemblockTarget(&mut mb))
                     .map_err(|e| e.to_string())?;
             }
-            (SchemeKind::Kho, "bulk") => {
-                let mut r = Ranges::default();
-                SchemeKind::Kho
-                    .restore(arena, map, *root, &mut r)
+            (SchemeKind::Kho, strategy @ ("bulk" | "skip")) => {
+                // As the machine's kho_memory_init: the validating
+                // coalescing walk into a list of ranges, a heads pass (a
+                // second walk; the heads themselves are not written here),
+                // then one sorted merge (bulk) or nothing (skip: the list
+                // is what memmap init and memblock_free_all skip).
+                let open = || {
+                    RadixReader::open(arena, map, *root, NodeSet::new(), NodeBudget::for_ram(&map))
+                        .map_err(|e| e.to_string())
+                };
+                let ranges = open()?
+                    .coalesce()
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| e.to_string())?;
-                mb.memblock_reserve_sorted(r.0, MemblockFlags::RSRV_NOINIT)
-                    .map_err(|e| e.to_string())?;
-            }
-            (SchemeKind::Kho, "skip") => {
-                let mut r = Ranges::default();
-                SchemeKind::Kho
-                    .restore(arena, map, *root, &mut r)
-                    .map_err(|e| e.to_string())?;
-                std::hint::black_box(&r);
+                let mut walk = open()?.walk();
+                let mut heads = 0u64;
+                while let Some(run) = walk.next_run() {
+                    heads += run.map_err(|e| e.to_string())?.blocks().count() as u64;
+                }
+                std::hint::black_box(heads);
+                if strategy == "bulk" {
+                    mb.memblock_reserve_sorted(ranges.iter().copied(), MemblockFlags::RSRV_NOINIT)
+                        .map_err(|e| e.to_string())?;
+                }
+                std::hint::black_box(&ranges);
             }
             (k, _) => {
                 k.restore(arena, map, *root, &mut MemblockTarget(&mut mb))
