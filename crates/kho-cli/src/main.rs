@@ -68,6 +68,9 @@ enum Cmd {
     /// Check the memblock model's mainline per-block path against Linux's own
     /// memblock timings (the honesty check behind every per-block figure).
     MemblockFidelity(FidelityArgs),
+    /// Every scheme x restore strategy x workload side by side in one run,
+    /// plus a scaling sweep with fitted growth exponents.
+    Bench(BenchArgs),
     /// Decode and validate a KHO handover from a memory image (ELF core or
     /// raw) and its root FDT.
     Inspect(InspectArgs),
@@ -360,12 +363,165 @@ fn main() -> Result<()> {
         None => run(&cli.run),
         Some(Cmd::Run(a)) => run(&a),
         Some(Cmd::MemblockFidelity(a)) => memblock_fidelity(&a),
+        Some(Cmd::Bench(a)) => bench(&a),
         Some(Cmd::Inspect(a)) => inspect(&a),
         Some(Cmd::Capture(a)) => capture(&a),
         Some(Cmd::TouchPages { pages }) => touch_pages(pages),
         Some(Cmd::OldKernel(a)) => old_kernel(a),
         Some(Cmd::NewKernel(a)) => new_kernel(a),
     }
+}
+
+#[derive(Debug, Clone, Args)]
+struct BenchArgs {
+    /// The reduced matrix (256M and 1G machines, one rep, sweep 2^10..2^16
+    /// every other power): under 2 minutes on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// A tiny matrix (dense and fragmented at 64M, sweep 2^8 and 2^10): a
+    /// smoke test of the whole pipeline in seconds.
+    #[arg(long, hide = true, conflicts_with = "quick")]
+    tiny: bool,
+    /// Measured repetitions per cell, after one warm-up (default 3; 1 with
+    /// --quick).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Adds a trace (binary or text) as a workload; repeatable.
+    #[arg(long = "trace", value_name = "FILE")]
+    traces: Vec<PathBuf>,
+    /// Stop a strategy of the scaling sweep after its first point over this.
+    #[arg(long, default_value_t = 5.0)]
+    cap_seconds: f64,
+    /// Largest sweep point, as a power of two (default 24; 16 with --quick).
+    #[arg(long)]
+    max_pow: Option<u32>,
+    /// Machine sizes of the matrix, comma-separated (default 1G,4G;
+    /// 256M,1G with --quick).
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    sizes: Vec<u64>,
+    /// Workloads of the matrix, comma-separated: vm, memfd, dense,
+    /// fragmented, mixed, default (default: the first five; no mixed with
+    /// --quick).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Skip the scaling sweep.
+    #[arg(long)]
+    no_scaling: bool,
+    /// Write {"cells": [...], "ratios": [...], "scaling": [...]} to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a self-contained report to DIR/index.html.
+    #[arg(long, value_name = "DIR")]
+    html: Option<PathBuf>,
+}
+
+fn bench(a: &BenchArgs) -> Result<()> {
+    use kho_lab::bench::{self, BenchConfig, report};
+    let mut traces = Vec::new();
+    for path in &a.traces {
+        let t = Trace::read(path).with_context(|| path.display().to_string())?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        traces.push((name, t.into_blocks()));
+    }
+    let mut cfg = if a.tiny {
+        let mut c = BenchConfig::tiny();
+        c.sweep = vec![1 << 8, 1 << 10];
+        for (name, blocks) in &traces {
+            c.workloads
+                .push(bench::Workload::trace(name, blocks.clone(), 64 << 20));
+        }
+        c
+    } else if a.quick {
+        BenchConfig::quick(&traces)
+    } else {
+        BenchConfig::full(&traces)
+    };
+    if let Some(r) = a.reps {
+        cfg.reps = r.max(1);
+    }
+    if !a.sizes.is_empty() || !a.workloads.is_empty() {
+        let sizes = if a.sizes.is_empty() {
+            let mut v: Vec<u64> = cfg.workloads.iter().map(|w| w.machine_size).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        } else {
+            a.sizes.clone()
+        };
+        let names = if a.workloads.is_empty() {
+            let mut v: Vec<String> = Vec::new();
+            for w in &cfg.workloads {
+                let n = w.name.split('@').next().unwrap_or_default().to_owned();
+                if !n.starts_with("trace:") && !v.contains(&n) {
+                    v.push(n);
+                }
+            }
+            v
+        } else {
+            a.workloads.clone()
+        };
+        let biggest = sizes.iter().copied().max().unwrap_or(1 << 30);
+        cfg.workloads = bench::workloads(&sizes, &names).map_err(|e| anyhow::anyhow!(e))?;
+        for (name, blocks) in &traces {
+            cfg.workloads
+                .push(bench::Workload::trace(name, blocks.clone(), biggest));
+        }
+    }
+    if let Some(p) = a.max_pow {
+        cfg.sweep.retain(|n| n.trailing_zeros() <= p);
+    }
+    if a.no_scaling {
+        cfg.sweep.clear();
+    }
+    if !(a.cap_seconds > 0.0 && a.cap_seconds.is_finite()) {
+        bail!("--cap-seconds must be positive");
+    }
+    cfg.cap = std::time::Duration::from_secs_f64(a.cap_seconds);
+    let started = std::time::Instant::now();
+    let pb = indicatif::ProgressBar::new(cfg.steps());
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} {wide_msg}",
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .progress_chars("=> "),
+    );
+    let r = bench::run(&cfg, &mut |msg| {
+        pb.set_message(msg.to_owned());
+        pb.inc(1);
+    })
+    .map_err(|e| anyhow::anyhow!("bench: {e}"))?;
+    pb.finish_and_clear();
+    println!("{}", report::cells_table(&r));
+    println!();
+    println!("ours / peer (below 1: ours is smaller or faster); restore = walk + memblock");
+    println!("{}", report::ratios_table(&r));
+    if !r.scaling.is_empty() {
+        println!();
+        println!(
+            "scaling: restore (walk + memblock) of scattered order-0 blocks (every other page), \
+             median of 5 runs per point up to 2^14, one above; exponent = least-squares log-log slope; \
+             2^20 extrapolated from the last three points where not measured"
+        );
+        println!("{}", report::scaling_table(&r));
+    }
+    println!();
+    println!("targets (issue 6), checked against this run:");
+    for line in report::targets(&r) {
+        println!("- {line}");
+    }
+    if let Some(p) = &a.json {
+        std::fs::write(p, report::json(&r).map_err(|e| anyhow::anyhow!(e))?)
+            .with_context(|| p.display().to_string())?;
+    }
+    if let Some(d) = &a.html {
+        report::write_html(&r, d).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    eprintln!("kho bench: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn memblock_fidelity(a: &FidelityArgs) -> Result<()> {

@@ -17,5 +17,6 @@ pub mod peers;
 pub use fidelity::{FidelityCase, FidelityResult, run_case};
 pub use image::{ImageError, MemImage, dump_old_kernel, write_core};
 pub use inspect::{FdtSource, Finding, Format, InspectOptions, Inspection, inspect};
+pub mod bench;
 pub mod capture;
 pub mod trace;

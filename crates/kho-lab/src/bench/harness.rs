@@ -1,0 +1,361 @@
+//! The matrix: every workload x every scheme x every restore strategy that
+//! applies, each cell a whole next-kernel boot on the simulated machine.
+//!
+//! What is measured, per workload:
+//! 1. for each scheme, one old kernel boots in-process
+//!    ([`old_kernel_boot`]: the machine's RAM a memfd, the workload
+//!    preserved through the scheme, finalized, the x86 `setup_data`
+//!    hand-over written, unpreserved memory poisoned);
+//! 2. the next kernel boots in-process from that image
+//!    ([`new_kernel_boot_scheme`]: memblock init, the handover read and
+//!    validated (`walk ms`), the preserved memory accounted by the strategy
+//!    (`memblock ms`), `memmap_init` + `memblock_free_all` (`mm init ms`),
+//!    every preserved byte verified, then a boot of the same memory with
+//!    nothing preserved (`baseline ms`)). Ours runs every strategy, each
+//!    peer its own reservation granularity;
+//! 3. repetitions interleave the cells of the workload (`for rep { for
+//!    cell }`), rep 0 is a warm-up and is dropped, each figure is the median;
+//! 4. the old-kernel side (preserve ns/block with 1 and 2 threads, finalize
+//!    = handover preparation, metadata bytes, restore peak heap) comes from
+//!    [`run_scheme`] over a [`VecArena`] with the same blocks, in the
+//!    preserved order (2 threads: the blocks split in halves, ours through
+//!    one [`kho::Cursor`] per thread, the peers through their `&self`
+//!    preserve); median of the same reps.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kho::{Block, PAGE_SIZE, PhysAddr, PhysRange, RadixTree, RamMap, VecArena};
+use kho_machine::kexec::read_setup_data;
+use kho_machine::liveupdate::{OldKernelImage, new_kernel_boot_scheme, old_kernel_boot};
+use kho_machine::workload::{Scenario, WorkloadKind};
+use kho_machine::{OldKernelConfig, Strategy};
+use serde::Serialize;
+
+use crate::peers::{MachineScheme, Recorder, SchemeKind, run_scheme};
+
+/// A workload of the matrix.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Report name (`fragmented@1G`, `trace:bash.txt@1G`).
+    pub name: String,
+    /// Machine size, bytes.
+    pub machine_size: u64,
+    /// What the old kernel preserves.
+    pub scenario: Scenario,
+}
+
+impl Workload {
+    /// A preset at `size` bytes.
+    pub fn preset(kind: WorkloadKind, label: &str, size: u64) -> Self {
+        Self {
+            name: format!("{label}@{}", human(size)),
+            machine_size: size,
+            scenario: Scenario::preset(kind, size),
+        }
+    }
+
+    /// A trace replayed on a machine of `size` bytes.
+    pub fn trace(label: &str, blocks: Vec<Block>, size: u64) -> Self {
+        let mut scenario = Scenario::preset(WorkloadKind::Dense, size);
+        scenario.replay = blocks;
+        Self {
+            name: format!("trace:{label}@{}", human(size)),
+            machine_size: size,
+            scenario,
+        }
+    }
+}
+
+/// `1G`, `256M`.
+pub fn human(size: u64) -> String {
+    if size >= 1 << 30 && size.is_multiple_of(1 << 30) {
+        format!("{}G", size >> 30)
+    } else {
+        format!("{}M", size >> 20)
+    }
+}
+
+/// One measured cell (medians).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cell {
+    /// Workload name.
+    pub workload: String,
+    /// Scheme name.
+    pub scheme: String,
+    /// Restore strategy.
+    pub strategy: String,
+    /// Preserved blocks (as the next kernel found them).
+    pub blocks: u64,
+    /// Preserved pages.
+    pub pages: u64,
+    /// Preserve, ns per block, one thread.
+    pub preserve_ns_per_block: f64,
+    /// Preserve, ns per block, two threads (wall time / blocks).
+    pub preserve_ns_per_block_2t: f64,
+    /// Handover preparation (finalize), ms.
+    pub prepare_ms: f64,
+    /// Metadata: simulated pages x 4096 + modelled kernel objects.
+    pub metadata_bytes: u64,
+    /// Metadata bits per preserved page.
+    pub metadata_bits_per_page: f64,
+    /// Reading and validating the handover (and the head pages), ms.
+    pub walk_ms: f64,
+    /// Accounting the preserved memory in memblock, ms.
+    pub memblock_ms: f64,
+    /// Final `memblock.reserved` region count.
+    pub reserved_regions: u64,
+    /// memmap_init + memblock_free_all, ms.
+    pub mm_init_ms: f64,
+    /// The same with nothing preserved, ms.
+    pub baseline_mm_init_ms: f64,
+    /// walk + memblock + mm init, ms.
+    pub next_boot_init_ms: f64,
+    /// next_boot_init_ms / baseline_mm_init_ms.
+    pub init_vs_baseline: f64,
+    /// Peak heap bytes of the restore's own structures.
+    pub restore_peak_bytes: u64,
+    /// Bytes the next kernel lost (must be 0).
+    pub lost_bytes: u64,
+    /// Ours only: this cell's restore (walk + memblock) over each peer's
+    /// on the same workload, by peer name (filled by [`super::run`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub restore_vs_peer: BTreeMap<String, f64>,
+    /// Ours only: metadata bytes over each peer's, by peer name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata_vs_peer: BTreeMap<String, f64>,
+}
+
+/// The cells of one (workload, scheme): the strategies that apply.
+pub fn strategies(kind: SchemeKind) -> Vec<Strategy> {
+    match MachineScheme::strategy(kind) {
+        None => Strategy::ALL.to_vec(),
+        Some(s) => vec![s],
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The old-kernel side of one rep: preserve ns/block (1 thread, 2 threads),
+/// finalize ms, metadata bytes, restore peak bytes.
+type OldSide = (f64, f64, f64, u64, u64);
+
+fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, String> {
+    let lo = blocks
+        .iter()
+        .map(|b| b.phys().as_u64())
+        .min()
+        .unwrap_or(1 << 30);
+    let hi = blocks
+        .iter()
+        .map(|b| b.phys().as_u64().saturating_add(b.size()))
+        .max()
+        .unwrap_or(1 << 30);
+    // The arena lies above every block, so it never overlaps one.
+    let base = hi.next_multiple_of(1 << 30) + (1 << 30);
+    let pages = blocks.len() / 32 + 4096;
+    let ram = {
+        let mut r = vec![
+            PhysRange::new(PhysAddr::new(lo.min(base)), PhysAddr::new(hi.max(lo + 1)))
+                .map_err(|e| e.to_string())?,
+        ];
+        r.push(
+            PhysRange::new(
+                PhysAddr::new(base),
+                PhysAddr::new(base + pages as u64 * PAGE_SIZE),
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        r
+    };
+    let map = RamMap::new(&ram, &[]).map_err(|e| e.to_string())?;
+    let arena = VecArena::new(PhysAddr::new(base), pages);
+    let mut rec = Recorder::default();
+    let r = run_scheme(kind, &arena, map, blocks, &mut rec).map_err(|e| e.to_string())?;
+    let md = r.metadata.pages.len() as u64 * PAGE_SIZE + r.metadata.object_bytes;
+
+    // Two threads.
+    let arena2 = VecArena::new(PhysAddr::new(base), pages);
+    let (a, b) = blocks.split_at(blocks.len() / 2);
+    let t2 = if kind == SchemeKind::Kho {
+        let tree = RadixTree::new(&arena2).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        std::thread::scope(|s| -> Result<(), String> {
+            let h = s.spawn(|| -> Result<(), String> {
+                let mut c = tree.cursor();
+                for &x in a {
+                    c.preserve(x).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            });
+            let mut c = tree.cursor();
+            for &x in b {
+                c.preserve(x).map_err(|e| e.to_string())?;
+            }
+            h.join().map_err(|_| "thread panicked".to_owned())?
+        })?;
+        t.elapsed()
+    } else {
+        let tr = kind.tracker(&arena2).map_err(|e| e.to_string())?;
+        let tr = &*tr;
+        let t = Instant::now();
+        std::thread::scope(|s| -> Result<(), String> {
+            let h = s.spawn(|| -> Result<(), String> {
+                for &x in a {
+                    tr.preserve(x).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            });
+            for &x in b {
+                tr.preserve(x).map_err(|e| e.to_string())?;
+            }
+            h.join().map_err(|_| "thread panicked".to_owned())?
+        })?;
+        t.elapsed()
+    };
+    let n = blocks.len().max(1) as f64;
+    Ok((
+        r.preserve_ms * 1e6 / n,
+        t2.as_secs_f64() * 1e9 / n,
+        r.finalize_ms,
+        md,
+        r.restore.peak_bytes,
+    ))
+}
+
+struct Acc {
+    kind: SchemeKind,
+    strategy: Strategy,
+    img: usize,
+    walk: Vec<f64>,
+    memblock: Vec<f64>,
+    mm: Vec<f64>,
+    base: Vec<f64>,
+    regions: u64,
+    blocks: u64,
+    lost: u64,
+}
+
+/// Measures every cell of `w` (`reps` measured repetitions after one
+/// warm-up). `progress` is called once per cell run.
+pub fn run_workload(
+    w: &Workload,
+    schemes: &[SchemeKind],
+    reps: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Cell>, String> {
+    let mut images: Vec<(SchemeKind, OldKernelImage)> = Vec::new();
+    for &kind in schemes {
+        progress(&format!("{}: old kernel ({kind})", w.name));
+        let mut cfg =
+            OldKernelConfig::new(w.machine_size, Strategy::Bulk).map_err(|e| e.to_string())?;
+        cfg.scenario = w.scenario.clone();
+        cfg.scheme = MachineScheme::by_name(kind.name());
+        let img = old_kernel_boot(&cfg).map_err(|e| format!("{}: {kind}: {e}", w.name))?;
+        images.push((kind, img));
+    }
+    let mut accs: Vec<Acc> = Vec::new();
+    for (i, (kind, _)) in images.iter().enumerate() {
+        for s in strategies(*kind) {
+            accs.push(Acc {
+                kind: *kind,
+                strategy: s,
+                img: i,
+                walk: vec![],
+                memblock: vec![],
+                mm: vec![],
+                base: vec![],
+                regions: 0,
+                blocks: 0,
+                lost: 0,
+            });
+        }
+    }
+    let mut old: Vec<Vec<OldSide>> = vec![Vec::new(); images.len()];
+    for rep in 0..=reps {
+        for a in &mut accs {
+            progress(&format!(
+                "{}: {} {} (rep {rep}/{reps})",
+                w.name, a.kind, a.strategy
+            ));
+            let (kind, img) = &images[a.img];
+            let h = read_setup_data(&img.mem, img.setup_data).map_err(|e| e.to_string())?;
+            let scheme: Option<Arc<dyn kho_machine::kho::PeerScheme>> =
+                MachineScheme::by_name(kind.name());
+            let r = new_kernel_boot_scheme(&img.mem, Ok(h), a.strategy, scheme)
+                .map_err(|e| format!("{}: {kind} {}: {e}", w.name, a.strategy))?;
+            if let Some(e) = &r.kho_error {
+                return Err(format!("{}: {kind} {}: {e}", w.name, a.strategy));
+            }
+            if rep > 0 {
+                a.walk.push(r.walk_ms);
+                a.memblock.push(r.memblock_ms);
+                a.mm.push(r.mm_init_ms);
+                a.base.push(r.baseline_mm_init_ms);
+            }
+            a.regions = r.memblock_reserved_regions;
+            a.blocks = r.blocks;
+            a.lost = a.lost.max(r.lost_bytes);
+        }
+        for (i, (kind, img)) in images.iter().enumerate() {
+            progress(&format!("{}: preserve ({kind}, rep {rep}/{reps})", w.name));
+            let o = old_side_once(*kind, &img.preserved)?;
+            if rep > 0 {
+                old[i].push(o);
+            }
+        }
+    }
+    let mut cells = Vec::new();
+    for a in &mut accs {
+        let (_, img) = &images[a.img];
+        let pages: u64 = img.preserved.iter().map(|b| b.size() / PAGE_SIZE).sum();
+        let o = &old[a.img];
+        let col = |f: fn(&OldSide) -> f64| {
+            let mut v: Vec<f64> = o.iter().map(f).collect();
+            median(&mut v)
+        };
+        let md = o.first().map_or(0, |x| x.3);
+        let peak = o.first().map_or(0, |x| x.4);
+        let walk = median(&mut a.walk);
+        let memblock = median(&mut a.memblock);
+        let mm = median(&mut a.mm);
+        let base = median(&mut a.base);
+        let total = walk + memblock + mm;
+        cells.push(Cell {
+            workload: w.name.clone(),
+            scheme: a.kind.name().to_owned(),
+            strategy: a.strategy.as_str().to_owned(),
+            blocks: a.blocks,
+            pages,
+            preserve_ns_per_block: col(|x| x.0),
+            preserve_ns_per_block_2t: col(|x| x.1),
+            prepare_ms: col(|x| x.2),
+            metadata_bytes: md,
+            metadata_bits_per_page: md as f64 * 8.0 / pages.max(1) as f64,
+            walk_ms: walk,
+            memblock_ms: memblock,
+            reserved_regions: a.regions,
+            mm_init_ms: mm,
+            baseline_mm_init_ms: base,
+            next_boot_init_ms: total,
+            init_vs_baseline: total / base,
+            restore_peak_bytes: peak,
+            lost_bytes: a.lost,
+            restore_vs_peer: BTreeMap::new(),
+            metadata_vs_peer: BTreeMap::new(),
+        });
+    }
+    Ok(cells)
+}

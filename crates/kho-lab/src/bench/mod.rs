@@ -1,0 +1,191 @@
+//! `kho bench`: every scheme x every restore strategy that applies x every
+//! workload, side by side in one run, plus a scaling sweep with fitted
+//! growth exponents, rendered as a table, JSON and an offline HTML report.
+//!
+//! - [`harness`]: the matrix cells (whole in-process machine boots);
+//! - [`scaling`]: restore time against the number of scattered blocks;
+//! - [`report`]: ratios, the terminal table, JSON and HTML.
+
+pub mod harness;
+pub mod report;
+pub mod scaling;
+
+use std::time::Duration;
+
+use kho::Block;
+use kho_machine::workload::WorkloadKind;
+use serde::Serialize;
+
+pub use harness::{Cell, Workload};
+pub use report::Ratio;
+pub use scaling::{Point, Scaling, SweepStrategy};
+
+use crate::peers::SchemeKind;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The workloads of the matrix.
+    pub workloads: Vec<Workload>,
+    /// The schemes of the matrix.
+    pub schemes: Vec<SchemeKind>,
+    /// Measured repetitions per cell (after one warm-up).
+    pub reps: usize,
+    /// Sizes of the scaling sweep (ascending); empty: no sweep.
+    pub sweep: Vec<u64>,
+    /// The sweep's strategies.
+    pub sweep_strategies: Vec<SweepStrategy>,
+    /// A strategy stops after a point over this.
+    pub cap: Duration,
+}
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+impl BenchConfig {
+    /// The default matrix: vm, memfd, dense, fragmented, mixed at 1 GiB and
+    /// 4 GiB; sweep 2^10..=2^24.
+    pub fn full(traces: &[(String, Vec<Block>)]) -> Self {
+        Self::with(
+            &[GIB, 4 * GIB],
+            3,
+            (10..=24).map(|k| 1 << k).collect(),
+            traces,
+        )
+    }
+
+    /// The reduced matrix of `--quick`: vm, memfd, dense, fragmented at
+    /// 256 MiB and 1 GiB, one rep, sweep 2^10, 2^12, 2^14, 2^16.
+    pub fn quick(traces: &[(String, Vec<Block>)]) -> Self {
+        let mut c = Self::with(
+            &[256 * MIB, GIB],
+            1,
+            (10..=16).step_by(2).map(|k| 1 << k).collect(),
+            traces,
+        );
+        c.workloads.retain(|w| !w.name.starts_with("mixed"));
+        c
+    }
+
+    /// A tiny matrix for tests: dense and fragmented at 64 MiB, one rep, no
+    /// sweep.
+    pub fn tiny() -> Self {
+        Self {
+            workloads: vec![
+                Workload::preset(WorkloadKind::Dense, "dense", 64 * MIB),
+                Workload::preset(WorkloadKind::Fragmented, "fragmented", 64 * MIB),
+            ],
+            schemes: SchemeKind::ALL.to_vec(),
+            reps: 1,
+            sweep: vec![],
+            sweep_strategies: SweepStrategy::all(),
+            cap: Duration::from_secs(5),
+        }
+    }
+
+    fn with(sizes: &[u64], reps: usize, sweep: Vec<u64>, traces: &[(String, Vec<Block>)]) -> Self {
+        let kinds = [
+            (WorkloadKind::Vm, "vm"),
+            (WorkloadKind::Memfd, "memfd"),
+            (WorkloadKind::Dense, "dense"),
+            (WorkloadKind::Fragmented, "fragmented"),
+            (WorkloadKind::Mixed, "mixed"),
+        ];
+        let mut workloads = Vec::new();
+        for &size in sizes {
+            for (k, name) in kinds {
+                workloads.push(Workload::preset(k, name, size));
+            }
+        }
+        let biggest = sizes.iter().copied().max().unwrap_or(GIB);
+        for (name, blocks) in traces {
+            workloads.push(Workload::trace(name, blocks.clone(), biggest));
+        }
+        Self {
+            workloads,
+            schemes: SchemeKind::ALL.to_vec(),
+            reps,
+            sweep,
+            sweep_strategies: SweepStrategy::all(),
+            cap: Duration::from_secs(5),
+        }
+    }
+
+    /// Progress steps [`run`] reports (an upper bound for the sweep).
+    pub fn steps(&self) -> u64 {
+        let cells: usize = self
+            .schemes
+            .iter()
+            .map(|&k| harness::strategies(k).len() + 1)
+            .sum();
+        let per_workload = self.schemes.len() + cells * (self.reps + 1);
+        (self.workloads.len() * per_workload + self.sweep.len()) as u64
+    }
+}
+
+/// The preset workloads by name, in report order.
+pub const WORKLOADS: [(WorkloadKind, &str); 6] = [
+    (WorkloadKind::Vm, "vm"),
+    (WorkloadKind::Memfd, "memfd"),
+    (WorkloadKind::Dense, "dense"),
+    (WorkloadKind::Fragmented, "fragmented"),
+    (WorkloadKind::Mixed, "mixed"),
+    (WorkloadKind::Default, "default"),
+];
+
+/// The presets named `names` at every size of `sizes` (size-major).
+pub fn workloads(sizes: &[u64], names: &[String]) -> Result<Vec<Workload>, String> {
+    let mut kinds = Vec::new();
+    for n in names {
+        let k = WORKLOADS
+            .iter()
+            .find(|(_, name)| name == n)
+            .ok_or_else(|| {
+                format!("unknown workload {n:?} (vm, memfd, dense, fragmented, mixed, default)")
+            })?;
+        kinds.push(*k);
+    }
+    Ok(sizes
+        .iter()
+        .flat_map(|&size| {
+            kinds
+                .iter()
+                .map(move |&(k, name)| Workload::preset(k, name, size))
+        })
+        .collect())
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// One per (workload, scheme, strategy).
+    pub cells: Vec<Cell>,
+    /// Ours against each peer, per workload.
+    pub ratios: Vec<Ratio>,
+    /// One per swept strategy.
+    pub scaling: Vec<Scaling>,
+    /// The measured repetitions per cell.
+    pub reps: usize,
+    /// The cap of the sweep, seconds.
+    pub cap_seconds: f64,
+}
+
+/// Runs the matrix then the sweep; `progress` is called once per step.
+pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, String> {
+    let mut cells = Vec::new();
+    for w in &cfg.workloads {
+        cells.extend(harness::run_workload(w, &cfg.schemes, cfg.reps, progress)?);
+    }
+    report::fill_cell_ratios(&mut cells);
+    let scaling = scaling::sweep(&cfg.sweep, &cfg.sweep_strategies, cfg.cap, progress)?;
+    Ok(BenchReport {
+        ratios: report::ratios(&cells),
+        cells,
+        scaling,
+        reps: cfg.reps,
+        cap_seconds: cfg.cap.as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+use std::collections::BTreeSet;
+
+use super::*;
+
+#[test]
+fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
+    let mut cfg = BenchConfig::tiny();
+    cfg.sweep = vec![1 << 8, 1 << 10];
+    cfg.sweep_strategies = vec![
+        SweepStrategy {
+            scheme: SchemeKind::Kho,
+            strategy: "bulk",
+        },
+        SweepStrategy {
+            scheme: SchemeKind::Maple,
+            strategy: "coalesced",
+        },
+    ];
+    let mut steps = 0;
+    let r = run(&cfg, &mut |_| steps += 1).unwrap();
+    assert!(steps as u64 <= cfg.steps());
+    let mut want = BTreeSet::new();
+    for w in &cfg.workloads {
+        for &k in &cfg.schemes {
+            for s in harness::strategies(k) {
+                want.insert((w.name.clone(), k.name().to_owned(), s.as_str().to_owned()));
+            }
+        }
+    }
+    let got: Vec<_> = r
+        .cells
+        .iter()
+        .map(|c| (c.workload.clone(), c.scheme.clone(), c.strategy.clone()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
+    for c in &r.cells {
+        assert_eq!(c.lost_bytes, 0, "{c:?}");
+        assert!(c.blocks > 0 && c.metadata_bytes > 0, "{c:?}");
+    }
+
+    let v: serde_json::Value = serde_json::from_str(&report::json(&r).unwrap()).unwrap();
+    let cells = v["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), r.cells.len());
+    for c in cells {
+        for k in [
+            "workload",
+            "scheme",
+            "strategy",
+            "blocks",
+            "preserve_ns_per_block",
+            "prepare_ms",
+            "metadata_bytes",
+            "walk_ms",
+            "memblock_ms",
+            "mm_init_ms",
+            "baseline_mm_init_ms",
+            "reserved_regions",
+        ] {
+            assert!(c.get(k).is_some(), "cell without {k}: {c}");
+        }
+    }
+    for c in cells.iter().filter(|c| c["scheme"] == "kho") {
+        assert_eq!(c["restore_vs_peer"].as_object().unwrap().len(), 4, "{c}");
+        assert_eq!(c["metadata_vs_peer"]["radix-mainline"], 1.0, "{c}");
+    }
+    let scaling = v["scaling"].as_array().unwrap();
+    assert_eq!(scaling.len(), 2);
+    for s in scaling {
+        for k in ["scheme", "strategy", "exponent", "points"] {
+            assert!(s.get(k).is_some(), "scaling entry without {k}: {s}");
+        }
+        assert_eq!(s["points"].as_array().unwrap().len(), 2);
+    }
+
+    let dir = std::env::temp_dir().join(format!("kho-bench-test-{}", std::process::id()));
+    report::write_html(&r, &dir).unwrap();
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(html.contains("<svg"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
