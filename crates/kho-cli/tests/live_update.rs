@@ -4,26 +4,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn run(extra: &[&str]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_kho"))
-        .args(["run", "--json", "--machine-size", "64M"])
-        .args(extra)
-        .output()
-        .expect("running kho");
-    assert!(
-        out.status.success(),
-        "kho failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
-    v["rows"].as_array().expect("a rows list").clone()
-}
+mod common;
+use common::{run_rows, u};
 
-fn u(row: &Value, key: &str) -> u64 {
-    row[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} in {row}"))
+fn run(extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["--machine-size", "64M"];
+    args.extend_from_slice(extra);
+    run_rows(&args)
 }
 
 const KEYS: [&str; 10] = [

@@ -5,34 +5,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+use common::{run_rows, u};
+
 fn run(scheme: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_kho"))
-        .args([
-            "run",
-            "--json",
-            "--machine-size",
-            "128M",
-            "--scheme",
-            scheme,
-        ])
-        .output()
-        .expect("running kho");
-    assert!(
-        out.status.success(),
-        "kho --scheme {scheme} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
-    let rows = v["rows"].as_array().expect("a rows list");
+    let rows = run_rows(&["--machine-size", "128M", "--scheme", scheme]);
     assert!(!rows.is_empty());
     rows[0].clone()
-}
-
-fn u(row: &Value, key: &str) -> u64 {
-    row[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} in {row}"))
 }
 
 #[test]

@@ -7,9 +7,8 @@ use std::process::{Command, Stdio};
 use kho_lab::trace::Trace;
 use serde_json::Value;
 
-fn kho() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kho"))
-}
+mod common;
+use common::{kho, run_rows, u};
 
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("kho-test-{}-{name}", std::process::id()))
@@ -23,25 +22,7 @@ fn shipped(name: &str) -> PathBuf {
 
 /// `kho run --json` with `args`; the rows.
 fn run(args: &[&str]) -> Vec<Value> {
-    let out = kho()
-        .args(["run", "--json"])
-        .args(args)
-        .output()
-        .expect("running kho");
-    assert!(
-        out.status.success(),
-        "kho {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    v["rows"].as_array().expect("rows").clone()
-}
-
-fn u(row: &Value, key: &str) -> u64 {
-    row[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} in {row}"))
+    run_rows(args)
 }
 
 fn assert_nothing_lost(rows: &[Value]) {
