@@ -1,7 +1,6 @@
 //! Walk and coalesce benches: the restore path's engine.
 //!
-//! Trees are built directly (word stores along the key path, leaves written
-//! a word at a time), independent of the writer:
+//! Trees are built by the writer ([`RadixTree`] through a [`Cursor`](kho::Cursor)):
 //! - dense: 48 GiB of contiguous order-0 blocks (384 full leaves);
 //! - sparse: 2^20 random order-0 blocks in 64 GiB (xorshift, fixed seed);
 //! - mixed: 1 GiB, 2 MiB, 64 KiB and 4 KiB blocks in adjacent regions.
@@ -10,71 +9,52 @@
 //! walk by runs, and walk block by block in Linux order.
 
 use std::hint::black_box;
-use std::sync::atomic::Ordering;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kho::key::Level;
 use kho::{
-    Block, NodeBudget, NodeSet, Order, PageAlloc, PageMap, PhysAddr, PhysRange, RadixKey,
-    RadixReader, RamMap, VecArena,
+    Block, NodeBudget, NodeSet, Order, PhysAddr, PhysRange, RadixError, RadixReader, RadixTree,
+    RamMap, VecArena,
 };
 
 const GIB: u64 = 1 << 30;
 
+/// Tree pages live at 120 GiB, inside the readers' RAM, outside the blocks.
 struct Tree {
-    arena: VecArena,
-    root: PhysAddr,
+    tree: RadixTree<VecArena>,
 }
 
 impl Tree {
     fn new() -> Self {
         let arena = VecArena::new(PhysAddr::new(120 * GIB), 2048);
-        let root = arena.alloc_zeroed_page().unwrap();
-        Self { arena, root }
-    }
-
-    /// The leaf that holds `key`, allocating the path.
-    fn leaf(&self, key: RadixKey) -> PhysAddr {
-        let mut node = self.root;
-        for level in Level::inner_top_down() {
-            let i = key.index(level).as_usize();
-            let page = self.arena.page(node).unwrap();
-            let mut child = page.load(i).unwrap();
-            if child == 0 {
-                child = self.arena.alloc_zeroed_page().unwrap().as_u64();
-                page.words()[i].store(child, Ordering::Relaxed);
-            }
-            node = PhysAddr::new(child);
+        Self {
+            tree: RadixTree::new(arena).unwrap(),
         }
-        node
     }
 
-    fn insert(&self, block: Block) {
-        let key = RadixKey::encode(block);
-        let bit = key.leaf_bit();
-        let leaf = self.leaf(key);
-        self.arena.page(leaf).unwrap().words()[bit.word()].fetch_or(bit.mask(), Ordering::Relaxed);
+    /// Preserves `blocks`; a block already preserved is skipped (the random
+    /// generator repeats itself).
+    fn insert_all(&self, blocks: impl IntoIterator<Item = Block>) {
+        let mut cursor = self.tree.cursor();
+        for b in blocks {
+            match cursor.preserve(b) {
+                Ok(()) | Err(RadixError::AlreadyPreserved { .. }) => {}
+                Err(e) => panic!("preserve {b:?}: {e}"),
+            }
+        }
     }
 
-    /// Sets every block of `order` in `[start, end)`, a word at a time where
-    /// a whole word fits.
+    /// Every block of `order` in `[start, end)`.
     fn fill(&self, start: u64, end: u64, order: u8) {
-        let order = Order::new(order);
-        let mut phys = start;
-        while phys < end {
-            let b = Block::new(PhysAddr::new(phys), order).unwrap();
-            let key = RadixKey::encode(b);
-            let bit = key.leaf_bit();
-            let word_bytes = 64 * order.bytes();
-            if bit.as_u16().is_multiple_of(64) && end - phys >= word_bytes {
-                let leaf = self.leaf(key);
-                self.arena.page(leaf).unwrap().words()[bit.word()].store(!0, Ordering::Relaxed);
-                phys += word_bytes;
-            } else {
-                self.insert(b);
-                phys += order.bytes();
-            }
-        }
+        let size = Order::new(order).bytes();
+        self.insert_all((start..end).step_by(size as usize).map(|p| block(p, order)));
+    }
+
+    fn arena(&self) -> &VecArena {
+        self.tree.mem()
+    }
+
+    fn root(&self) -> PhysAddr {
+        self.tree.root()
     }
 }
 
@@ -92,12 +72,12 @@ fn sparse() -> Tree {
     let t = Tree::new();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let pages = (64 * GIB) >> 12;
-    for _ in 0..(1 << 20) {
+    t.insert_all((0..(1 << 20)).map(|_| {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        t.insert(block((x % pages) << 12, 0));
-    }
+        block((x % pages) << 12, 0)
+    }));
     t
 }
 
@@ -107,17 +87,23 @@ fn mixed() -> Tree {
     t.fill(GIB, 3 * GIB, 18);
     // 2 MiB blocks on every other slot of [3, 4) GiB (the first one joins
     // the 1 GiB blocks).
-    for i in (0..512).step_by(2) {
-        t.insert(block(3 * GIB + i * (2 << 20), 9));
-    }
+    t.insert_all(
+        (0..512)
+            .step_by(2)
+            .map(|i| block(3 * GIB + i * (2 << 20), 9)),
+    );
     // 64 KiB blocks on every other slot of [4, 5) GiB.
-    for i in (0..16384).step_by(2) {
-        t.insert(block(4 * GIB + i * (64 << 10), 4));
-    }
+    t.insert_all(
+        (0..16384)
+            .step_by(2)
+            .map(|i| block(4 * GIB + i * (64 << 10), 4)),
+    );
     // 4 KiB blocks on every third page of [5, 6) GiB.
-    for i in (0..262_144).step_by(3) {
-        t.insert(block(5 * GIB + i * 4096, 0));
-    }
+    t.insert_all(
+        (0..262_144)
+            .step_by(3)
+            .map(|i| block(5 * GIB + i * 4096, 0)),
+    );
     t
 }
 
@@ -134,7 +120,7 @@ fn bench_tree(c: &mut Criterion, name: &str, t: &Tree, per_block: bool) {
     let forbidden = forbidden();
     let map = RamMap::new(&ram, &forbidden).unwrap();
     let budget = NodeBudget::for_ram(&map);
-    let open = || RadixReader::open(&t.arena, map, t.root, NodeSet::new(), budget).unwrap();
+    let open = || RadixReader::open(t.arena(), map, t.root(), NodeSet::new(), budget).unwrap();
 
     // Sanity, outside the timed loops.
     let mut co = open().coalesce();
