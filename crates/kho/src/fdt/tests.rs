@@ -230,6 +230,8 @@ fn a_whole_page_is_read_up_to_totalsize() {
     assert_eq!(fdt.root(), ROOT);
 }
 
+include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dtc.rs"));
+
 #[test]
 fn dtc_decompiles_the_written_fdt() {
     use std::io::Write;
@@ -247,13 +249,7 @@ fn dtc_decompiles_the_written_fdt() {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
-            std::eprintln!(
-                "!!!!!!!! SKIPPED dtc_decompiles_the_written_fdt: `dtc` not found \
-                 (install device-tree-compiler; this test fails when CI is set) !!!!!!!!"
-            );
-            return;
-        }
+        Err(e) if skip_without_dtc("dtc_decompiles_the_written_fdt", &e) => return,
         Err(e) => panic!("cannot run dtc: {e}"),
     };
     child.stdin.take().unwrap().write_all(&bytes).unwrap();
