@@ -610,40 +610,5 @@ mod writer {
     }
 }
 
-/// Fuzz entry point: feeds arbitrary bytes to the reader; must never panic.
-#[doc(hidden)]
-pub fn fuzz_one(data: &[u8]) {
-    use core::fmt::Write;
-
-    /// Formats into nothing: exercises every `Display` path.
-    struct Sink;
-    impl Write for Sink {
-        fn write_str(&mut self, _: &str) -> fmt::Result {
-            Ok(())
-        }
-    }
-
-    match KhoFdt::parse(data) {
-        Ok(fdt) => {
-            let _ = write!(
-                Sink,
-                "{} {} {}",
-                fdt.version(),
-                fdt.root(),
-                fdt.total_size()
-            );
-            for s in fdt.subnodes() {
-                let _ = write!(Sink, "{} {} {:?}", s.name(), s.data(), s.size());
-                // Lookup by name finds this very node: names are unique.
-                let found = fdt.subnode(s.name());
-                debug_assert_eq!(found, Some(s));
-            }
-        }
-        Err(e) => {
-            let _ = write!(Sink, "{e} {e:?}");
-        }
-    }
-}
-
 #[cfg(all(test, feature = "alloc"))]
 mod tests;

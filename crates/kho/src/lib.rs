@@ -40,6 +40,9 @@ pub mod radix;
 pub mod v1;
 pub mod walk;
 
+#[cfg(all(feature = "alloc", any(test, feature = "testing")))]
+pub mod testing;
+
 #[cfg(feature = "alloc")]
 pub use addr::merge_ranges;
 pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, PhysRange};
@@ -52,8 +55,6 @@ pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
 pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
 pub use radix::{CompactStats, Cursor, PageSplit, RadixError, RadixStats, RadixTree, split_pages};
-#[cfg(feature = "alloc")]
-pub use v1::write_v1;
 pub use v1::{
     BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,
     V1Blocks, V1Error, V1Reader,

@@ -308,11 +308,13 @@ mod arena {
             self.allocated.load(Ordering::Relaxed)
         }
 
+        #[cfg(any(test, feature = "testing"))]
         /// Makes allocation fail once `pages` pages are allocated.
         pub fn set_limit(&self, pages: usize) {
             self.limit.store(pages, Ordering::Relaxed);
         }
 
+        #[cfg(any(test, feature = "testing"))]
         /// Marks the page at `phys` used without zeroing it, so a test can
         /// build a tree by hand at chosen addresses.
         pub fn claim(&self, phys: PhysAddr) -> Result<&AtomicPage, MemError> {
@@ -325,6 +327,7 @@ mod arena {
             Ok(&self.pages[i])
         }
 
+        #[cfg(any(test, feature = "testing"))]
         /// Stores `value` in word `word` of the page at `phys` (test helper
         /// for hand-built trees).
         pub fn write_word(&self, phys: PhysAddr, word: usize, value: u64) -> Result<(), MemError> {

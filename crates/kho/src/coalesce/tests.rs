@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 
 use crate::addr::{Order, PhysAddr, PhysRange};
 use crate::mem::{RamMap, VecArena};
-use crate::walk::test_tree::{ARENA_BASE, TestTree, block, range};
+use crate::testing::{ARENA_BASE, TestTree, block, range};
 use crate::walk::{NodeBudget, NodeSet, RadixReader, WalkError};
 
 use super::CoalesceSummary;

@@ -7,11 +7,11 @@ use alloc::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::test_tree::{ARENA_BASE, TestTree, block, merged, range, sorted_by_key};
 use super::*;
 use crate::coalesce::CoalesceSummary;
 use crate::key::KeyError;
 use crate::mem::{MemError, RamMap, VecArena};
+use crate::testing::{ARENA_BASE, TestTree, block, merged, range, sorted_by_key};
 
 /// Page `n` of the hand-built arena.
 const fn p(n: u64) -> u64 {
@@ -742,3 +742,5 @@ proptest! {
         }
     }
 }
+
+mod seeds;

@@ -1,6 +1,6 @@
-//! A small test-only tree builder: direct word stores along the key path of
-//! each block (no concurrency, no checks), so the reader's tests do not
-//! depend on the real writer.
+//! A small tree builder: direct word stores along the key path of each
+//! block (no concurrency, no checks), so the reader's tests do not depend on
+//! the real writer; and the oracles the reader is checked against.
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -10,22 +10,27 @@ use crate::key::{Level, RadixKey};
 use crate::mem::{PageAlloc, PageMap, VecArena};
 
 /// Where test arenas live.
-pub(crate) const ARENA_BASE: u64 = 0x100_0000;
+pub const ARENA_BASE: u64 = 0x100_0000;
 
-pub(crate) struct TestTree {
-    pub(crate) arena: VecArena,
-    pub(crate) root: PhysAddr,
+/// A tree in an arena of its own at [`ARENA_BASE`].
+#[derive(Debug)]
+pub struct TestTree {
+    /// The arena holding the tree's pages.
+    pub arena: VecArena,
+    /// The root page.
+    pub root: PhysAddr,
 }
 
 impl TestTree {
-    pub(crate) fn new(pages: usize) -> Self {
+    /// An empty tree (a root page) in an arena of `pages` pages.
+    pub fn new(pages: usize) -> Self {
         let arena = VecArena::new(PhysAddr::new(ARENA_BASE), pages);
         let root = arena.alloc_zeroed_page().unwrap();
         Self { arena, root }
     }
 
     /// Sets the bit of `block`, allocating the missing nodes on its path.
-    pub(crate) fn insert(&self, block: Block) {
+    pub fn insert(&self, block: Block) {
         let key = RadixKey::encode(block);
         let mut node = self.root;
         for level in Level::inner_top_down() {
@@ -43,16 +48,18 @@ impl TestTree {
     }
 }
 
-pub(crate) fn block(phys: u64, order: u8) -> Block {
+/// The block at `phys` of `order` (panics if misaligned).
+pub fn block(phys: u64, order: u8) -> Block {
     Block::new(PhysAddr::new(phys), Order::new(order)).unwrap()
 }
 
-pub(crate) fn range(start: u64, end: u64) -> PhysRange {
+/// The range `[start, end)` (panics if inverted).
+pub fn range(start: u64, end: u64) -> PhysRange {
     PhysRange::new(PhysAddr::new(start), PhysAddr::new(end)).unwrap()
 }
 
 /// The oracle's walk order: sorted by key.
-pub(crate) fn sorted_by_key(blocks: &[Block]) -> Vec<Block> {
+pub fn sorted_by_key(blocks: &[Block]) -> Vec<Block> {
     let mut v = blocks.to_vec();
     v.sort_by_key(|b| RadixKey::encode(*b));
     v.dedup();
@@ -60,7 +67,7 @@ pub(crate) fn sorted_by_key(blocks: &[Block]) -> Vec<Block> {
 }
 
 /// The oracle's ranges: blocks sorted by address, adjacent ones merged.
-pub(crate) fn merged(blocks: &[Block]) -> Vec<PhysRange> {
+pub fn merged(blocks: &[Block]) -> Vec<PhysRange> {
     let mut v = blocks.to_vec();
     v.sort_by_key(|b| b.phys());
     v.dedup();
