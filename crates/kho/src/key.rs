@@ -62,6 +62,20 @@ pub const LEAF_SHIFT: u32 = 15;
 pub const TABLE_SHIFT: u32 = 9;
 /// Root entries that a valid key can use (marker bit at most 52).
 pub const ROOT_ENTRIES_IN_USE: u16 = 4;
+/// Number of levels, the leaf included.
+pub const LEVELS: usize = INNER_LEVELS as usize + 1;
+
+/// The lowest key bit each level indexes: `15 + 9 * (level - 1)` for the
+/// inner levels, 0 for the leaf (whose bit is the key's low 15 bits). The
+/// one table of level shifts; [`Level::shift`] reads it.
+const LEVEL_SHIFT: [u32; LEVELS] = [
+    0,
+    LEAF_SHIFT,
+    LEAF_SHIFT + TABLE_SHIFT,
+    LEAF_SHIFT + 2 * TABLE_SHIFT,
+    LEAF_SHIFT + 3 * TABLE_SHIFT,
+    LEAF_SHIFT + 4 * TABLE_SHIFT,
+];
 
 /// A level of the tree: 0 is the leaf (bitmap), 5 the root.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,12 +101,22 @@ impl Level {
         self.0
     }
 
+    /// The level as an index into a per-level array (`0..6`).
+    pub const fn as_usize(self) -> usize {
+        self.0 as usize
+    }
+
     /// The level below, `None` for the leaf.
     pub const fn child(self) -> Option<Self> {
         match self.0.checked_sub(1) {
             Some(l) => Some(Self(l)),
             None => None,
         }
+    }
+
+    /// The level above, `None` for the root.
+    pub const fn parent(self) -> Option<Self> {
+        Self::new(self.0 + 1)
     }
 
     /// Whether this is the leaf level.
@@ -103,11 +127,8 @@ impl Level {
     /// The lowest key bit this inner level indexes: `15 + 9 * (level - 1)`.
     /// Meaningless (0) for the leaf.
     pub const fn shift(self) -> u32 {
-        if self.0 == 0 {
-            0
-        } else {
-            LEAF_SHIFT + TABLE_SHIFT * (self.0 as u32 - 1)
-        }
+        // A level is at most 5: always inside the table.
+        LEVEL_SHIFT[self.0 as usize]
     }
 
     /// Levels from the root down to level 1.
@@ -150,6 +171,47 @@ impl TableIndex {
     /// The raw value.
     pub const fn as_u16(self) -> u16 {
         self.0
+    }
+
+    /// The raw value, widened.
+    pub const fn as_u64(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// Entry 0: the spine's entry.
+    pub const ZERO: Self = Self(0);
+
+    /// Every index, ascending.
+    pub fn all() -> impl DoubleEndedIterator<Item = TableIndex> + Clone {
+        (0..TABLE_ENTRIES as u16).map(Self)
+    }
+}
+
+/// One value per level, indexed by [`Level`]: the nodes of a path, the
+/// spine. Never out of bounds: a level is at most [`Level::ROOT`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PerLevel<T>([T; LEVELS]);
+
+impl<T: Copy> PerLevel<T> {
+    /// `value` at every level.
+    pub(crate) const fn splat(value: T) -> Self {
+        Self([value; LEVELS])
+    }
+}
+
+impl<T> core::ops::Index<Level> for PerLevel<T> {
+    type Output = T;
+
+    #[inline(always)]
+    fn index(&self, level: Level) -> &T {
+        &self.0[level.as_usize()]
+    }
+}
+
+impl<T> core::ops::IndexMut<Level> for PerLevel<T> {
+    #[inline(always)]
+    fn index_mut(&mut self, level: Level) -> &mut T {
+        &mut self.0[level.as_usize()]
     }
 }
 
@@ -210,14 +272,12 @@ impl RadixKey {
 
     /// Rebuilds the key a path through the tree stands for: the root index
     /// down to the level-1 index, then the leaf bit.
-    #[allow(clippy::cast_possible_truncation)] // i < INNER_LEVELS = 5
     pub const fn from_path(indices: [TableIndex; INNER_LEVELS as usize], bit: LeafBit) -> Self {
         let mut key = bit.0 as u64;
         let mut i = 0;
         while i < INNER_LEVELS as usize {
             // indices[0] is the root (level 5), indices[4] is level 1.
-            let level = INNER_LEVELS as u32 - i as u32;
-            key |= (indices[i].0 as u64) << (LEAF_SHIFT + TABLE_SHIFT * (level - 1));
+            key |= (indices[i].0 as u64) << LEVEL_SHIFT[INNER_LEVELS as usize - i];
             i += 1;
         }
         Self(key)

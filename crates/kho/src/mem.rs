@@ -18,9 +18,11 @@
 //! and only for pages the [`RamMap`] says are RAM.
 
 use core::fmt;
+use core::ops::Index;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr::{PAGE_SIZE, PhysAddr, PhysRange};
+use crate::key::{LeafBit, TableIndex};
 
 /// Number of u64 words in a page.
 pub const PAGE_WORDS: usize = 512;
@@ -49,6 +51,13 @@ impl AtomicPage {
         self.0.get(i).map(|w| w.load(Ordering::Relaxed))
     }
 
+    /// The word of a leaf that holds `bit` (see [`LeafBit::word`]); always
+    /// in bounds (a bit is below 32768).
+    #[inline(always)]
+    pub fn word_of(&self, bit: LeafBit) -> &AtomicU64 {
+        &self.0[bit.word()]
+    }
+
     /// Stores zero in every word.
     pub fn zero(&self) {
         for w in &self.0 {
@@ -68,6 +77,17 @@ impl AtomicPage {
             *o = w.load(Ordering::Relaxed);
         }
         out
+    }
+}
+
+/// An inner node's entry: a page is indexed by [`TableIndex`], always in
+/// bounds (an index is below 512).
+impl Index<TableIndex> for AtomicPage {
+    type Output = AtomicU64;
+
+    #[inline(always)]
+    fn index(&self, index: TableIndex) -> &AtomicU64 {
+        &self.0[index.as_usize()]
     }
 }
 

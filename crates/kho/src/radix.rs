@@ -76,7 +76,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::addr::{Block, Order, PAGE_SIZE, Pfn, PhysAddr};
-use crate::key::{LEAF_SHIFT, LeafBit, RadixKey, TABLE_SHIFT, TableIndex};
+use crate::key::{LEAF_SHIFT, LeafBit, Level, PerLevel, RadixKey, TABLE_SHIFT, TableIndex};
 use crate::mem::{AtomicPage, MemError, PageAlloc, PageMap};
 
 /// Errors of the radix tree writer.
@@ -175,17 +175,15 @@ pub struct CompactStats {
     pub leaves: u64,
 }
 
-/// The lowest key bit each level indexes (level 0, the leaf, from bit 0).
-const SHIFT: [u32; 6] = [
-    0,
-    LEAF_SHIFT,
-    LEAF_SHIFT + TABLE_SHIFT,
-    LEAF_SHIFT + 2 * TABLE_SHIFT,
-    LEAF_SHIFT + 3 * TABLE_SHIFT,
-    LEAF_SHIFT + 4 * TABLE_SHIFT,
-];
-/// The root's level, as an index into a path.
-const ROOT_LEVEL: usize = 5;
+/// Level 1, whose entries point to leaves, and level 2 above it.
+const L1: Level = match Level::new(1) {
+    Some(l) => l,
+    None => panic!("level 1 exists"),
+};
+const L2: Level = match Level::new(2) {
+    Some(l) => l,
+    None => panic!("level 2 exists"),
+};
 /// Set in [`Path::tag`] when the cached leaf is not valid.
 const STALE: u64 = 1 << 63;
 /// The key bits a leaf resolves.
@@ -194,20 +192,22 @@ const LEAF_MASK: u64 = (1 << LEAF_SHIFT) - 1;
 /// The nodes of the last path walked, for one thread.
 #[derive(Clone, Copy)]
 struct Path<'t> {
-    /// Key of the cached path; [`STALE`] is or-ed in unless `valid_lo == 0`.
+    /// Key of the cached path; [`STALE`] is or-ed in unless `valid_lo` is
+    /// the leaf.
     tag: u64,
-    /// Lowest level whose cached node belongs to `tag`'s path (6 = none).
-    valid_lo: usize,
-    /// `nodes[l]`: the node of level `l` on the path (0 = the leaf).
-    nodes: [Option<&'t AtomicPage>; 6],
+    /// Lowest level whose cached node belongs to `tag`'s path (`None`:
+    /// none does).
+    valid_lo: Option<Level>,
+    /// `nodes[l]`: the node of level `l` on the path.
+    nodes: PerLevel<Option<&'t AtomicPage>>,
 }
 
 impl Path<'_> {
     const fn new() -> Self {
         Self {
             tag: STALE,
-            valid_lo: ROOT_LEVEL + 1,
-            nodes: [None; 6],
+            valid_lo: None,
+            nodes: PerLevel::splat(None),
         }
     }
 }
@@ -338,7 +338,7 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
         let root = self.map(self.root)?;
         let mut freed = CompactStats::default();
         let mut orders = 0;
-        self.compact_node(root, ROOT_LEVEL, 0, &mut freed, &mut orders)?;
+        self.compact_node(root, Level::ROOT, 0, &mut freed, &mut orders)?;
         self.orders.store(orders, Ordering::Relaxed);
         self.inner_nodes
             .fetch_sub(freed.inner_nodes, Ordering::Relaxed);
@@ -363,7 +363,7 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
         block: Block,
     ) -> Result<&'t AtomicPage, RadixError> {
         if (key.as_u64() ^ path.tag) >> LEAF_SHIFT == 0
-            && let Some(leaf) = path.nodes[0]
+            && let Some(leaf) = path.nodes[Level::LEAF]
         {
             return Ok(leaf);
         }
@@ -382,54 +382,56 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
     ) -> Result<&'t AtomicPage, RadixError> {
         // Another leaf under the same level-1 node (the tag is not stale,
         // so the cached level-1 node is valid): one entry load.
-        if (key.as_u64() ^ path.tag) >> SHIFT[2] == 0
-            && let Some(node) = path.nodes[1]
+        if (key.as_u64() ^ path.tag) >> L2.shift() == 0
+            && let Some(node) = path.nodes[L1]
         {
-            let index = TableIndex::new_truncate(key.as_u64() >> SHIFT[1]).as_usize();
-            let child = node.words()[index].load(Ordering::Acquire);
+            let child = node[key.index(L1)].load(Ordering::Acquire);
             if child != 0 {
                 let leaf = self.map(PhysAddr::new(child))?;
-                path.nodes[0] = Some(leaf);
+                path.nodes[Level::LEAF] = Some(leaf);
                 path.tag = key.as_u64();
                 return Ok(leaf);
             }
         }
         let k = key.as_u64();
         // The node of level L is shared with the cached path iff no key bit
-        // at or above SHIFT[L] + 9 (the bits naming that node) differs.
+        // at or above L.shift() + 9 (the bits naming that node) differs:
+        // `shared` is the lowest such level (`None` above the root).
         let diff = k ^ (path.tag & !STALE);
         let sig = u64::BITS - diff.leading_zeros();
         let shared = if sig <= LEAF_SHIFT {
             0
         } else {
-            (sig - LEAF_SHIFT).div_ceil(TABLE_SHIFT) as usize
+            (sig - LEAF_SHIFT).div_ceil(TABLE_SHIFT)
         };
-        let mut level = shared.max(path.valid_lo);
-        let mut node = match path.nodes.get(level).copied().flatten() {
-            Some(node) if level <= ROOT_LEVEL => node,
-            _ => {
-                level = ROOT_LEVEL;
+        let shared = u8::try_from(shared).ok().and_then(Level::new);
+        let start = match (shared, path.valid_lo) {
+            (Some(shared), Some(valid)) => Some(shared.max(valid)),
+            _ => None,
+        };
+        let (mut level, mut node) = match start.and_then(|l| path.nodes[l].map(|n| (l, n))) {
+            Some(cached) => cached,
+            None => {
                 let root = self.map(self.root)?;
-                path.nodes[ROOT_LEVEL] = Some(root);
-                root
+                path.nodes[Level::ROOT] = Some(root);
+                (Level::ROOT, root)
             }
         };
         path.tag = k | STALE;
-        path.valid_lo = level;
-        while level > 0 {
-            let index = TableIndex::new_truncate(k >> SHIFT[level]).as_usize();
-            let entry = &node.words()[index];
+        path.valid_lo = Some(level);
+        while let Some(below) = level.child() {
+            let entry = &node[key.index(level)];
             let mut child = entry.load(Ordering::Acquire);
             if child == 0 {
                 if !ALLOC {
                     return Err(RadixError::NotPreserved { block });
                 }
-                child = self.install(entry, level - 1, block)?;
+                child = self.install(entry, below, block)?;
             }
-            level -= 1;
+            level = below;
             node = self.map(PhysAddr::new(child))?;
             path.nodes[level] = Some(node);
-            path.valid_lo = level;
+            path.valid_lo = Some(level);
         }
         path.tag = k;
         Ok(node)
@@ -441,7 +443,7 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
     fn install(
         &self,
         entry: &AtomicU64,
-        child_level: usize,
+        child_level: Level,
         block: Block,
     ) -> Result<u64, RadixError> {
         let page = self
@@ -453,7 +455,7 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
         }
         match entry.compare_exchange(0, page.as_u64(), Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
-                let counter = if child_level == 0 {
+                let counter = if child_level.is_leaf() {
                     &self.leaves
                 } else {
                     &self.inner_nodes
@@ -469,15 +471,15 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
     }
 
     /// The first set key in `lo..=hi` under `node` of `level`; `lo` and `hi`
-    /// must lie under the same node (share every bit from `SHIFT[level] + 9`).
+    /// must lie under the same node (share every bit from `level.shift() + 9`).
     fn find_set(
         &self,
         node: &AtomicPage,
-        level: usize,
+        level: Level,
         lo: u64,
         hi: u64,
     ) -> Result<Option<RadixKey>, RadixError> {
-        if level == 0 {
+        let Some(below) = level.child() else {
             let (first, last) = (lo & LEAF_MASK, hi & LEAF_MASK);
             let (wf, wl) = (first / 64, last / 64);
             for (w, word) in node
@@ -504,25 +506,25 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
                 }
             }
             return Ok(None);
-        }
-        let shift = SHIFT[level];
+        };
+        let shift = level.shift();
         let (first, last) = (
-            TableIndex::new_truncate(lo >> shift).as_usize(),
-            TableIndex::new_truncate(hi >> shift).as_usize(),
+            TableIndex::new_truncate(lo >> shift),
+            TableIndex::new_truncate(hi >> shift),
         );
         let above = (lo >> shift >> TABLE_SHIFT) << TABLE_SHIFT;
-        for (i, entry) in node.words().iter().enumerate().skip(first) {
-            if i > last {
+        for index in TableIndex::all().skip(first.as_usize()) {
+            if index > last {
                 break;
             }
-            let child = entry.load(Ordering::Acquire);
+            let child = node[index].load(Ordering::Acquire);
             if child == 0 {
                 continue;
             }
-            let start = (above | i as u64) << shift;
+            let start = (above | index.as_u64()) << shift;
             let end = start | ((1u64 << shift) - 1);
             let page = self.map(PhysAddr::new(child))?;
-            if let Some(key) = self.find_set(page, level - 1, lo.max(start), hi.min(end))? {
+            if let Some(key) = self.find_set(page, below, lo.max(start), hi.min(end))? {
                 return Ok(Some(key));
             }
         }
@@ -535,29 +537,32 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
     fn compact_node(
         &self,
         node: &AtomicPage,
-        level: usize,
+        level: Level,
         base: u64,
         freed: &mut CompactStats,
         orders: &mut u64,
     ) -> Result<bool, RadixError> {
         let mut empty = true;
-        let shift = SHIFT[level];
-        for (i, entry) in node.words().iter().enumerate() {
+        let shift = level.shift();
+        // Only inner nodes are compacted: their children are one level down.
+        let below = level.child().unwrap_or(Level::LEAF);
+        for index in TableIndex::all() {
+            let entry = &node[index];
             let child = entry.load(Ordering::Relaxed);
             if child == 0 {
                 continue;
             }
-            let child_base = base | ((i as u64) << shift);
+            let child_base = base | (index.as_u64() << shift);
             let page = self.map(PhysAddr::new(child))?;
-            let child_empty = if level == 1 {
+            let child_empty = if below.is_leaf() {
                 note_leaf_orders(page, child_base, orders)
             } else {
-                self.compact_node(page, level - 1, child_base, freed, orders)?
+                self.compact_node(page, below, child_base, freed, orders)?
             };
             if child_empty {
                 entry.store(0, Ordering::Relaxed);
                 self.mem.free_page(PhysAddr::new(child));
-                if level == 1 {
+                if below.is_leaf() {
                     freed.leaves += 1;
                 } else {
                     freed.inner_nodes += 1;
@@ -696,7 +701,7 @@ impl<'t, M: PageAlloc + PageMap> Cursor<'t, M> {
         let key = RadixKey::encode(block);
         let leaf = tree.leaf::<true>(&mut self.path, key, block)?;
         let bit = key.leaf_bit();
-        let old = leaf.words()[bit.word()].fetch_or(bit.mask(), Ordering::AcqRel);
+        let old = leaf.word_of(bit).fetch_or(bit.mask(), Ordering::AcqRel);
         if old & bit.mask() != 0 {
             return Err(RadixError::AlreadyPreserved { block });
         }
@@ -709,7 +714,7 @@ impl<'t, M: PageAlloc + PageMap> Cursor<'t, M> {
         let key = RadixKey::encode(block);
         let leaf = self.tree.leaf::<false>(&mut self.path, key, block)?;
         let bit = key.leaf_bit();
-        let old = leaf.words()[bit.word()].fetch_and(!bit.mask(), Ordering::AcqRel);
+        let old = leaf.word_of(bit).fetch_and(!bit.mask(), Ordering::AcqRel);
         if old & bit.mask() == 0 {
             return Err(RadixError::NotPreserved { block });
         }
@@ -792,7 +797,7 @@ impl<'t, M: PageAlloc + PageMap> Cursor<'t, M> {
             };
             let lo = RadixKey::encode(first).as_u64();
             let hi = lo | ((1u64 << (o - p)) - 1);
-            if let Some(key) = tree.find_set(root, ROOT_LEVEL, lo, hi)? {
+            if let Some(key) = tree.find_set(root, Level::ROOT, lo, hi)? {
                 // A key found in the order-p range decodes to an order-p
                 // block; fall back to the block itself should it not.
                 let existing = key.decode().unwrap_or(block);
@@ -813,7 +818,7 @@ fn is_set<'t, M: PageAlloc + PageMap>(
     match tree.leaf::<false>(path, key, block) {
         Ok(leaf) => {
             let bit = key.leaf_bit();
-            Ok(leaf.words()[bit.word()].load(Ordering::Acquire) & bit.mask() != 0)
+            Ok(leaf.word_of(bit).load(Ordering::Acquire) & bit.mask() != 0)
         }
         Err(RadixError::NotPreserved { .. }) => Ok(false),
         Err(err) => Err(err),

@@ -73,7 +73,7 @@ use core::fmt;
 use core::sync::atomic::Ordering;
 
 use crate::addr::{Block, Order, PAGE_SIZE, PhysAddr, PhysRange};
-use crate::key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
+use crate::key::{KeyError, LeafBit, Level, PerLevel, ROOT_ENTRIES_IN_USE, RadixKey, TableIndex};
 use crate::mem::{AtomicPage, MemError, PAGE_WORDS, PageMap, RamMap};
 
 /// Number of valid orders (`0..=51`).
@@ -509,29 +509,29 @@ pub(crate) struct Node<'m> {
     page: &'m AtomicPage,
 }
 
+/// Word `w` of a page (a leaf's bitmap word, or an entry by position).
 #[inline(always)]
-fn load(page: &AtomicPage, i: usize) -> u64 {
-    page.words().get(i).map_or(0, |w| w.load(Ordering::Relaxed))
+fn load(page: &AtomicPage, w: usize) -> u64 {
+    page.words().get(w).map_or(0, |w| w.load(Ordering::Relaxed))
 }
 
-/// Lowest key bit indexed by each level (0 for the leaf).
-const LEVEL_SHIFT: [u32; 6] = [0, 15, 24, 33, 42, 51];
-
+/// Entry `index` of an inner node.
 #[inline(always)]
-fn level_shift(level: u8) -> u32 {
-    LEVEL_SHIFT.get(usize::from(level)).copied().unwrap_or(0)
+fn entry(page: &AtomicPage, index: TableIndex) -> u64 {
+    page[index].load(Ordering::Relaxed)
 }
 
-fn level(level: u8) -> Level {
-    Level::new(level).unwrap_or(Level::ROOT)
-}
+/// The spine: the node at each level reached from the root through entries
+/// 0 (`None` below the first absent entry).
+type Spine<'m> = PerLevel<Option<Node<'m>>>;
 
 /// Where an order's keys start in the spine: the level whose index bits hold
 /// its marker, and the entry range (or, at the leaf, the word range plus a
 /// mask for the first word) its keys occupy there.
 #[derive(Clone, Copy)]
 struct Span {
-    level: u8,
+    level: Level,
+    /// Entries (inner level) or words (leaf) `[lo, hi)`.
     lo: u16,
     hi: u16,
     first_mask: u64,
@@ -539,16 +539,18 @@ struct Span {
 
 const SPANS: [Span; ORDERS] = spans();
 
-/// Evaluated at compile time only: an overflow here is a build error.
+/// Evaluated at compile time only: an overflow or a level above the root
+/// here is a build error.
 #[allow(
     clippy::arithmetic_side_effects,
     clippy::indexing_slicing,
     clippy::as_conversions,
-    clippy::cast_possible_truncation
+    clippy::cast_possible_truncation,
+    clippy::panic
 )]
 const fn spans() -> [Span; ORDERS] {
     let mut out = [Span {
-        level: 0,
+        level: Level::LEAF,
         lo: 0,
         hi: 0,
         first_mask: 0,
@@ -557,10 +559,12 @@ const fn spans() -> [Span; ORDERS] {
     while o < ORDERS {
         let m = 52 - o as u32;
         out[o] = if m >= 15 {
-            let level = (m - 15) / 9 + 1;
-            let s = 15 + 9 * (level - 1);
+            let Some(level) = Level::new(((m - 15) / 9 + 1) as u8) else {
+                panic!("a marker at most at bit 52 is below the root's bits")
+            };
+            let s = level.shift();
             Span {
-                level: level as u8,
+                level,
                 lo: 1 << (m - s),
                 hi: 2 << (m - s),
                 first_mask: !0,
@@ -568,7 +572,7 @@ const fn spans() -> [Span; ORDERS] {
         } else if m >= 6 {
             // Whole words [2^(m-6), 2^(m-5)) of the spine leaf.
             Span {
-                level: 0,
+                level: Level::LEAF,
                 lo: 1 << (m - 6),
                 hi: 2 << (m - 6),
                 first_mask: !0,
@@ -577,7 +581,7 @@ const fn spans() -> [Span; ORDERS] {
             // Bits [2^m, 2^(m+1)) of word 0.
             let width = 1u32 << m;
             Span {
-                level: 0,
+                level: Level::LEAF,
                 lo: 0,
                 hi: 1,
                 first_mask: ((1u64 << width) - 1) << width,
@@ -593,7 +597,7 @@ fn span(order: Order) -> Span {
         .get(usize::from(order.as_u8()))
         .copied()
         .unwrap_or(Span {
-            level: 0,
+            level: Level::LEAF,
             lo: 0,
             hi: 0,
             first_mask: 0,
@@ -637,14 +641,12 @@ impl<'m, M: PageMap + ?Sized, V: VisitedSet> Ctx<'m, '_, M, V> {
     fn enter(
         &mut self,
         parent: PhysAddr,
-        parent_level: u8,
-        index: u16,
+        level: Level,
+        index: TableIndex,
         raw: u64,
         track: bool,
     ) -> Result<Node<'m>, WalkError> {
         let child = PhysAddr::new(raw);
-        let level = level(parent_level);
-        let index = TableIndex::new_truncate(u64::from(index));
         if !child.is_page_aligned() {
             return Err(WalkError::ChildUnaligned {
                 parent,
@@ -794,6 +796,7 @@ impl<'m> LeafScan<'m> {
 #[derive(Clone, Copy)]
 struct Frame<'m> {
     node: Option<Node<'m>>,
+    /// The entries `[next, end)` still to scan (`end <= 512`).
     next: u16,
     end: u16,
     /// Key bits of the levels above this node.
@@ -822,17 +825,17 @@ pub(crate) struct RawRun {
 pub(crate) struct Cursor<'m> {
     order: Order,
     /// Level of the spine node the order starts at.
-    top: u8,
+    top: Level,
     /// Level of the deepest live inner frame.
-    depth: u8,
-    /// `frames[l - 1]` is the node being scanned at level `l`.
+    depth: Level,
+    /// `frames[l - 1]` is the node being scanned at inner level `l`.
     frames: [Frame<'m>; 5],
     leaf: LeafScan<'m>,
     done: bool,
 }
 
 impl<'m> Cursor<'m> {
-    pub(crate) fn new(order: Order, spine: &[Option<Node<'m>>; 6]) -> Self {
+    pub(crate) fn new(order: Order, spine: &Spine<'m>) -> Self {
         let sp = span(order);
         let mut c = Self {
             order,
@@ -842,10 +845,10 @@ impl<'m> Cursor<'m> {
             leaf: LeafScan::DONE,
             done: true,
         };
-        let Some(node) = spine.get(usize::from(sp.level)).copied().flatten() else {
+        let Some(node) = spine[sp.level] else {
             return c;
         };
-        if sp.level == 0 {
+        if sp.level.is_leaf() {
             c.leaf = LeafScan::new(
                 node.page,
                 0,
@@ -853,7 +856,7 @@ impl<'m> Cursor<'m> {
                 usize::from(sp.hi),
                 sp.first_mask,
             );
-        } else if let Some(f) = c.frames.get_mut(usize::from(sp.level.wrapping_sub(1))) {
+        } else if let Some(f) = c.frame(sp.level) {
             *f = Frame {
                 node: Some(node),
                 next: sp.lo,
@@ -867,6 +870,12 @@ impl<'m> Cursor<'m> {
 
     pub(crate) fn order(&self) -> Order {
         self.order
+    }
+
+    /// The frame of inner level `level` (`None` for the leaf).
+    #[inline(always)]
+    fn frame(&mut self, level: Level) -> Option<&mut Frame<'m>> {
+        self.frames.get_mut(level.as_usize().wrapping_sub(1))
     }
 
     /// The next run of this order, `None` at the end or on an error (then
@@ -934,8 +943,9 @@ impl<'m> Cursor<'m> {
             if self.done {
                 return Ok(None);
             }
-            let lvl = self.depth;
-            let Some(frame) = self.frames.get_mut(usize::from(lvl.wrapping_sub(1))) else {
+            let level = self.depth;
+            let top = self.top;
+            let Some(frame) = self.frame(level) else {
                 self.done = true;
                 return Ok(None);
             };
@@ -945,44 +955,46 @@ impl<'m> Cursor<'m> {
             };
             let mut found = None;
             while frame.next < frame.end {
-                let i = frame.next;
-                // i < end <= 512.
-                frame.next = i.wrapping_add(1);
-                let v = load(node.page, usize::from(i));
+                let index = TableIndex::new_truncate(u64::from(frame.next));
+                // next < end <= 512.
+                frame.next = frame.next.wrapping_add(1);
+                let v = entry(node.page, index);
                 if v != 0 {
-                    found = Some((i, v));
+                    found = Some((index, v));
                     break;
                 }
             }
-            let Some((i, v)) = found else {
-                if lvl >= self.top {
-                    self.done = true;
-                    return Ok(None);
+            let Some((index, v)) = found else {
+                match level.parent() {
+                    Some(up) if level < top => self.depth = up,
+                    _ => {
+                        self.done = true;
+                        return Ok(None);
+                    }
                 }
-                self.depth = lvl.wrapping_add(1);
                 continue;
             };
-            let prefix = frame.prefix | u64::from(i).wrapping_shl(level_shift(lvl));
-            let child = match ctx.enter(node.phys, lvl, i, v, track) {
+            let prefix = frame.prefix | index.as_u64().wrapping_shl(level.shift());
+            let child = match ctx.enter(node.phys, level, index, v, track) {
                 Ok(child) => child,
                 Err(e) => {
                     self.done = true;
                     return Err(e);
                 }
             };
-            if lvl == 1 {
-                self.leaf = LeafScan::new(child.page, prefix, 0, PAGE_WORDS, u64::MAX);
-            } else {
-                let below = lvl.wrapping_sub(1);
-                if let Some(f) = self.frames.get_mut(usize::from(below.wrapping_sub(1))) {
-                    *f = Frame {
-                        node: Some(child),
-                        next: 0,
-                        end: 512,
-                        prefix,
-                    };
-                    self.depth = below;
+            match level.child() {
+                Some(below) if !below.is_leaf() => {
+                    if let Some(f) = self.frame(below) {
+                        *f = Frame {
+                            node: Some(child),
+                            next: 0,
+                            end: 512,
+                            prefix,
+                        };
+                        self.depth = below;
+                    }
                 }
+                _ => self.leaf = LeafScan::new(child.page, prefix, 0, PAGE_WORDS, u64::MAX),
             }
         }
     }
@@ -1107,7 +1119,7 @@ impl<'r> RamWindow<'r> {
 /// coalesce it into ranges ([`RadixReader::coalesce`]).
 pub struct RadixReader<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     pub(crate) ctx: Ctx<'m, 'r, M, V>,
-    pub(crate) spine: [Option<Node<'m>>; 6],
+    pub(crate) spine: Spine<'m>,
     pub(crate) present: OrderSet,
     root: PhysAddr,
 }
@@ -1161,35 +1173,33 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
             return Err(WalkError::BudgetExceeded { budget });
         }
         let root_page = map.page(root)?;
-        for i in crate::key::ROOT_ENTRIES_IN_USE..512 {
-            let v = load(root_page, usize::from(i));
+        for index in TableIndex::all().skip(usize::from(ROOT_ENTRIES_IN_USE)) {
+            let v = entry(root_page, index);
             if v != 0 {
                 return Err(WalkError::RootEntryBeyond3 {
                     root,
-                    index: TableIndex::new_truncate(u64::from(i)),
+                    index,
                     entry: PhysAddr::new(v),
                 });
             }
         }
-        let mut spine: [Option<Node<'m>>; 6] = [None; 6];
+        let mut spine: Spine<'m> = PerLevel::splat(None);
         let mut node = Node {
             phys: root,
             page: root_page,
         };
-        if let Some(s) = spine.get_mut(5) {
-            *s = Some(node);
-        }
-        for lvl in (1..=5u8).rev() {
-            let v = load(node.page, 0);
+        spine[Level::ROOT] = Some(node);
+        for level in Level::inner_top_down() {
+            let v = entry(node.page, TableIndex::ZERO);
             if v == 0 {
                 break;
             }
-            node = ctx.enter(node.phys, lvl, 0, v, true)?;
-            if let Some(s) = spine.get_mut(usize::from(lvl.wrapping_sub(1))) {
-                *s = Some(node);
+            node = ctx.enter(node.phys, level, TableIndex::ZERO, v, true)?;
+            if let Some(below) = level.child() {
+                spine[below] = Some(node);
             }
         }
-        if let Some(Some(leaf)) = spine.first() {
+        if let Some(leaf) = spine[Level::LEAF] {
             let w0 = load(leaf.page, 0);
             for bit in 0..2u16 {
                 if w0 & (1u64 << bit) != 0 {
@@ -1208,7 +1218,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
         let mut present = OrderSet::EMPTY;
         for order in Order::all() {
             let sp = span(order);
-            let Some(Some(n)) = spine.get(usize::from(sp.level)) else {
+            let Some(n) = spine[sp.level] else {
                 continue;
             };
             let mut any = false;
@@ -1302,7 +1312,7 @@ impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Walk<'_, '_, M, V> {
 impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
     fn new(reader: RadixReader<'m, 'r, M, V>) -> Self {
         let empty = Checker {
-            cursor: Cursor::new(Order::ZERO, &[None; 6]),
+            cursor: Cursor::new(Order::ZERO, &PerLevel::splat(None)),
             head: None,
         };
         Self {

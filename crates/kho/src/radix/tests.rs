@@ -35,18 +35,18 @@ fn arena(pages: usize) -> VecArena {
 #[derive(Debug, PartialEq, Eq, Default)]
 struct Contents {
     blocks: BTreeSet<Block>,
-    nodes: BTreeSet<(usize, u64)>,
+    nodes: BTreeSet<(Level, u64)>,
 }
 
 fn read(arena: &VecArena, root: PhysAddr) -> Contents {
-    fn visit(arena: &VecArena, phys: PhysAddr, level: usize, base: u64, out: &mut Contents) {
+    fn visit(arena: &VecArena, phys: PhysAddr, level: Level, base: u64, out: &mut Contents) {
         let words = arena.page(phys).unwrap().snapshot();
         assert!(out.nodes.insert((level, base)), "node reached twice");
         for (i, &word) in words.iter().enumerate() {
             if word == 0 {
                 continue;
             }
-            if level == 0 {
+            if level.is_leaf() {
                 let mut bits = word;
                 while bits != 0 {
                     let key = base | (i as u64 * 64 + u64::from(bits.trailing_zeros()));
@@ -54,13 +54,14 @@ fn read(arena: &VecArena, root: PhysAddr) -> Contents {
                     bits &= bits - 1;
                 }
             } else {
-                let child_base = base | ((i as u64) << SHIFT[level]);
-                visit(arena, PhysAddr::new(word), level - 1, child_base, out);
+                let child_base = base | ((i as u64) << level.shift());
+                let below = level.child().unwrap();
+                visit(arena, PhysAddr::new(word), below, child_base, out);
             }
         }
     }
     let mut out = Contents::default();
-    visit(arena, root, ROOT_LEVEL, 0, &mut out);
+    visit(arena, root, Level::ROOT, 0, &mut out);
     out
 }
 

@@ -34,17 +34,17 @@ impl TestTree {
         let key = RadixKey::encode(block);
         let mut node = self.root;
         for level in Level::inner_top_down() {
-            let i = key.index(level).as_usize();
-            let page = self.arena.page(node).unwrap();
-            let mut child = page.load(i).unwrap();
+            let entry = &self.arena.page(node).unwrap()[key.index(level)];
+            let mut child = entry.load(Ordering::Relaxed);
             if child == 0 {
                 child = self.arena.alloc_zeroed_page().unwrap().as_u64();
-                page.words()[i].store(child, Ordering::Relaxed);
+                entry.store(child, Ordering::Relaxed);
             }
             node = PhysAddr::new(child);
         }
         let bit = key.leaf_bit();
-        self.arena.page(node).unwrap().words()[bit.word()].fetch_or(bit.mask(), Ordering::Relaxed);
+        let leaf = self.arena.page(node).unwrap();
+        leaf.word_of(bit).fetch_or(bit.mask(), Ordering::Relaxed);
     }
 }
 
