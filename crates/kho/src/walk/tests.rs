@@ -8,8 +8,10 @@ use alloc::vec::Vec;
 use proptest::prelude::*;
 
 use super::*;
+use crate::addr::{Block, Order, PhysAddr, PhysRange};
 use crate::coalesce::CoalesceSummary;
 use crate::key::KeyError;
+use crate::key::{LeafBit, Level, TableIndex};
 use crate::mem::{MemError, RamMap, VecArena};
 use crate::testing::{ARENA_BASE, TestTree, block, merged, range, sorted_by_key};
 
