@@ -67,9 +67,9 @@ impl CoalesceSummary {
     }
 }
 
-/// One order's place in the merge: its checked runs and the next one.
+/// One order's lane of the k-way merge: its checked runs and the next one.
 #[derive(Clone, Copy)]
-struct Head<'m, 'r> {
+struct Lane<'m, 'r> {
     runs: OrderRuns<'m, 'r>,
     /// The order's next checked run: `[start, end)` raw.
     run: (u64, u64),
@@ -116,11 +116,11 @@ impl Current {
 /// in [`Coalesce::summary`]. Errors fuse the iterator.
 pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     engine: Engine<'m, 'r, M, V>,
-    heads: [Option<Head<'m, 'r>>; ORDERS],
-    /// Orders whose head holds a run.
+    lanes: [Option<Lane<'m, 'r>>; ORDERS],
+    /// Orders whose lane holds a run.
     active: OrderSet,
-    /// The order being drained: the lowest head, until its next run starts
-    /// at or past `limit` (the lowest start among the other heads).
+    /// The order being drained: the lowest lane, until its next run starts
+    /// at or past `limit` (the lowest start among the other lanes).
     source: Option<Order>,
     limit: u64,
     primed: bool,
@@ -156,7 +156,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
     fn new(engine: Engine<'m, 'r, M, V>) -> Self {
         Self {
             engine,
-            heads: [None; ORDERS],
+            lanes: [None; ORDERS],
             active: OrderSet::EMPTY,
             source: None,
             limit: 0,
@@ -181,18 +181,18 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         self.engine.nodes()
     }
 
-    /// Pulls the next checked run of `order` into its head, or retires the
-    /// order (it stops being the source): the one place a head is refilled.
+    /// Pulls the next checked run of `order` into its lane, or retires the
+    /// order (it stops being the source): the one place a lane is refilled.
     #[inline]
     fn refill(&mut self, order: Order) -> Result<(), WalkError> {
-        let Some(Some(head)) = self.heads.get_mut(usize::from(order.as_u8())) else {
+        let Some(Some(lane)) = self.lanes.get_mut(usize::from(order.as_u8())) else {
             self.retire(order);
             return Ok(());
         };
-        match head.runs.next_run(&mut self.engine)? {
+        match lane.runs.next_run(&mut self.engine)? {
             None => self.retire(order),
             Some((range, count)) => {
-                head.run = (range.start().as_u64(), range.end().as_u64());
+                lane.run = (range.start().as_u64(), range.end().as_u64());
                 self.summary.counts.add(order, count);
             }
         }
@@ -209,8 +209,8 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
     fn prime(&mut self) -> Result<(), WalkError> {
         self.primed = true;
         for order in self.engine.orders().iter().rev() {
-            if let Some(slot) = self.heads.get_mut(usize::from(order.as_u8())) {
-                *slot = Some(Head {
+            if let Some(slot) = self.lanes.get_mut(usize::from(order.as_u8())) {
+                *slot = Some(Lane {
                     runs: self.engine.runs(order),
                     run: (0, 0),
                 });
@@ -229,8 +229,8 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         let mut second = u64::MAX;
         while let Some(order) = bits.highest() {
             bits = bits.without(order);
-            if let Some(Some(head)) = self.heads.get(usize::from(order.as_u8())) {
-                let s = head.run.0;
+            if let Some(Some(lane)) = self.lanes.get(usize::from(order.as_u8())) {
+                let s = lane.run.0;
                 match best {
                     Some((_, bs)) if s >= bs => second = second.min(s),
                     Some((_, bs)) => {
@@ -256,7 +256,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
     #[inline]
     fn drain(&mut self, order: Order) -> u64 {
         let Self {
-            heads,
+            lanes,
             limit,
             current,
             summary,
@@ -266,7 +266,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             pending,
             ..
         } = self;
-        let Some(Some(head)) = heads.get_mut(usize::from(order.as_u8())) else {
+        let Some(Some(lane)) = lanes.get_mut(usize::from(order.as_u8())) else {
             return 0;
         };
         // The first run of all opens `current` on the slow path.
@@ -274,11 +274,11 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             return 0;
         };
         let limit = *limit;
-        let mut run = head.run;
+        let mut run = lane.run;
         let mut n = 0usize;
         let mut blocks = 0u64;
         let mut overlap = None;
-        let (consumed, rejected) = head.runs.drain_leaf(|range, count| {
+        let (consumed, rejected) = lane.runs.drain_leaf(|range, count| {
             blocks = blocks.saturating_add(count);
             let merged = run;
             run = (range.start().as_u64(), range.end().as_u64());
@@ -297,7 +297,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             }
             run.0 < limit && n < BATCH
         });
-        head.run = run;
+        lane.run = run;
         *current = Some(cur);
         summary.counts.add(order, blocks);
         *taken = 0;
@@ -366,15 +366,15 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Coalesce<'_, '_, M, V> {
                     }
                 },
             };
-            let Some(Some(head)) = self.heads.get(usize::from(order.as_u8())) else {
+            let Some(Some(lane)) = self.lanes.get(usize::from(order.as_u8())) else {
                 self.active = self.active.without(order);
                 self.source = None;
                 continue;
             };
-            let run = head.run;
+            let run = lane.run;
             if !fresh && run.0 >= self.limit {
                 // Overtaken (or tied): pick again. A fresh pick is the
-                // lowest head by construction, ties broken by order.
+                // lowest lane by construction, ties broken by order.
                 self.source = None;
                 continue;
             }
@@ -392,7 +392,7 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Coalesce<'_, '_, M, V> {
                 // a full batch or at the end of the leaf.
                 continue;
             }
-            // Refill the head before merging its run.
+            // Refill the lane before merging its run.
             if let Err(e) = self.refill(order) {
                 return self.fail(e);
             }

@@ -1,10 +1,5 @@
 //! The radix key of a block, and the indices it is cut into.
 //!
-//! Glossary: a *key* folds a block's order and address into one u64; a
-//! *level* is a depth of the tree (5 = root, 0 = leaf); a *table index*
-//! selects one of the 512 entries of an inner node; a *leaf bit* selects one
-//! of the 32768 bits of a leaf.
-//!
 //! ```text
 //!  key = (1 << (52 - order)) | (phys >> (12 + order))
 //!

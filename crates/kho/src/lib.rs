@@ -22,6 +22,56 @@
 //!
 //! Physical memory is reached only through the small traits of [`mem`], so the
 //! same code runs over a simulator's arena and over a real direct map.
+//!
+//! # Conventions
+//!
+//! Every name in the crate means one thing, and each thing has one name
+//! (as Linux `lib/xarray.c` fixes its own in a "coding conventions" block):
+//!
+//! - *page*: 4 KiB of physical memory, page aligned ([`AtomicPage`],
+//!   numbered by [`Pfn`]).
+//! - *order*: log2 of a block's size in pages, `0..=51` ([`Order`]).
+//! - *block*: `2^order` pages, naturally aligned: what is preserved, a folio
+//!   in Linux ([`Block`]).
+//! - *range*: `[start, end)` bytes of physical memory ([`PhysRange`]).
+//! - *key*: a block folded into one u64, `(1 << (52 - order)) | (phys >>
+//!   (12 + order))` ([`RadixKey`]).
+//! - *level*: a depth of the radix tree: 5 is the root, 1 the lowest inner
+//!   level, 0 the leaf ([`Level`]).
+//! - *node*: one page of the tree. An *inner node* holds 512 child
+//!   addresses (0 = absent), picked by a *table index* ([`TableIndex`]).
+//! - *leaf*: a node of level 0, a bitmap of 32768 keys, picked by a *leaf
+//!   bit* ([`LeafBit`]).
+//! - *path*: the nodes from the root to the leaf of one key.
+//! - *spine*: the path of entries 0 from the root; every order's subtree
+//!   hangs off it.
+//! - *cursor*: the writer's per-thread handle that caches its last path
+//!   ([`Cursor`]).
+//! - *compact*: free the leaves with no bit set and the inner nodes with no
+//!   child ([`RadixTree::compact`]).
+//! - *run*: consecutive blocks of one order, that is consecutive set bits of
+//!   one leaf ([`BlockRun`]).
+//! - *scan*: a reader's pass over untrusted pages: a leaf's or a bitmap's
+//!   set bits, a chunk's entries, one order's subtree (an *order scan*).
+//! - *walk*: every block in Linux's order, ascending key ([`Walk`]).
+//! - *coalesce*: merge adjacent runs of any orders into maximal ranges
+//!   ([`Coalesce`]).
+//! - *forbidden*: ranges that must hold neither tree pages nor preserved
+//!   blocks: scratch, the kernel image ([`RamMap`]).
+//! - *window*: a range known to be RAM and not forbidden, cached so that a
+//!   run is checked in O(1).
+//! - *budget*: the most nodes (or chunks) a reader may enter
+//!   ([`NodeBudget`]).
+//! - kho-v1 (Linux 6.16): a *chunk* is one page, `struct khoser_mem_chunk`,
+//!   a header and up to 255 *entries* ([`KhoserMemChunk`]); the *list*
+//!   links chunks by `hdr.next`; the *head* is its first chunk; an *entry*,
+//!   `struct khoser_mem_bitmap_ptr`, is `{phys_start, bitmap}`
+//!   ([`KhoserMemBitmapPtr`]); a *bitmap*, `struct kho_mem_phys_bits`, has
+//!   one bit per block ([`BitmapSize`]); its *span* is the bytes it covers,
+//!   `bits * (4096 << order)`.
+//! - The root FDT: the *root FDT* is the one-page device tree the old kernel
+//!   hands over ([`KhoFdt`]), with one *subnode* per KHO user, whose *blob*
+//!   is that user's data.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,17 +1,6 @@
 //! The writer: a lock-free radix tree in the Linux kho-v2/v3 format.
 //!
-//! Glossary:
-//!
-//! | name    | meaning                                                                 |
-//! |---------|-------------------------------------------------------------------------|
-//! | key     | a block folded into one u64, [`RadixKey`] (see [`crate::key`])          |
-//! | level   | a depth of the tree: 5 is the root, 1 the lowest inner level, 0 a leaf  |
-//! | node    | an inner page: 512 little-endian u64 child addresses, 0 = absent        |
-//! | leaf    | a bitmap page: 32768 bits, bit `b` is bit `b % 64` of word `b / 64`     |
-//! | order   | log2 of a block's size in pages, [`Order`]                              |
-//! | block   | `2^order` pages, naturally aligned, [`Block`]                           |
-//! | path    | the nodes from the root to the leaf of one key; a [`Cursor`] caches one |
-//! | compact | free leaves with no bit set and inner nodes with no child               |
+//! Names follow the crate's conventions (see the [crate] documentation).
 //!
 //! ```text
 //!  root (level 5) ──[key 59:51]──> level 4 ──[50:42]──> level 3 ──[41:33]──>

@@ -1,17 +1,8 @@
 //! The kho-v1 chunk list: the preserved-memory map of Linux 6.16 and 6.17
-//! handovers (read side, plus a writer for tests).
+//! handovers (read side; a writer for tests is in `testing`).
 //!
-//! Glossary (Linux names in `code`):
-//!
-//! | name          | meaning                                                                    |
-//! |---------------|----------------------------------------------------------------------------|
-//! | chunk         | one page, `struct khoser_mem_chunk`: a header and up to 255 entries          |
-//! | list          | chunks linked by `hdr.next` (physical address, 0 ends the list)             |
-//! | head          | the first chunk: root `preserved-memory-map` of a `kho-v1` FDT ([`crate::fdt`]) |
-//! | entry         | `struct khoser_mem_bitmap_ptr`: `{phys_start, bitmap}`                       |
-//! | bitmap        | `struct kho_mem_phys_bits`: [`BitmapSize::bits`] bits, one per block        |
-//! | span          | bytes one bitmap covers: `bits * (4096 << order)`                           |
-//! | block         | bit `b` set marks the block `phys_start + b * (4096 << order)` of `order`   |
+//! Names follow the crate's conventions (see the [crate] documentation):
+//! chunk, list, head, entry, bitmap, span.
 //!
 //! # Layout (one 4096-byte page, native-endian, little-endian on our hosts)
 //!
@@ -550,8 +541,9 @@ impl Brent {
     }
 }
 
+/// The entries of one chunk still to read.
 #[derive(Debug)]
-struct ChunkCursor<'a> {
+struct ChunkScan<'a> {
     phys: PhysAddr,
     order: Order,
     entries: Enumerate<Take<ChunksExact<'a, AtomicU64>>>,
@@ -566,8 +558,9 @@ struct EntryCtx {
     phys_start: PhysAddr,
 }
 
+/// The set bits of one bitmap still to yield.
 #[derive(Debug)]
-struct BitmapCursor<'a> {
+struct BitmapScan<'a> {
     ctx: EntryCtx,
     words: Enumerate<Iter<'a, AtomicU64>>,
     /// Index of the word in `bits`.
@@ -586,8 +579,8 @@ pub struct V1Blocks<'a, M: ?Sized> {
     next_chunk: PhysAddr,
     visited: u64,
     brent: Brent,
-    chunk: Option<ChunkCursor<'a>>,
-    bitmap: Option<BitmapCursor<'a>>,
+    chunk: Option<ChunkScan<'a>>,
+    bitmap: Option<BitmapScan<'a>>,
     done: bool,
 }
 
@@ -599,7 +592,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
     }
 
     /// Checks and enters the chunk at `chunk`.
-    fn enter_chunk(&mut self, chunk: PhysAddr) -> Result<ChunkCursor<'a>, V1Error> {
+    fn enter_chunk(&mut self, chunk: PhysAddr) -> Result<ChunkScan<'a>, V1Error> {
         if !chunk.is_page_aligned() {
             return Err(V1Error::ChunkUnaligned { chunk });
         }
@@ -646,7 +639,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
             .take(num)
             .enumerate();
         self.next_chunk = hdr.next();
-        Ok(ChunkCursor {
+        Ok(ChunkScan {
             phys: chunk,
             order,
             entries,
@@ -660,7 +653,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
         order: Order,
         entry: u32,
         pair: &[AtomicU64],
-    ) -> Result<BitmapCursor<'a>, V1Error> {
+    ) -> Result<BitmapScan<'a>, V1Error> {
         let mut raw = [0u64; 2];
         for (r, w) in raw.iter_mut().zip(pair) {
             *r = w.load(Ordering::Relaxed);
@@ -721,7 +714,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
             .checked_add(self.size.words())
             .and_then(|end| page.words().get(first..end))
             .ok_or(unaligned)?;
-        Ok(BitmapCursor {
+        Ok(BitmapScan {
             ctx: EntryCtx {
                 chunk,
                 entry,

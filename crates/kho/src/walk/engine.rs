@@ -46,11 +46,12 @@ fn entry(page: &AtomicPage, index: TableIndex) -> u64 {
 /// 0 (`None` below the first absent entry).
 type Spine<'m> = PerLevel<Option<Node<'m>>>;
 
-/// Where an order's keys start in the spine: the level whose index bits hold
-/// its marker, and the entry range (or, at the leaf, the word range plus a
-/// mask for the first word) its keys occupy there.
+/// The slice of a spine node that holds an order's keys: the level whose
+/// index bits hold the order's marker, and the entry range (or, at the
+/// leaf, the word range plus a mask for the first word) its keys occupy
+/// there.
 #[derive(Clone, Copy)]
-struct Span {
+struct SpineSlice {
     level: Level,
     /// Entries (inner level) or words (leaf) `[lo, hi)`.
     lo: u16,
@@ -58,7 +59,7 @@ struct Span {
     first_mask: u64,
 }
 
-const SPANS: [Span; ORDERS] = spans();
+const SPINE_SLICES: [SpineSlice; ORDERS] = spine_slices();
 
 /// Evaluated at compile time only: an overflow or a level above the root
 /// here is a build error.
@@ -69,8 +70,8 @@ const SPANS: [Span; ORDERS] = spans();
     clippy::cast_possible_truncation,
     clippy::panic
 )]
-const fn spans() -> [Span; ORDERS] {
-    let mut out = [Span {
+const fn spine_slices() -> [SpineSlice; ORDERS] {
+    let mut out = [SpineSlice {
         level: Level::LEAF,
         lo: 0,
         hi: 0,
@@ -84,7 +85,7 @@ const fn spans() -> [Span; ORDERS] {
                 panic!("a marker at most at bit 52 is below the root's bits")
             };
             let s = level.shift();
-            Span {
+            SpineSlice {
                 level,
                 lo: 1 << (m - s),
                 hi: 2 << (m - s),
@@ -92,7 +93,7 @@ const fn spans() -> [Span; ORDERS] {
             }
         } else if m >= 6 {
             // Whole words [2^(m-6), 2^(m-5)) of the spine leaf.
-            Span {
+            SpineSlice {
                 level: Level::LEAF,
                 lo: 1 << (m - 6),
                 hi: 2 << (m - 6),
@@ -101,7 +102,7 @@ const fn spans() -> [Span; ORDERS] {
         } else {
             // Bits [2^m, 2^(m+1)) of word 0.
             let width = 1u32 << m;
-            Span {
+            SpineSlice {
                 level: Level::LEAF,
                 lo: 0,
                 hi: 1,
@@ -113,11 +114,11 @@ const fn spans() -> [Span; ORDERS] {
     out
 }
 
-fn span(order: Order) -> Span {
-    SPANS
+fn spine_slice(order: Order) -> SpineSlice {
+    SPINE_SLICES
         .get(usize::from(order.as_u8()))
         .copied()
-        .unwrap_or(Span {
+        .unwrap_or(SpineSlice {
             level: Level::LEAF,
             lo: 0,
             hi: 0,
@@ -279,15 +280,15 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Engine<'m, 'r, M, V> {
             }
         }
         for order in Order::all() {
-            let sp = span(order);
-            let Some(n) = engine.spine[sp.level] else {
+            let slice = spine_slice(order);
+            let Some(n) = engine.spine[slice.level] else {
                 continue;
             };
             let mut any = false;
-            for i in sp.lo..sp.hi {
+            for i in slice.lo..slice.hi {
                 let mut v = load(n.page, usize::from(i));
-                if i == sp.lo {
-                    v &= sp.first_mask;
+                if i == slice.lo {
+                    v &= slice.first_mask;
                 }
                 if v != 0 {
                     any = true;
@@ -514,31 +515,31 @@ impl<'m> OrderScan<'m> {
     }
 
     fn new(order: Order, spine: &Spine<'m>) -> Self {
-        let sp = span(order);
+        let slice = spine_slice(order);
         let mut c = Self {
             order,
-            top: sp.level,
-            depth: sp.level,
+            top: slice.level,
+            depth: slice.level,
             frames: [Frame::EMPTY; 5],
             leaf: LeafScan::DONE,
             done: true,
         };
-        let Some(node) = spine[sp.level] else {
+        let Some(node) = spine[slice.level] else {
             return c;
         };
-        if sp.level.is_leaf() {
+        if slice.level.is_leaf() {
             c.leaf = LeafScan::new(
                 node.page,
                 0,
-                usize::from(sp.lo),
-                usize::from(sp.hi),
-                sp.first_mask,
+                usize::from(slice.lo),
+                usize::from(slice.hi),
+                slice.first_mask,
             );
-        } else if let Some(f) = c.frame(sp.level) {
+        } else if let Some(f) = c.frame(slice.level) {
             *f = Frame {
                 node: Some(node),
-                next: sp.lo,
-                end: sp.hi,
+                next: slice.lo,
+                end: slice.hi,
                 prefix: 0,
             };
             c.done = false;

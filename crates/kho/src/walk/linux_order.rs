@@ -13,8 +13,8 @@ use crate::walk::{BlockRun, ORDERS, OrderCounts, OrderSet, RunBlocks, VisitedSet
 #[derive(Clone, Copy)]
 struct Checker<'m> {
     scan: OrderScan<'m>,
-    /// The current run, inclusive: (start, last).
-    head: Option<(u64, u64)>,
+    /// The checker's current run, inclusive: (start, last).
+    run: Option<(u64, u64)>,
 }
 
 /// The blocks of a tree in Linux walk order: ascending key, so higher
@@ -51,7 +51,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
     pub(crate) fn new(engine: Engine<'m, 'r, M, V>) -> Self {
         let empty = Checker {
             scan: OrderScan::empty(),
-            head: None,
+            run: None,
         };
         Self {
             remaining: engine.orders(),
@@ -110,7 +110,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
                 if let Some(c) = self.checkers.get_mut(usize::from(h.as_u8())) {
                     *c = Checker {
                         scan: self.engine.scan(h),
-                        head: None,
+                        run: None,
                     };
                 }
             }
@@ -133,21 +133,21 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
                 continue;
             };
             loop {
-                let (s, l) = match checker.head {
-                    Some(head) => head,
+                let (s, l) = match checker.run {
+                    Some(run) => run,
                     None => match checker.scan.next_run(&mut self.engine, Visit::Again)? {
                         None => break,
                         Some(raw) => {
                             let s = raw.start.as_u64();
                             let bytes = raw.count.saturating_mul(h.bytes());
                             let l = s.saturating_add(bytes.saturating_sub(1));
-                            checker.head = Some((s, l));
+                            checker.run = Some((s, l));
                             (s, l)
                         }
                     },
                 };
                 if l < start {
-                    checker.head = None;
+                    checker.run = None;
                     continue;
                 }
                 if s <= last {
