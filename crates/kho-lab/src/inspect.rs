@@ -36,7 +36,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-use kho::v1::KhoserMemChunk;
+use kho::KhoserMemChunk;
 use kho::{
     BitmapSize, Block, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS, PAGE_SIZE,
     PageMap, PhysAddr, PhysRange, RadixReader, RamMap, V1Error, V1Reader, WalkError,

@@ -1,14 +1,5 @@
-//! Address newtypes.
-//!
-//! Glossary (used by every module of the crate):
-//!
-//! | name       | meaning                                                          |
-//! |------------|------------------------------------------------------------------|
-//! | phys       | a physical byte address, [`PhysAddr`]                            |
-//! | pfn        | a page frame number, `phys >> PAGE_SHIFT`, [`Pfn`]               |
-//! | order      | log2 of a block's size in pages, [`Order`]                       |
-//! | block      | `2^order` contiguous pages, naturally aligned, [`Block`]         |
-//! | range      | a half-open interval `[start, end)` of physical bytes, [`PhysRange`] |
+//! Address newtypes: [`PhysAddr`], [`Pfn`], [`Order`], [`Block`],
+//! [`PhysRange`].
 //!
 //! Arithmetic operators are deliberately not implemented: callers choose
 //! `checked_add`, `checked_sub`, ... and say what happens on overflow.

@@ -1,28 +1,8 @@
 //! Range coalescing: the maximal preserved ranges of a tree, streamed in
-//! ascending address, merging adjacent blocks of any orders. It drives the
-//! reader's engine ([`crate::walk::engine`]) as the walk does, one order
-//! scan per order, and merges their runs.
-//!
-//! ```text
-//!   order 18 runs :  [=====1 GiB=====]
-//!   order 9 runs  :                   [2M][2M]         [2M]
-//!   order 0 runs  :  ...                      [4K][4K]       [4K]
-//!                     \______________ k-way merge by start ______________/
-//!   ranges        :  [=================================)  [====)[4K]
-//! ```
-//!
-//! Each order's scan reads its leaves a u64 word at a time
-//! (`trailing_zeros` finds a run, `trailing_ones` measures it; an all-ones
-//! word is 64 blocks in one compare, a full leaf 32768 blocks in 512), so the
-//! cost is linear in the leaves and in the runs, never in the blocks. The
-//! merge takes the run with the lowest start (the higher order on a tie):
-//! a start below the current range's end is an overlap, a start equal to it
-//! extends the range, a start past it closes the range and yields it.
-//!
-//! Every run is checked against the [`crate::RamMap`] (inside RAM, outside
-//! the forbidden ranges) through a per-order cached window, so validation
-//! is O(1) per run. Per-order block counts accumulate in a fixed array
-//! ([`CoalesceSummary`]); no per-block list is ever built.
+//! ascending address, merging adjacent blocks of any orders ([`Coalesce`],
+//! whose documentation says how). It drives the reader's engine
+//! (`walk::engine`) as the walk does, one order scan per order, and merges
+//! their runs (the merge rule: `Current::merge`).
 
 #![deny(
     clippy::indexing_slicing,
@@ -114,6 +94,27 @@ impl Current {
 /// The maximal preserved ranges of a tree in ascending address
 /// (`Iterator<Item = Result<PhysRange, WalkError>>`), with per-order counts
 /// in [`Coalesce::summary`]. Errors fuse the iterator.
+///
+/// ```text
+///   order 18 runs :  [=====1 GiB=====]
+///   order 9 runs  :                   [2M][2M]         [2M]
+///   order 0 runs  :  ...                      [4K][4K]       [4K]
+///                     \______________ k-way merge by start ______________/
+///   ranges        :  [=================================)  [====)[4K]
+/// ```
+///
+/// Each order's scan reads its leaves a u64 word at a time
+/// (`trailing_zeros` finds a run, `trailing_ones` measures it; an all-ones
+/// word is 64 blocks in one compare, a full leaf 32768 blocks in 512), so the
+/// cost is linear in the leaves and in the runs, never in the blocks. The
+/// merge takes the run with the lowest start (the higher order on a tie):
+/// a start below the current range's end is an overlap, a start equal to it
+/// extends the range, a start past it closes the range and yields it.
+///
+/// Every run is checked against the [`crate::RamMap`] (inside RAM, outside
+/// the forbidden ranges) through a per-order cached window, so validation
+/// is O(1) per run. Per-order block counts accumulate in a fixed array
+/// ([`CoalesceSummary`]); no per-block list is ever built.
 pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     engine: Engine<'m, 'r, M, V>,
     lanes: [Option<Lane<'m, 'r>>; ORDERS],

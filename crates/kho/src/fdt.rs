@@ -72,7 +72,7 @@ pub const PROP_BLOB_SIZE: &str = "blob-size";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KhoVersion {
     /// `kho-v1` (Linux 6.16, 6.17): the memory map is a chunk list, read by
-    /// [`crate::v1`]; subnodes carry `fdt`.
+    /// [`crate::V1Reader`]; subnodes carry `fdt`.
     V1,
     /// `kho-v2`: radix tree; subnodes carry `preserved-data`.
     V2,

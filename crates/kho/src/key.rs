@@ -1,19 +1,6 @@
-//! The radix key of a block, and the indices it is cut into.
-//!
-//! ```text
-//!  key = (1 << (52 - order)) | (phys >> (12 + order))
-//!
-//!   63   60 59      51 50      42 41      33 32      24 23      15 14          0
-//!  +-------+----------+----------+----------+----------+----------+------------+
-//!  | zero  | level 5  | level 4  | level 3  | level 2  | level 1  | leaf bit   |
-//!  |       | (root)   |          |          |          |          | (15 bits)  |
-//!  +-------+----------+----------+----------+----------+----------+------------+
-//! ```
-//!
-//! The marker bit `52 - order` tells the order back: `order = 53 - fls64(key)`.
-//! A valid key's highest set bit is at most 52, so only root entries 0..=3
-//! can be in use. Ascending keys visit higher orders first, and ascending
-//! addresses within an order: that is Linux's walk order.
+//! The radix key of a block ([`RadixKey`], whose documentation draws its
+//! layout) and the indices it is cut into: [`Level`], [`TableIndex`],
+//! [`LeafBit`], with the one table of level shifts.
 
 use core::fmt;
 
@@ -246,7 +233,22 @@ impl LeafBit {
     }
 }
 
-/// The radix key of a block (see the module doc for its layout).
+/// The radix key of a block.
+///
+/// ```text
+///  key = (1 << (52 - order)) | (phys >> (12 + order))
+///
+///   63   60 59      51 50      42 41      33 32      24 23      15 14          0
+///  +-------+----------+----------+----------+----------+----------+------------+
+///  | zero  | level 5  | level 4  | level 3  | level 2  | level 1  | leaf bit   |
+///  |       | (root)   |          |          |          |          | (15 bits)  |
+///  +-------+----------+----------+----------+----------+----------+------------+
+/// ```
+///
+/// The marker bit `52 - order` tells the order back: `order = 53 - fls64(key)`.
+/// A valid key's highest set bit is at most 52, so only root entries 0..=3
+/// can be in use. Ascending keys visit higher orders first, and ascending
+/// addresses within an order: that is Linux's walk order.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct RadixKey(u64);

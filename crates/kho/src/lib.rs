@@ -7,29 +7,57 @@
 //!
 //! This crate is the reusable core: `no_std`, free of `unsafe`, usable by a
 //! Rust kernel, hypervisor or boot loader to produce or consume a Linux KHO
-//! handover.
+//! handover. Its whole API is re-exported here; the modules are private.
 //!
-//! | module      | what it holds                                                     |
-//! |-------------|-------------------------------------------------------------------|
-//! | [`addr`]    | address newtypes: [`PhysAddr`], [`Pfn`], [`Order`], [`Block`]     |
-//! | [`key`]     | the radix key of a block and its table indices                    |
-//! | [`mem`]     | how the core reaches physical memory: page allocation and mapping |
-//! | [`radix`]   | the writer: the lock-free radix tree (kho-v2/v3 format)           |
-//! | [`walk`]    | the reader: a validating walk of an untrusted radix tree          |
-//! | [`coalesce`]| the maximal preserved ranges, streamed from the tree              |
-//! | [`fdt`]     | the KHO root FDT (compatible, preserved-memory-map, subnodes)     |
-//! | [`v1`]      | the older kho-v1 chunk list (read side)                           |
+//! # Read in this order
 //!
-//! Physical memory is reached only through the small traits of [`mem`], so the
-//! same code runs over a simulator's arena and over a real direct map.
+//! | module     | what it holds                                                  |
+//! |------------|----------------------------------------------------------------|
+//! | `addr`     | address newtypes: [`PhysAddr`], [`Pfn`], [`Order`], [`Block`], |
+//! |            | [`PhysRange`]                                                  |
+//! | `key`      | the radix key of a block ([`RadixKey`], its layout drawn) and  |
+//! |            | the indices it is cut into ([`Level`], [`TableIndex`],         |
+//! |            | [`LeafBit`])                                                   |
+//! | `mem`      | how the core reaches physical memory (below); [`AtomicPage`]   |
+//! | `radix`    | the writer: [`RadixTree`] (kho-v2/v3 format, concurrency),     |
+//! |            | [`Cursor`]                                                     |
+//! | `walk`     | the reader: [`RadixReader`] (what it checks, in which order),  |
+//! |            | [`Walk`]; its `engine` also drives the coalescer               |
+//! | `coalesce` | the maximal preserved ranges, streamed: [`Coalesce`]           |
+//! | `fdt`      | the KHO root FDT: [`KhoFdt`], [`KhoFdtBuilder`]                |
+//! | `v1`       | the older kho-v1 chunk list, read side: [`V1Reader`]           |
+//!
+//! # Memory
+//!
+//! The core never dereferences a physical address itself. It goes through
+//! three small contracts, so the same code runs over a simulator's arena and
+//! over a kernel's direct map:
+//!
+//! | trait         | who uses it    | contract                                          |
+//! |---------------|----------------|---------------------------------------------------|
+//! | [`PageAlloc`] | writer         | hand out a zeroed 4 KiB page by address; take it  |
+//! |               |                | back                                              |
+//! | [`PageMap`]   | writer, reader | reach the page at an address as 512 atomic words  |
+//! | [`RamMap`]    | reader         | which ranges are RAM, and where tree pages must   |
+//! |               |                | not be                                            |
+//!
+//! Pages are seen as [`AtomicPage`]: 512 `AtomicU64`. The writer installs
+//! entries by compare-and-swap and sets bits by `fetch_or`; the reader loads
+//! each word once (relaxed loads compile to plain moves), so memory that
+//! changes under a reader can give it wrong values but never undefined
+//! behaviour. The reader is bounded: it asks for one aligned page at a time,
+//! and only for pages the [`RamMap`] says are RAM. With `alloc`, `VecArena`
+//! is a heap-backed arena that implements both [`PageAlloc`] and
+//! [`PageMap`], for host tools.
 //!
 //! # Conventions
 //!
 //! Every name in the crate means one thing, and each thing has one name
 //! (as Linux `lib/xarray.c` fixes its own in a "coding conventions" block):
 //!
-//! - *page*: 4 KiB of physical memory, page aligned ([`AtomicPage`],
-//!   numbered by [`Pfn`]).
+//! - *phys*: a physical byte address ([`PhysAddr`]).
+//! - *page*: 4 KiB of physical memory, page aligned ([`AtomicPage`]); its
+//!   *pfn* is `phys >> PAGE_SHIFT` ([`Pfn`]).
 //! - *order*: log2 of a block's size in pages, `0..=51` ([`Order`]).
 //! - *block*: `2^order` pages, naturally aligned: what is preserved, a folio
 //!   in Linux ([`Block`]).
@@ -75,20 +103,21 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod addr;
-pub mod coalesce;
-pub mod fdt;
-pub mod key;
-pub mod mem;
-pub mod radix;
-pub mod v1;
-pub mod walk;
+mod addr;
+mod coalesce;
+mod fdt;
+mod key;
+mod mem;
+mod radix;
+mod v1;
+mod walk;
 
 #[cfg(all(feature = "alloc", any(test, feature = "testing")))]
 pub mod testing;
@@ -99,11 +128,17 @@ pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, Ph
 pub use coalesce::{Coalesce, CoalesceSummary};
 #[cfg(feature = "alloc")]
 pub use fdt::{FdtBuildError, KhoFdtBuilder};
-pub use fdt::{FdtError, FdtName, KHO_FDT_MAX_SIZE, KhoFdt, KhoSubnode, KhoSubnodes, KhoVersion};
-pub use key::{KeyError, LeafBit, Level, RadixKey, TableIndex};
+pub use fdt::{
+    FdtError, FdtName, KHO_FDT_MAX_SIZE, KhoFdt, KhoSubnode, KhoSubnodes, KhoVersion,
+    PROP_BLOB_SIZE, PROP_COMPATIBLE, PROP_PRESERVED_DATA, PROP_PRESERVED_MEMORY_MAP, PROP_SUB_FDT,
+};
+pub use key::{
+    INNER_LEVELS, KeyError, LEAF_BITS, LEAF_SHIFT, LEVELS, LeafBit, Level, ORDER_0_MARKER,
+    ROOT_ENTRIES_IN_USE, RadixKey, TABLE_ENTRIES, TABLE_SHIFT, TableIndex,
+};
 #[cfg(feature = "alloc")]
 pub use mem::VecArena;
-pub use mem::{AtomicPage, MemError, PageAlloc, PageMap, RamMap, RamMapError};
+pub use mem::{AtomicPage, MemError, PAGE_WORDS, PageAlloc, PageMap, RamMap, RamMapError};
 pub use radix::{CompactStats, Cursor, PageSplit, RadixError, RadixStats, RadixTree, split_pages};
 pub use v1::{
     BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,

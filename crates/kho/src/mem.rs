@@ -1,21 +1,6 @@
-//! How the core reaches physical memory.
-//!
-//! The core never dereferences a physical address itself. It goes through
-//! three small contracts, so the same code runs over a simulator's arena and
-//! over a kernel's direct map:
-//!
-//! | trait         | who uses it     | contract                                           |
-//! |---------------|-----------------|----------------------------------------------------|
-//! | [`PageAlloc`] | writer          | hand out a zeroed 4 KiB page by address; take it back |
-//! | [`PageMap`]   | writer, reader  | reach the page at an address as 512 atomic words    |
-//! | [`RamMap`]    | reader          | which ranges are RAM, and where tree pages must not be |
-//!
-//! Pages are seen as [`AtomicPage`]: 512 `AtomicU64`. The writer installs
-//! entries by compare-and-swap and sets bits by `fetch_or`; the reader loads
-//! each word once (relaxed loads compile to plain moves), so memory that
-//! changes under a reader can give it wrong values but never undefined
-//! behaviour. The reader is bounded: it asks for one aligned page at a time,
-//! and only for pages the [`RamMap`] says are RAM.
+//! How the core reaches physical memory: the contracts [`PageAlloc`],
+//! [`PageMap`] and [`RamMap`] (drawn in the [crate] documentation), the
+//! page as [`AtomicPage`], and a heap-backed arena ([`VecArena`]).
 
 use core::fmt;
 use core::ops::Index;

@@ -1,65 +1,6 @@
-//! The writer: a lock-free radix tree in the Linux kho-v2/v3 format.
-//!
-//! Names follow the crate's conventions (see the [crate] documentation).
-//!
-//! ```text
-//!  root (level 5) ──[key 59:51]──> level 4 ──[50:42]──> level 3 ──[41:33]──>
-//!  level 2 ──[32:24]──> level 1 ──[23:15]──> leaf: bit key[14:0]
-//!
-//!  inner node (4096 bytes)               leaf (4096 bytes)
-//!  +---------+---------+-----+-------+   +---------+---------+-----+---------+
-//!  | child 0 | child 1 | ... | c 511 |   | bits    | bits    | ... | bits    |
-//!  | u64 LE  | u64 LE  |     |       |   | 0..63   | 64..127 |     | ..32767 |
-//!  +---------+---------+-----+-------+   +---------+---------+-----+---------+
-//!   0 = absent, else the child's phys     bit b = word b/64, bit b%64
-//! ```
-//!
-//! The tree is byte-identical to Linux's `kho_radix_tree` with 4 KiB pages:
-//! [`RadixTree::root`] is what the root FDT's `preserved-memory-map` holds.
-//!
-//! # Concurrency
-//!
-//! Every mutating operation except [`RadixTree::compact`] takes `&self` and
-//! may run on many threads at once; there is no lock.
-//!
-//! - A missing node is installed by compare-and-swap (AcqRel) of its parent
-//!   entry from 0 to a freshly zeroed page. The loser of a race frees its
-//!   page and descends into the winner's. Only the winner counts the page,
-//!   so the accounting ([`RadixTree::stats`]) is exact.
-//! - A leaf bit is set by `fetch_or` and cleared by `fetch_and`; the old word
-//!   tells whether the bit was already set (or clear), so two concurrent
-//!   preserves of the *same* block are told apart exactly: one succeeds, the
-//!   other gets [`RadixError::AlreadyPreserved`].
-//! - Nodes are never freed while the tree is shared: unpreserve only clears
-//!   bits, and only [`RadixTree::compact`] (`&mut self`) frees pages. A
-//!   [`Cursor`] may therefore keep references to the nodes of its last path.
-//!
-//! # Overlap checks
-//!
-//! A block must not overlap a preserved block of another order. The tree
-//! keeps a bitmask of the orders ever used (an atomic u64), so a workload of
-//! a single order (say, order 0 only) pays one relaxed load and no check.
-//! When other orders are present, a preserve of `(phys, o)` checks
-//!
-//! - *ancestors*: for each present order `p > o`, the bit of the block of
-//!   order `p` that contains `phys`;
-//! - *descendants*: for each present order `p < o`, the `2^(o-p)` consecutive
-//!   keys of order `p` under the block, scanned top-down so that absent
-//!   subtrees are skipped by one zero entry and present leaves by whole words.
-//!
-//! These checks are check-then-set: two *concurrent* preserves of
-//! overlapping blocks of *different* orders may both succeed. Same-block
-//! races are exact (see above). Callers that preserve overlapping blocks
-//! concurrently already have a bug of their own; the check is a diagnostic,
-//! not a lock.
-//!
-//! # Allocation failure
-//!
-//! A preserve that cannot allocate a node returns [`RadixError::Alloc`] with
-//! no bit set. Nodes it installed before failing stay installed (other
-//! threads may already be descending through them) but empty;
-//! [`RadixTree::compact`] reclaims them. A page allocated but not installed
-//! (a lost race) is freed at once.
+//! The writer: [`RadixTree`], a lock-free radix tree in the Linux kho-v2/v3
+//! format, and its per-thread [`Cursor`]. The format, the concurrency rules
+//! and the overlap checks are in [`RadixTree`]'s documentation.
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -205,6 +146,65 @@ impl Path<'_> {
 ///
 /// Owns (or borrows, as `&M`) the memory its pages come from. Dropping the
 /// tree does not free its pages: they are the handover.
+///
+/// ```text
+///  root (level 5) ──[key 59:51]──> level 4 ──[50:42]──> level 3 ──[41:33]──>
+///  level 2 ──[32:24]──> level 1 ──[23:15]──> leaf: bit key[14:0]
+///
+///  inner node (4096 bytes)               leaf (4096 bytes)
+///  +---------+---------+-----+-------+   +---------+---------+-----+---------+
+///  | child 0 | child 1 | ... | c 511 |   | bits    | bits    | ... | bits    |
+///  | u64 LE  | u64 LE  |     |       |   | 0..63   | 64..127 |     | ..32767 |
+///  +---------+---------+-----+-------+   +---------+---------+-----+---------+
+///   0 = absent, else the child's phys     bit b = word b/64, bit b%64
+/// ```
+///
+/// The tree is byte-identical to Linux's `kho_radix_tree` with 4 KiB pages:
+/// [`RadixTree::root`] is what the root FDT's `preserved-memory-map` holds.
+///
+/// # Concurrency
+///
+/// Every mutating operation except [`RadixTree::compact`] takes `&self` and
+/// may run on many threads at once; there is no lock.
+///
+/// - A missing node is installed by compare-and-swap (AcqRel) of its parent
+///   entry from 0 to a freshly zeroed page. The loser of a race frees its
+///   page and descends into the winner's. Only the winner counts the page,
+///   so the accounting ([`RadixTree::stats`]) is exact.
+/// - A leaf bit is set by `fetch_or` and cleared by `fetch_and`; the old word
+///   tells whether the bit was already set (or clear), so two concurrent
+///   preserves of the *same* block are told apart exactly: one succeeds, the
+///   other gets [`RadixError::AlreadyPreserved`].
+/// - Nodes are never freed while the tree is shared: unpreserve only clears
+///   bits, and only [`RadixTree::compact`] (`&mut self`) frees pages. A
+///   [`Cursor`] may therefore keep references to the nodes of its last path.
+///
+/// # Overlap checks
+///
+/// A block must not overlap a preserved block of another order. The tree
+/// keeps a bitmask of the orders ever used (an atomic u64), so a workload of
+/// a single order (say, order 0 only) pays one relaxed load and no check.
+/// When other orders are present, a preserve of `(phys, o)` checks
+///
+/// - *ancestors*: for each present order `p > o`, the bit of the block of
+///   order `p` that contains `phys`;
+/// - *descendants*: for each present order `p < o`, the `2^(o-p)` consecutive
+///   keys of order `p` under the block, scanned top-down so that absent
+///   subtrees are skipped by one zero entry and present leaves by whole words.
+///
+/// These checks are check-then-set: two *concurrent* preserves of
+/// overlapping blocks of *different* orders may both succeed. Same-block
+/// races are exact (see above). Callers that preserve overlapping blocks
+/// concurrently already have a bug of their own; the check is a diagnostic,
+/// not a lock.
+///
+/// # Allocation failure
+///
+/// A preserve that cannot allocate a node returns [`RadixError::Alloc`] with
+/// no bit set. Nodes it installed before failing stay installed (other
+/// threads may already be descending through them) but empty;
+/// [`RadixTree::compact`] reclaims them. A page allocated but not installed
+/// (a lost race) is freed at once.
 pub struct RadixTree<M: PageAlloc + PageMap> {
     mem: M,
     root: PhysAddr,

@@ -1,70 +1,6 @@
 //! The kho-v1 chunk list: the preserved-memory map of Linux 6.16 and 6.17
-//! handovers (read side; a writer for tests is in `testing`).
-//!
-//! Names follow the crate's conventions (see the [crate] documentation):
-//! chunk, list, head, entry, bitmap, span.
-//!
-//! # Layout (one 4096-byte page, native-endian, little-endian on our hosts)
-//!
-//! | offset      | size | field (Linux)                           | meaning                                  |
-//! |-------------|------|-----------------------------------------|------------------------------------------|
-//! | 0           | 8    | `hdr.next` (`DECLARE_KHOSER_PTR`)       | phys of the next chunk, 0 = last         |
-//! | 8           | 4    | `hdr.order` (`unsigned int`)            | order of every block in this chunk       |
-//! | 12          | 4    | `hdr.num_elms` (`unsigned int`)         | entries in use, at most `KHOSER_BITMAP_SIZE` = 255 |
-//! | 16 + 16 i   | 8    | `bitmaps[i].phys_start` (`phys_addr_t`) | first byte the bitmap covers             |
-//! | 24 + 16 i   | 8    | `bitmaps[i].bitmap` (`DECLARE_KHOSER_PTR`) | phys of the bitmap                    |
-//!
-//! `KHOSER_BITMAP_SIZE = (PAGE_SIZE - sizeof(hdr)) / sizeof(entry) = (4096 -
-//! 16) / 16 = 255`, so a chunk is exactly one page (`static_assert` in Linux,
-//! a `const` assertion here). Bit `b` of a bitmap is bit `b % 64` of its
-//! u64 word `b / 64` (`DECLARE_BITMAP`, `for_each_set_bit`).
-//!
-//! How Linux writes it (`kho_mem_serialize()`): for each order present, in
-//! ascending order (`xa_for_each` over the order xarray), a fresh chunk; for
-//! each bitmap of that order in ascending xarray index, one entry, starting
-//! a new chunk when 255 are in use. `phys_start = (index * PRESERVE_BITS) <<
-//! (order + PAGE_SHIFT)`, so it is a multiple of the span; the index is
-//! `pfn >> order` divided by `PRESERVE_BITS`. Chunks and bitmaps are plain
-//! `kzalloc` memory, not themselves preserved: the next kernel must read the
-//! list from scratch memory before it allocates elsewhere.
-//!
-//! Two bitmap sizes shipped under the same `kho-v1` compatible, so the caller
-//! chooses ([`BitmapSize`]):
-//! - 6.16 and early 6.17.y: `PRESERVE_BITS = 512 * 8`, bitmaps from
-//!   `kzalloc(512)`, hence 512-byte aligned (kmalloc aligns power-of-two
-//!   sizes naturally) and several to a page;
-//! - later: `PRESERVE_BITS = PAGE_SIZE * 8`, bitmaps one page,
-//!   `static_assert(sizeof(struct kho_mem_phys_bits) == PAGE_SIZE)`, page
-//!   aligned.
-//!
-//! Source: Linux 6.16 `kernel/kexec_handover.c` (`khoser_mem_chunk_hdr`,
-//! `khoser_mem_bitmap_ptr`, `khoser_mem_chunk`, `kho_mem_serialize`,
-//! `deserialize_bitmap`, `kho_mem_deserialize`), and the later patch
-//! "kho: make preserved bitmaps PAGE_SIZE" (`PRESERVE_BITS (PAGE_SIZE * 8)`).
-//!
-//! # Validation
-//!
-//! The list is untrusted. [`V1Blocks`] checks, in this order, and stops at
-//! the first failure with a [`V1Error`] that carries the addresses and
-//! values:
-//! 1. each chunk: page aligned, wholly in RAM, clear of the forbidden ranges
-//!    (scratch, kernel, ...), within the chunk budget, not seen before
-//!    (Brent's cycle detection: no memory, detects a loop after at most two
-//!    more trips around it), mapped; then `num_elms <= 255` and a valid
-//!    [`Order`];
-//! 2. each entry: bitmap aligned to its size, wholly in RAM, clear of the
-//!    forbidden ranges, mapped; `phys_start` a multiple of the span;
-//! 3. each set bit: the block's address fits in 64 bits, the block lies in
-//!    one RAM range and clear of the forbidden ranges.
-//!
-//! Blocks come out in list order, as Linux restores them. Overlaps between
-//! blocks (the same bit in two entries, or blocks of different orders over
-//! the same pages) cannot be seen in a stream: [`V1Reader::read_all`]
-//! (under `alloc`) collects, sorts and checks them, at `O(N log N)` time and
-//! 16 bytes per block. Work is bounded: at most `budget` chunks of 255
-//! entries, each bitmap read one word at a time and each word loaded once.
-//! A consumer must treat any error as fatal for the whole handover: with a
-//! cycle, blocks of the looping chunks may repeat before it is detected.
+//! handovers, read side ([`V1Reader`], whose documentation draws the layout
+//! and lists the checks in order; a writer for tests is in `testing`).
 
 #![deny(
     clippy::indexing_slicing,
@@ -418,6 +354,68 @@ pub enum V1Error {
 }
 
 /// Reads kho-v1 chunk lists from untrusted memory.
+///
+/// # Layout (one 4096-byte page, native-endian, little-endian on our hosts)
+///
+/// | offset      | size | field (Linux)                           | meaning                                  |
+/// |-------------|------|-----------------------------------------|------------------------------------------|
+/// | 0           | 8    | `hdr.next` (`DECLARE_KHOSER_PTR`)       | phys of the next chunk, 0 = last         |
+/// | 8           | 4    | `hdr.order` (`unsigned int`)            | order of every block in this chunk       |
+/// | 12          | 4    | `hdr.num_elms` (`unsigned int`)         | entries in use, at most `KHOSER_BITMAP_SIZE` = 255 |
+/// | 16 + 16 i   | 8    | `bitmaps[i].phys_start` (`phys_addr_t`) | first byte the bitmap covers             |
+/// | 24 + 16 i   | 8    | `bitmaps[i].bitmap` (`DECLARE_KHOSER_PTR`) | phys of the bitmap                    |
+///
+/// `KHOSER_BITMAP_SIZE = (PAGE_SIZE - sizeof(hdr)) / sizeof(entry) = (4096 -
+/// 16) / 16 = 255`, so a chunk is exactly one page (`static_assert` in Linux,
+/// a `const` assertion here). Bit `b` of a bitmap is bit `b % 64` of its
+/// u64 word `b / 64` (`DECLARE_BITMAP`, `for_each_set_bit`).
+///
+/// How Linux writes it (`kho_mem_serialize()`): for each order present, in
+/// ascending order (`xa_for_each` over the order xarray), a fresh chunk; for
+/// each bitmap of that order in ascending xarray index, one entry, starting
+/// a new chunk when 255 are in use. `phys_start = (index * PRESERVE_BITS) <<
+/// (order + PAGE_SHIFT)`, so it is a multiple of the span; the index is
+/// `pfn >> order` divided by `PRESERVE_BITS`. Chunks and bitmaps are plain
+/// `kzalloc` memory, not themselves preserved: the next kernel must read the
+/// list from scratch memory before it allocates elsewhere.
+///
+/// Two bitmap sizes shipped under the same `kho-v1` compatible, so the caller
+/// chooses ([`BitmapSize`]):
+/// - 6.16 and early 6.17.y: `PRESERVE_BITS = 512 * 8`, bitmaps from
+///   `kzalloc(512)`, hence 512-byte aligned (kmalloc aligns power-of-two
+///   sizes naturally) and several to a page;
+/// - later: `PRESERVE_BITS = PAGE_SIZE * 8`, bitmaps one page,
+///   `static_assert(sizeof(struct kho_mem_phys_bits) == PAGE_SIZE)`, page
+///   aligned.
+///
+/// Source: Linux 6.16 `kernel/kexec_handover.c` (`khoser_mem_chunk_hdr`,
+/// `khoser_mem_bitmap_ptr`, `khoser_mem_chunk`, `kho_mem_serialize`,
+/// `deserialize_bitmap`, `kho_mem_deserialize`), and the later patch
+/// "kho: make preserved bitmaps PAGE_SIZE" (`PRESERVE_BITS (PAGE_SIZE * 8)`).
+///
+/// # Validation
+///
+/// The list is untrusted. [`V1Blocks`] checks, in this order, and stops at
+/// the first failure with a [`V1Error`] that carries the addresses and
+/// values:
+/// 1. each chunk: page aligned, wholly in RAM, clear of the forbidden ranges
+///    (scratch, kernel, ...), within the chunk budget, not seen before
+///    (Brent's cycle detection: no memory, detects a loop after at most two
+///    more trips around it), mapped; then `num_elms <= 255` and a valid
+///    [`Order`];
+/// 2. each entry: bitmap aligned to its size, wholly in RAM, clear of the
+///    forbidden ranges, mapped; `phys_start` a multiple of the span;
+/// 3. each set bit: the block's address fits in 64 bits, the block lies in
+///    one RAM range and clear of the forbidden ranges.
+///
+/// Blocks come out in list order, as Linux restores them. Overlaps between
+/// blocks (the same bit in two entries, or blocks of different orders over
+/// the same pages) cannot be seen in a stream: [`V1Reader::read_all`]
+/// (under `alloc`) collects, sorts and checks them, at `O(N log N)` time and
+/// 16 bytes per block. Work is bounded: at most `budget` chunks of 255
+/// entries, each bitmap read one word at a time and each word loaded once.
+/// A consumer must treat any error as fatal for the whole handover: with a
+/// cycle, blocks of the looping chunks may repeat before it is detected.
 #[derive(Debug)]
 pub struct V1Reader<'a, M: ?Sized> {
     map: &'a M,
