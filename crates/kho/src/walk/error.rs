@@ -97,6 +97,7 @@ pub enum WalkError {
         /// The bit.
         bit: LeafBit,
         /// Why the key is invalid.
+        #[source]
         error: KeyError,
     },
     /// A preserved block (partly) outside RAM.

@@ -464,6 +464,28 @@ fn err_invalid_key() {
     }
 }
 
+/// The lower layers' errors stay reachable as the source: the key's in
+/// an invalid key, the page map's in a mapping failure.
+#[test]
+fn errors_keep_their_source() {
+    use core::error::Error;
+
+    let key = WalkError::InvalidKey {
+        leaf: PhysAddr::new(p(5)),
+        bit: LeafBit::new(0).unwrap(),
+        error: KeyError::Zero,
+    };
+    let source = key.source().and_then(|s| s.downcast_ref::<KeyError>());
+    assert_eq!(source, Some(&KeyError::Zero));
+    let unmapped = MemError::NotMapped {
+        phys: PhysAddr::new(p(40)),
+    };
+    let map = WalkError::from(unmapped);
+    assert_eq!(map, WalkError::PageMap(unmapped));
+    let source = map.source().and_then(|s| s.downcast_ref::<MemError>());
+    assert_eq!(source, Some(&unmapped));
+}
+
 #[test]
 fn err_block_outside_ram() {
     let a = arena();
