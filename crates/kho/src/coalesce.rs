@@ -1,8 +1,9 @@
 //! Range coalescing: the maximal preserved ranges of a tree, streamed in
 //! ascending address, merging adjacent blocks of any orders ([`Coalesce`],
 //! whose documentation says how). It drives the reader's engine
-//! (`walk::engine`) as the walk does, one order scan per order, and merges
-//! their runs (the merge rule: `Current::merge`).
+//! (`walk::engine`: [`RadixReader`] and its order scans) as the walk does,
+//! one order scan per order, and merges their runs (the merge rule:
+//! `Current::merge`).
 
 #![deny(
     clippy::indexing_slicing,
@@ -16,7 +17,7 @@ use core::fmt;
 
 use crate::addr::{Block, Order, PhysAddr, PhysRange};
 use crate::mem::PageMap;
-use crate::walk::engine::{Engine, OrderRuns};
+use crate::walk::engine::OrderRuns;
 use crate::walk::{ORDERS, OrderCounts, OrderSet, RadixReader, VisitedSet, WalkError};
 
 /// Ranges closed by one leaf drain, yielded before the next drain.
@@ -116,7 +117,7 @@ impl Current {
 /// is O(1) per run. Per-order block counts accumulate in a fixed array
 /// ([`CoalesceSummary`]); no per-block list is ever built.
 pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
-    engine: Engine<'m, 'r, M, V>,
+    reader: RadixReader<'m, 'r, M, V>,
     lanes: [Option<Lane<'m, 'r>>; ORDERS],
     /// Orders whose lane holds a run.
     active: OrderSet,
@@ -139,7 +140,7 @@ pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
 impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Coalesce<'_, '_, M, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Coalesce")
-            .field("engine", &self.engine)
+            .field("reader", &self.reader)
             .field("active", &self.active)
             .field("summary", &self.summary)
             .finish()
@@ -149,14 +150,14 @@ impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Coalesce<'_, '_, M, V> {
 impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
     /// The maximal preserved ranges in ascending address.
     pub fn coalesce(self) -> Coalesce<'m, 'r, M, V> {
-        Coalesce::new(self.into_engine())
+        Coalesce::new(self)
     }
 }
 
 impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
-    fn new(engine: Engine<'m, 'r, M, V>) -> Self {
+    fn new(reader: RadixReader<'m, 'r, M, V>) -> Self {
         Self {
-            engine,
+            reader,
             lanes: [None; ORDERS],
             active: OrderSet::EMPTY,
             source: None,
@@ -179,7 +180,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
 
     /// Nodes entered so far.
     pub fn nodes(&self) -> u64 {
-        self.engine.nodes()
+        self.reader.nodes()
     }
 
     /// Pulls the next checked run of `order` into its lane, or retires the
@@ -190,7 +191,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             self.retire(order);
             return Ok(());
         };
-        match lane.runs.next_run(&mut self.engine)? {
+        match lane.runs.next_run(&mut self.reader)? {
             None => self.retire(order),
             Some((range, count)) => {
                 lane.run = (range.start().as_u64(), range.end().as_u64());
@@ -209,10 +210,10 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
 
     fn prime(&mut self) -> Result<(), WalkError> {
         self.primed = true;
-        for order in self.engine.orders().iter().rev() {
+        for order in self.reader.orders().iter().rev() {
             if let Some(slot) = self.lanes.get_mut(usize::from(order.as_u8())) {
                 *slot = Some(Lane {
-                    runs: self.engine.runs(order),
+                    runs: self.reader.runs(order),
                     run: (0, 0),
                 });
                 self.active = self.active.with(order);

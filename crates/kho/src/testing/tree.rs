@@ -7,7 +7,8 @@ use core::sync::atomic::Ordering;
 
 use crate::addr::{Block, Order, PhysAddr, PhysRange};
 use crate::key::{Level, RadixKey};
-use crate::mem::{PageAlloc, PageMap, VecArena};
+use crate::mem::{PageAlloc, PageMap, RamMap, VecArena};
+use crate::walk::{NodeBudget, NodeSet, RadixReader, WalkError};
 
 /// Where test arenas live.
 pub const ARENA_BASE: u64 = 0x100_0000;
@@ -27,6 +28,21 @@ impl TestTree {
         let arena = VecArena::new(PhysAddr::new(ARENA_BASE), pages);
         let root = arena.alloc_zeroed_page().unwrap();
         Self { arena, root }
+    }
+
+    /// Opens the tree for reading against `map`, with a set of visited
+    /// nodes and a budget of one node per page of RAM.
+    pub fn open<'r>(
+        &self,
+        map: RamMap<'r>,
+    ) -> Result<RadixReader<'_, 'r, VecArena, NodeSet>, WalkError> {
+        RadixReader::open(
+            &self.arena,
+            map,
+            self.root,
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
     }
 
     /// Sets the bit of `block`, allocating the missing nodes on its path.

@@ -1,17 +1,15 @@
 //! The engine of the reader: the validating descent over an untrusted tree
-//! that both the walk ([`super::Walk`]) and the coalescer
-//! ([`crate::Coalesce`]) drive.
+//! that both the walk ([`Walk`]) and the coalescer ([`crate::Coalesce`])
+//! drive.
 //!
-//! | item           | what it does                                                   |
-//! |----------------|----------------------------------------------------------------|
-//! | [`Engine`]     | one opened tree: the memory, the machine, the visited set, the |
-//! |                | node budget, the spine; every child pointer is checked here    |
-//! | [`OrderScan`]  | the runs of one order, in ascending address: a fixed stack of  |
-//! |                | depth 6 from the order's spine node, leaves a word at a time   |
-//! | [`OrderRuns`]  | an order scan whose every run a [`RamWindow`] checked          |
-//!
-//! The picture of the spine and the order of the checks are in
-//! [`super::RadixReader`]'s documentation.
+//! | item            | what it does                                                  |
+//! |-----------------|---------------------------------------------------------------|
+//! | [`RadixReader`] | one opened tree: the memory, the machine, the visited set,    |
+//! |                 | the node budget, the spine; every child pointer is checked    |
+//! |                 | here (its documentation draws the spine, lists the checks)    |
+//! | [`OrderScan`]   | the runs of one order, in ascending address: a fixed stack of |
+//! |                 | depth 6 from the order's spine node, leaves a word at a time  |
+//! | [`OrderRuns`]   | an order scan whose every run a [`RamWindow`] checked         |
 
 use core::fmt;
 use core::sync::atomic::Ordering;
@@ -20,7 +18,7 @@ use crate::addr::{Order, PAGE_SIZE, PhysAddr, PhysRange};
 use crate::key::{KeyError, LeafBit, Level, PerLevel, ROOT_ENTRIES_IN_USE, RadixKey, TableIndex};
 use crate::mem::{AtomicPage, PAGE_WORDS, PageMap, RamMap};
 use crate::walk::{
-    NodeBudget, ORDERS, OrderSet, RamWindow, RawRun, VisitedFull, VisitedSet, WalkError,
+    NodeBudget, ORDERS, OrderSet, RamWindow, RawRun, VisitedFull, VisitedSet, Walk, WalkError,
 };
 
 /// A node of the tree: its address and its page.
@@ -138,10 +136,61 @@ pub(crate) enum Visit {
     Again,
 }
 
-/// One opened tree, shared by the order scans that read it: the memory,
-/// the machine, the visited set, the work counters, and what
-/// [`Engine::open`] learnt (the spine, the orders present).
-pub(crate) struct Engine<'m, 'r, M: ?Sized, V> {
+/// An opened radix tree, untrusted: the root and the spine read and
+/// checked, the orders present known. Walk it in Linux order
+/// ([`RadixReader::walk`]) or coalesce it into ranges
+/// ([`RadixReader::coalesce`]).
+///
+/// # Why one scan per order
+///
+/// The keys of order `o` are exactly `[2^(52-o), 2^(53-o))`: bits above the
+/// marker are zero, so the subtree of an order hangs off the *spine* (the
+/// path of entries 0) at the level whose index bits hold its marker.
+///
+/// ```text
+///  level 5  root   [0]--+  [1]: order 1   [2],[3]: order 0   [4..512): must be 0
+///                       |
+///  level 4  S4     [0]--+  [1]: order 10  [2,4): order 9 ... [256,512): order 2
+///                       |
+///  level 3  S3     [0]--+  [1]: order 19 ...                 [256,512): order 11
+///                       |
+///  level 2  S2     [0]--+  orders 28 ..= 20
+///                       |
+///  level 1  S1     [0]--+  orders 37 ..= 29
+///                       |
+///  level 0  S0 (leaf)      bit 0: key 0 (invalid)  bit 1: order 52 (invalid)
+///                          bits [2,4): order 51 ... bits [16384,32768): order 38
+/// ```
+///
+/// Every node off the spine belongs to exactly one order. The reader reads
+/// the spine once ([`RadixReader::open`]); then one *order scan* per order
+/// walks that order's subtree with a fixed stack of depth 6, no recursion
+/// and no allocation. Linux's walk order (ascending key) is the scans of
+/// descending order concatenated ([`Walk`]); address order is their k-way
+/// merge ([`crate::Coalesce`]).
+///
+/// # What is checked, in which order
+///
+/// [`RadixReader::open`] fails fast: the root address (aligned, RAM, not
+/// forbidden), root entries 4..512 unused, the spine pointers, the two
+/// invalid keys of the spine leaf (0 and 1). Then each order scan, for every
+/// child pointer it follows: aligned, inside RAM, outside the forbidden
+/// ranges, never reached before (a shared node or a cycle), within the node
+/// budget, mapped by the [`PageMap`]. For every run of blocks: inside RAM,
+/// outside the forbidden ranges (checked per run against a cached window,
+/// not per block), and not covered by a block of another order. Errors are
+/// [`WalkError`]s naming the first broken invariant with the offending
+/// values; after an error the iterators are fused.
+///
+/// The reader needs memory proportional to the number of nodes only to tell
+/// a node reached twice: that is the caller's [`VisitedSet`] (with `alloc`,
+/// [`crate::NodeSet`]). Everything else is a fixed-size state.
+///
+/// Inside the crate it is the engine the walk and the coalescer drive:
+/// the memory, the machine, the visited set, the work counters and what
+/// [`RadixReader::open`] learnt (the spine, the orders present), shared by
+/// the order scans that read the tree.
+pub struct RadixReader<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     map: &'m M,
     ram: RamMap<'r>,
     visited: V,
@@ -154,9 +203,9 @@ pub(crate) struct Engine<'m, 'r, M: ?Sized, V> {
     root: PhysAddr,
 }
 
-impl<M: ?Sized, V> fmt::Debug for Engine<'_, '_, M, V> {
+impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for RadixReader<'_, '_, M, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine")
+        f.debug_struct("RadixReader")
             .field("root", &self.root)
             .field("orders", &self.present)
             .field("nodes", &self.nodes)
@@ -179,36 +228,18 @@ fn page_fault(ram: &RamMap<'_>, phys: PhysAddr) -> Option<PageFault> {
     ram.forbidden_overlap(page).map(PageFault::Forbidden)
 }
 
-impl<M: ?Sized, V> Engine<'_, '_, M, V> {
-    /// The root address.
-    pub(crate) fn root(&self) -> PhysAddr {
-        self.root
-    }
-
-    /// The orders whose subtree has at least one entry.
-    pub(crate) fn orders(&self) -> OrderSet {
-        self.present
-    }
-
-    /// Nodes entered by first visits so far (root and spine after
-    /// [`Engine::open`]).
-    pub(crate) fn nodes(&self) -> u64 {
-        self.nodes
-    }
-}
-
-impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Engine<'m, 'r, M, V> {
+impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
     /// Opens the tree at `root`: checks the root, root entries 4..512, the
     /// spine pointers and the invalid keys 0 and 1; learns which orders
     /// have entries.
-    pub(crate) fn open(
+    pub fn open(
         map: &'m M,
         ram: RamMap<'r>,
         root: PhysAddr,
         visited: V,
         budget: NodeBudget,
     ) -> Result<Self, WalkError> {
-        let mut engine = Self {
+        let mut reader = Self {
             map,
             ram,
             visited,
@@ -222,19 +253,19 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Engine<'m, 'r, M, V> {
         if !root.is_page_aligned() {
             return Err(WalkError::RootUnaligned { root });
         }
-        match page_fault(&engine.ram, root) {
+        match page_fault(&reader.ram, root) {
             None => {}
             Some(PageFault::OutsideRam) => return Err(WalkError::RootOutsideRam { root }),
             Some(PageFault::Forbidden(forbidden)) => {
                 return Err(WalkError::RootForbidden { root, forbidden });
             }
         }
-        match engine.visited.insert(root) {
+        match reader.visited.insert(root) {
             Ok(_) => {}
             Err(VisitedFull) => return Err(WalkError::VisitedSetFull { node: root }),
         }
-        engine.nodes = 1;
-        if engine.nodes > budget.nodes() {
+        reader.nodes = 1;
+        if reader.nodes > budget.nodes() {
             return Err(WalkError::BudgetExceeded { budget });
         }
         let root_page = map.page(root)?;
@@ -252,18 +283,18 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Engine<'m, 'r, M, V> {
             phys: root,
             page: root_page,
         };
-        engine.spine[Level::ROOT] = Some(node);
+        reader.spine[Level::ROOT] = Some(node);
         for level in Level::inner_top_down() {
             let v = entry(node.page, TableIndex::ZERO);
             if v == 0 {
                 break;
             }
-            node = engine.enter(node.phys, level, TableIndex::ZERO, v, Visit::First)?;
+            node = reader.enter(node.phys, level, TableIndex::ZERO, v, Visit::First)?;
             if let Some(below) = level.child() {
-                engine.spine[below] = Some(node);
+                reader.spine[below] = Some(node);
             }
         }
-        if let Some(leaf) = engine.spine[Level::LEAF] {
+        if let Some(leaf) = reader.spine[Level::LEAF] {
             let w0 = load(leaf.page, 0);
             for bit in 0..2u16 {
                 if w0 & (1u64 << bit) != 0 {
@@ -281,7 +312,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Engine<'m, 'r, M, V> {
         }
         for order in Order::all() {
             let slice = spine_slice(order);
-            let Some(n) = engine.spine[slice.level] else {
+            let Some(n) = reader.spine[slice.level] else {
                 continue;
             };
             let mut any = false;
@@ -296,10 +327,31 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Engine<'m, 'r, M, V> {
                 }
             }
             if any {
-                engine.present = engine.present.with(order);
+                reader.present = reader.present.with(order);
             }
         }
-        Ok(engine)
+        Ok(reader)
+    }
+
+    /// The root address.
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// The orders whose subtree has at least one entry (an upper bound of
+    /// the orders that hold blocks).
+    pub fn orders(&self) -> OrderSet {
+        self.present
+    }
+
+    /// Nodes entered so far (root and spine after [`RadixReader::open`]).
+    pub fn nodes(&self) -> u64 {
+        self.nodes
+    }
+
+    /// The blocks in Linux walk order (ascending key).
+    pub fn walk(self) -> Walk<'m, 'r, M, V> {
+        Walk::new(self)
     }
 
     /// A scan of `order`'s runs, from its spine node.
@@ -559,18 +611,18 @@ impl<'m> OrderScan<'m> {
     }
 
     /// The next run of this order (`None` at the end), entering nodes of
-    /// `engine` as `visit` says. After an error the scan is over.
+    /// `reader` as `visit` says. After an error the scan is over.
     #[inline(always)]
     pub(crate) fn next_run<M: PageMap + ?Sized, V: VisitedSet>(
         &mut self,
-        engine: &mut Engine<'m, '_, M, V>,
+        reader: &mut RadixReader<'m, '_, M, V>,
         visit: Visit,
     ) -> Result<Option<RawRun>, WalkError> {
         // Fast path: the current leaf still has set bits.
         if let Some((key, count)) = self.leaf.next_run() {
             return Ok(Some(self.raw(key, count)));
         }
-        self.descend(engine, visit)
+        self.descend(reader, visit)
     }
 
     /// Hands the runs left in the current leaf to `f` in ascending address
@@ -605,7 +657,7 @@ impl<'m> OrderScan<'m> {
     #[inline(never)]
     fn descend<M: PageMap + ?Sized, V: VisitedSet>(
         &mut self,
-        engine: &mut Engine<'m, '_, M, V>,
+        reader: &mut RadixReader<'m, '_, M, V>,
         visit: Visit,
     ) -> Result<Option<RawRun>, WalkError> {
         loop {
@@ -647,7 +699,7 @@ impl<'m> OrderScan<'m> {
                 continue;
             };
             let prefix = frame.prefix | index.as_u64().wrapping_shl(level.shift());
-            let child = match engine.enter(node.phys, level, index, v, visit) {
+            let child = match reader.enter(node.phys, level, index, v, visit) {
                 Ok(child) => child,
                 Err(e) => {
                     self.done = true;
@@ -691,10 +743,10 @@ impl<'m> OrderRuns<'m, '_> {
     #[inline(always)]
     pub(crate) fn next_run<M: PageMap + ?Sized, V: VisitedSet>(
         &mut self,
-        engine: &mut Engine<'m, '_, M, V>,
+        reader: &mut RadixReader<'m, '_, M, V>,
     ) -> Result<Option<(PhysRange, u64)>, WalkError> {
         let order = self.scan.order();
-        match self.scan.next_run(engine, Visit::First)? {
+        match self.scan.next_run(reader, Visit::First)? {
             None => Ok(None),
             Some(raw) => Ok(Some((self.window.check(order, raw)?, raw.count))),
         }

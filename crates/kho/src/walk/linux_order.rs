@@ -5,8 +5,10 @@ use core::fmt;
 
 use crate::addr::{Block, Order, PhysAddr, PhysRange};
 use crate::mem::PageMap;
-use crate::walk::engine::{Engine, OrderRuns, OrderScan, Visit};
-use crate::walk::{BlockRun, ORDERS, OrderCounts, OrderSet, RunBlocks, VisitedSet, WalkError};
+use crate::walk::engine::{OrderRuns, OrderScan, Visit};
+use crate::walk::{
+    BlockRun, ORDERS, OrderCounts, OrderSet, RadixReader, RunBlocks, VisitedSet, WalkError,
+};
 
 /// An overlap checker of the walk: re-scans one higher order in step with
 /// the current order's runs.
@@ -26,7 +28,7 @@ struct Checker<'m> {
 /// every higher order present (one checker per higher order, re-scanning
 /// it forward only: linear per pair of orders).
 pub struct Walk<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
-    engine: Engine<'m, 'r, M, V>,
+    reader: RadixReader<'m, 'r, M, V>,
     /// Orders not started yet.
     remaining: OrderSet,
     /// The order being walked.
@@ -40,7 +42,7 @@ pub struct Walk<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
 impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Walk<'_, '_, M, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Walk")
-            .field("engine", &self.engine)
+            .field("reader", &self.reader)
             .field("order", &self.runs.map(|r| r.order()))
             .field("counts", &self.counts)
             .finish()
@@ -48,14 +50,14 @@ impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Walk<'_, '_, M, V> {
 }
 
 impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
-    pub(crate) fn new(engine: Engine<'m, 'r, M, V>) -> Self {
+    pub(crate) fn new(reader: RadixReader<'m, 'r, M, V>) -> Self {
         let empty = Checker {
             scan: OrderScan::empty(),
             run: None,
         };
         Self {
-            remaining: engine.orders(),
-            engine,
+            remaining: reader.orders(),
+            reader,
             runs: None,
             checkers: [empty; ORDERS],
             pending: RunBlocks::EMPTY,
@@ -71,7 +73,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
 
     /// Nodes entered so far.
     pub fn nodes(&self) -> u64 {
-        self.engine.nodes()
+        self.reader.nodes()
     }
 
     fn fail(&mut self, e: WalkError) -> Option<Result<BlockRun, WalkError>> {
@@ -89,7 +91,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
         loop {
             if let Some(runs) = &mut self.runs {
                 let order = runs.order();
-                match runs.next_run(&mut self.engine) {
+                match runs.next_run(&mut self.reader) {
                     Err(e) => return self.fail(e),
                     Ok(None) => self.runs = None,
                     Ok(Some((range, count))) => {
@@ -103,13 +105,13 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
             }
             let order = self.remaining.highest()?;
             self.remaining = self.remaining.without(order);
-            self.runs = Some(self.engine.runs(order));
-            let mut higher = self.engine.orders().above(order);
+            self.runs = Some(self.reader.runs(order));
+            let mut higher = self.reader.orders().above(order);
             while let Some(h) = higher.highest() {
                 higher = higher.without(h);
                 if let Some(c) = self.checkers.get_mut(usize::from(h.as_u8())) {
                     *c = Checker {
-                        scan: self.engine.scan(h),
+                        scan: self.reader.scan(h),
                         run: None,
                     };
                 }
@@ -120,7 +122,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
     /// Checks a run of `order` against the blocks of every higher order.
     #[inline]
     fn check_overlap(&mut self, order: Order, range: PhysRange) -> Result<(), WalkError> {
-        let mut higher = self.engine.orders().above(order);
+        let mut higher = self.reader.orders().above(order);
         if higher.is_empty() {
             return Ok(());
         }
@@ -135,7 +137,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
             loop {
                 let (s, l) = match checker.run {
                     Some(run) => run,
-                    None => match checker.scan.next_run(&mut self.engine, Visit::Again)? {
+                    None => match checker.scan.next_run(&mut self.reader, Visit::Again)? {
                         None => break,
                         Some(raw) => {
                             let s = raw.start.as_u64();

@@ -11,8 +11,8 @@
 //! | `run`         | runs as found ([`RawRun`]), the [`RamWindow`] that checks them, |
 //! |               | runs as yielded ([`BlockRun`], [`RunBlocks`])                  |
 //! | `engine`      | the validating descent both the walk and the coalescer drive:  |
-//! |               | the opened tree, the order scans, the child checks             |
-//! | `reader`      | [`RadixReader`], the public handle on an opened tree           |
+//! |               | the opened tree ([`RadixReader`]), the order scans, the child  |
+//! |               | checks                                                         |
 //! | `linux_order` | [`Walk`], with its overlap checkers                            |
 
 #![deny(
@@ -28,16 +28,15 @@ pub(crate) mod engine;
 mod error;
 mod linux_order;
 mod orders;
-mod reader;
 mod run;
 
 #[cfg(feature = "alloc")]
 pub use budget::NodeSet;
 pub use budget::{NodeBudget, VisitedFull, VisitedSet};
+pub use engine::RadixReader;
 pub use error::WalkError;
 pub use linux_order::Walk;
 pub use orders::{ORDERS, OrderCounts, OrderSet};
-pub use reader::RadixReader;
 pub use run::{BlockRun, RunBlocks};
 pub(crate) use run::{RamWindow, RawRun};
 

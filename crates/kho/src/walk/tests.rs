@@ -652,15 +652,7 @@ fn block_runs_in_walk_order() {
     t.insert(block(0x4000_0000, 18));
     let ram = ram();
     let map = RamMap::new(&ram, &[]).unwrap();
-    let mut w = RadixReader::open(
-        &t.arena,
-        map,
-        t.root,
-        NodeSet::new(),
-        NodeBudget::for_ram(&map),
-    )
-    .unwrap()
-    .walk();
+    let mut w = t.open(map).unwrap().walk();
     let r1 = w.next_run().unwrap().unwrap();
     assert_eq!((r1.first(), r1.count()), (block(0x4000_0000, 18), 1));
     let r2 = w.next_run().unwrap().unwrap();
