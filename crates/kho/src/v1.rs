@@ -357,13 +357,13 @@ pub enum V1Error {
 ///
 /// # Layout (one 4096-byte page, native-endian, little-endian on our hosts)
 ///
-/// | offset      | size | field (Linux)                           | meaning                                  |
-/// |-------------|------|-----------------------------------------|------------------------------------------|
-/// | 0           | 8    | `hdr.next` (`DECLARE_KHOSER_PTR`)       | phys of the next chunk, 0 = last         |
-/// | 8           | 4    | `hdr.order` (`unsigned int`)            | order of every block in this chunk       |
-/// | 12          | 4    | `hdr.num_elms` (`unsigned int`)         | entries in use, at most `KHOSER_BITMAP_SIZE` = 255 |
-/// | 16 + 16 i   | 8    | `bitmaps[i].phys_start` (`phys_addr_t`) | first byte the bitmap covers             |
-/// | 24 + 16 i   | 8    | `bitmaps[i].bitmap` (`DECLARE_KHOSER_PTR`) | phys of the bitmap                    |
+/// | offset    | size | field (Linux type)                   | meaning                         |
+/// |-----------|------|--------------------------------------|---------------------------------|
+/// | 0         | 8    | `hdr.next` (`DECLARE_KHOSER_PTR`)    | phys of the next chunk, 0: last |
+/// | 8         | 4    | `hdr.order` (`unsigned int`)         | order of every block here       |
+/// | 12        | 4    | `hdr.num_elms` (`unsigned int`)      | entries in use, at most 255     |
+/// | 16 + 16 i | 8    | `bitmaps[i].phys_start` (`phys_addr_t`) | first byte the bitmap covers |
+/// | 24 + 16 i | 8    | `bitmaps[i].bitmap` (`DECLARE_KHOSER_PTR`) | phys of the bitmap        |
 ///
 /// `KHOSER_BITMAP_SIZE = (PAGE_SIZE - sizeof(hdr)) / sizeof(entry) = (4096 -
 /// 16) / 16 = 255`, so a chunk is exactly one page (`static_assert` in Linux,
