@@ -46,18 +46,10 @@ pub const TABLE_SHIFT: u32 = 9;
 pub const ROOT_ENTRIES_IN_USE: u16 = 4;
 /// Number of levels, the leaf included.
 pub const LEVELS: usize = INNER_LEVELS as usize + 1;
-
-/// The lowest key bit each level indexes: `15 + 9 * (level - 1)` for the
-/// inner levels, 0 for the leaf (whose bit is the key's low 15 bits). The
-/// one table of level shifts; [`Level::shift`] reads it.
-const LEVEL_SHIFT: [u32; LEVELS] = [
-    0,
-    LEAF_SHIFT,
-    LEAF_SHIFT + TABLE_SHIFT,
-    LEAF_SHIFT + 2 * TABLE_SHIFT,
-    LEAF_SHIFT + 3 * TABLE_SHIFT,
-    LEAF_SHIFT + 4 * TABLE_SHIFT,
-];
+/// Slots of a [`PerLevel`] table: the levels, padded to a power of two so
+/// that a level masked by `LEVEL_SLOTS - 1` indexes it with no bounds
+/// check (a level is at most 5: the mask never changes it).
+const LEVEL_SLOTS: usize = 8;
 
 /// A level of the tree: 0 is the leaf (bitmap), 5 the root.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -88,6 +80,12 @@ impl Level {
         self.0 as usize
     }
 
+    /// The level's slot in a [`PerLevel`] table (see [`LEVEL_SLOTS`]).
+    #[inline(always)]
+    const fn slot(self) -> usize {
+        self.0 as usize & (LEVEL_SLOTS - 1)
+    }
+
     /// The level below, `None` for the leaf.
     pub const fn child(self) -> Option<Self> {
         match self.0.checked_sub(1) {
@@ -106,11 +104,16 @@ impl Level {
         self.0 == 0
     }
 
-    /// The lowest key bit this inner level indexes: `15 + 9 * (level - 1)`.
-    /// Meaningless (0) for the leaf.
+    /// The lowest key bit this inner level indexes: `15 + 9 * (level - 1)`;
+    /// 0 for the leaf, whose bit is the key's low 15 bits. The one place
+    /// the level shifts are defined (level 1: 15, 2: 24, 3: 33, 4: 42,
+    /// root: 51).
+    #[inline(always)]
     pub const fn shift(self) -> u32 {
-        // A level is at most 5: always inside the table.
-        LEVEL_SHIFT[self.0 as usize]
+        let level = self.0 as u32;
+        // Branch-free: `is_inner` zeroes the leaf's value.
+        let is_inner = (level != 0) as u32;
+        (LEAF_SHIFT + TABLE_SHIFT * level - TABLE_SHIFT) * is_inner
     }
 
     /// Levels from the root down to level 1.
@@ -170,14 +173,15 @@ impl TableIndex {
 }
 
 /// One value per level, indexed by [`Level`]: the nodes of a path, the
-/// spine. Never out of bounds: a level is at most [`Level::ROOT`].
+/// spine. Never out of bounds, and no bounds check: a level's slot is
+/// masked into the padded table (see [`LEVEL_SLOTS`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct PerLevel<T>([T; LEVELS]);
+pub(crate) struct PerLevel<T>([T; LEVEL_SLOTS]);
 
 impl<T: Copy> PerLevel<T> {
     /// `value` at every level.
     pub(crate) const fn splat(value: T) -> Self {
-        Self([value; LEVELS])
+        Self([value; LEVEL_SLOTS])
     }
 }
 
@@ -186,14 +190,14 @@ impl<T> core::ops::Index<Level> for PerLevel<T> {
 
     #[inline(always)]
     fn index(&self, level: Level) -> &T {
-        &self.0[level.as_usize()]
+        &self.0[level.slot()]
     }
 }
 
 impl<T> core::ops::IndexMut<Level> for PerLevel<T> {
     #[inline(always)]
     fn index_mut(&mut self, level: Level) -> &mut T {
-        &mut self.0[level.as_usize()]
+        &mut self.0[level.slot()]
     }
 }
 
@@ -274,7 +278,8 @@ impl RadixKey {
         let mut i = 0;
         while i < INNER_LEVELS as usize {
             // indices[0] is the root (level 5), indices[4] is level 1.
-            key |= (indices[i].0 as u64) << LEVEL_SHIFT[INNER_LEVELS as usize - i];
+            let level = Level(INNER_LEVELS - i as u8);
+            key |= (indices[i].0 as u64) << level.shift();
             i += 1;
         }
         Self(key)

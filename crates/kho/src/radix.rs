@@ -125,9 +125,9 @@ struct Path<'t> {
     /// Key of the cached path; [`STALE`] is or-ed in unless `valid_lo` is
     /// the leaf.
     tag: u64,
-    /// Lowest level whose cached node belongs to `tag`'s path (`None`:
-    /// none does).
-    valid_lo: Option<Level>,
+    /// Lowest level whose cached node belongs to `tag`'s path; a level
+    /// with no node cached (at first, even the root) reads the root again.
+    valid_lo: Level,
     /// `nodes[l]`: the node of level `l` on the path.
     nodes: PerLevel<Option<&'t AtomicPage>>,
 }
@@ -136,7 +136,7 @@ impl Path<'_> {
     const fn new() -> Self {
         Self {
             tag: STALE,
-            valid_lo: None,
+            valid_lo: Level::ROOT,
             nodes: PerLevel::splat(None),
         }
     }
@@ -393,11 +393,10 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
         } else {
             (sig - LEAF_SHIFT).div_ceil(TABLE_SHIFT)
         };
-        let shared = u8::try_from(shared).ok().and_then(Level::new);
-        let start = match (shared, path.valid_lo) {
-            (Some(shared), Some(valid)) => Some(shared.max(valid)),
-            _ => None,
-        };
+        let start = u8::try_from(shared)
+            .ok()
+            .and_then(Level::new)
+            .map(|shared| shared.max(path.valid_lo));
         let (mut level, mut node) = match start.and_then(|l| path.nodes[l].map(|n| (l, n))) {
             Some(cached) => cached,
             None => {
@@ -407,7 +406,7 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
             }
         };
         path.tag = k | STALE;
-        path.valid_lo = Some(level);
+        path.valid_lo = level;
         while let Some(below) = level.child() {
             let entry = &node[key.index(level)];
             let mut child = entry.load(Ordering::Acquire);
@@ -420,7 +419,7 @@ impl<M: PageAlloc + PageMap> RadixTree<M> {
             level = below;
             node = self.map(PhysAddr::new(child))?;
             path.nodes[level] = Some(node);
-            path.valid_lo = Some(level);
+            path.valid_lo = level;
         }
         path.tag = k;
         Ok(node)

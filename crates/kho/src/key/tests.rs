@@ -80,3 +80,17 @@ fn decode_errors() {
         Err(KeyError::OrderTooLarge { key: 1, order: 52 })
     );
 }
+
+#[test]
+fn level_shifts_are_the_designs() {
+    // DESIGN.md: level L in 1..=5 indexes key bits [15 + 9(L-1) + 8 : 15 + 9(L-1)].
+    let shifts = [0, 1, 2, 3, 4, 5].map(|l| Level::new(l).unwrap().shift());
+    assert_eq!(shifts, [0, 15, 24, 33, 42, 51]);
+    assert_eq!(Level::new(6), None);
+    assert_eq!(Level::ROOT.parent(), None);
+    assert_eq!(Level::LEAF.child(), None);
+    assert_eq!(
+        Level::LEAF.parent().and_then(Level::child),
+        Some(Level::LEAF)
+    );
+}
