@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    kho::fdt::fuzz_one(data);
+    kho::testing::fuzz_fdt(data);
 });

@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    kho_lab::inspect::fuzz_one(data);
+    kho_lab::testing::fuzz_one(data);
 });

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    kho::v1::fuzz_one(data);
+    kho::testing::fuzz_v1(data);
 });

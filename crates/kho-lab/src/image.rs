@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
-use kho::mem::PAGE_WORDS;
+use kho::PAGE_WORDS;
 use kho::{AtomicPage, MemError, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysAddr, PhysRange};
 use kho_machine::PhysMem;
 use kho_machine::liveupdate::OldKernelImage;

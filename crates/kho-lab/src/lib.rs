@@ -13,6 +13,8 @@ pub mod fidelity;
 pub mod image;
 pub mod inspect;
 pub mod peers;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use fidelity::{FidelityCase, FidelityResult, run_case};
 pub use image::{ImageError, MemImage, dump_old_kernel, write_core};

@@ -11,8 +11,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use kho::{BitmapSize, Block, KhoFdtBuilder, Order, PhysAddr};
-use kho_lab::inspect::fixtures::{fuzz_input, tiny_v3, v1_raw};
-use kho_lab::inspect::{fuzz_one, fuzz_run};
+use kho_lab::testing::{fuzz_input, fuzz_one, fuzz_run, tiny_v3, v1_raw};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/inspect")

@@ -216,7 +216,7 @@ impl PhysMem {
         if !phys.is_page_aligned() {
             return Err(MemError::Unaligned { phys });
         }
-        let words = self.words(phys, kho::mem::PAGE_WORDS)?;
+        let words = self.words(phys, kho::PAGE_WORDS)?;
         let ptr = words.as_ptr().cast::<AtomicPage>();
         // SAFETY: `words` is 512 AtomicU64 (4096 bytes) starting at a page
         // aligned address, which is exactly the layout of AtomicPage

@@ -635,7 +635,7 @@ fn memory_init(
 pub fn kho_forbidden(machine: &Machine<'_>, k: &KhoIn) -> Vec<PhysRange> {
     let mut forbidden = k.scratch.clone();
     forbidden.push(machine.config().kernel);
-    kho::addr::merge_ranges(forbidden)
+    kho::merge_ranges(forbidden)
 }
 
 /// The order recorded in the head page at `phys`, if it carries the KHO

@@ -474,7 +474,7 @@ pub fn poison(mem: &PhysMem, keep: &[PhysRange]) -> Result<u64, ArenaError> {
             PhysRange::new(r.start().align_down(PAGE_SIZE), end).ok()
         })
         .collect();
-    let keep = kho::addr::merge_ranges(keep.to_vec());
+    let keep = kho::merge_ranges(keep.to_vec());
     let mut pages = 0u64;
     for extent in mem.populated()? {
         // Only RAM: the file's holes between RAM ranges are never written.
@@ -692,7 +692,7 @@ mod tests {
     fn subtract_and_merge() {
         let r = |a: u64, b: u64| PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)).unwrap();
         assert_eq!(
-            kho::addr::merge_ranges(vec![r(5, 9), r(0, 2), r(2, 4), r(8, 10)]),
+            kho::merge_ranges(vec![r(5, 9), r(0, 2), r(2, 4), r(8, 10)]),
             vec![r(0, 4), r(5, 10)]
         );
         assert_eq!(

@@ -1,42 +1,9 @@
 //! Range coalescing: the maximal preserved ranges of a tree, streamed in
-//! ascending address, merging adjacent blocks of any orders.
-//!
-//! # Glossary
-//!
-//! | name    | meaning                                                              |
-//! |---------|----------------------------------------------------------------------|
-//! | key     | a block folded into one u64 (see [`crate::key`])                     |
-//! | level   | a depth of the tree: 5 is the root, 0 the leaf                       |
-//! | node    | one 4 KiB page of the tree                                           |
-//! | leaf    | a 32768-bit bitmap node: one bit per key                             |
-//! | order   | log2 of a block's size in pages                                      |
-//! | block   | `2^order` pages, naturally aligned: one set bit of a leaf            |
-//! | run     | consecutive set bits of a leaf: adjacent blocks of one order         |
-//! | range   | `[start, end)`: the union of adjacent runs of any orders             |
-//! | cursor  | the runs of ONE order in ascending address (see [`crate::walk`])     |
-//!
-//! # How
-//!
-//! ```text
-//!   cursor order 18:  [=====1 GiB=====]
-//!   cursor order 9 :                   [2M][2M]         [2M]
-//!   cursor order 0 :  ...                      [4K][4K]       [4K]
-//!                      \______________ k-way merge by start ______________/
-//!   ranges         :  [=================================)  [====)[4K]
-//! ```
-//!
-//! Each order's cursor scans its leaves a u64 word at a time
-//! (`trailing_zeros` finds a run, `trailing_ones` measures it; an all-ones
-//! word is 64 blocks in one compare, a full leaf 32768 blocks in 512), so the
-//! cost is linear in the leaves and in the runs, never in the blocks. The
-//! merge takes the run with the lowest start (the higher order on a tie):
-//! a start below the current range's end is an overlap, a start equal to it
-//! extends the range, a start past it closes the range and yields it.
-//!
-//! Every run is checked against the [`crate::RamMap`] (inside RAM, outside
-//! the forbidden ranges) through a per-order cached window, so validation
-//! is O(1) per run. Per-order block counts accumulate in a fixed array
-//! ([`CoalesceSummary`]); no per-block list is ever built.
+//! ascending address, merging adjacent blocks of any orders ([`Coalesce`],
+//! whose documentation says how). It drives the reader's engine
+//! (`walk::engine`: [`RadixReader`] and its order scans) as the walk does,
+//! one order scan per order, and merges their runs (the merge rule:
+//! `Current::merge`).
 
 #![deny(
     clippy::indexing_slicing,
@@ -50,9 +17,8 @@ use core::fmt;
 
 use crate::addr::{Block, Order, PhysAddr, PhysRange};
 use crate::mem::PageMap;
-use crate::walk::{
-    Cursor, ORDERS, OrderCounts, OrderSet, RadixReader, RamWindow, RawRun, VisitedSet, WalkError,
-};
+use crate::walk::engine::OrderRuns;
+use crate::walk::{ORDERS, OrderCounts, OrderSet, RadixReader, VisitedSet, WalkError};
 
 /// Ranges closed by one leaf drain, yielded before the next drain.
 const BATCH: usize = 256;
@@ -82,31 +48,85 @@ impl CoalesceSummary {
     }
 }
 
+/// One order's lane of the k-way merge: its checked runs and the next one.
 #[derive(Clone, Copy)]
-struct Head<'m, 'r> {
-    cursor: Cursor<'m>,
-    window: RamWindow<'r>,
-    /// The cursor's next validated run: `[start, end)` raw.
+struct Lane<'m, 'r> {
+    runs: OrderRuns<'m, 'r>,
+    /// The order's next checked run: `[start, end)` raw.
     run: (u64, u64),
+}
+
+/// The range being grown: `[start, end)` raw, and the order of the run that
+/// last extended it.
+#[derive(Clone, Copy)]
+struct Current {
+    start: u64,
+    end: u64,
+    last: Order,
+}
+
+impl Current {
+    /// The merge rule, the one place it is written. Runs come in ascending
+    /// start (the higher order on a tie): a run `[s, e)` of `order` that
+    /// starts below the range's end overlaps it; one that starts at its end
+    /// extends it; one that starts past it closes the range, returned, and
+    /// opens the next.
+    #[inline(always)]
+    fn merge(&mut self, (s, e): (u64, u64), order: Order) -> Result<Option<(u64, u64)>, WalkError> {
+        if s < self.end {
+            let at = PhysAddr::new(s);
+            return Err(WalkError::Overlap {
+                covering: Block::containing(at, self.last),
+                covered: Block::containing(at, order),
+            });
+        }
+        self.last = order;
+        if s == self.end {
+            self.end = e;
+            return Ok(None);
+        }
+        let closed = (self.start, self.end);
+        self.start = s;
+        self.end = e;
+        Ok(Some(closed))
+    }
 }
 
 /// The maximal preserved ranges of a tree in ascending address
 /// (`Iterator<Item = Result<PhysRange, WalkError>>`), with per-order counts
 /// in [`Coalesce::summary`]. Errors fuse the iterator.
+///
+/// ```text
+///   order 18 runs :  [=====1 GiB=====]
+///   order 9 runs  :                   [2M][2M]         [2M]
+///   order 0 runs  :  ...                      [4K][4K]       [4K]
+///                     \______________ k-way merge by start ______________/
+///   ranges        :  [=================================)  [====)[4K]
+/// ```
+///
+/// Each order's scan reads its leaves a u64 word at a time
+/// (`trailing_zeros` finds a run, `trailing_ones` measures it; an all-ones
+/// word is 64 blocks in one compare, a full leaf 32768 blocks in 512), so the
+/// cost is linear in the leaves and in the runs, never in the blocks. The
+/// merge takes the run with the lowest start (the higher order on a tie):
+/// a start below the current range's end is an overlap, a start equal to it
+/// extends the range, a start past it closes the range and yields it.
+///
+/// Every run is checked against the [`crate::RamMap`] (inside RAM, outside
+/// the forbidden ranges) through a per-order cached window, so validation
+/// is O(1) per run. Per-order block counts accumulate in a fixed array
+/// ([`CoalesceSummary`]); no per-block list is ever built.
 pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     reader: RadixReader<'m, 'r, M, V>,
-    heads: [Option<Head<'m, 'r>>; ORDERS],
-    /// Orders whose head holds a run.
+    lanes: [Option<Lane<'m, 'r>>; ORDERS],
+    /// Orders whose lane holds a run.
     active: OrderSet,
-    /// The order being drained: the lowest head, until its next run starts
-    /// at or past `limit` (the lowest start among the other heads).
+    /// The order being drained: the lowest lane, until its next run starts
+    /// at or past `limit` (the lowest start among the other lanes).
     source: Option<Order>,
     limit: u64,
     primed: bool,
-    /// The range being grown: `[start, end)` raw.
-    current: Option<(u64, u64)>,
-    /// The order of the run that last extended `current`.
-    last_order: Order,
+    current: Option<Current>,
     summary: CoalesceSummary,
     done: bool,
     /// Ranges closed by the fast path, `[taken, filled)` still to yield.
@@ -127,17 +147,23 @@ impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Coalesce<'_, '_, M, V> {
     }
 }
 
+impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
+    /// The maximal preserved ranges in ascending address.
+    pub fn coalesce(self) -> Coalesce<'m, 'r, M, V> {
+        Coalesce::new(self)
+    }
+}
+
 impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
-    pub(crate) fn new(reader: RadixReader<'m, 'r, M, V>) -> Self {
+    fn new(reader: RadixReader<'m, 'r, M, V>) -> Self {
         Self {
             reader,
-            heads: [None; ORDERS],
+            lanes: [None; ORDERS],
             active: OrderSet::EMPTY,
             source: None,
             limit: 0,
             primed: false,
             current: None,
-            last_order: Order::ZERO,
             summary: CoalesceSummary::default(),
             done: false,
             batch: [(0, 0); BATCH],
@@ -157,37 +183,37 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         self.reader.nodes()
     }
 
-    /// Pulls the next run of `order` into its head, or retires the order.
+    /// Pulls the next checked run of `order` into its lane, or retires the
+    /// order (it stops being the source): the one place a lane is refilled.
     #[inline]
     fn refill(&mut self, order: Order) -> Result<(), WalkError> {
-        let Some(Some(head)) = self.heads.get_mut(usize::from(order.as_u8())) else {
-            self.active = self.active.without(order);
+        let Some(Some(lane)) = self.lanes.get_mut(usize::from(order.as_u8())) else {
+            self.retire(order);
             return Ok(());
         };
-        match head.cursor.next_run(&mut self.reader.ctx, true) {
-            None => {
-                if let Some(e) = self.reader.ctx.error.take() {
-                    return Err(e);
-                }
-                self.active = self.active.without(order);
-            }
-            Some(raw) => {
-                let range = head.window.check(order, raw)?;
-                head.run = (range.start().as_u64(), range.end().as_u64());
-                self.summary.counts.add(order, raw.count);
+        match lane.runs.next_run(&mut self.reader)? {
+            None => self.retire(order),
+            Some((range, count)) => {
+                lane.run = (range.start().as_u64(), range.end().as_u64());
+                self.summary.counts.add(order, count);
             }
         }
         Ok(())
     }
 
+    fn retire(&mut self, order: Order) {
+        self.active = self.active.without(order);
+        if self.source == Some(order) {
+            self.source = None;
+        }
+    }
+
     fn prime(&mut self) -> Result<(), WalkError> {
         self.primed = true;
-        let present = self.reader.present;
-        for order in present.iter().rev() {
-            if let Some(slot) = self.heads.get_mut(usize::from(order.as_u8())) {
-                *slot = Some(Head {
-                    cursor: Cursor::new(order, &self.reader.spine),
-                    window: RamWindow::new(self.reader.ctx.ram),
+        for order in self.reader.orders().iter().rev() {
+            if let Some(slot) = self.lanes.get_mut(usize::from(order.as_u8())) {
+                *slot = Some(Lane {
+                    runs: self.reader.runs(order),
                     run: (0, 0),
                 });
                 self.active = self.active.with(order);
@@ -205,8 +231,8 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         let mut second = u64::MAX;
         while let Some(order) = bits.highest() {
             bits = bits.without(order);
-            if let Some(Some(head)) = self.heads.get(usize::from(order.as_u8())) {
-                let s = head.run.0;
+            if let Some(Some(lane)) = self.lanes.get(usize::from(order.as_u8())) {
+                let s = lane.run.0;
                 match best {
                     Some((_, bs)) if s >= bs => second = second.min(s),
                     Some((_, bs)) => {
@@ -225,18 +251,16 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
 
     /// Fast path: merges the runs left in `order`'s current leaf in a tight
     /// loop while they start below `limit`, queueing the closed ranges in
-    /// the batch. Each run is validated exactly as [`Self::refill`] does,
-    /// and merged (overlap check included) exactly as [`Iterator::next`]
-    /// does; an error is parked in `pending` behind the ranges closed
-    /// before it. Returns the number of runs consumed (0: the leaf is
-    /// exhausted, take the slow path).
+    /// the batch. Each run is checked as [`Self::refill`] checks it and
+    /// merged by [`Current::merge`]; an error is parked in `pending` behind
+    /// the ranges closed before it. Returns the number of runs consumed (0:
+    /// the leaf is exhausted, take the slow path).
     #[inline]
     fn drain(&mut self, order: Order) -> u64 {
         let Self {
-            heads,
+            lanes,
             limit,
             current,
-            last_order,
             summary,
             batch,
             taken,
@@ -244,7 +268,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             pending,
             ..
         } = self;
-        let Some(Some(head)) = heads.get_mut(usize::from(order.as_u8())) else {
+        let Some(Some(lane)) = lanes.get_mut(usize::from(order.as_u8())) else {
             return 0;
         };
         // The first run of all opens `current` on the slow path.
@@ -252,57 +276,36 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             return 0;
         };
         let limit = *limit;
-        let mut window = head.window;
-        let mut run = head.run;
-        let mut last = *last_order;
+        let mut run = lane.run;
         let mut n = 0usize;
         let mut blocks = 0u64;
-        let mut err = None;
-        let consumed = head.cursor.drain_leaf(|start, count| {
-            let raw = RawRun {
-                start: PhysAddr::new(start),
-                count,
-            };
-            let range = match window.check(order, raw) {
-                Ok(range) => range,
+        let mut overlap = None;
+        let (consumed, rejected) = lane.runs.drain_leaf(|range, count| {
+            blocks = blocks.saturating_add(count);
+            let merged = run;
+            run = (range.start().as_u64(), range.end().as_u64());
+            match cur.merge(merged, order) {
                 Err(e) => {
-                    err = Some(e);
+                    overlap = Some(e);
                     return false;
                 }
-            };
-            blocks = blocks.saturating_add(count);
-            let (s, e) = run;
-            run = (range.start().as_u64(), range.end().as_u64());
-            let (cs, ce) = cur;
-            if s < ce {
-                let at = PhysAddr::new(s);
-                err = Some(WalkError::Overlap {
-                    covering: Block::containing(at, last),
-                    covered: Block::containing(at, order),
-                });
-                return false;
-            }
-            if s == ce {
-                cur = (cs, e);
-            } else {
-                if let Some(slot) = batch.get_mut(n) {
-                    *slot = (cs, ce);
+                Ok(Some(closed)) => {
+                    if let Some(slot) = batch.get_mut(n) {
+                        *slot = closed;
+                    }
+                    n = n.wrapping_add(1);
                 }
-                n = n.wrapping_add(1);
-                cur = (s, e);
+                Ok(None) => {}
             }
-            last = order;
             run.0 < limit && n < BATCH
         });
-        head.window = window;
-        head.run = run;
+        lane.run = run;
         *current = Some(cur);
-        *last_order = last;
         summary.counts.add(order, blocks);
         *taken = 0;
         *filled = n;
-        if err.is_some() {
-            *pending = err;
+        if let Some(e) = overlap.or(rejected) {
+            *pending = Some(e);
         }
         consumed
     }
@@ -360,20 +363,20 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Coalesce<'_, '_, M, V> {
                     Some(order) => (order, true),
                     None => {
                         self.done = true;
-                        let (cs, ce) = self.current.take()?;
-                        return self.emit(cs, ce);
+                        let last = self.current.take()?;
+                        return self.emit(last.start, last.end);
                     }
                 },
             };
-            let Some(Some(head)) = self.heads.get_mut(usize::from(order.as_u8())) else {
+            let Some(Some(lane)) = self.lanes.get(usize::from(order.as_u8())) else {
                 self.active = self.active.without(order);
                 self.source = None;
                 continue;
             };
-            let (s, e) = head.run;
-            if !fresh && s >= self.limit {
+            let run = lane.run;
+            if !fresh && run.0 >= self.limit {
                 // Overtaken (or tied): pick again. A fresh pick is the
-                // lowest head by construction, ties broken by order.
+                // lowest lane by construction, ties broken by order.
                 self.source = None;
                 continue;
             }
@@ -391,48 +394,22 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Coalesce<'_, '_, M, V> {
                 // a full batch or at the end of the leaf.
                 continue;
             }
-            let Some(Some(head)) = self.heads.get_mut(usize::from(order.as_u8())) else {
+            // Refill the lane before merging its run.
+            if let Err(e) = self.refill(order) {
+                return self.fail(e);
+            }
+            let Some(cur) = &mut self.current else {
+                self.current = Some(Current {
+                    start: run.0,
+                    end: run.1,
+                    last: order,
+                });
                 continue;
             };
-            // Refill the head before merging its run.
-            match head.cursor.next_run(&mut self.reader.ctx, true) {
-                None => {
-                    if let Some(err) = self.reader.ctx.error.take() {
-                        return self.fail(err);
-                    }
-                    self.active = self.active.without(order);
-                    self.source = None;
-                }
-                Some(raw) => match head.window.check(order, raw) {
-                    Ok(range) => {
-                        head.run = (range.start().as_u64(), range.end().as_u64());
-                        self.summary.counts.add(order, raw.count);
-                    }
-                    Err(err) => return self.fail(err),
-                },
-            }
-            match self.current {
-                None => {
-                    self.current = Some((s, e));
-                    self.last_order = order;
-                }
-                Some((cs, ce)) => {
-                    if s < ce {
-                        let at = PhysAddr::new(s);
-                        let err = WalkError::Overlap {
-                            covering: Block::containing(at, self.last_order),
-                            covered: Block::containing(at, order),
-                        };
-                        return self.fail(err);
-                    }
-                    self.last_order = order;
-                    if s == ce {
-                        self.current = Some((cs, e));
-                    } else {
-                        self.current = Some((s, e));
-                        return self.emit(cs, ce);
-                    }
-                }
+            match cur.merge(run, order) {
+                Err(e) => return self.fail(e),
+                Ok(Some((cs, ce))) => return self.emit(cs, ce),
+                Ok(None) => {}
             }
         }
     }

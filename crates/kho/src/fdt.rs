@@ -72,7 +72,7 @@ pub const PROP_BLOB_SIZE: &str = "blob-size";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KhoVersion {
     /// `kho-v1` (Linux 6.16, 6.17): the memory map is a chunk list, read by
-    /// [`crate::v1`]; subnodes carry `fdt`.
+    /// [`crate::V1Reader`]; subnodes carry `fdt`.
     V1,
     /// `kho-v2`: radix tree; subnodes carry `preserved-data`.
     V2,
@@ -606,41 +606,6 @@ mod writer {
                 });
             }
             Ok(bytes)
-        }
-    }
-}
-
-/// Fuzz entry point: feeds arbitrary bytes to the reader; must never panic.
-#[doc(hidden)]
-pub fn fuzz_one(data: &[u8]) {
-    use core::fmt::Write;
-
-    /// Formats into nothing: exercises every `Display` path.
-    struct Sink;
-    impl Write for Sink {
-        fn write_str(&mut self, _: &str) -> fmt::Result {
-            Ok(())
-        }
-    }
-
-    match KhoFdt::parse(data) {
-        Ok(fdt) => {
-            let _ = write!(
-                Sink,
-                "{} {} {}",
-                fdt.version(),
-                fdt.root(),
-                fdt.total_size()
-            );
-            for s in fdt.subnodes() {
-                let _ = write!(Sink, "{} {} {:?}", s.name(), s.data(), s.size());
-                // Lookup by name finds this very node: names are unique.
-                let found = fdt.subnode(s.name());
-                debug_assert_eq!(found, Some(s));
-            }
-        }
-        Err(e) => {
-            let _ = write!(Sink, "{e} {e:?}");
         }
     }
 }

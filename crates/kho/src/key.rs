@@ -1,24 +1,6 @@
-//! The radix key of a block, and the indices it is cut into.
-//!
-//! Glossary: a *key* folds a block's order and address into one u64; a
-//! *level* is a depth of the tree (5 = root, 0 = leaf); a *table index*
-//! selects one of the 512 entries of an inner node; a *leaf bit* selects one
-//! of the 32768 bits of a leaf.
-//!
-//! ```text
-//!  key = (1 << (52 - order)) | (phys >> (12 + order))
-//!
-//!   63   60 59      51 50      42 41      33 32      24 23      15 14          0
-//!  +-------+----------+----------+----------+----------+----------+------------+
-//!  | zero  | level 5  | level 4  | level 3  | level 2  | level 1  | leaf bit   |
-//!  |       | (root)   |          |          |          |          | (15 bits)  |
-//!  +-------+----------+----------+----------+----------+----------+------------+
-//! ```
-//!
-//! The marker bit `52 - order` tells the order back: `order = 53 - fls64(key)`.
-//! A valid key's highest set bit is at most 52, so only root entries 0..=3
-//! can be in use. Ascending keys visit higher orders first, and ascending
-//! addresses within an order: that is Linux's walk order.
+//! The radix key of a block ([`RadixKey`], whose documentation draws its
+//! layout) and the indices it is cut into: [`Level`], [`TableIndex`],
+//! [`LeafBit`], with the one table of level shifts.
 
 use core::fmt;
 
@@ -62,6 +44,12 @@ pub const LEAF_SHIFT: u32 = 15;
 pub const TABLE_SHIFT: u32 = 9;
 /// Root entries that a valid key can use (marker bit at most 52).
 pub const ROOT_ENTRIES_IN_USE: u16 = 4;
+/// Number of levels, the leaf included.
+pub const LEVELS: usize = INNER_LEVELS as usize + 1;
+/// Slots of a [`PerLevel`] table: the levels, padded to a power of two so
+/// that a level masked by `LEVEL_SLOTS - 1` indexes it with no bounds
+/// check (a level is at most 5: the mask never changes it).
+const LEVEL_SLOTS: usize = 8;
 
 /// A level of the tree: 0 is the leaf (bitmap), 5 the root.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,6 +75,17 @@ impl Level {
         self.0
     }
 
+    /// The level as an index into a per-level array (`0..6`).
+    pub const fn as_usize(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The level's slot in a [`PerLevel`] table (see [`LEVEL_SLOTS`]).
+    #[inline(always)]
+    const fn slot(self) -> usize {
+        self.0 as usize & (LEVEL_SLOTS - 1)
+    }
+
     /// The level below, `None` for the leaf.
     pub const fn child(self) -> Option<Self> {
         match self.0.checked_sub(1) {
@@ -95,19 +94,26 @@ impl Level {
         }
     }
 
+    /// The level above, `None` for the root.
+    pub const fn parent(self) -> Option<Self> {
+        Self::new(self.0 + 1)
+    }
+
     /// Whether this is the leaf level.
     pub const fn is_leaf(self) -> bool {
         self.0 == 0
     }
 
-    /// The lowest key bit this inner level indexes: `15 + 9 * (level - 1)`.
-    /// Meaningless (0) for the leaf.
+    /// The lowest key bit this inner level indexes: `15 + 9 * (level - 1)`;
+    /// 0 for the leaf, whose bit is the key's low 15 bits. The one place
+    /// the level shifts are defined (level 1: 15, 2: 24, 3: 33, 4: 42,
+    /// root: 51).
+    #[inline(always)]
     pub const fn shift(self) -> u32 {
-        if self.0 == 0 {
-            0
-        } else {
-            LEAF_SHIFT + TABLE_SHIFT * (self.0 as u32 - 1)
-        }
+        let level = self.0 as u32;
+        // Branch-free: `is_inner` zeroes the leaf's value.
+        let is_inner = (level != 0) as u32;
+        (LEAF_SHIFT + TABLE_SHIFT * level - TABLE_SHIFT) * is_inner
     }
 
     /// Levels from the root down to level 1.
@@ -151,6 +157,48 @@ impl TableIndex {
     pub const fn as_u16(self) -> u16 {
         self.0
     }
+
+    /// The raw value, widened.
+    pub const fn as_u64(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// Entry 0: the spine's entry.
+    pub const ZERO: Self = Self(0);
+
+    /// Every index, ascending.
+    pub fn all() -> impl DoubleEndedIterator<Item = TableIndex> + Clone {
+        (0..TABLE_ENTRIES as u16).map(Self)
+    }
+}
+
+/// One value per level, indexed by [`Level`]: the nodes of a path, the
+/// spine. Never out of bounds, and no bounds check: a level's slot is
+/// masked into the padded table (see [`LEVEL_SLOTS`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PerLevel<T>([T; LEVEL_SLOTS]);
+
+impl<T: Copy> PerLevel<T> {
+    /// `value` at every level.
+    pub(crate) const fn splat(value: T) -> Self {
+        Self([value; LEVEL_SLOTS])
+    }
+}
+
+impl<T> core::ops::Index<Level> for PerLevel<T> {
+    type Output = T;
+
+    #[inline(always)]
+    fn index(&self, level: Level) -> &T {
+        &self.0[level.slot()]
+    }
+}
+
+impl<T> core::ops::IndexMut<Level> for PerLevel<T> {
+    #[inline(always)]
+    fn index_mut(&mut self, level: Level) -> &mut T {
+        &mut self.0[level.slot()]
+    }
 }
 
 /// A bit index within a leaf, always in `0..32768`.
@@ -189,7 +237,22 @@ impl LeafBit {
     }
 }
 
-/// The radix key of a block (see the module doc for its layout).
+/// The radix key of a block.
+///
+/// ```text
+///  key = (1 << (52 - order)) | (phys >> (12 + order))
+///
+///   63   60 59      51 50      42 41      33 32      24 23      15 14          0
+///  +-------+----------+----------+----------+----------+----------+------------+
+///  | zero  | level 5  | level 4  | level 3  | level 2  | level 1  | leaf bit   |
+///  |       | (root)   |          |          |          |          | (15 bits)  |
+///  +-------+----------+----------+----------+----------+----------+------------+
+/// ```
+///
+/// The marker bit `52 - order` tells the order back: `order = 53 - fls64(key)`.
+/// A valid key's highest set bit is at most 52, so only root entries 0..=3
+/// can be in use. Ascending keys visit higher orders first, and ascending
+/// addresses within an order: that is Linux's walk order.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(transparent)]
 pub struct RadixKey(u64);
@@ -210,14 +273,13 @@ impl RadixKey {
 
     /// Rebuilds the key a path through the tree stands for: the root index
     /// down to the level-1 index, then the leaf bit.
-    #[allow(clippy::cast_possible_truncation)] // i < INNER_LEVELS = 5
     pub const fn from_path(indices: [TableIndex; INNER_LEVELS as usize], bit: LeafBit) -> Self {
         let mut key = bit.0 as u64;
         let mut i = 0;
         while i < INNER_LEVELS as usize {
             // indices[0] is the root (level 5), indices[4] is level 1.
-            let level = INNER_LEVELS as u32 - i as u32;
-            key |= (indices[i].0 as u64) << (LEAF_SHIFT + TABLE_SHIFT * (level - 1));
+            let level = Level(INNER_LEVELS - i as u8);
+            key |= (indices[i].0 as u64) << level.shift();
             i += 1;
         }
         Self(key)
@@ -279,84 +341,4 @@ impl fmt::Debug for RadixKey {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn block(phys: u64, order: u8) -> Block {
-        Block::new(PhysAddr::new(phys), Order::new(order)).unwrap()
-    }
-
-    #[test]
-    fn worked_examples_of_the_design() {
-        assert_eq!(
-            RadixKey::encode(block(0x1234_5000, 0)).as_u64(),
-            (1 << 52) | 0x12345
-        );
-        assert_eq!(
-            RadixKey::encode(block(0x4000_0000, 9)).as_u64(),
-            (1 << 43) | 0x200
-        );
-        assert_eq!(
-            RadixKey::from_raw((1 << 52) | 0x12345).decode(),
-            Ok(block(0x1234_5000, 0))
-        );
-        assert_eq!(
-            RadixKey::from_raw((1 << 43) | 0x200).decode(),
-            Ok(block(0x4000_0000, 9))
-        );
-    }
-
-    #[test]
-    fn exhaustive_round_trip_every_order_and_alignment() {
-        for order in Order::all() {
-            // Every address bit position the order allows, plus neighbours.
-            for bit in order.shift()..64 {
-                for phys in [1u64 << bit, (1u64 << bit) | order.bytes(), u64::MAX << bit] {
-                    let b = Block::new(PhysAddr::new(phys), order).unwrap();
-                    let key = RadixKey::encode(b);
-                    assert_eq!(63 - key.as_u64().leading_zeros(), 52 - order.as_u32());
-                    assert_eq!(key.decode(), Ok(b), "order {order} phys {phys:#x}");
-                }
-            }
-            let zero = Block::new(PhysAddr::ZERO, order).unwrap();
-            assert_eq!(RadixKey::encode(zero), RadixKey::first_of(order));
-            assert_eq!(RadixKey::encode(zero).decode(), Ok(zero));
-        }
-    }
-
-    #[test]
-    fn keys_sort_in_linux_walk_order() {
-        let a = RadixKey::encode(block(0x4000_0000, 18));
-        let b = RadixKey::encode(block(0, 9));
-        let c = RadixKey::encode(block(0x20_0000, 9));
-        let d = RadixKey::encode(block(0x1000, 0));
-        assert!(a < b && b < c && c < d);
-    }
-
-    #[test]
-    fn path_round_trip() {
-        let key = RadixKey::encode(block(0xdead_b000, 0));
-        let mut indices = [TableIndex::new_truncate(0); 5];
-        for (slot, level) in indices.iter_mut().zip(Level::inner_top_down()) {
-            *slot = key.index(level);
-        }
-        assert_eq!(RadixKey::from_path(indices, key.leaf_bit()), key);
-        assert!(key.index(Level::ROOT).as_u16() < ROOT_ENTRIES_IN_USE);
-    }
-
-    #[test]
-    fn decode_errors() {
-        assert_eq!(RadixKey::from_raw(0).decode(), Err(KeyError::Zero));
-        assert_eq!(
-            RadixKey::from_raw(1 << 53).decode(),
-            Err(KeyError::MarkerTooHigh {
-                key: 1 << 53,
-                bit: 53
-            })
-        );
-        assert_eq!(
-            RadixKey::from_raw(1).decode(),
-            Err(KeyError::OrderTooLarge { key: 1, order: 52 })
-        );
-    }
-}
+mod tests;

@@ -1,79 +1,6 @@
 //! The kho-v1 chunk list: the preserved-memory map of Linux 6.16 and 6.17
-//! handovers (read side, plus a writer for tests).
-//!
-//! Glossary (Linux names in `code`):
-//!
-//! | name          | meaning                                                                    |
-//! |---------------|----------------------------------------------------------------------------|
-//! | chunk         | one page, `struct khoser_mem_chunk`: a header and up to 255 entries          |
-//! | list          | chunks linked by `hdr.next` (physical address, 0 ends the list)             |
-//! | head          | the first chunk: root `preserved-memory-map` of a `kho-v1` FDT ([`crate::fdt`]) |
-//! | entry         | `struct khoser_mem_bitmap_ptr`: `{phys_start, bitmap}`                       |
-//! | bitmap        | `struct kho_mem_phys_bits`: [`BitmapSize::bits`] bits, one per block        |
-//! | span          | bytes one bitmap covers: `bits * (4096 << order)`                           |
-//! | block         | bit `b` set marks the block `phys_start + b * (4096 << order)` of `order`   |
-//!
-//! # Layout (one 4096-byte page, native-endian, little-endian on our hosts)
-//!
-//! | offset      | size | field (Linux)                           | meaning                                  |
-//! |-------------|------|-----------------------------------------|------------------------------------------|
-//! | 0           | 8    | `hdr.next` (`DECLARE_KHOSER_PTR`)       | phys of the next chunk, 0 = last         |
-//! | 8           | 4    | `hdr.order` (`unsigned int`)            | order of every block in this chunk       |
-//! | 12          | 4    | `hdr.num_elms` (`unsigned int`)         | entries in use, at most `KHOSER_BITMAP_SIZE` = 255 |
-//! | 16 + 16 i   | 8    | `bitmaps[i].phys_start` (`phys_addr_t`) | first byte the bitmap covers             |
-//! | 24 + 16 i   | 8    | `bitmaps[i].bitmap` (`DECLARE_KHOSER_PTR`) | phys of the bitmap                    |
-//!
-//! `KHOSER_BITMAP_SIZE = (PAGE_SIZE - sizeof(hdr)) / sizeof(entry) = (4096 -
-//! 16) / 16 = 255`, so a chunk is exactly one page (`static_assert` in Linux,
-//! a `const` assertion here). Bit `b` of a bitmap is bit `b % 64` of its
-//! u64 word `b / 64` (`DECLARE_BITMAP`, `for_each_set_bit`).
-//!
-//! How Linux writes it (`kho_mem_serialize()`): for each order present, in
-//! ascending order (`xa_for_each` over the order xarray), a fresh chunk; for
-//! each bitmap of that order in ascending xarray index, one entry, starting
-//! a new chunk when 255 are in use. `phys_start = (index * PRESERVE_BITS) <<
-//! (order + PAGE_SHIFT)`, so it is a multiple of the span; the index is
-//! `pfn >> order` divided by `PRESERVE_BITS`. Chunks and bitmaps are plain
-//! `kzalloc` memory, not themselves preserved: the next kernel must read the
-//! list from scratch memory before it allocates elsewhere.
-//!
-//! Two bitmap sizes shipped under the same `kho-v1` compatible, so the caller
-//! chooses ([`BitmapSize`]):
-//! - 6.16 and early 6.17.y: `PRESERVE_BITS = 512 * 8`, bitmaps from
-//!   `kzalloc(512)`, hence 512-byte aligned (kmalloc aligns power-of-two
-//!   sizes naturally) and several to a page;
-//! - later: `PRESERVE_BITS = PAGE_SIZE * 8`, bitmaps one page,
-//!   `static_assert(sizeof(struct kho_mem_phys_bits) == PAGE_SIZE)`, page
-//!   aligned.
-//!
-//! Source: Linux 6.16 `kernel/kexec_handover.c` (`khoser_mem_chunk_hdr`,
-//! `khoser_mem_bitmap_ptr`, `khoser_mem_chunk`, `kho_mem_serialize`,
-//! `deserialize_bitmap`, `kho_mem_deserialize`), and the later patch
-//! "kho: make preserved bitmaps PAGE_SIZE" (`PRESERVE_BITS (PAGE_SIZE * 8)`).
-//!
-//! # Validation
-//!
-//! The list is untrusted. [`V1Blocks`] checks, in this order, and stops at
-//! the first failure with a [`V1Error`] that carries the addresses and
-//! values:
-//! 1. each chunk: page aligned, wholly in RAM, clear of the forbidden ranges
-//!    (scratch, kernel, ...), within the chunk budget, not seen before
-//!    (Brent's cycle detection: no memory, detects a loop after at most two
-//!    more trips around it), mapped; then `num_elms <= 255` and a valid
-//!    [`Order`];
-//! 2. each entry: bitmap aligned to its size, wholly in RAM, clear of the
-//!    forbidden ranges, mapped; `phys_start` a multiple of the span;
-//! 3. each set bit: the block's address fits in 64 bits, the block lies in
-//!    one RAM range and clear of the forbidden ranges.
-//!
-//! Blocks come out in list order, as Linux restores them. Overlaps between
-//! blocks (the same bit in two entries, or blocks of different orders over
-//! the same pages) cannot be seen in a stream: [`V1Reader::read_all`]
-//! (under `alloc`) collects, sorts and checks them, at `O(N log N)` time and
-//! 16 bytes per block. Work is bounded: at most `budget` chunks of 255
-//! entries, each bitmap read one word at a time and each word loaded once.
-//! A consumer must treat any error as fatal for the whole handover: with a
-//! cycle, blocks of the looping chunks may repeat before it is detected.
+//! handovers, read side ([`V1Reader`], whose documentation draws the layout
+//! and lists the checks in order; a writer for tests is in `testing`).
 
 #![deny(
     clippy::indexing_slicing,
@@ -248,7 +175,7 @@ impl BitmapSize {
     }
 
     /// u64 words of one bitmap.
-    const fn words(self) -> usize {
+    pub(crate) const fn words(self) -> usize {
         match self {
             Self::Bytes512 => 64,
             Self::Page => PAGE_WORDS,
@@ -427,6 +354,68 @@ pub enum V1Error {
 }
 
 /// Reads kho-v1 chunk lists from untrusted memory.
+///
+/// # Layout (one 4096-byte page, native-endian, little-endian on our hosts)
+///
+/// | offset    | size | field (Linux type)                   | meaning                         |
+/// |-----------|------|--------------------------------------|---------------------------------|
+/// | 0         | 8    | `hdr.next` (`DECLARE_KHOSER_PTR`)    | phys of the next chunk, 0: last |
+/// | 8         | 4    | `hdr.order` (`unsigned int`)         | order of every block here       |
+/// | 12        | 4    | `hdr.num_elms` (`unsigned int`)      | entries in use, at most 255     |
+/// | 16 + 16 i | 8    | `bitmaps[i].phys_start` (`phys_addr_t`) | first byte the bitmap covers |
+/// | 24 + 16 i | 8    | `bitmaps[i].bitmap` (`DECLARE_KHOSER_PTR`) | phys of the bitmap        |
+///
+/// `KHOSER_BITMAP_SIZE = (PAGE_SIZE - sizeof(hdr)) / sizeof(entry) = (4096 -
+/// 16) / 16 = 255`, so a chunk is exactly one page (`static_assert` in Linux,
+/// a `const` assertion here). Bit `b` of a bitmap is bit `b % 64` of its
+/// u64 word `b / 64` (`DECLARE_BITMAP`, `for_each_set_bit`).
+///
+/// How Linux writes it (`kho_mem_serialize()`): for each order present, in
+/// ascending order (`xa_for_each` over the order xarray), a fresh chunk; for
+/// each bitmap of that order in ascending xarray index, one entry, starting
+/// a new chunk when 255 are in use. `phys_start = (index * PRESERVE_BITS) <<
+/// (order + PAGE_SHIFT)`, so it is a multiple of the span; the index is
+/// `pfn >> order` divided by `PRESERVE_BITS`. Chunks and bitmaps are plain
+/// `kzalloc` memory, not themselves preserved: the next kernel must read the
+/// list from scratch memory before it allocates elsewhere.
+///
+/// Two bitmap sizes shipped under the same `kho-v1` compatible, so the caller
+/// chooses ([`BitmapSize`]):
+/// - 6.16 and early 6.17.y: `PRESERVE_BITS = 512 * 8`, bitmaps from
+///   `kzalloc(512)`, hence 512-byte aligned (kmalloc aligns power-of-two
+///   sizes naturally) and several to a page;
+/// - later: `PRESERVE_BITS = PAGE_SIZE * 8`, bitmaps one page,
+///   `static_assert(sizeof(struct kho_mem_phys_bits) == PAGE_SIZE)`, page
+///   aligned.
+///
+/// Source: Linux 6.16 `kernel/kexec_handover.c` (`khoser_mem_chunk_hdr`,
+/// `khoser_mem_bitmap_ptr`, `khoser_mem_chunk`, `kho_mem_serialize`,
+/// `deserialize_bitmap`, `kho_mem_deserialize`), and the later patch
+/// "kho: make preserved bitmaps PAGE_SIZE" (`PRESERVE_BITS (PAGE_SIZE * 8)`).
+///
+/// # Validation
+///
+/// The list is untrusted. [`V1Blocks`] checks, in this order, and stops at
+/// the first failure with a [`V1Error`] that carries the addresses and
+/// values:
+/// 1. each chunk: page aligned, wholly in RAM, clear of the forbidden ranges
+///    (scratch, kernel, ...), within the chunk budget, not seen before
+///    (Brent's cycle detection: no memory, detects a loop after at most two
+///    more trips around it), mapped; then `num_elms <= 255` and a valid
+///    [`Order`];
+/// 2. each entry: bitmap aligned to its size, wholly in RAM, clear of the
+///    forbidden ranges, mapped; `phys_start` a multiple of the span;
+/// 3. each set bit: the block's address fits in 64 bits, the block lies in
+///    one RAM range and clear of the forbidden ranges.
+///
+/// Blocks come out in list order, as Linux restores them. Overlaps between
+/// blocks (the same bit in two entries, or blocks of different orders over
+/// the same pages) cannot be seen in a stream: [`V1Reader::read_all`]
+/// (under `alloc`) collects, sorts and checks them, at `O(N log N)` time and
+/// 16 bytes per block. Work is bounded: at most `budget` chunks of 255
+/// entries, each bitmap read one word at a time and each word loaded once.
+/// A consumer must treat any error as fatal for the whole handover: with a
+/// cycle, blocks of the looping chunks may repeat before it is detected.
 #[derive(Debug)]
 pub struct V1Reader<'a, M: ?Sized> {
     map: &'a M,
@@ -550,8 +539,9 @@ impl Brent {
     }
 }
 
+/// The entries of one chunk still to read.
 #[derive(Debug)]
-struct ChunkCursor<'a> {
+struct ChunkScan<'a> {
     phys: PhysAddr,
     order: Order,
     entries: Enumerate<Take<ChunksExact<'a, AtomicU64>>>,
@@ -566,8 +556,9 @@ struct EntryCtx {
     phys_start: PhysAddr,
 }
 
+/// The set bits of one bitmap still to yield.
 #[derive(Debug)]
-struct BitmapCursor<'a> {
+struct BitmapScan<'a> {
     ctx: EntryCtx,
     words: Enumerate<Iter<'a, AtomicU64>>,
     /// Index of the word in `bits`.
@@ -586,8 +577,8 @@ pub struct V1Blocks<'a, M: ?Sized> {
     next_chunk: PhysAddr,
     visited: u64,
     brent: Brent,
-    chunk: Option<ChunkCursor<'a>>,
-    bitmap: Option<BitmapCursor<'a>>,
+    chunk: Option<ChunkScan<'a>>,
+    bitmap: Option<BitmapScan<'a>>,
     done: bool,
 }
 
@@ -599,7 +590,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
     }
 
     /// Checks and enters the chunk at `chunk`.
-    fn enter_chunk(&mut self, chunk: PhysAddr) -> Result<ChunkCursor<'a>, V1Error> {
+    fn enter_chunk(&mut self, chunk: PhysAddr) -> Result<ChunkScan<'a>, V1Error> {
         if !chunk.is_page_aligned() {
             return Err(V1Error::ChunkUnaligned { chunk });
         }
@@ -646,7 +637,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
             .take(num)
             .enumerate();
         self.next_chunk = hdr.next();
-        Ok(ChunkCursor {
+        Ok(ChunkScan {
             phys: chunk,
             order,
             entries,
@@ -660,7 +651,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
         order: Order,
         entry: u32,
         pair: &[AtomicU64],
-    ) -> Result<BitmapCursor<'a>, V1Error> {
+    ) -> Result<BitmapScan<'a>, V1Error> {
         let mut raw = [0u64; 2];
         for (r, w) in raw.iter_mut().zip(pair) {
             *r = w.load(Ordering::Relaxed);
@@ -721,7 +712,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
             .checked_add(self.size.words())
             .and_then(|end| page.words().get(first..end))
             .ok_or(unaligned)?;
-        Ok(BitmapCursor {
+        Ok(BitmapScan {
             ctx: EntryCtx {
                 chunk,
                 entry,
@@ -849,190 +840,6 @@ impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
 }
 
 impl<M: PageMap + ?Sized> core::iter::FusedIterator for V1Blocks<'_, M> {}
-
-#[cfg(feature = "alloc")]
-pub use writer::write_v1;
-
-#[cfg(feature = "alloc")]
-mod writer {
-    use alloc::collections::BTreeMap;
-    use alloc::vec;
-    use alloc::vec::Vec;
-    use core::sync::atomic::Ordering;
-
-    use super::{BitmapSize, KhoserMemBitmapPtr, KhoserMemChunk};
-    use crate::addr::{Block, Order, PAGE_SIZE, PhysAddr};
-    use crate::mem::{MemError, PageAlloc, PageMap};
-
-    /// Serializes `blocks` into a kho-v1 chunk list the way Linux's
-    /// `kho_mem_serialize()` lays it out (a fresh chunk per order, orders
-    /// and bitmaps ascending, 255 entries per chunk), with bitmaps of
-    /// `size` (512-byte bitmaps packed eight to a page, as kmalloc-512
-    /// would). Returns the head (zero if `blocks` is empty). A test
-    /// builder: the memory is allocated from `mem` and never freed.
-    pub fn write_v1<A: PageAlloc + PageMap + ?Sized>(
-        mem: &A,
-        blocks: &[Block],
-        size: BitmapSize,
-    ) -> Result<PhysAddr, MemError> {
-        // (order, xarray index) -> bitmap words.
-        let mut bitmaps: BTreeMap<(Order, u64), Vec<u64>> = BTreeMap::new();
-        for &block in blocks {
-            let span_shift = size.span_shift(block.order());
-            let index = block.phys().as_u64().checked_shr(span_shift).unwrap_or(0);
-            let offset = block
-                .phys()
-                .as_u64()
-                .saturating_sub(phys_start(index, span_shift));
-            let bit = offset.checked_shr(block.order().shift()).unwrap_or(0);
-            let words = bitmaps
-                .entry((block.order(), index))
-                .or_insert_with(|| vec![0; size.words()]);
-            let word = usize::try_from(bit / 64).unwrap_or(usize::MAX);
-            if let Some(w) = words.get_mut(word) {
-                *w |= 1u64 << (bit % 64);
-            }
-        }
-
-        // Bitmap storage, in (order, index) order.
-        let per_page = PAGE_SIZE.checked_div(size.bytes()).unwrap_or(1);
-        let mut slab: Option<(PhysAddr, u64)> = None; // page, slots used
-        let mut entries: Vec<(Order, KhoserMemBitmapPtr)> = Vec::new();
-        for (&(order, index), words) in &bitmaps {
-            let (page, used) = match slab {
-                Some((page, used)) if used < per_page => (page, used),
-                _ => (mem.alloc_zeroed_page()?, 0),
-            };
-            slab = Some((page, used.saturating_add(1)));
-            let at = page
-                .checked_add(used.saturating_mul(size.bytes()))
-                .ok_or(MemError::OutOfMemory)?;
-            let first = usize::try_from(used.saturating_mul(size.bytes()) / 8).unwrap_or(0);
-            let dst = mem.page(page)?.words().iter().skip(first);
-            for (d, &w) in dst.zip(words) {
-                d.store(w, Ordering::Relaxed);
-            }
-            let start = PhysAddr::new(phys_start(index, size.span_shift(order)));
-            entries.push((order, KhoserMemBitmapPtr::new(start, at)));
-        }
-
-        // Chunks.
-        let mut chunks: Vec<(PhysAddr, KhoserMemChunk)> = Vec::new();
-        for (order, entry) in entries {
-            let fits = chunks
-                .last_mut()
-                .is_some_and(|(_, c)| c.hdr.order == order.as_u32() && c.push(entry));
-            if !fits {
-                let phys = mem.alloc_zeroed_page()?;
-                if let Some((_, prev)) = chunks.last_mut() {
-                    prev.set_next(phys);
-                }
-                let mut chunk = KhoserMemChunk::new(order);
-                chunk.push(entry);
-                chunks.push((phys, chunk));
-            }
-        }
-        for (phys, chunk) in &chunks {
-            let page = mem.page(*phys)?;
-            for (d, w) in page.words().iter().zip(chunk.to_words()) {
-                d.store(w, Ordering::Relaxed);
-            }
-        }
-        Ok(chunks.first().map_or(PhysAddr::ZERO, |(p, _)| *p))
-    }
-
-    /// `index << span_shift`, zero when the shift leaves 64 bits (only
-    /// index 0 exists then).
-    fn phys_start(index: u64, span_shift: u32) -> u64 {
-        index.checked_shl(span_shift).unwrap_or(0)
-    }
-}
-
-/// Fuzz entry point: feeds arbitrary bytes to the reader; must never panic.
-///
-/// Byte 0 chooses: bit 0 the bitmap size (set: page), bit 1 a forbidden
-/// range at [2 MiB, 4 MiB). The rest fills up to 16 pages at 1 MiB, read as
-/// native-endian words; the head chunk is the first page. RAM is [0, 1 GiB)
-/// so pointers outside the filled pages exercise the unmapped path.
-#[doc(hidden)]
-pub fn fuzz_one(data: &[u8]) {
-    #[cfg(feature = "alloc")]
-    fuzz::run(data);
-    #[cfg(not(feature = "alloc"))]
-    let _ = data;
-}
-
-#[cfg(feature = "alloc")]
-mod fuzz {
-    use super::{BitmapSize, V1Reader};
-    use crate::addr::{PAGE_SIZE, PhysAddr, PhysRange};
-    use crate::mem::{PAGE_WORDS, RamMap, VecArena};
-
-    const BASE: u64 = 0x10_0000;
-    const MAX_PAGES: usize = 16;
-    const MAX_BLOCKS: usize = 1 << 16;
-
-    /// The machine a fuzz input describes: arena, bitmap size, whether
-    /// the scratch range is forbidden.
-    pub(super) fn load(data: &[u8]) -> (VecArena, BitmapSize, bool) {
-        let (flags, body) = data.split_first().map_or((0, data), |(f, b)| (*f, b));
-        let size = if flags & 1 != 0 {
-            BitmapSize::Page
-        } else {
-            BitmapSize::Bytes512
-        };
-        let page_bytes = usize::try_from(PAGE_SIZE).unwrap_or(4096);
-        let pages = body.len().div_ceil(page_bytes).clamp(1, MAX_PAGES);
-        let arena = VecArena::new(PhysAddr::new(BASE), pages);
-        let mut phys = PhysAddr::new(BASE);
-        for page in body.chunks(page_bytes).take(pages) {
-            for (i, word) in page.chunks(8).enumerate().take(PAGE_WORDS) {
-                let mut b = [0u8; 8];
-                for (d, s) in b.iter_mut().zip(word) {
-                    *d = *s;
-                }
-                let _ = arena.write_word(phys, i, u64::from_ne_bytes(b));
-            }
-            phys = phys.checked_add(PAGE_SIZE).unwrap_or(phys);
-        }
-        (arena, size, flags & 2 != 0)
-    }
-
-    /// RAM [0, 1 GiB), and the scratch range [2 MiB, 4 MiB) if asked.
-    pub(super) const RAM: [PhysRange; 1] = [range(0, 0x4000_0000)];
-    pub(super) const SCRATCH: [PhysRange; 1] = [range(0x20_0000, 0x40_0000)];
-    pub(super) const HEAD: PhysAddr = PhysAddr::new(BASE);
-
-    // Only used in the constants above: a bad range fails the build.
-    #[allow(clippy::panic)]
-    const fn range(a: u64, b: u64) -> PhysRange {
-        match PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)) {
-            Ok(r) => r,
-            Err(_) => panic!("inverted range"),
-        }
-    }
-
-    pub(super) fn run(data: &[u8]) {
-        let (arena, size, scratch) = load(data);
-        let forbidden: &[PhysRange] = if scratch { &SCRATCH } else { &[] };
-        let Ok(map) = RamMap::new(&RAM, forbidden) else {
-            return;
-        };
-        let reader = V1Reader::new(&arena, map, size).with_chunk_budget(64);
-        let head = HEAD;
-        let mut n = 0usize;
-        for item in reader.blocks(head).take(MAX_BLOCKS) {
-            n = n.saturating_add(1);
-            if let Err(e) = item {
-                // Every error formats.
-                let _ = alloc::format!("{e} {e:?}");
-            }
-        }
-        if n < MAX_BLOCKS {
-            let _ = reader.read_all(head);
-        }
-    }
-}
 
 #[cfg(all(test, feature = "alloc"))]
 mod tests;

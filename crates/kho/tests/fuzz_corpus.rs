@@ -33,15 +33,15 @@ fn replay(target: &str, entry: fn(&[u8])) {
 
 #[test]
 fn walk_corpus() {
-    replay("walk", kho::walk::fuzz_one);
+    replay("walk", kho::testing::fuzz_walk);
 }
 
 #[test]
 fn v1_corpus() {
-    replay("v1", kho::v1::fuzz_one);
+    replay("v1", kho::testing::fuzz_v1);
 }
 
 #[test]
 fn fdt_corpus() {
-    replay("fdt", kho::fdt::fuzz_one);
+    replay("fdt", kho::testing::fuzz_fdt);
 }

@@ -1,7 +1,7 @@
 use kho::{KhoFdtBuilder, Order, PhysAddr};
 
-use super::fixtures::{Fixture, tiny_v3, v1_raw};
 use super::*;
+use crate::testing::{Fixture, tiny_v3, v1_raw};
 
 fn elf(f: &Fixture) -> MemImage {
     MemImage::open_elf(Source::Bytes(f.image.clone())).unwrap()

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use dtoolkit::fdt::Fdt;
 use dtoolkit::{Node, Property};
 use kho::{
-    Block, KhoFdt, KhoFdtBuilder, KhoVersion, PhysAddr, PhysRange, RamMap,
-    fdt::{PROP_BLOB_SIZE, PROP_COMPATIBLE, PROP_PRESERVED_DATA, PROP_PRESERVED_MEMORY_MAP},
+    Block, KhoFdt, KhoFdtBuilder, KhoVersion, PROP_BLOB_SIZE, PROP_COMPATIBLE, PROP_PRESERVED_DATA,
+    PROP_PRESERVED_MEMORY_MAP, PhysAddr, PhysRange, RamMap,
 };
 use kho_machine::kho::{
     KhoError, KhoIn, KhoMemoryInitStats, PeerFdt, PeerHandover, PeerScheme, kho_forbidden,

@@ -32,7 +32,7 @@
 //! `phys_bits`): one entry `{phys_start = (index * PRESERVE_BITS) << (order +
 //! PAGE_SHIFT), bitmap}`, a new chunk when 255 are in use. Bitmaps whose
 //! bits were all cleared are still written, as in Linux. The chunk layout
-//! is [`kho::v1`]'s table; the root FDT's `preserved-memory-map` is the
+//! is [`kho::V1Reader`]'s table; the root FDT's `preserved-memory-map` is the
 //! first chunk (0 if nothing was preserved).
 //!
 //! # Restore (`kho_mem_deserialize` / `deserialize_bitmap`)
@@ -275,7 +275,7 @@ impl<'a, M: PageAlloc + PageMap + ?Sized> XarrayScheme<'a, M> {
     fn update_bit(&self, bitmap: PhysAddr, bit: u64, set: bool) -> Result<(), SchemeError> {
         let page = self.mem.page(bitmap.align_down(PAGE_SIZE))?;
         let word = (bitmap.as_u64() % PAGE_SIZE) / 8 + bit / 64;
-        let w = &page.words()[usize::try_from(word).unwrap_or(0) % kho::mem::PAGE_WORDS];
+        let w = &page.words()[usize::try_from(word).unwrap_or(0) % kho::PAGE_WORDS];
         let mask = 1u64 << (bit % 64);
         if set {
             w.fetch_or(mask, Ordering::Relaxed);

@@ -5,8 +5,8 @@ use alloc::vec::Vec;
 
 use crate::addr::{Order, PhysAddr, PhysRange};
 use crate::mem::{RamMap, VecArena};
-use crate::walk::test_tree::{ARENA_BASE, TestTree, block, range};
-use crate::walk::{NodeBudget, NodeSet, RadixReader, WalkError};
+use crate::testing::{ARENA_BASE, TestTree, block, range};
+use crate::walk::WalkError;
 
 use super::CoalesceSummary;
 
@@ -16,14 +16,7 @@ fn run(
     forbidden: &[PhysRange],
 ) -> Result<(Vec<PhysRange>, CoalesceSummary), WalkError> {
     let map = RamMap::new(ram, forbidden).unwrap();
-    let mut c = RadixReader::open(
-        &t.arena,
-        map,
-        t.root,
-        NodeSet::new(),
-        NodeBudget::for_ram(&map),
-    )?
-    .coalesce();
+    let mut c = t.open(map)?.coalesce();
     let ranges = c.by_ref().collect::<Result<Vec<_>, _>>()?;
     Ok((ranges, *c.summary()))
 }
@@ -153,15 +146,7 @@ fn an_error_mid_leaf_follows_exactly_the_ranges_closed_before_it() {
         let bad = base + k * 0x2000;
         let forbidden = [range(bad, bad + 0x1000)];
         let map = RamMap::new(&RAM, &forbidden).unwrap();
-        let c = RadixReader::open(
-            &t.arena,
-            map,
-            t.root,
-            NodeSet::new(),
-            NodeBudget::for_ram(&map),
-        )
-        .unwrap()
-        .coalesce();
+        let c = t.open(map).unwrap().coalesce();
         let items: Vec<_> = c.collect();
         let oks = k.saturating_sub(2);
         assert_eq!(items.len() as u64, oks + 1, "k = {k}");

@@ -11,6 +11,7 @@ use dtoolkit::error::FdtErrorKind;
 use vm_fdt::FdtWriter;
 
 use super::*;
+use crate::testing::fuzz_fdt as fuzz_one;
 
 const ROOT: PhysAddr = PhysAddr::new(0x1_2345_6000);
 const BLOB: PhysAddr = PhysAddr::new(0x8765_4000);

@@ -17,6 +17,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::mem::VecArena;
+use crate::testing::{fuzz_v1, v1_input, write_v1};
 
 const BASE: u64 = 0x100_0000; // 16 MiB: the arena holding chunks and bitmaps
 const GIB: u64 = 1 << 30;
@@ -573,8 +574,8 @@ fn error_overlap() {
 
 #[test]
 fn fuzz_entry_survives_hand_made_garbage() {
-    fuzz_one(&[]);
-    fuzz_one(&[0xff; 3]);
+    fuzz_v1(&[]);
+    fuzz_v1(&[0xff; 3]);
     let mut data = alloc::vec![0u8; 1 + 4096 * 3];
     // A chunk pointing at itself with 255 entries whose bitmaps are the
     // chunk page: every kind of nonsense at once.
@@ -586,21 +587,21 @@ fn fuzz_entry_survives_hand_made_garbage() {
     }
     for flags in 0..4 {
         data[0] = flags;
-        fuzz_one(&data);
+        fuzz_v1(&data);
     }
 }
 
-/// Each v1 seed, loaded exactly as `fuzz_one` loads it, does what its name
+/// Each v1 seed, loaded exactly as `fuzz_v1` loads it, does what its name
 /// says: the corpus covers the valid paths and the main errors.
 #[test]
 fn v1_seeds_do_what_their_names_say() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/v1");
     let outcome = |name: &str| {
         let data = std::fs::read(dir.join(name)).unwrap();
-        let (arena, size, scratch) = super::fuzz::load(&data);
-        let forbidden: &[PhysRange] = if scratch { &super::fuzz::SCRATCH } else { &[] };
-        let map = RamMap::new(&super::fuzz::RAM, forbidden).unwrap();
-        V1Reader::new(&arena, map, size).read_all(super::fuzz::HEAD)
+        let (arena, size, scratch) = v1_input::load(&data);
+        let forbidden: &[PhysRange] = if scratch { &v1_input::SCRATCH } else { &[] };
+        let map = RamMap::new(&v1_input::RAM, forbidden).unwrap();
+        V1Reader::new(&arena, map, size).read_all(v1_input::HEAD)
     };
     assert_eq!(outcome("valid-512-two-chunks").unwrap().len(), 5);
     assert_eq!(outcome("valid-page").unwrap().len(), 2);
@@ -671,13 +672,13 @@ fn mutated_seeds_never_panic() {
                 let end = (at + 8).min(m.len());
                 m[at..end].copy_from_slice(&v.to_ne_bytes()[..end - at]);
             }
-            fuzz_one(&m);
+            fuzz_v1(&m);
         }
     }
 }
 
 /// Regenerates the fuzz seeds: `cargo test -p kho write_v1_seeds -- --ignored`.
-/// Layout (see `fuzz_one`): flags byte, then pages loaded at 1 MiB.
+/// Layout (see `fuzz_v1`): flags byte, then pages loaded at 1 MiB.
 #[test]
 #[ignore = "writes fuzz/corpus/v1"]
 fn write_v1_seeds() {

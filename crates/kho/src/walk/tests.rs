@@ -7,11 +7,13 @@ use alloc::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::test_tree::{ARENA_BASE, TestTree, block, merged, range, sorted_by_key};
 use super::*;
+use crate::addr::{Block, Order, PhysAddr, PhysRange};
 use crate::coalesce::CoalesceSummary;
 use crate::key::KeyError;
+use crate::key::{LeafBit, Level, TableIndex};
 use crate::mem::{MemError, RamMap, VecArena};
+use crate::testing::{ARENA_BASE, TestTree, block, merged, range, sorted_by_key};
 
 /// Page `n` of the hand-built arena.
 const fn p(n: u64) -> u64 {
@@ -462,6 +464,28 @@ fn err_invalid_key() {
     }
 }
 
+/// The lower layers' errors stay reachable as the source: the key's in
+/// an invalid key, the page map's in a mapping failure.
+#[test]
+fn errors_keep_their_source() {
+    use core::error::Error;
+
+    let key = WalkError::InvalidKey {
+        leaf: PhysAddr::new(p(5)),
+        bit: LeafBit::new(0).unwrap(),
+        error: KeyError::Zero,
+    };
+    let source = key.source().and_then(|s| s.downcast_ref::<KeyError>());
+    assert_eq!(source, Some(&KeyError::Zero));
+    let unmapped = MemError::NotMapped {
+        phys: PhysAddr::new(p(40)),
+    };
+    let map = WalkError::from(unmapped);
+    assert_eq!(map, WalkError::PageMap(unmapped));
+    let source = map.source().and_then(|s| s.downcast_ref::<MemError>());
+    assert_eq!(source, Some(&unmapped));
+}
+
 #[test]
 fn err_block_outside_ram() {
     let a = arena();
@@ -628,15 +652,7 @@ fn block_runs_in_walk_order() {
     t.insert(block(0x4000_0000, 18));
     let ram = ram();
     let map = RamMap::new(&ram, &[]).unwrap();
-    let mut w = RadixReader::open(
-        &t.arena,
-        map,
-        t.root,
-        NodeSet::new(),
-        NodeBudget::for_ram(&map),
-    )
-    .unwrap()
-    .walk();
+    let mut w = t.open(map).unwrap().walk();
     let r1 = w.next_run().unwrap().unwrap();
     assert_eq!((r1.first(), r1.count()), (block(0x4000_0000, 18), 1));
     let r2 = w.next_run().unwrap().unwrap();
@@ -742,3 +758,5 @@ proptest! {
         }
     }
 }
+
+mod seeds;

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 
-use super::fuzz::{ARENA_BASE, Outcome, run};
-use super::test_tree::{block, merged, sorted_by_key};
-use super::{OrderCounts, WalkError};
 use crate::key::KeyError;
+use crate::testing::walk_input::{ARENA_BASE, Outcome, run};
+use crate::testing::{block, merged, sorted_by_key};
+use crate::walk::{OrderCounts, WalkError};
 
 /// RAM `[0x2000, 2^40)`.
 const RAM_1T: u8 = 15;

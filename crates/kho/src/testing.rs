@@ -1,0 +1,81 @@
+//! Test support, not API: builders, oracles and fuzz entry points shared by
+//! the crate's unit tests, its integration tests (`tests/`), its benches and
+//! the fuzz targets (`fuzz/`).
+//!
+//! Compiled for `cfg(test)` and under the `testing` feature, which the
+//! crate's own dev-dependency on itself and `fuzz/Cargo.toml` turn on; a
+//! normal build (and `cargo doc`) never sees it.
+//!
+//! | item                      | what it is                                               |
+//! |---------------------------|----------------------------------------------------------|
+//! | [`fuzz_walk`]             | the walk's fuzz entry point, input in [`walk_input`]     |
+//! | [`fuzz_v1`]               | the kho-v1 reader's fuzz entry point, input in [`v1_input`] |
+//! | [`fuzz_fdt`]              | the root FDT parser's fuzz entry point                   |
+//! | [`write_v1`]              | a kho-v1 chunk list writer (Linux's layout)              |
+//! | [`TestTree`], [`merged`], [`sorted_by_key`] | a bare tree builder and the reader's oracles |
+//!
+//! [`crate::VecArena`]'s test knobs (`claim`, `write_word`, `set_limit`) are
+//! under the same switch.
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+
+mod tree;
+pub mod v1_input;
+mod v1_writer;
+pub mod walk_input;
+
+pub use tree::{ARENA_BASE, TestTree, block, merged, range, sorted_by_key};
+pub use v1_writer::write_v1;
+
+use crate::fdt::KhoFdt;
+
+/// Fuzz entry point of the walk: arbitrary bytes describe a small machine
+/// and a tree ([`walk_input`]); the walk and the coalescer run to
+/// completion. Must never panic.
+pub fn fuzz_walk(data: &[u8]) {
+    let _ = walk_input::run(data);
+}
+
+/// Fuzz entry point of the kho-v1 reader: arbitrary bytes are a chunk list
+/// ([`v1_input`]). Must never panic.
+pub fn fuzz_v1(data: &[u8]) {
+    v1_input::run(data);
+}
+
+/// Fuzz entry point of the root FDT parser: arbitrary bytes are parsed and
+/// everything parsed is formatted. Must never panic.
+pub fn fuzz_fdt(data: &[u8]) {
+    use core::fmt::{self, Write};
+
+    /// Formats into nothing: exercises every `Display` path.
+    struct Sink;
+    impl Write for Sink {
+        fn write_str(&mut self, _: &str) -> fmt::Result {
+            Ok(())
+        }
+    }
+
+    match KhoFdt::parse(data) {
+        Ok(fdt) => {
+            let _ = write!(
+                Sink,
+                "{} {} {}",
+                fdt.version(),
+                fdt.root(),
+                fdt.total_size()
+            );
+            for s in fdt.subnodes() {
+                let _ = write!(Sink, "{} {} {:?}", s.name(), s.data(), s.size());
+                // Lookup by name finds this very node: names are unique.
+                let found = fdt.subnode(s.name());
+                debug_assert_eq!(found, Some(s));
+            }
+        }
+        Err(e) => {
+            let _ = write!(Sink, "{e} {e:?}");
+        }
+    }
+}
