@@ -32,6 +32,9 @@ pub mod physio;
 pub mod scratch;
 pub mod workload;
 
+#[cfg(test)]
+mod testing;
+
 pub use arena::{ArenaError, MemoryLayout, PhysMem};
 pub use boot::{BootError, Machine};
 pub use buddy::{Buddy, BuddyError, MAX_PAGE_ORDER, NR_PAGE_ORDERS, Zone};

@@ -12,21 +12,9 @@ use crate::liveupdate::{MANIFEST_NODE, new_kernel_boot};
 use crate::manifest::{Checksum, Manifest, ManifestEntry, fill_pattern};
 use crate::physio::write_bytes;
 
-const M: u64 = 1 << 20;
-const K: u64 = 1 << 10;
+use crate::testing::{KIB as K, MIB as M, block, pa, range};
+
 const SEED: u64 = 7;
-
-fn pa(x: u64) -> PhysAddr {
-    PhysAddr::new(x)
-}
-
-fn range(s: u64, e: u64) -> PhysRange {
-    PhysRange::new(pa(s), pa(e)).unwrap()
-}
-
-fn block(phys: u64, order: u8) -> Block {
-    Block::new(pa(phys), Order::new(order)).unwrap()
-}
 
 /// The old kernel's page allocator for the radix tree: a bump allocator
 /// over `[next, end)` (outside scratch, as Linux's tree pages are).
