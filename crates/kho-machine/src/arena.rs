@@ -33,7 +33,7 @@ const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 /// The largest machine we simulate.
-pub const MAX_MACHINE_SIZE: u64 = 1 << 40;
+pub(crate) const MAX_MACHINE_SIZE: u64 = 1 << 40;
 
 /// Errors creating or attaching physical memory.
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +297,7 @@ impl PhysMem {
 /// preserved blocks) issues it some iterations ahead, so the misses overlap
 /// instead of queueing behind each other.
 #[inline(always)]
-pub fn prefetch(word: &AtomicU64) {
+pub(crate) fn prefetch(word: &AtomicU64) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has (it is in
     // the target's baseline features); a prefetch is only a hint and never

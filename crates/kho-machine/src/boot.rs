@@ -163,7 +163,7 @@ impl<'m> Machine<'m> {
 
     /// **Ours** (the `skip` restore strategy): [`Machine::memmap_init`]
     /// that also leaves the struct pages of `skip` (sorted, disjoint)
-    /// uninitialised; see [`crate::memmap::memmap_init_skip`].
+    /// uninitialised; see `crate::memmap::memmap_init_skip`.
     pub fn memmap_init_skip(&mut self, skip: &[PhysRange]) -> Result<MemmapInitStats, BootError> {
         let memmap = self.memmap.as_ref().ok_or(BootError::Phase {
             phase: "memmap_init",
@@ -178,7 +178,7 @@ impl<'m> Machine<'m> {
 
     /// **Ours** (the `skip` restore strategy): [`Machine::memblock_free_all`]
     /// that does not free the pages of `skip` (sorted, disjoint); see
-    /// [`crate::buddy::memblock_free_all_except`].
+    /// `crate::buddy::memblock_free_all_except`.
     pub fn memblock_free_all_except(&mut self, skip: &[PhysRange]) -> Result<u64, BootError> {
         let memmap = self.memmap.take().ok_or(BootError::Phase {
             phase: "memblock_free_all",

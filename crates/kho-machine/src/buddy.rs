@@ -40,14 +40,14 @@ use crate::memmap::{
 /// The largest order of a buddy block (`MAX_PAGE_ORDER`): 4 MiB.
 pub const MAX_PAGE_ORDER: u32 = 10;
 /// Number of free lists (`NR_PAGE_ORDERS`).
-pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
+pub(crate) const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
 /// The order of a 1 GiB gigantic folio.
-pub const GIGANTIC_ORDER: Order = Order::new(18);
+pub(crate) const GIGANTIC_ORDER: Order = Order::new(18);
 
 /// Where `zone->free_area[0].free_list` would live in the kernel: the list
 /// heads are not in the simulated memory, but the `lru` links that point to
 /// them hold these addresses (`FREE_AREA_BASE + 16 * order`).
-pub const FREE_AREA_BASE: u64 = 0xffff_ffff_8300_0000;
+pub(crate) const FREE_AREA_BASE: u64 = 0xffff_ffff_8300_0000;
 const LIST_HEAD_SIZE: u64 = 16;
 
 fn free_list_head(order: u32) -> u64 {
@@ -336,7 +336,7 @@ impl<'m> Buddy<'m> {
     }
 
     /// From now on (`on`), every block [`Buddy::alloc_pages`] hands out is
-    /// first filled with [`crate::manifest::POISON`] (like
+    /// first filled with `crate::manifest::POISON` (like
     /// `init_on_alloc`, with a pattern instead of zeroes), so a consumer
     /// that reads memory it did not write sees poison, never stale data.
     pub fn set_poison_on_alloc(&self, on: bool) {
@@ -486,6 +486,25 @@ impl<'m> Buddy<'m> {
         Ok(())
     }
 
+    /// `alloc_pages_exact`: `pages` contiguous pages, as a block of the
+    /// next order split into pages, the tail beyond `pages` freed. Returns
+    /// the first frame.
+    pub fn alloc_pages_exact(&self, pages: u64) -> Result<Pfn, BuddyError> {
+        let order = Order::try_new(pages.max(1).next_power_of_two().ilog2())
+            .ok()
+            .filter(|o| o.as_u32() <= MAX_PAGE_ORDER)
+            .ok_or(BuddyError::BadOrder {
+                order: Order::new(MAX_PAGE_ORDER as u8 + 1),
+            })?;
+        let head = self.alloc_pages(order)?;
+        self.split_page(head, order)?;
+        for i in pages..order.pages() {
+            let pfn = head.checked_add(i).ok_or(BuddyError::NoMemory { order })?;
+            self.free_pages(pfn, Order::ZERO)?;
+        }
+        Ok(head)
+    }
+
     /// The free lists, walked through the struct pages: `(order, pfns in
     /// ascending order)` for each order, after checking every link (each
     /// page is `PageBuddy` with its list's order, `prev` links mirror `next`
@@ -566,7 +585,11 @@ impl PageAlloc for Buddy<'_> {
 /// `_flags_1`, `_large_mapcount` and `_entire_mapcount` at -1,
 /// `_nr_pages_mapped` and `_pincount` at 0, and `_folio_nr_pages`.
 /// (`_deferred_list` of page 2 is not modelled.)
-pub fn prep_compound_page(mm: &MemMap<'_>, head: Pfn, order: Order) -> Result<(), MemmapError> {
+pub(crate) fn prep_compound_page(
+    mm: &MemMap<'_>,
+    head: Pfn,
+    order: Order,
+) -> Result<(), MemmapError> {
     let page = mm.pfn_to_page(head)?;
     page.set_flag(pg::HEAD);
     let nr = order.pages();
@@ -648,7 +671,10 @@ fn __free_pages_memory(
 /// allocator (`free_low_memory_core_early`). Returns the pages freed.
 /// Struct pages must have been initialised by
 /// [`crate::memmap::memmap_init`].
-pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u64, BuddyError> {
+pub(crate) fn memblock_free_all(
+    memblock: &mut Memblock,
+    buddy: &Buddy<'_>,
+) -> Result<u64, BuddyError> {
     memblock_free_all_except(memblock, buddy, &[])
 }
 
@@ -661,7 +687,7 @@ pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u
 /// stays on while `memmap_init_reserved_pages` may still allocate (an array
 /// doubling), and is cleared only before the hand-over to the buddy
 /// allocator. With an empty `skip` this is exactly [`memblock_free_all`].
-pub fn memblock_free_all_except(
+pub(crate) fn memblock_free_all_except(
     memblock: &mut Memblock,
     buddy: &Buddy<'_>,
     skip: &[PhysRange],
@@ -735,7 +761,10 @@ pub fn memblock_free_all_except(
 /// from memblock before [`memblock_free_all`], raw, naturally aligned.
 /// With the vmemmap optimisation, all struct pages but the first are marked
 /// `RSRV_NOINIT`: [`prep_bootmem_huge_folio`] initialises them later.
-pub fn alloc_bootmem_huge_page(memblock: &mut Memblock, order: Order) -> Result<Pfn, BuddyError> {
+pub(crate) fn alloc_bootmem_huge_page(
+    memblock: &mut Memblock,
+    order: Order,
+) -> Result<Pfn, BuddyError> {
     let size = order.bytes();
     let base = memblock.memblock_alloc_try_nid_raw(
         size,
@@ -755,7 +784,7 @@ pub fn alloc_bootmem_huge_page(memblock: &mut Memblock, order: Order) -> Result<
 /// [`crate::memmap::memmap_init`]: initialises its struct pages
 /// (`hugetlb_folio_init_vmemmap`), clears `PG_reserved` and preps it as a
 /// folio of `order` whose head has refcount 1 and tails refcount 0.
-pub fn prep_bootmem_huge_folio(
+pub(crate) fn prep_bootmem_huge_folio(
     mm: &MemMap<'_>,
     head: Pfn,
     order: Order,

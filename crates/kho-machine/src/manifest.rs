@@ -48,12 +48,12 @@ use crate::arena::{ArenaError, PhysMem};
 use crate::physio::{read_bytes, write_bytes};
 
 /// `b"KHOMANIF"` as a little-endian word.
-pub const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"KHOMANIF");
+pub(crate) const MANIFEST_MAGIC: u64 = u64::from_le_bytes(*b"KHOMANIF");
 /// The blob format version.
-pub const MANIFEST_VERSION: u32 = 1;
+pub(crate) const MANIFEST_VERSION: u32 = 1;
 /// The poison pattern's high bits: "dead" + "KHOP". Word `i` of a poisoned
 /// page is `POISON | 8 * i`.
-pub const POISON: u64 = 0xdead_4b48_4f50_0000;
+pub(crate) const POISON: u64 = 0xdead_4b48_4f50_0000;
 
 /// Words in a page.
 const PAGE_WORDS: u64 = PAGE_SIZE / 8;
@@ -63,7 +63,7 @@ const PAGE_WORDS: u64 = PAGE_SIZE / 8;
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
 )]
 #[repr(C)]
-pub struct ManifestHeader {
+pub(crate) struct ManifestHeader {
     /// [`MANIFEST_MAGIC`].
     pub magic: U64,
     /// [`MANIFEST_VERSION`].
@@ -94,7 +94,7 @@ pub enum ManifestError {
     BadMagic {
         /// What was found.
         found: u64,
-        /// [`MANIFEST_MAGIC`].
+        /// `MANIFEST_MAGIC`.
         expected: u64,
     },
     /// A version this reader does not know.
@@ -102,7 +102,7 @@ pub enum ManifestError {
     BadVersion {
         /// What was found.
         found: u32,
-        /// [`MANIFEST_VERSION`].
+        /// `MANIFEST_VERSION`.
         expected: u32,
     },
     /// The payload does not match its checksum.
@@ -116,11 +116,8 @@ pub enum ManifestError {
         computed: u64,
     },
     /// The payload does not decode.
-    #[error("manifest payload does not decode: {reason}")]
-    Decode {
-        /// postcard's complaint.
-        reason: String,
-    },
+    #[error("manifest payload does not decode: {0}")]
+    Decode(#[source] postcard::Error),
     /// An entry that is not a block.
     #[error("manifest entry {index}: pfn {pfn:#x} order {order} is not a block")]
     BadBlock {
@@ -183,7 +180,7 @@ impl Hasher {
 }
 
 /// The checksum of a run of words.
-pub fn checksum_words(words: impl IntoIterator<Item = u64>) -> Checksum {
+pub(crate) fn checksum_words(words: impl IntoIterator<Item = u64>) -> Checksum {
     let mut h = Hasher::new();
     words.into_iter().for_each(|w| h.word(w));
     h.finish()
@@ -191,7 +188,7 @@ pub fn checksum_words(words: impl IntoIterator<Item = u64>) -> Checksum {
 
 /// The checksum of bytes: little-endian words, the last one zero-padded,
 /// then the byte length.
-pub fn checksum_bytes(bytes: &[u8]) -> Checksum {
+pub(crate) fn checksum_bytes(bytes: &[u8]) -> Checksum {
     let mut h = Hasher::new();
     for chunk in bytes.chunks(8) {
         let mut w = [0u8; 8];
@@ -211,12 +208,12 @@ const fn splitmix(mut z: u64) -> u64 {
 }
 
 /// Word `index` (0..512) of page `pfn`'s data under `seed`.
-pub const fn pattern_word(pfn: Pfn, seed: u64, index: u64) -> u64 {
+pub(crate) const fn pattern_word(pfn: Pfn, seed: u64, index: u64) -> u64 {
     splitmix(seed ^ (pfn.as_u64() << 9) ^ index)
 }
 
 /// Fills `block` with its pattern and returns the contents' checksum.
-pub fn fill_pattern(mem: &PhysMem, block: Block, seed: u64) -> Result<Checksum, MemError> {
+pub(crate) fn fill_pattern(mem: &PhysMem, block: Block, seed: u64) -> Result<Checksum, MemError> {
     let words = block_words(mem, block)?;
     let mut h = Hasher::new();
     let mut pfn = block.pfn();
@@ -244,7 +241,7 @@ fn block_words(mem: &PhysMem, block: Block) -> Result<&[std::sync::atomic::Atomi
 }
 
 /// The checksum of `block`'s current contents.
-pub fn block_checksum(mem: &PhysMem, block: Block) -> Result<Checksum, MemError> {
+pub(crate) fn block_checksum(mem: &PhysMem, block: Block) -> Result<Checksum, MemError> {
     let words = block_words(mem, block)?;
     Ok(checksum_words(
         words.iter().map(|w| w.load(Ordering::Relaxed)),
@@ -365,9 +362,7 @@ impl Manifest {
                 computed,
             });
         }
-        let wire: Wire = postcard::from_bytes(payload).map_err(|e| ManifestError::Decode {
-            reason: e.to_string(),
-        })?;
+        let wire: Wire = postcard::from_bytes(payload).map_err(ManifestError::Decode)?;
         let entries = wire
             .entries
             .iter()
@@ -466,7 +461,7 @@ fn subtract(a: PhysRange, cut: &[PhysRange]) -> Vec<PhysRange> {
 
 /// Overwrites every populated page of RAM outside `keep` with poison and
 /// returns the number of pages poisoned. `keep` is widened to whole pages.
-pub fn poison(mem: &PhysMem, keep: &[PhysRange]) -> Result<u64, ArenaError> {
+pub(crate) fn poison(mem: &PhysMem, keep: &[PhysRange]) -> Result<u64, ArenaError> {
     let keep: Vec<PhysRange> = keep
         .iter()
         .filter_map(|r| {

@@ -77,23 +77,23 @@ use core::fmt;
 use kho::{PAGE_SIZE, PhysAddr, PhysRange};
 
 /// Number of slots of the static initial arrays (`INIT_MEMBLOCK_REGIONS`).
-pub const INIT_MEMBLOCK_REGIONS: usize = 128;
+pub(crate) const INIT_MEMBLOCK_REGIONS: usize = 128;
 /// Size of `struct memblock_region` on x86-64 with NUMA: base (8), size (8),
 /// flags (4), nid (4).
-pub const MEMBLOCK_REGION_SIZE: u64 = 24;
+pub(crate) const MEMBLOCK_REGION_SIZE: u64 = 24;
 /// The largest physical address (`PHYS_ADDR_MAX`).
-pub const PHYS_ADDR_MAX: u64 = u64::MAX;
+pub(crate) const PHYS_ADDR_MAX: u64 = u64::MAX;
 /// `MEMBLOCK_ALLOC_ANYWHERE`: no allocation limit.
-pub const MEMBLOCK_ALLOC_ANYWHERE: PhysAddr = PhysAddr::new(PHYS_ADDR_MAX);
+pub(crate) const MEMBLOCK_ALLOC_ANYWHERE: PhysAddr = PhysAddr::new(PHYS_ADDR_MAX);
 /// `MEMBLOCK_ALLOC_ACCESSIBLE`: up to `current_limit`.
-pub const MEMBLOCK_ALLOC_ACCESSIBLE: PhysAddr = PhysAddr::new(0);
+pub(crate) const MEMBLOCK_ALLOC_ACCESSIBLE: PhysAddr = PhysAddr::new(0);
 /// No NUMA node (`NUMA_NO_NODE`).
-pub const NUMA_NO_NODE: i32 = -1;
+pub(crate) const NUMA_NO_NODE: i32 = -1;
 /// `MAX_NUMNODES` on x86-64 (`CONFIG_NODES_SHIFT=6`): the node of regions
 /// added or reserved before NUMA init.
-pub const MAX_NUMNODES: i32 = 64;
+pub(crate) const MAX_NUMNODES: i32 = 64;
 /// `SMP_CACHE_BYTES`: the alignment used when a caller passes 0.
-pub const SMP_CACHE_BYTES: u64 = 64;
+pub(crate) const SMP_CACHE_BYTES: u64 = 64;
 
 /// Flags of a memblock region (`enum memblock_flags`), a small bit set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -436,7 +436,7 @@ fn range(start: u64, end: u64) -> PhysRange {
 
 impl Memblock {
     /// The static initial state: empty arrays of
-    /// [`INIT_MEMBLOCK_REGIONS`] slots, top-down, no limit, resizing not yet
+    /// `INIT_MEMBLOCK_REGIONS` slots, top-down, no limit, resizing not yet
     /// allowed.
     pub fn new() -> Self {
         Self {

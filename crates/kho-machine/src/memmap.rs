@@ -57,89 +57,76 @@ use crate::arena::PhysMem;
 use crate::memblock::{MEMBLOCK_ALLOC_ACCESSIBLE, Memblock, MemblockError, MemblockFlags};
 
 /// Bytes of a `struct page`.
-pub const STRUCT_PAGE_SIZE: u64 = 64;
+pub(crate) const STRUCT_PAGE_SIZE: u64 = 64;
 /// Words of a `struct page`.
-pub const STRUCT_PAGE_WORDS: usize = 8;
+pub(crate) const STRUCT_PAGE_WORDS: usize = 8;
 const _: () = assert!(STRUCT_PAGE_SIZE == 8 * STRUCT_PAGE_WORDS as u64);
 
 /// log2 of a section's size in bytes (x86-64).
-pub const SECTION_SIZE_BITS: u32 = 27;
+pub(crate) const SECTION_SIZE_BITS: u32 = 27;
 /// log2 of the pages per section.
-pub const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
+pub(crate) const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
 /// Pages per section.
-pub const PAGES_PER_SECTION: u64 = 1 << PFN_SECTION_SHIFT;
+pub(crate) const PAGES_PER_SECTION: u64 = 1 << PFN_SECTION_SHIFT;
 /// Bytes of struct pages per section (2 MiB, one PMD).
-pub const SECTION_MAP_SIZE: u64 = PAGES_PER_SECTION * STRUCT_PAGE_SIZE;
+pub(crate) const SECTION_MAP_SIZE: u64 = PAGES_PER_SECTION * STRUCT_PAGE_SIZE;
 /// `PMD_SIZE`: the alignment of the memmap allocation.
-pub const PMD_SIZE: u64 = 1 << 21;
+pub(crate) const PMD_SIZE: u64 = 1 << 21;
 /// `__pa(MAX_DMA_ADDRESS)`: the memmap is allocated above it.
-pub const MAX_DMA_ADDRESS: u64 = 16 << 20;
+pub(crate) const MAX_DMA_ADDRESS: u64 = 16 << 20;
 
 /// x86-64 `VMEMMAP_START` (4-level paging, no KASLR).
-pub const VMEMMAP_START: u64 = 0xffff_ea00_0000_0000;
+pub(crate) const VMEMMAP_START: u64 = 0xffff_ea00_0000_0000;
 /// Offset of `lru` in `struct page`.
-pub const LRU_OFFSET: u64 = 8;
+pub(crate) const LRU_OFFSET: u64 = 8;
 /// `POISON_POINTER_DELTA` on x86-64.
-pub const POISON_POINTER_DELTA: u64 = 0xdead_0000_0000_0000;
+pub(crate) const POISON_POINTER_DELTA: u64 = 0xdead_0000_0000_0000;
 /// `LIST_POISON1`: `lru.next` of a deleted list entry.
-pub const LIST_POISON1: u64 = POISON_POINTER_DELTA + 0x100;
+pub(crate) const LIST_POISON1: u64 = POISON_POINTER_DELTA + 0x100;
 /// `LIST_POISON2`: `lru.prev` of a deleted list entry.
-pub const LIST_POISON2: u64 = POISON_POINTER_DELTA + 0x122;
+pub(crate) const LIST_POISON2: u64 = POISON_POINTER_DELTA + 0x122;
 /// `TAIL_MAPPING`: `mapping` of tail pages (from page 2 on).
-pub const TAIL_MAPPING: u64 = POISON_POINTER_DELTA + 0x400;
+pub(crate) const TAIL_MAPPING: u64 = POISON_POINTER_DELTA + 0x400;
 
-/// Page flag bits (`enum pageflags`, include/linux/page-flags.h).
-pub mod pg {
-    /// Page is locked.
-    pub const LOCKED: u32 = 0;
-    /// Referenced.
-    pub const REFERENCED: u32 = 2;
-    /// Up to date.
-    pub const UPTODATE: u32 = 3;
-    /// Dirty.
-    pub const DIRTY: u32 = 4;
-    /// On an LRU list.
-    pub const LRU: u32 = 5;
+/// The page flag bits used here (`enum pageflags`,
+/// include/linux/page-flags.h).
+pub(crate) mod pg {
     /// Head of a compound page (must be bit 6).
-    pub const HEAD: u32 = 6;
+    pub(crate) const HEAD: u32 = 6;
     /// Reserved: never handed to the buddy allocator.
-    pub const RESERVED: u32 = 13;
-    /// Has private data.
-    pub const PRIVATE: u32 = 14;
+    pub(crate) const RESERVED: u32 = 13;
 }
 
-/// `page_type` values (top byte of the `_mapcount` word).
-pub mod pgty {
+/// The `page_type` value used here (top byte of the `_mapcount` word).
+pub(crate) mod pgty {
     /// A free page in the buddy allocator.
-    pub const BUDDY: u32 = 0xf0;
-    /// A hugetlb folio.
-    pub const HUGETLB: u32 = 0xf4;
+    pub(crate) const BUDDY: u32 = 0xf0;
 }
 
 /// `ZONE_NORMAL` (the machine has a single zone, see [`crate::buddy`]).
-pub const ZONE_NORMAL: u64 = 2;
+pub(crate) const ZONE_NORMAL: u64 = 2;
 /// Width of the zone field in `flags`.
-pub const ZONES_WIDTH: u32 = 2;
+pub(crate) const ZONES_WIDTH: u32 = 2;
 /// Width of the node field in `flags` (`NODES_SHIFT`).
-pub const NODES_WIDTH: u32 = 6;
+pub(crate) const NODES_WIDTH: u32 = 6;
 /// Shift of the zone field in `flags`.
-pub const ZONES_PGSHIFT: u32 = 64 - ZONES_WIDTH;
+pub(crate) const ZONES_PGSHIFT: u32 = 64 - ZONES_WIDTH;
 /// Shift of the node field in `flags`.
-pub const NODES_PGSHIFT: u32 = ZONES_PGSHIFT - NODES_WIDTH;
+pub(crate) const NODES_PGSHIFT: u32 = ZONES_PGSHIFT - NODES_WIDTH;
 
 /// `flags` of a freshly initialised page: `set_page_links(page, zone, nid)`.
-pub const fn page_links(zone: u64, nid: u64) -> u64 {
+pub(crate) const fn page_links(zone: u64, nid: u64) -> u64 {
     (zone << ZONES_PGSHIFT) | (nid << NODES_PGSHIFT)
 }
 
 /// The virtual address of `pfn`'s struct page (`pfn_to_page` under vmemmap).
-pub const fn pfn_to_vmemmap(pfn: Pfn) -> u64 {
+pub(crate) const fn pfn_to_vmemmap(pfn: Pfn) -> u64 {
     VMEMMAP_START.wrapping_add(pfn.as_u64().wrapping_mul(STRUCT_PAGE_SIZE))
 }
 
 /// The frame whose struct page (or a field of it) is at virtual address
 /// `addr`; `None` for an address outside the vmemmap.
-pub fn vmemmap_to_pfn(addr: u64) -> Option<Pfn> {
+pub(crate) fn vmemmap_to_pfn(addr: u64) -> Option<Pfn> {
     let off = addr.checked_sub(VMEMMAP_START)?;
     Pfn::new(off / STRUCT_PAGE_SIZE).filter(|_| off < (1 << 46))
 }
@@ -218,7 +205,7 @@ impl<'a> StructPage<'a> {
         self.st(W_FLAGS, v)
     }
 
-    /// Tests flag bit `bit` (a [`pg`] constant).
+    /// Tests flag bit `bit` (a `pg` constant).
     pub fn test_flag(&self, bit: u32) -> bool {
         self.flags() & (1 << bit) != 0
     }
@@ -666,7 +653,7 @@ impl<'m> MemMap<'m> {
 /// reserved regions flagged [`MemblockFlags::RSRV_NOINIT`] (see the table in
 /// the module doc). Run after every reservation is known and before
 /// [`crate::buddy::memblock_free_all`].
-pub fn memmap_init(
+pub(crate) fn memmap_init(
     memblock: &Memblock,
     memmap: &MemMap<'_>,
 ) -> Result<MemmapInitStats, MemmapError> {
@@ -681,7 +668,7 @@ pub fn memmap_init(
 /// `skip` must be sorted by start and disjoint (the coalesced preserved
 /// ranges are). The cost is one cursor over `skip`: O(ranges), on top of
 /// Linux's loop.
-pub fn memmap_init_skip(
+pub(crate) fn memmap_init_skip(
     memblock: &Memblock,
     memmap: &MemMap<'_>,
     skip: &[PhysRange],

@@ -17,7 +17,7 @@ use crate::PhysMem;
 const WORD: usize = 8;
 
 /// Reads `len` bytes at `phys` (8-byte aligned).
-pub fn read_bytes(mem: &PhysMem, phys: PhysAddr, len: usize) -> Result<Vec<u8>, MemError> {
+pub(crate) fn read_bytes(mem: &PhysMem, phys: PhysAddr, len: usize) -> Result<Vec<u8>, MemError> {
     let words = mem.words(phys, len.div_ceil(WORD))?;
     let mut out = Vec::with_capacity(words.len().saturating_mul(WORD));
     for w in words {
@@ -29,7 +29,7 @@ pub fn read_bytes(mem: &PhysMem, phys: PhysAddr, len: usize) -> Result<Vec<u8>, 
 
 /// Writes `bytes` at `phys` (8-byte aligned). A trailing partial word keeps
 /// the bytes that follow `bytes` in memory.
-pub fn write_bytes(mem: &PhysMem, phys: PhysAddr, bytes: &[u8]) -> Result<(), MemError> {
+pub(crate) fn write_bytes(mem: &PhysMem, phys: PhysAddr, bytes: &[u8]) -> Result<(), MemError> {
     let words = mem.words(phys, bytes.len().div_ceil(WORD))?;
     for (w, chunk) in words.iter().zip(bytes.chunks(WORD)) {
         let mut le = w.load(Ordering::Relaxed).to_le_bytes();

@@ -59,13 +59,13 @@ use crate::memblock::{Memblock, MemblockFlags, NUMA_NO_NODE};
 const MIB: u64 = 1 << 20;
 
 /// `CMA_MIN_ALIGNMENT_BYTES` on x86-64: one pageblock (order 9), 2 MiB.
-pub const CMA_MIN_ALIGNMENT_BYTES: u64 = 2 * MIB;
+pub(crate) const CMA_MIN_ALIGNMENT_BYTES: u64 = 2 * MIB;
 /// The end (exclusive) of low memory for the lowmem area: 4 GiB.
-pub const ARCH_LOW_ADDRESS_LIMIT: PhysAddr = PhysAddr::new(1 << 32);
+pub(crate) const ARCH_LOW_ADDRESS_LIMIT: PhysAddr = PhysAddr::new(1 << 32);
 /// `scratch_scale`'s default: 200 percent.
-pub const DEFAULT_SCRATCH_SCALE: u32 = 200;
+pub(crate) const DEFAULT_SCRATCH_SCALE: u32 = 200;
 /// The smallest scale-derived area (ours; see the module doc).
-pub const SCRATCH_MIN_SIZE: u64 = CMA_MIN_ALIGNMENT_BYTES;
+pub(crate) const SCRATCH_MIN_SIZE: u64 = CMA_MIN_ALIGNMENT_BYTES;
 
 /// Errors of scratch sizing and reservation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,6 +197,20 @@ impl FromStr for ScratchSizing {
     }
 }
 
+impl std::fmt::Display for ScratchSizing {
+    /// The `kho_scratch=` value [`ScratchSizing::from_str`] reads back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Scale(pct) => write!(f, "{pct}%"),
+            Self::Explicit {
+                lowmem,
+                global,
+                pernode,
+            } => write!(f, "{lowmem},{global},{pernode}"),
+        }
+    }
+}
+
 /// The inputs of the scale sizing: `memblock_reserved_kern_size` figures.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KernReserved {
@@ -289,7 +303,7 @@ impl ScratchSizing {
 
 /// What scratch reservation needs from memblock (implemented by the old
 /// kernel's memblock; by closures-backed fakes in tests).
-pub trait ScratchAlloc {
+pub(crate) trait ScratchAlloc {
     /// Allocates `size` bytes aligned to `align` wholly below `below`, on
     /// node `nid` exactly if given (`memblock_phys_alloc_range` /
     /// `memblock_alloc_range_nid`), and reserves them. `None` if impossible.
@@ -327,7 +341,7 @@ impl ScratchAlloc for Memblock {
 }
 
 /// The scratch areas, in array order `[lowmem, global, node 0, ...]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScratchAreas {
     areas: Vec<PhysRange>,
 }
@@ -382,7 +396,7 @@ impl ScratchAreas {
 
 /// `kho_reserve_scratch()`: sizes and allocates the areas; on failure frees
 /// what it took and reports which area failed.
-pub fn kho_reserve_scratch(
+pub(crate) fn kho_reserve_scratch(
     sizing: &ScratchSizing,
     kern: &KernReserved,
     alloc: &mut impl ScratchAlloc,

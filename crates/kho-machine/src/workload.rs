@@ -13,10 +13,12 @@
 //! | replay      | a given list of blocks (a captured trace, or the `dense` / `fragmented` patterns), placed in free memory by [`place_blocks`] and reserved in memblock at boot |
 //! | scenario    | the sizes of all of the above ([`Scenario`]); [`WorkloadKind`] names the presets |
 //!
-//! Every workload folio gets real data ([`fill_pattern`]: every word
-//! derived from the seed and the frame, checksummed) and is preserved in the
-//! KHO radix tree through a [`Cursor`] (Linux's `kho_preserve_folio`), after
-//! [`ScratchAreas::check_preserve`]. The result is the manifest's entries.
+//! Every workload folio gets real data ([`crate::manifest::fill_pattern`]:
+//! every word derived from the seed and the frame, checksummed) and is
+//! preserved by [`crate::Preserver`] (`crate::preserve`): in the KHO radix
+//! tree through a [`kho::Cursor`] (Linux's `kho_preserve_folio`), after
+//! [`crate::ScratchAreas::check_preserve`]. The result is the manifest's
+//! entries.
 //!
 //! Where the memory comes from, as in Linux:
 //!
@@ -28,48 +30,42 @@
 //! | replay (trace, dense, fragmented) | memblock, `memblock_reserve` of the placed blocks ([`replay_reserve`]) | after scratch, before `memblock_free_all` |
 //!
 //! Scratch is reserved in memblock before the buddy takes over, so nothing
-//! here can land in it; [`Preserver`] checks it for every block anyway.
+//! here can land in it; the preserver checks it for every block anyway.
 //!
 //! Everything is deterministic by seed: the same machine, scenario and seed
 //! give the same blocks, the same data and the same manifest.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use kho::{
-    AtomicPage, Block, Cursor, MemError, Order, PAGE_SIZE, PageAlloc, PageMap, Pfn, PhysAddr,
-    PhysRange,
-};
+use kho::{Block, MemError, Order, PAGE_SIZE, PageAlloc, PageMap, Pfn, PhysAddr, PhysRange};
 
-use crate::arena::PhysMem;
 use crate::buddy::{
     Buddy, BuddyError, GIGANTIC_ORDER, alloc_bootmem_huge_page, prep_bootmem_huge_folio,
 };
-use crate::manifest::{Checksum, ManifestEntry, fill_pattern};
-use crate::memblock::Memblock;
+use crate::memblock::{Memblock, MemblockError};
 use crate::memmap::{MemMap, MemmapError};
-use crate::scratch::{ScratchAreas, ScratchError};
+use crate::preserve::{PreserveError, Preserver};
+use crate::scratch::ScratchError;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
 /// The machine size the default scenario is written for; smaller machines
 /// get it scaled down in proportion, larger ones get it unchanged.
-pub const REFERENCE_MACHINE: u64 = 16 * GIB;
+pub(crate) const REFERENCE_MACHINE: u64 = 16 * GIB;
 
 /// The order of a THP-backed guest's folios (2 MiB).
-pub const THP_ORDER: Order = Order::new(9);
+pub(crate) const THP_ORDER: Order = Order::new(9);
 
 /// The smallest and largest mTHP order of the checkpoint (16 KiB, 64 KiB).
-pub const MTHP_ORDERS: (u8, u8) = (2, 4);
+pub(crate) const MTHP_ORDERS: (u8, u8) = (2, 4);
 
 /// Metadata pages per guest.
-pub const VM_META_PAGES: u64 = 4;
+pub(crate) const VM_META_PAGES: u64 = 4;
 
 /// The value written into the first word of each aging (churn) page: data
 /// the old kernel wrote but does not preserve, which poison must overwrite.
-pub const CHURN_MARK: u64 = 0x6368_7572_6e00_0000;
+pub(crate) const CHURN_MARK: u64 = 0x6368_7572_6e00_0000;
 
 /// The checkpoint's random stream ("memfd").
 const MEMFD_STREAM: u64 = u64::from_le_bytes(*b"memfd\0\0\0");
@@ -91,14 +87,9 @@ pub enum WorkloadError {
     /// Simulated memory refused an access.
     #[error("memory: {0}")]
     Mem(#[from] MemError),
-    /// The radix tree refused a block.
-    #[error("preserving {block:?}: {source}")]
-    Radix {
-        /// The block.
-        block: Block,
-        /// The tree's error.
-        source: kho::RadixError,
-    },
+    /// A folio could not be preserved.
+    #[error(transparent)]
+    Preserve(#[from] PreserveError),
     /// A block would have been preserved inside scratch.
     #[error(transparent)]
     Scratch(#[from] ScratchError),
@@ -117,11 +108,8 @@ pub enum WorkloadError {
         free: u64,
     },
     /// memblock refused the replayed blocks.
-    #[error("reserving the replayed blocks: {reason}")]
-    Reserve {
-        /// memblock's error.
-        reason: String,
-    },
+    #[error("reserving the replayed blocks: {0}")]
+    Reserve(#[source] MemblockError),
     /// A frame that does not form a block of its order.
     #[error("pfn {pfn} is not a block of order {order}")]
     NotABlock {
@@ -142,19 +130,19 @@ fn block(pfn: Pfn, order: Order) -> Result<Block, WorkloadError> {
 /// splitmix64: a tiny deterministic generator (the workloads need
 /// reproducibility, not quality).
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator for `seed` and a stream name (so that workloads sharing
     /// a seed do not share their stream).
-    pub fn new(seed: u64, stream: u64) -> Self {
+    pub(crate) fn new(seed: u64, stream: u64) -> Self {
         let mut r = Self(seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         r.next_u64();
         r
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -163,7 +151,7 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`; 0 for `n == 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             return 0;
         }
@@ -172,7 +160,7 @@ impl Rng {
     }
 
     /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }
@@ -196,7 +184,7 @@ pub struct Scenario {
     pub forget_pages: u64,
     /// Blocks replayed as they are laid out (a captured trace, the `dense`
     /// and `fragmented` patterns): placed in free memory by
-    /// [`place_blocks`], reserved in memblock at boot, filled and
+    /// `place_blocks`, reserved in memblock at boot, filled and
     /// preserved. Sorted, no two overlapping.
     pub replay: Vec<Block>,
 }
@@ -237,8 +225,8 @@ impl Scenario {
     /// | `default`    | [`Scenario::for_machine`]: the VM guests and the checkpoint        |
     /// | `vm`         | the VM guests alone (1 GiB and 2 MiB folios, metadata pages)       |
     /// | `memfd`      | the checkpoint alone                                              |
-    /// | `dense`      | `ram / 16` of contiguous order-0 pages ([`dense_blocks`])          |
-    /// | `fragmented` | every other page of `ram / 16` ([`fragmented_blocks`])             |
+    /// | `dense`      | `ram / 16` of contiguous order-0 pages (`dense_blocks`)          |
+    /// | `fragmented` | every other page of `ram / 16` (`fragmented_blocks`)             |
     /// | `mixed`      | the VM guests, the checkpoint, and half of `dense` and `fragmented` |
     pub fn preset(kind: WorkloadKind, ram_bytes: u64) -> Self {
         let base = Self::for_machine(ram_bytes);
@@ -351,21 +339,24 @@ impl std::fmt::Display for WorkloadKind {
     }
 }
 
+/// A name that is none of [`WorkloadKind::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown workload {0:?} (default, vm, memfd, dense, fragmented, mixed)")]
+pub struct UnknownWorkload(pub String);
+
 impl std::str::FromStr for WorkloadKind {
-    type Err = String;
+    type Err = UnknownWorkload;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown workload {s:?} (default, vm, memfd, dense, fragmented, mixed)")
-            })
+            .ok_or_else(|| UnknownWorkload(s.to_owned()))
     }
 }
 
 /// `dense`: `pages` contiguous order-0 pages from `start`.
-pub fn dense_blocks(start: Pfn, pages: u64) -> Vec<Block> {
+pub(crate) fn dense_blocks(start: Pfn, pages: u64) -> Vec<Block> {
     (0..pages)
         .filter_map(|i| start.checked_add(i))
         .filter_map(|p| Block::from_pfn(p, Order::ZERO).ok())
@@ -375,7 +366,7 @@ pub fn dense_blocks(start: Pfn, pages: u64) -> Vec<Block> {
 /// `fragmented`: every other page of a span of `span_pages` from `start`
 /// (`span_pages / 2` order-0 blocks, none adjacent): as many ranges as
 /// blocks, the worst case for range-based trackers.
-pub fn fragmented_blocks(start: Pfn, span_pages: u64) -> Vec<Block> {
+pub(crate) fn fragmented_blocks(start: Pfn, span_pages: u64) -> Vec<Block> {
     (0..span_pages / 2)
         .filter_map(|i| start.checked_add(2 * i))
         .filter_map(|p| Block::from_pfn(p, Order::ZERO).ok())
@@ -406,7 +397,10 @@ pub fn fragmented_blocks(start: Pfn, span_pages: u64) -> Vec<Block> {
 ///    [`WorkloadError::TraceDoesNotFit`].
 ///
 /// Cost: O(blocks + free ranges).
-pub fn place_blocks(blocks: &[Block], free: &[PhysRange]) -> Result<Vec<Block>, WorkloadError> {
+pub(crate) fn place_blocks(
+    blocks: &[Block],
+    free: &[PhysRange],
+) -> Result<Vec<Block>, WorkloadError> {
     let fits_as_is = blocks.iter().all(|b| {
         b.range()
             .is_some_and(|r| free.iter().any(|f| f.contains_range(r)))
@@ -478,7 +472,7 @@ pub fn place_blocks(blocks: &[Block], free: &[PhysRange]) -> Result<Vec<Block>, 
 /// two runs together: the preserved memory has exactly the trace's
 /// coalesced ranges. The placed blocks, to be filled and preserved once
 /// the buddy is live ([`replay`]).
-pub fn replay_reserve(
+pub(crate) fn replay_reserve(
     memblock: &mut Memblock,
     scenario: &Scenario,
 ) -> Result<Vec<Block>, WorkloadError> {
@@ -502,9 +496,7 @@ pub fn replay_reserve(
     let ranges = intersect(&guarded, &free);
     memblock
         .memblock_reserve_sorted(ranges, crate::memblock::MemblockFlags::NONE)
-        .map_err(|e| WorkloadError::Reserve {
-            reason: e.to_string(),
-        })?;
+        .map_err(WorkloadError::Reserve)?;
     Ok(placed)
 }
 
@@ -530,223 +522,11 @@ fn intersect(a: &[PhysRange], b: &[PhysRange]) -> Vec<PhysRange> {
 }
 
 /// The replayed blocks ([`replay_reserve`]) filled and preserved.
-pub fn replay<M: PageAlloc + PageMap>(
+pub(crate) fn replay<M: PageAlloc + PageMap>(
     placed: &[Block],
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<(), WorkloadError> {
-    p.folios(placed)
-}
-
-// ---------------------------------------------------------------------------
-// The radix tree's memory
-
-/// The [`PageAlloc`] handed to the old kernel's [`kho::RadixTree`]: the
-/// buddy allocator, with every page it hands out (and takes back) recorded,
-/// so that the poison keep-list names the tree's pages exactly.
-pub struct TreeAlloc<'b, 'm> {
-    buddy: &'b Buddy<'m>,
-    pages: Mutex<BTreeSet<PhysAddr>>,
-}
-
-impl std::fmt::Debug for TreeAlloc<'_, '_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TreeAlloc")
-            .field("pages", &self.pages().len())
-            .finish()
-    }
-}
-
-impl<'b, 'm> TreeAlloc<'b, 'm> {
-    /// Nothing allocated yet.
-    pub fn new(buddy: &'b Buddy<'m>) -> Self {
-        Self {
-            buddy,
-            pages: Mutex::new(BTreeSet::new()),
-        }
-    }
-
-    /// The pages the tree holds now, ascending.
-    pub fn pages(&self) -> Vec<PhysAddr> {
-        self.pages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
-    }
-}
-
-impl PageAlloc for TreeAlloc<'_, '_> {
-    fn alloc_zeroed_page(&self) -> Result<PhysAddr, MemError> {
-        let phys = self.buddy.alloc_zeroed_page()?;
-        self.pages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(phys);
-        Ok(phys)
-    }
-
-    fn free_page(&self, phys: PhysAddr) {
-        self.pages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&phys);
-        self.buddy.free_page(phys);
-    }
-}
-
-impl PageMap for TreeAlloc<'_, '_> {
-    fn page(&self, phys: PhysAddr) -> Result<&AtomicPage, MemError> {
-        self.buddy.memmap().mem().page_at(phys)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Preserving
-
-/// Fills, checks and preserves the workload's folios, and records them
-/// (`kho_preserve_folio` plus the manifest).
-pub struct Preserver<'c, 't, M: PageAlloc + PageMap> {
-    mem: &'c PhysMem,
-    cursor: Cursor<'t, M>,
-    scratch: &'c ScratchAreas,
-    seed: u64,
-    entries: Vec<ManifestEntry>,
-    preserved: Vec<Block>,
-}
-
-impl<M: PageAlloc + PageMap> std::fmt::Debug for Preserver<'_, '_, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Preserver")
-            .field("entries", &self.entries.len())
-            .field("preserved", &self.preserved.len())
-            .finish()
-    }
-}
-
-impl<'c, 't, M: PageAlloc + PageMap> Preserver<'c, 't, M> {
-    /// Preserves into `cursor`'s tree data under `seed`, refusing scratch.
-    pub fn new(
-        mem: &'c PhysMem,
-        cursor: Cursor<'t, M>,
-        scratch: &'c ScratchAreas,
-        seed: u64,
-    ) -> Self {
-        Self {
-            mem,
-            cursor,
-            scratch,
-            seed,
-            entries: Vec::new(),
-            preserved: Vec::new(),
-        }
-    }
-
-    /// Writes `block`'s data, preserves it and lists it.
-    pub fn folio(&mut self, block: Block) -> Result<(), WorkloadError> {
-        let range = block
-            .range()
-            .ok_or(MemError::NotMapped { phys: block.phys() })?;
-        self.scratch.check_preserve(range)?;
-        let checksum = fill_pattern(self.mem, block, self.seed)?;
-        self.cursor
-            .preserve(block)
-            .map_err(|source| WorkloadError::Radix { block, source })?;
-        self.entries.push(ManifestEntry { block, checksum });
-        self.preserved.push(block);
-        Ok(())
-    }
-
-    /// [`Preserver::folio`] for many blocks: the data is written on every
-    /// core ([`fill_parallel`]), then the blocks are preserved and listed in
-    /// order.
-    pub fn folios(&mut self, blocks: &[Block]) -> Result<(), WorkloadError> {
-        for b in blocks {
-            let range = b.range().ok_or(MemError::NotMapped { phys: b.phys() })?;
-            self.scratch.check_preserve(range)?;
-        }
-        let sums = fill_parallel(self.mem, blocks, self.seed)?;
-        for (&block, checksum) in blocks.iter().zip(sums) {
-            self.cursor
-                .preserve(block)
-                .map_err(|source| WorkloadError::Radix { block, source })?;
-            self.entries.push(ManifestEntry { block, checksum });
-            self.preserved.push(block);
-        }
-        Ok(())
-    }
-
-    /// Writes `block`'s data and lists it, but does not preserve it.
-    pub fn forget(&mut self, block: Block) -> Result<(), WorkloadError> {
-        let checksum = fill_pattern(self.mem, block, self.seed)?;
-        self.entries.push(ManifestEntry { block, checksum });
-        Ok(())
-    }
-
-    /// The manifest entries, in the order the blocks were written.
-    pub fn entries(&self) -> &[ManifestEntry] {
-        &self.entries
-    }
-
-    /// The blocks actually preserved.
-    pub fn preserved(&self) -> &[Block] {
-        &self.preserved
-    }
-
-    /// The entries and the preserved blocks.
-    pub fn finish(self) -> (Vec<ManifestEntry>, Vec<Block>) {
-        (self.entries, self.preserved)
-    }
-}
-
-/// [`fill_pattern`] over `blocks` on every available core (each thread
-/// takes the next unfilled block); the checksums in `blocks`' order. The
-/// data does not depend on which thread wrote it.
-pub fn fill_parallel(
-    mem: &PhysMem,
-    blocks: &[Block],
-    seed: u64,
-) -> Result<Vec<Checksum>, MemError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(blocks.len());
-    if threads <= 1 {
-        return blocks.iter().map(|&b| fill_pattern(mem, b, seed)).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let parts: Vec<Result<Vec<(usize, Checksum)>, MemError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&b) = blocks.get(i) else {
-                            return Ok(out);
-                        };
-                        out.push((i, fill_pattern(mem, b, seed)?));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(MemError::OutOfMemory)))
-            .collect()
-    });
-    let mut sums = vec![None; blocks.len()];
-    for part in parts {
-        for (i, c) in part? {
-            if let Some(slot) = sums.get_mut(i) {
-                *slot = Some(c);
-            }
-        }
-    }
-    sums.into_iter()
-        .zip(blocks)
-        .map(|(c, b)| c.ok_or(MemError::NotMapped { phys: b.phys() }))
-        .collect()
+    Ok(p.folios(placed)?)
 }
 
 // ---------------------------------------------------------------------------
@@ -754,7 +534,10 @@ pub fn fill_parallel(
 
 /// Boot time, before `memblock_free_all`: guest 0's 1 GiB folios from
 /// memblock (hugetlb's `alloc_bootmem_huge_page`).
-pub fn vm_boot_alloc(memblock: &mut Memblock, folios: u64) -> Result<Vec<Pfn>, WorkloadError> {
+pub(crate) fn vm_boot_alloc(
+    memblock: &mut Memblock,
+    folios: u64,
+) -> Result<Vec<Pfn>, WorkloadError> {
     (0..folios)
         .map(|_| {
             alloc_bootmem_huge_page(memblock, GIGANTIC_ORDER).map_err(|source| {
@@ -769,7 +552,7 @@ pub fn vm_boot_alloc(memblock: &mut Memblock, folios: u64) -> Result<Vec<Pfn>, W
 
 /// Boot time, after `memmap_init`: the 1 GiB folios become folios
 /// (`gather_bootmem_prealloc`).
-pub fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadError> {
+pub(crate) fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadError> {
     for &head in folios {
         prep_bootmem_huge_folio(memmap, head, GIGANTIC_ORDER)?;
     }
@@ -778,7 +561,7 @@ pub fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadE
 
 /// What the VM workload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VmStats {
+pub(crate) struct VmStats {
     /// Folios preserved (RAM and metadata).
     pub folios: u64,
     /// Their bytes.
@@ -795,7 +578,7 @@ fn alloc(buddy: &Buddy<'_>, order: Order, what: &'static str) -> Result<Pfn, Wor
 /// guest 1's is `vm_2m_folios` THP folios from the buddy; each guest also
 /// has [`VM_META_PAGES`] order-0 pages. Everything is filled and preserved.
 /// No guest RAM at all (a scenario without VMs): nothing, not even metadata.
-pub fn vm<M: PageAlloc + PageMap>(
+pub(crate) fn vm<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     gigantic: &[Pfn],
     scenario: &Scenario,
@@ -839,7 +622,7 @@ pub fn vm<M: PageAlloc + PageMap>(
 
 /// What the checkpoint workload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemfdStats {
+pub(crate) struct MemfdStats {
     /// Folios preserved, per order 0..=4.
     pub folios: [u64; 5],
     /// Their bytes.
@@ -921,7 +704,7 @@ impl Churn<'_, '_> {
 /// step after about every fourth folio), then the churn released. Every
 /// checkpoint folio is filled and preserved. An empty checkpoint does
 /// nothing (no aging either).
-pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
+pub(crate) fn memfd_checkpoint<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     scenario: &Scenario,
     seed: u64,
@@ -982,7 +765,7 @@ pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
 }
 
 /// Fault injection: `n` order-0 pages written and listed but not preserved.
-pub fn forget_pages<M: PageAlloc + PageMap>(
+pub(crate) fn forget_pages<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     n: u64,
     p: &mut Preserver<'_, '_, M>,

@@ -12,12 +12,10 @@
 
 use std::sync::Mutex;
 
-use kho::{
-    Block, NodeBudget, NodeSet, PAGE_SIZE, PageAlloc, PageMap, PhysAddr, PhysRange, RadixReader,
-    RadixTree, RamMap,
-};
+use kho::{Block, PageAlloc, PageMap, PhysAddr, RadixTree, RamMap};
+use kho_machine::{KhoMemoryInitStats, RadixMap, ReservationSink, Strategy};
 
-use super::{Handover, Metadata, Reserve, RestoreStats, Scheme, SchemeError, SchemeKind};
+use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind};
 
 /// Every page a tree holds: its tree pages are recorded by the allocator
 /// wrapper.
@@ -160,60 +158,30 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for KhoScheme<'_, M> {
     }
 }
 
-fn open<'m, 'r, M: PageMap + ?Sized>(
-    mem: &'m M,
-    ram: RamMap<'r>,
-    root: PhysAddr,
-) -> Result<RadixReader<'m, 'r, M, NodeSet>, SchemeError> {
-    Ok(RadixReader::open(
-        mem,
-        ram,
-        root,
-        NodeSet::new(),
-        NodeBudget::for_ram(&ram),
-    )?)
-}
-
 /// Mainline's `kho_preserved_memory_reserve`: per block, as walked, the
 /// walk under the tree's mutex (uncontended this early in boot).
-pub(super) fn restore_per_block<M: PageMap + ?Sized>(
+pub(super) fn restore_mainline<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
     mem: &M,
     ram: RamMap<'_>,
     root: PhysAddr,
-    target: &mut dyn Reserve,
-) -> Result<RestoreStats, SchemeError> {
+    sink: &mut S,
+) -> Result<KhoMemoryInitStats, SchemeError> {
     static TREE_LOCK: Mutex<()> = Mutex::new(());
     let _guard = TREE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut st = RestoreStats::default();
-    for b in open(mem, ram, root)?.walk() {
-        super::reserve_block(target, &mut st, b?)?;
-    }
-    Ok(st)
+    super::reserve(Strategy::PerBlock, &mut RadixMap::new(mem, ram, root), sink)
 }
 
-/// Ours, `coalesced`: the tree validated and coalesced first, then one
-/// reservation per range and the heads.
-pub(super) fn restore_coalesced<M: PageMap + ?Sized>(
+/// Ours, `coalesced`: the tree validated and coalesced first, the heads,
+/// then one reservation per range.
+pub(super) fn restore_ours<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
     mem: &M,
     ram: RamMap<'_>,
     root: PhysAddr,
-    target: &mut dyn Reserve,
-) -> Result<RestoreStats, SchemeError> {
-    let mut st = RestoreStats::default();
-    let ranges: Vec<PhysRange> = open(mem, ram, root)?.coalesce().collect::<Result<_, _>>()?;
-    st.peak_bytes = (ranges.capacity() * size_of::<PhysRange>()) as u64;
-    for r in &ranges {
-        target.reserve(*r)?;
-        st.reservations += 1;
-    }
-    let mut walk = open(mem, ram, root)?.walk();
-    while let Some(run) = walk.next_run() {
-        for b in run?.blocks() {
-            target.head(b)?;
-            st.blocks += 1;
-            st.bytes += b.size();
-        }
-    }
-    debug_assert_eq!(st.bytes % PAGE_SIZE, 0);
-    Ok(st)
+    sink: &mut S,
+) -> Result<KhoMemoryInitStats, SchemeError> {
+    super::reserve(
+        Strategy::Coalesced,
+        &mut RadixMap::new(mem, ram, root),
+        sink,
+    )
 }

@@ -50,10 +50,11 @@ use kho::{
     PhysAddr, RamMap, V1Reader,
 };
 
-use super::{
-    Handover, Metadata, Reserve, RestoreStats, Scheme, SchemeError, SchemeKind, reserve_block,
-    slab_pages,
+use kho_machine::{
+    Extent, KhoMemoryInitStats, MapSummary, PreservedMap, ReservationSink, ReserveError, Strategy,
 };
+
+use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind, slab_pages};
 
 /// `XA_CHUNK_SHIFT`.
 pub const XA_CHUNK_SHIFT: u32 = 6;
@@ -402,17 +403,41 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for XarrayScheme<'_, M> {
     }
 }
 
+/// The kho-v1 chunk list from `head`, as a [`PreservedMap`]: every set
+/// bit an extent, in list order.
+struct ChunkList<'a, M: PageMap + ?Sized> {
+    reader: V1Reader<'a, M>,
+    head: PhysAddr,
+}
+
+impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, M> {
+    type Error = SchemeError;
+
+    fn for_each_extent<F>(&mut self, mut f: F) -> Result<MapSummary, SchemeError>
+    where
+        F: FnMut(Extent) -> Result<(), ReserveError>,
+    {
+        let mut summary = MapSummary::default();
+        for b in self.reader.blocks(self.head) {
+            let e = Extent::block(b?);
+            f(e)?;
+            summary.add(e);
+        }
+        Ok(summary)
+    }
+}
+
 /// `kho_mem_deserialize`: one reservation per set bit, as read.
-pub(super) fn restore<M: PageMap + ?Sized>(
+pub(super) fn restore<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
     mem: &M,
     ram: RamMap<'_>,
     head: PhysAddr,
     size: BitmapSize,
-    target: &mut dyn Reserve,
-) -> Result<RestoreStats, SchemeError> {
-    let mut st = RestoreStats::default();
-    for b in V1Reader::new(mem, ram, size).blocks(head) {
-        reserve_block(target, &mut st, b?)?;
-    }
-    Ok(st)
+    sink: &mut S,
+) -> Result<KhoMemoryInitStats, SchemeError> {
+    let mut list = ChunkList {
+        reader: V1Reader::new(mem, ram, size),
+        head,
+    };
+    super::reserve(Strategy::PerBlock, &mut list, sink)
 }

@@ -3,13 +3,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kho::{AtomicPage, KhoFdtBuilder, PageAlloc, PageMap, RadixTree};
+use kho::{
+    AtomicPage, Block, FdtError, KhoFdtBuilder, KhoVersion, MemError, Order, PAGE_SIZE, PageAlloc,
+    PageMap, Pfn, PhysAddr, PhysRange, RadixTree, WalkError,
+};
 
 use super::*;
 use crate::arena::{MemoryLayout, PhysMem};
-use crate::boot::BootConfig;
+use crate::boot::{BootConfig, Machine};
+use crate::kexec::KhoHandover;
 use crate::liveupdate::{MANIFEST_NODE, new_kernel_boot};
 use crate::manifest::{Checksum, Manifest, ManifestEntry, fill_pattern};
+use crate::memblock::MemblockFlags;
 use crate::physio::write_bytes;
 
 use crate::testing::{KIB as K, MIB as M, block, pa, range};
@@ -175,7 +180,7 @@ fn boot<'m>(
 ) {
     let mut m = Machine::new(&h.mem, BootConfig::default());
     m.memblock_init().unwrap();
-    let mut kho = kho_populate(&mut m, &h.handover);
+    let mut kho = kho_populate(&mut m, &h.handover, None);
     m.alloc_memmap().unwrap();
     let st = kho_memory_init(&mut m, &mut kho, strategy);
     let reserved = m.memblock.reserved.regions().to_vec();
@@ -311,13 +316,17 @@ fn restore_errors() {
     ));
     // An order beyond any block, and one the address is not aligned to.
     let page = mm.pfn_to_page(pa(76 * M).pfn()).unwrap();
-    page.set_private(kho_page_info(Order::new(3)) & !0xffff_ffff | 60);
+    KhoPageInfo {
+        order: 60,
+        magic: KHO_PAGE_MAGIC,
+    }
+    .write(&page);
     assert!(matches!(
         kho_restore_folio(buddy, pa(76 * M)),
         Err(KhoError::BadOrder { order: 60, .. })
     ));
     let page = mm.pfn_to_page(pa(76 * M + 64 * K).pfn()).unwrap();
-    page.set_private(kho_page_info(Order::new(5)));
+    KhoPageInfo::new(Order::new(5)).write(&page);
     assert!(matches!(
         kho_restore_folio(buddy, pa(76 * M + 64 * K)),
         Err(KhoError::BadOrder { order: 5, .. })
@@ -407,7 +416,7 @@ fn kho_populate_marks_scratch_and_reserves_the_array() {
     let h = Handover::build(Fault::None);
     let mut m = Machine::new(&h.mem, BootConfig::default());
     m.memblock_init().unwrap();
-    let kho = kho_populate(&mut m, &h.handover);
+    let kho = kho_populate(&mut m, &h.handover, None);
     let k = kho.incoming().unwrap();
     assert_eq!(k.version, KhoVersion::V3);
     assert!(k.subnode(MANIFEST_NODE).is_some());
@@ -436,7 +445,7 @@ fn kho_memory_init_before_alloc_memmap_disables_kho() {
     let h = Handover::build(Fault::None);
     let mut m = Machine::new(&h.mem, BootConfig::default());
     m.memblock_init().unwrap();
-    let mut kho = kho_populate(&mut m, &h.handover);
+    let mut kho = kho_populate(&mut m, &h.handover, None);
     kho_memory_init(&mut m, &mut kho, Strategy::Coalesced);
     assert_eq!(kho.error(), Some(&KhoError::NoMemmap));
     assert!(!m.memblock.kho_scratch_only());
@@ -445,7 +454,7 @@ fn kho_memory_init_before_alloc_memmap_disables_kho() {
 #[test]
 fn missing_or_broken_handover_boots_without_kho() {
     let h = Handover::build(Fault::None);
-    let r = new_kernel_boot(&h.mem, Ok(None), Strategy::Bulk).unwrap();
+    let r = new_kernel_boot(&h.mem, Ok(None), Strategy::Bulk, None).unwrap();
     assert_eq!(
         r.kho_error.as_deref(),
         Some("no KHO hand-over in setup_data")
@@ -458,6 +467,7 @@ fn missing_or_broken_handover_boots_without_kho() {
             max: 64,
         }),
         Strategy::Bulk,
+        None,
     );
     assert!(
         r.unwrap()
@@ -471,7 +481,7 @@ fn missing_or_broken_handover_boots_without_kho() {
 fn new_kernel_boot_verifies_every_byte_for_every_strategy() {
     for s in Strategy::ALL {
         let h = Handover::build(Fault::None);
-        let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), s).unwrap();
+        let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), s, None).unwrap();
         assert_eq!(r.kho_error, None);
         assert_eq!(r.blocks, h.preserved.len() as u64);
         let lost: u64 = h.forgotten.iter().map(|b| b.size()).sum();
@@ -486,13 +496,21 @@ fn new_kernel_boot_verifies_every_byte_for_every_strategy() {
 #[test]
 fn report_json_has_the_ten_keys_and_kho_error_only_when_set() {
     let h = Handover::build(Fault::None);
-    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip, None).unwrap();
     let v: serde_json::Value = serde_json::to_value(&r).unwrap();
     let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys.len(), 10, "{keys:?}");
     let h = Handover::build(Fault::RootOutsideRam);
-    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip, None).unwrap();
     let v: serde_json::Value = serde_json::to_value(&r).unwrap();
     let e = v["kho_error"].as_str().unwrap();
     assert!(e.contains("is not inside RAM"), "{e}");
+}
+
+#[test]
+fn strategy_names_round_trip() {
+    for s in Strategy::ALL {
+        assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+    }
+    assert!("fast".parse::<Strategy>().is_err());
 }

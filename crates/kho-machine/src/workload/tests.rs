@@ -1,9 +1,12 @@
 use kho::{NodeBudget, NodeSet, RadixReader, RadixTree, RamMap};
 
 use super::*;
-use crate::arena::MemoryLayout;
+use crate::arena::{MemoryLayout, PhysMem};
 use crate::boot::Machine;
 use crate::liveupdate::kernel_boot_config;
+use crate::manifest::ManifestEntry;
+use crate::preserve::{Preserver, TreeAlloc};
+use crate::scratch::ScratchAreas;
 use crate::scratch::{KernReserved, ScratchSizing, kho_reserve_scratch};
 use crate::testing::{MIB as M, pfn_block as b, range as r};
 
@@ -281,7 +284,8 @@ fn presets_have_their_shapes() {
 /// verifies.
 #[test]
 fn the_old_kernel_replays_a_remapped_trace() {
-    use crate::liveupdate::{OldKernelConfig, Strategy, old_kernel_boot};
+    use crate::kho::Strategy;
+    use crate::liveupdate::{OldKernelConfig, old_kernel_boot};
     let g = (20u64 << 30) >> 12;
     let mut trace = vec![b(g + 511, 0), b(g + 512, 9), b(g + 1024, 4)];
     trace.extend(fragmented_blocks(Pfn::new(g + 4096).unwrap(), 64));
@@ -312,7 +316,8 @@ fn the_old_kernel_replays_a_remapped_trace() {
 /// holes, so each replayed page stays a range of its own.
 #[test]
 fn guards_keep_other_allocations_out_of_a_replayed_pattern() {
-    use crate::liveupdate::{OldKernelConfig, Strategy, old_kernel_boot};
+    use crate::kho::Strategy;
+    use crate::liveupdate::{OldKernelConfig, old_kernel_boot};
     let trace = fragmented_blocks(Pfn::new(1 << 30).unwrap(), 512);
     let mut cfg = OldKernelConfig::new(128 * M, Strategy::Bulk).unwrap();
     cfg.scenario = Scenario {
