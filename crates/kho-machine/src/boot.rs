@@ -5,12 +5,15 @@
 //! A [`Machine`] boots in four phases, each a public method so that the KHO
 //! boot can insert itself between them and time each one:
 //!
-//! | phase                           | Linux                                              | KHO hook that goes before/after it                      |
-//! |---------------------------------|----------------------------------------------------|---------------------------------------------------------|
-//! | [`Machine::memblock_init`]      | `e820__memblock_setup`, `early_reserve_memory`, `memblock_allow_resize`, NUMA init | after: `kho_populate` (scratch as `KHO_SCRATCH`, scratch-only) |
-//! | [`Machine::alloc_memmap`]       | `sparse_init`                                      | before: `kho_memory_init` may also go here               |
-//! | [`Machine::memmap_init`]        | `memmap_init`, deferred init, `memmap_init_reserved_pages` | before: `kho_memory_init` (reserve preserved, noinit) |
-//! | [`Machine::memblock_free_all`]  | `memblock_free_all`                                | after: restore of the preserved folios                   |
+//! | phase                          | Linux                                   | KHO hook              |
+//! |--------------------------------|-----------------------------------------|-----------------------|
+//! | [`Machine::memblock_init`]     | `e820__memblock_setup`, `early_reserve_memory`, `memblock_allow_resize`, NUMA init | after: `kho_populate` |
+//! | [`Machine::alloc_memmap`]      | `sparse_init`                           | (`kho_memory_init` may also go after it) |
+//! | [`Machine::memmap_init`]       | `memmap_init`, deferred init, `memmap_init_reserved_pages` | before: `kho_memory_init` |
+//! | [`Machine::memblock_free_all`] | `memblock_free_all`                     | after: the folios restored |
+//!
+//! `kho_populate` marks scratch `KHO_SCRATCH` and switches to scratch-only
+//! allocation; `kho_memory_init` reserves the preserved memory, noinit.
 //!
 //! [`Machine::boot`] runs them all. After `memblock_free_all` the buddy
 //! allocator is live ([`Machine::buddy`]).

@@ -493,10 +493,4 @@ pub(crate) fn poison(mem: &PhysMem, keep: &[PhysRange]) -> Result<u64, ArenaErro
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    clippy::as_conversions,
-    clippy::unwrap_used
-)]
 mod tests;

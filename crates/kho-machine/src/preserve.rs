@@ -133,35 +133,40 @@ impl<'c, 't, M: PageAlloc + PageMap> Preserver<'c, 't, M> {
 
     /// Writes `block`'s data, preserves it and lists it.
     pub fn folio(&mut self, block: Block) -> Result<(), PreserveError> {
-        let range = block
-            .range()
-            .ok_or(MemError::NotMapped { phys: block.phys() })?;
-        self.scratch.check_preserve(range)?;
+        self.check(block)?;
         let checksum = fill_pattern(self.mem, block, self.seed)?;
-        self.cursor
-            .preserve(block)
-            .map_err(|source| PreserveError::Radix { block, source })?;
-        self.entries.push(ManifestEntry { block, checksum });
-        self.preserved.push(block);
-        Ok(())
+        self.preserve(block, checksum)
     }
 
     /// [`Preserver::folio`] for many blocks: the data is written on every
     /// core (`fill_parallel`), then the blocks are preserved and listed in
     /// order.
     pub fn folios(&mut self, blocks: &[Block]) -> Result<(), PreserveError> {
-        for b in blocks {
-            let range = b.range().ok_or(MemError::NotMapped { phys: b.phys() })?;
-            self.scratch.check_preserve(range)?;
+        for &b in blocks {
+            self.check(b)?;
         }
         let sums = fill_parallel(self.mem, blocks, self.seed)?;
         for (&block, checksum) in blocks.iter().zip(sums) {
-            self.cursor
-                .preserve(block)
-                .map_err(|source| PreserveError::Radix { block, source })?;
-            self.entries.push(ManifestEntry { block, checksum });
-            self.preserved.push(block);
+            self.preserve(block, checksum)?;
         }
+        Ok(())
+    }
+
+    /// Refuses a block in scratch.
+    fn check(&self, block: Block) -> Result<(), PreserveError> {
+        let range = block
+            .range()
+            .ok_or(MemError::NotMapped { phys: block.phys() })?;
+        Ok(self.scratch.check_preserve(range)?)
+    }
+
+    /// `kho_preserve_folio` of `block`, listed with its `checksum`.
+    fn preserve(&mut self, block: Block, checksum: Checksum) -> Result<(), PreserveError> {
+        self.cursor
+            .preserve(block)
+            .map_err(|source| PreserveError::Radix { block, source })?;
+        self.entries.push(ManifestEntry { block, checksum });
+        self.preserved.push(block);
         Ok(())
     }
 

@@ -2,13 +2,17 @@
 //!
 //! Glossary:
 //!
-//! | name        | meaning                                                             |
-//! |-------------|---------------------------------------------------------------------|
-//! | scratch     | contiguous RAM the old kernel never hands to preserved data; the new kernel's memblock allocates only from it until every preserved block is reserved |
-//! | lowmem      | area 0, below [`ARCH_LOW_ADDRESS_LIMIT`], for allocations that must be low |
-//! | global      | area 1, anywhere, for allocations without a node                    |
-//! | node area   | areas 2.., one per NUMA node with memory (the machine has one)       |
-//! | kern size   | `memblock_reserved_kern_size(limit, nid)`: bytes of `memblock.reserved` regions flagged `MEMBLOCK_RSRV_KERN` (the kernel's own memblock allocations) below `limit` on `nid` |
+//! - **scratch**: contiguous RAM the old kernel never hands to preserved
+//!   data; the new kernel's memblock allocates only from it until every
+//!   preserved block is reserved.
+//! - **lowmem**: area 0, below [`ARCH_LOW_ADDRESS_LIMIT`], for allocations
+//!   that must be low.
+//! - **global**: area 1, anywhere, for allocations without a node.
+//! - **node area**: areas 2.., one per NUMA node with memory (the machine
+//!   has one).
+//! - **kern size**: `memblock_reserved_kern_size(limit, nid)`: bytes of
+//!   `memblock.reserved` regions flagged `MEMBLOCK_RSRV_KERN` (the kernel's
+//!   own memblock allocations) below `limit` on `nid`.
 //!
 //! ## Sizing (Linux `kernel/liveupdate/kexec_handover.c`, formerly `kernel/kexec_handover.c`)
 //!

@@ -48,3 +48,13 @@ pub(crate) fn range(start: u64, end: u64) -> PhysRange {
 pub(crate) fn range_at(start: u64, size: u64) -> PhysRange {
     PhysRange::from_start_size(pa(start), size).unwrap()
 }
+
+/// A deterministic permutation of `v` by `seed` (xorshift + Fisher-Yates).
+pub(crate) fn shuffle<T>(v: &mut [T], mut seed: u64) {
+    for i in (1..v.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        v.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}

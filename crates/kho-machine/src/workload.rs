@@ -2,16 +2,24 @@
 //!
 //! Glossary:
 //!
-//! | name        | meaning                                                              |
-//! |-------------|----------------------------------------------------------------------|
-//! | folio       | a block (`2^order` pages, naturally aligned) one owner allocated       |
-//! | guest       | a VM whose RAM is folios of one size (1 GiB or 2 MiB) plus metadata   |
-//! | metadata    | order-0 pages per guest (vCPU state, page tables, ...), preserved too |
-//! | aging       | random alloc/free churn on the buddy (orders 0..=3) before the checkpoint, so the free lists fragment like a machine that has run for a while |
-//! | checkpoint  | a process's memory written into a memfd: order-0 folios and small mTHP folios (orders 2..=4), scattered |
-//! | forgotten   | fault injection: pages written and listed in the manifest but never preserved (the new kernel must report them lost) |
-//! | replay      | a given list of blocks (a captured trace, or the `dense` / `fragmented` patterns), placed in free memory by [`place_blocks`] and reserved in memblock at boot |
-//! | scenario    | the sizes of all of the above ([`Scenario`]); [`WorkloadKind`] names the presets |
+//! - **folio**: a block (`2^order` pages, naturally aligned) one owner
+//!   allocated.
+//! - **guest**: a VM whose RAM is folios of one size (1 GiB or 2 MiB) plus
+//!   metadata.
+//! - **metadata**: order-0 pages per guest (vCPU state, page tables, ...),
+//!   preserved too.
+//! - **aging**: random alloc/free churn on the buddy (orders 0..=3) before
+//!   the checkpoint, so the free lists fragment like a machine that has run
+//!   for a while.
+//! - **checkpoint**: a process's memory written into a memfd: order-0
+//!   folios and small mTHP folios (orders 2..=4), scattered.
+//! - **forgotten**: fault injection: pages written and listed in the
+//!   manifest but never preserved (the new kernel must report them lost).
+//! - **replay**: a given list of blocks (a captured trace, or the `dense` /
+//!   `fragmented` patterns), placed in free memory by [`place_blocks`] and
+//!   reserved in memblock at boot.
+//! - **scenario**: the sizes of all of the above ([`Scenario`]);
+//!   [`WorkloadKind`] names the presets.
 //!
 //! Every workload folio gets real data ([`crate::manifest::fill_pattern`]:
 //! every word derived from the seed and the frame, checksummed) and is
@@ -22,12 +30,15 @@
 //!
 //! Where the memory comes from, as in Linux:
 //!
-//! | folios              | allocator                                             | when                                   |
-//! |---------------------|-------------------------------------------------------|----------------------------------------|
-//! | 1 GiB (guest RAM)   | memblock, [`alloc_bootmem_huge_page`] (hugetlb's boot pool) | before `memblock_free_all`, prepped after `memmap_init` |
-//! | 2 MiB (guest RAM)   | buddy, `folio_alloc(9)` (THP)                          | after the buddy is live                 |
-//! | metadata, checkpoint, forgotten | buddy, `folio_alloc(0..=4)`                | after the buddy is live                 |
-//! | replay (trace, dense, fragmented) | memblock, `memblock_reserve` of the placed blocks ([`replay_reserve`]) | after scratch, before `memblock_free_all` |
+//! | folios                            | allocator                                             | when                        |
+//! |-----------------------------------|-------------------------------------------------------|-----------------------------|
+//! | 1 GiB (guest RAM)                 | memblock, [`alloc_bootmem_huge_page`] (hugetlb's boot pool) | before `memblock_free_all` (1) |
+//! | 2 MiB (guest RAM)                 | buddy, `folio_alloc(9)` (THP)                         | after the buddy is live     |
+//! | metadata, checkpoint, forgotten   | buddy, `folio_alloc(0..=4)`                           | after the buddy is live     |
+//! | replay (trace, dense, fragmented) | memblock, `memblock_reserve` of the placed blocks ([`replay_reserve`]) | after scratch (1) |
+//!
+//! (1) and before `memblock_free_all`; the 1 GiB folios are prepped after
+//! `memmap_init`.
 //!
 //! Scratch is reserved in memblock before the buddy takes over, so nothing
 //! here can land in it; the preserver checks it for every block anyway.

@@ -2,11 +2,14 @@
 //! kho-machine's [`PeerScheme`], so `kho run --scheme` preserves, hands
 //! over and restores through a peer across the real two-process kexec.
 //!
-//! | scheme           | root FDT `compatible` | `preserved-memory-map` | subnodes (the manifest)                      |
-//! |------------------|-----------------------|------------------------|----------------------------------------------|
-//! | `xarray`, `xarray-512` | `kho-v1`        | first chunk            | `fdt` = blob phys, no size (6.16's format; the blob's header gives its length) |
-//! | `radix-mainline` | `kho-v3`              | radix root             | `preserved-data`, `blob-size`                |
-//! | `maple`          | `kho-maple-v1` (this lab's own: the proposal defined none) | first chunk | `preserved-data`, `blob-size` (as kho-v3) |
+//! | scheme                 | root FDT `compatible` | `preserved-memory-map` | subnodes (the manifest)         |
+//! |------------------------|-----------------------|------------------------|---------------------------------|
+//! | `xarray`, `xarray-512` | `kho-v1`              | first chunk            | `fdt` = blob phys, no size (1)  |
+//! | `radix-mainline`       | `kho-v3`              | radix root             | `preserved-data`, `blob-size`   |
+//! | `maple`                | `kho-maple-v1` (2)    | first chunk            | `preserved-data`, `blob-size`   |
+//!
+//! (1) 6.16's format: the blob's header gives its length. (2) This lab's
+//! own: the proposal defined none.
 //!
 //! The new kernel's accounting is the scheme's [`SchemeKind::restore`]:
 //! its map read by the machine's one accounting

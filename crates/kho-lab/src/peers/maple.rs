@@ -54,9 +54,7 @@ use kho::{Block, Order, PAGE_SIZE, PageAlloc, PageMap, PhysAddr, PhysRange, RamM
 use rangemap::RangeMap;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use kho_machine::{
-    Extent, KhoMemoryInitStats, MapSummary, PreservedMap, ReservationSink, ReserveError, Strategy,
-};
+use kho_machine::{Extent, MapSummary, PreservedMap, ReserveError};
 
 use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind};
 
@@ -249,11 +247,19 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for MapleScheme<'_, M> {
 }
 
 /// The maple chunk list from `head`, as a [`PreservedMap`]: every record
-/// an extent, in list order.
-struct ChunkList<'a, 'r, M: PageMap + ?Sized> {
+/// an extent, in list order (one reservation per range, then the heads of
+/// its blocks).
+pub(super) struct ChunkList<'a, 'r, M: PageMap + ?Sized> {
     mem: &'a M,
     ram: RamMap<'r>,
     head: PhysAddr,
+}
+
+impl<'a, 'r, M: PageMap + ?Sized> ChunkList<'a, 'r, M> {
+    /// The list at `head` in `mem`, checked against `ram`.
+    pub(super) fn new(mem: &'a M, ram: RamMap<'r>, head: PhysAddr) -> Self {
+        Self { mem, ram, head }
+    }
 }
 
 impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, '_, M> {
@@ -309,15 +315,4 @@ impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, '_, M> {
         }
         Ok(summary)
     }
-}
-
-/// One reservation per range, then the heads of its blocks.
-pub(super) fn restore<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
-    head: PhysAddr,
-    sink: &mut S,
-) -> Result<KhoMemoryInitStats, SchemeError> {
-    let mut list = ChunkList { mem, ram, head };
-    super::reserve(Strategy::PerBlock, &mut list, sink)
 }

@@ -4,25 +4,38 @@
 //!
 //! Glossary:
 //!
-//! | name          | meaning                                                                        |
-//! |---------------|--------------------------------------------------------------------------------|
-//! | scheme        | a tracker design: [`SchemeKind`]                                               |
-//! | tracker       | the old kernel's side of a scheme: a [`Scheme`] (preserve, unpreserve, finalize) |
-//! | finalize      | the hand-over preparation: serialization into physical memory (zero work for the radix trees, which *are* the format) |
-//! | handover      | what finalize leaves: the root FDT `compatible` and `preserved-memory-map` ([`Handover`]) |
-//! | metadata      | every byte the tracker holds, in simulated memory or (xa_node, maple node) modelled from the kernel's object sizes ([`Metadata`]) |
-//! | restore       | the new kernel's side: the handover read as a [`PreservedMap`] and accounted by the machine's one accounting ([`SchemeKind::restore`]) |
-//! | reservation   | one `memblock_reserve` + `memblock_reserved_mark_noinit` pair (a [`ReservationSink`] call) |
+//! | name        | meaning                                                                   |
+//! |-------------|---------------------------------------------------------------------------|
+//! | scheme      | a tracker design: [`SchemeKind`]                                          |
+//! | tracker     | the old kernel's side of a scheme: a [`Scheme`] (preserve, finalize, ...) |
+//! | finalize    | the hand-over preparation: serialization into physical memory             |
+//! | handover    | what finalize leaves: `compatible`, `preserved-memory-map` ([`Handover`]) |
+//! | metadata    | every byte the tracker holds, simulated or modelled ([`Metadata`])        |
+//! | restore     | the new kernel's side ([`SchemeKind::restore`]): the map read as a [`PreservedMap`] |
+//! | reservation | `memblock_reserve` + `memblock_reserved_mark_noinit` ([`ReservationSink`]) |
+//!
+//! Finalize is zero work for the radix trees, which *are* the format; the
+//! metadata of xa_nodes and maple nodes is modelled from the kernel's
+//! object sizes. The 6.16 bitmaps come from kmalloc-512; mainline's mutex
+//! is held around every add and the walk.
 //!
 //! # The schemes
 //!
-//! | scheme             | tracker (old kernel)                                              | lock          | handover (`compatible`, map)             | restore (new kernel)                  |
-//! |--------------------|-------------------------------------------------------------------|---------------|------------------------------------------|---------------------------------------|
-//! | `xarray-512`       | Linux 6.16: per order an xarray (64-slot radix) of 4096-bit bitmaps from kmalloc-512 | xa_lock (a Mutex) | `kho-v1`, chunk list head (written by finalize) | one reservation per set bit (6.16 `deserialize_bitmap`) |
-//! | `xarray`           | the same with 32768-bit page bitmaps (later 6.17.y)               | xa_lock       | `kho-v1`, chunk list head                | one reservation per set bit           |
-//! | `radix-mainline`   | mainline's radix tree, one mutex around every add and the walk    | a Mutex       | `kho-v3`, radix root (no serialization)  | one reservation per set bit           |
-//! | `maple`            | the range proposal: a B-tree of ranges merged with neighbours of the same data word | the tree lock (a Mutex) | `kho-maple-v1`, chunk list head (written by finalize) | one reservation per range |
-//! | `kho`              | ours: the lock-free radix tree                                   | none          | `kho-v3`, radix root (no serialization)  | coalesced: one reservation per maximal range (the machine offers every strategy) |
+//! | scheme           | tracker (old kernel)                                   | lock     |
+//! |------------------|--------------------------------------------------------|----------|
+//! | `xarray-512`     | Linux 6.16: per order an xarray of 4096-bit bitmaps    | xa_lock  |
+//! | `xarray`         | the same with 32768-bit page bitmaps (later 6.17.y)    | xa_lock  |
+//! | `radix-mainline` | mainline's radix tree                                  | a mutex  |
+//! | `maple`          | the range proposal: a B-tree of ranges (merged with same-data neighbours) | tree lock |
+//! | `kho`            | ours: the lock-free radix tree                         | none     |
+//!
+//! | scheme           | handover (`compatible`, map)         | restore (new kernel)                                |
+//! |------------------|--------------------------------------|-----------------------------------------------------|
+//! | `xarray-512`     | `kho-v1`, chunk list (by finalize)   | one reservation per set bit (6.16 `deserialize_bitmap`) |
+//! | `xarray`         | `kho-v1`, chunk list (by finalize)   | one reservation per set bit                         |
+//! | `radix-mainline` | `kho-v3`, radix root                 | one reservation per set bit                         |
+//! | `maple`          | `kho-maple-v1`, chunk list (by finalize) | one reservation per range                      |
+//! | `kho`            | `kho-v3`, radix root                 | `coalesced` (the machine offers every strategy)     |
 //!
 //! Each module opens with its format and its honest cost choices.
 
@@ -30,7 +43,8 @@ use std::time::Instant;
 
 use kho::{Block, MemError, PageAlloc, PageMap, PhysAddr, PhysRange, RamMap};
 use kho_machine::{
-    KhoMemoryInitStats, PreservedMap, RadixMapError, ReservationSink, ReserveError, Strategy,
+    KhoMemoryInitStats, PreservedMap, RadixMap, RadixMapError, ReservationSink, ReserveError,
+    Strategy,
 };
 
 pub mod machine;
@@ -222,9 +236,9 @@ impl SchemeKind {
     /// The new kernel's restore: reads the handover whose map is at `root`
     /// from `mem` (checked against `ram`) as the scheme's [`PreservedMap`],
     /// and accounts every preserved block in `sink` with the machine's
-    /// [`kho_machine::reserve_preserved`], as the scheme's authors did:
-    /// the peers one reservation per extent as read (`per-block`: per set
-    /// bit; maple per record), ours `coalesced`.
+    /// [`kho_machine::reserve_preserved`], as the scheme's authors did: the
+    /// peers one reservation per extent as read (`per-block`: per set bit;
+    /// maple per record), ours `coalesced`.
     pub fn restore<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
         self,
         mem: &M,
@@ -232,12 +246,21 @@ impl SchemeKind {
         root: PhysAddr,
         sink: &mut S,
     ) -> Result<KhoMemoryInitStats, SchemeError> {
+        use Strategy::{Coalesced, PerBlock};
         match self {
-            Self::Xarray512 => xarray::restore(mem, ram, root, kho::BitmapSize::Bytes512, sink),
-            Self::XarrayPage => xarray::restore(mem, ram, root, kho::BitmapSize::Page, sink),
-            Self::RadixMainline => radix::restore_mainline(mem, ram, root, sink),
-            Self::Maple => maple::restore(mem, ram, root, sink),
-            Self::Kho => radix::restore_ours(mem, ram, root, sink),
+            Self::Xarray512 | Self::XarrayPage => {
+                let size = match self {
+                    Self::Xarray512 => kho::BitmapSize::Bytes512,
+                    _ => kho::BitmapSize::Page,
+                };
+                let mut list = xarray::ChunkList::new(mem, ram, root, size);
+                reserve(PerBlock, &mut list, sink)
+            }
+            Self::RadixMainline => radix::under_tree_lock(|| {
+                reserve(PerBlock, &mut RadixMap::new(mem, ram, root), sink)
+            }),
+            Self::Maple => reserve(PerBlock, &mut maple::ChunkList::new(mem, ram, root), sink),
+            Self::Kho => reserve(Coalesced, &mut RadixMap::new(mem, ram, root), sink),
         }
     }
 }

@@ -2,18 +2,22 @@
 //! `kho` (ours). Same on-memory format (DESIGN.md section 2, `kho-v3`): the
 //! tree is the handover, so finalize does no work.
 //!
-//! | | `radix-mainline` | `kho` |
-//! |---|---|---|
-//! | preserve | [`kho::RadixTree::preserve`] under one `Mutex` (mainline's `kho_radix_tree` lock around every add) | the lock-free tree, no lock |
-//! | nodes    | never freed (compaction never called) | never freed during preservation |
-//! | walk     | under the same mutex | lock-free |
-//! | restore  | one `memblock_reserve` + mark_noinit per set bit, as walked | the coalescing walker: one reservation per maximal range (the machine also offers `bulk` and `skip`) |
-//! | restore heap | none (the walk's stack of six levels) | the coalesced ranges, 16 bytes each, collected before anything is reserved (the whole tree is validated first) |
+//! - **preserve**: mainline: [`kho::RadixTree::preserve`] under one
+//!   `Mutex` (the `kho_radix_tree` lock around every add); ours: the
+//!   lock-free tree, no lock.
+//! - **nodes**: mainline never frees them (compaction is never called);
+//!   ours does not during preservation.
+//! - **walk**: mainline under the same mutex; ours lock-free.
+//! - **restore**: mainline one `memblock_reserve` + mark_noinit per set
+//!   bit, as walked; ours the coalescing walker, one reservation per
+//!   maximal range (the machine also offers `bulk` and `skip`).
+//! - **restore heap**: mainline none (the walk's stack of six levels);
+//!   ours the coalesced ranges, 16 bytes each, collected before anything
+//!   is reserved (the whole tree is validated first).
 
 use std::sync::Mutex;
 
-use kho::{Block, PageAlloc, PageMap, PhysAddr, RadixTree, RamMap};
-use kho_machine::{KhoMemoryInitStats, RadixMap, ReservationSink, Strategy};
+use kho::{Block, PageAlloc, PageMap, PhysAddr, RadixTree};
 
 use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind};
 
@@ -158,30 +162,10 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for KhoScheme<'_, M> {
     }
 }
 
-/// Mainline's `kho_preserved_memory_reserve`: per block, as walked, the
-/// walk under the tree's mutex (uncontended this early in boot).
-pub(super) fn restore_mainline<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
-    root: PhysAddr,
-    sink: &mut S,
-) -> Result<KhoMemoryInitStats, SchemeError> {
+/// Mainline's walk runs under the tree's mutex (uncontended this early in
+/// boot): `f` under it.
+pub(super) fn under_tree_lock<T>(f: impl FnOnce() -> T) -> T {
     static TREE_LOCK: Mutex<()> = Mutex::new(());
     let _guard = TREE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    super::reserve(Strategy::PerBlock, &mut RadixMap::new(mem, ram, root), sink)
-}
-
-/// Ours, `coalesced`: the tree validated and coalesced first, the heads,
-/// then one reservation per range.
-pub(super) fn restore_ours<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
-    root: PhysAddr,
-    sink: &mut S,
-) -> Result<KhoMemoryInitStats, SchemeError> {
-    super::reserve(
-        Strategy::Coalesced,
-        &mut RadixMap::new(mem, ram, root),
-        sink,
-    )
+    f()
 }

@@ -16,14 +16,26 @@
 //!
 //! # The model and its honest costs
 //!
-//! | Linux                               | here                                                                 |
-//! |-------------------------------------|----------------------------------------------------------------------|
-//! | `struct xarray`: a radix tree of 64-slot `xa_node`s (`XA_CHUNK_SHIFT` 6), height grown with the largest index; a lone entry at index 0 lives in `xa_head` without a node | [`XArray`]: the same shape (a head, a height, 64-slot nodes created along the path, the tree grown by pushing the old head into slot 0 of a new root) |
-//! | `xa_node` from `radix_tree_node_cachep`, 576 bytes | host heap, counted as 576 bytes each; pages = whole objects per 4 KiB page (7), rounded up ([`Metadata::object_pages`]) |
-//! | `kho_mem_phys` from kmalloc-16      | host heap, counted as 16 bytes                                        |
-//! | bitmap: `kzalloc(512)` (6.16) or one page (later) | simulated memory from the old kernel's buddy: 512-byte bitmaps packed eight to a page as kmalloc-512 packs them, page bitmaps one per page |
-//! | `xa_lock` on stores, RCU loads      | one `Mutex` per tracker around the whole preserve (loads included: an uncontended lock in the lab's single-threaded runs) |
-//! | chunks: `kzalloc(PAGE_SIZE)` at finalize | simulated memory from the buddy, one page each                  |
+//! Linux, and how it is modelled here:
+//!
+//! - **`struct xarray`**: a radix tree of 64-slot `xa_node`s
+//!   (`XA_CHUNK_SHIFT` 6), its height grown with the largest index; a lone
+//!   entry at index 0 lives in `xa_head` without a node. Here: [`XArray`],
+//!   the same shape (a head, a height, 64-slot nodes created along the
+//!   path, the tree grown by pushing the old head into slot 0 of a new
+//!   root).
+//! - **`xa_node`** from `radix_tree_node_cachep`, 576 bytes: host heap,
+//!   counted as 576 bytes each; pages = whole objects per 4 KiB page (7),
+//!   rounded up ([`Metadata::object_pages`]).
+//! - **`kho_mem_phys`** from kmalloc-16: host heap, counted as 16 bytes.
+//! - **bitmap**: `kzalloc(512)` (6.16) or one page (later): simulated
+//!   memory from the old kernel's buddy, 512-byte bitmaps packed eight to a
+//!   page as kmalloc-512 packs them, page bitmaps one per page.
+//! - **`xa_lock`** on stores, RCU loads: one `Mutex` per tracker around the
+//!   whole preserve (loads included: an uncontended lock in the lab's
+//!   single-threaded runs).
+//! - **chunks**: `kzalloc(PAGE_SIZE)` at finalize: simulated memory from
+//!   the buddy, one page each.
 //!
 //! # Finalize (`kho_mem_serialize`)
 //!
@@ -50,9 +62,7 @@ use kho::{
     PhysAddr, RamMap, V1Reader,
 };
 
-use kho_machine::{
-    Extent, KhoMemoryInitStats, MapSummary, PreservedMap, ReservationSink, ReserveError, Strategy,
-};
+use kho_machine::{Extent, MapSummary, PreservedMap, ReserveError};
 
 use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind, slab_pages};
 
@@ -403,11 +413,23 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for XarrayScheme<'_, M> {
     }
 }
 
-/// The kho-v1 chunk list from `head`, as a [`PreservedMap`]: every set
-/// bit an extent, in list order.
-struct ChunkList<'a, M: PageMap + ?Sized> {
+/// `kho_mem_deserialize`'s input: the kho-v1 chunk list from `head`, as a
+/// [`PreservedMap`]: every set bit an extent, in list order (one
+/// reservation per set bit, as read).
+pub(super) struct ChunkList<'a, M: PageMap + ?Sized> {
     reader: V1Reader<'a, M>,
     head: PhysAddr,
+}
+
+impl<'a, M: PageMap + ?Sized> ChunkList<'a, M> {
+    /// The list at `head` in `mem`, checked against `ram`, of `size`
+    /// bitmaps.
+    pub(super) fn new(mem: &'a M, ram: RamMap<'a>, head: PhysAddr, size: BitmapSize) -> Self {
+        Self {
+            reader: V1Reader::new(mem, ram, size),
+            head,
+        }
+    }
 }
 
 impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, M> {
@@ -425,19 +447,4 @@ impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, M> {
         }
         Ok(summary)
     }
-}
-
-/// `kho_mem_deserialize`: one reservation per set bit, as read.
-pub(super) fn restore<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
-    head: PhysAddr,
-    size: BitmapSize,
-    sink: &mut S,
-) -> Result<KhoMemoryInitStats, SchemeError> {
-    let mut list = ChunkList {
-        reader: V1Reader::new(mem, ram, size),
-        head,
-    };
-    super::reserve(Strategy::PerBlock, &mut list, sink)
 }

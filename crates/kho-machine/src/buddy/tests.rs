@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::boot::{BootConfig, Machine};
-use crate::testing::{GIB as G, MIB as M, mem, pfn as p};
+use crate::testing::{GIB as G, MIB as M, mem, pfn as p, shuffle};
 
 fn o(x: u8) -> Order {
     Order::new(x)
@@ -86,15 +86,6 @@ fn expected_boot_lists() -> Snapshot {
         .map(p)
         .collect();
     lists
-}
-
-fn shuffle<T>(v: &mut [T], mut seed: u64) {
-    for i in (1..v.len()).rev() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        v.swap(i, (seed % (i as u64 + 1)) as usize);
-    }
 }
 
 #[test]

@@ -1,3 +1,6 @@
+// The module's total-reader lints do not bind its tests.
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 use crate::testing::{MIB, range_at as r};
 

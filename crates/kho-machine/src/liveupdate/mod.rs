@@ -72,9 +72,8 @@ use crate::boot::{BootConfig, BootError};
 use crate::kexec::KexecError;
 use crate::kho::PeerError;
 use crate::manifest::ManifestError;
-use crate::preserve::PreserveError;
 use crate::scratch::ScratchError;
-use crate::workload::{UnknownWorkload, WorkloadError};
+use crate::workload::WorkloadError;
 
 mod exec;
 mod new_kernel;
@@ -133,12 +132,6 @@ pub enum LiveUpdateError {
     /// A workload failed.
     #[error("workload: {0}")]
     Workload(#[from] WorkloadError),
-    /// An unknown workload preset.
-    #[error(transparent)]
-    UnknownWorkload(#[from] UnknownWorkload),
-    /// A block of the hand-over's own could not be preserved.
-    #[error(transparent)]
-    Preserve(#[from] PreserveError),
     /// The radix tree refused an operation.
     #[error("radix tree: {0}")]
     Radix(#[from] kho::RadixError),

@@ -1,7 +1,7 @@
 use super::*;
 use proptest::prelude::*;
 
-use crate::testing::{GIB as G, KIB as K, MIB as M, pa as a};
+use crate::testing::{GIB as G, KIB as K, MIB as M, pa as a, shuffle};
 
 const N: MemblockFlags = MemblockFlags::NONE;
 const NOINIT: MemblockFlags = MemblockFlags::RSRV_NOINIT;
@@ -16,16 +16,6 @@ fn regs(t: &MemblockType) -> Vec<(u64, u64, MemblockFlags)> {
 
 fn ranges(it: impl Iterator<Item = PhysRange>) -> Vec<(u64, u64)> {
     it.map(|r| (r.start().as_u64(), r.end().as_u64())).collect()
-}
-
-/// A deterministic permutation (xorshift + Fisher-Yates).
-fn shuffle<T>(v: &mut [T], mut seed: u64) {
-    for i in (1..v.len()).rev() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        v.swap(i, (seed % (i as u64 + 1)) as usize);
-    }
 }
 
 fn machine(mem: u64) -> Memblock {
