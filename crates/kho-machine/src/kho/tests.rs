@@ -514,3 +514,106 @@ fn strategy_names_round_trip() {
     }
     assert!("fast".parse::<Strategy>().is_err());
 }
+
+/// A tracker's map as a plain list of blocks: the [`PreservedMap`]
+/// defaults (coalescing by merge, heads from the extents).
+struct ListMap(Vec<Block>);
+
+impl PreservedMap for ListMap {
+    type Error = ReserveError;
+
+    fn for_each_extent<F>(&mut self, mut f: F) -> Result<MapSummary, ReserveError>
+    where
+        F: FnMut(Extent) -> Result<(), ReserveError>,
+    {
+        let mut summary = MapSummary::default();
+        for &b in &self.0 {
+            f(Extent::block(b))?;
+            summary.add(Extent::block(b));
+        }
+        Ok(summary)
+    }
+}
+
+/// A sink that records what it was given.
+#[derive(Default)]
+struct Record {
+    reserved: Vec<PhysRange>,
+    heads: Vec<Block>,
+}
+
+impl ReservationSink for Record {
+    fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
+        self.reserved
+            .push(PhysRange::from_start_size(base, size).unwrap());
+        Ok(())
+    }
+
+    fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
+        self.reserved.extend_from_slice(ranges);
+        Ok(())
+    }
+
+    fn write_head(&mut self, block: Block) -> Result<(), ReserveError> {
+        self.heads.push(block);
+        Ok(())
+    }
+
+    fn reserved_regions(&self) -> u64 {
+        self.reserved.len() as u64
+    }
+}
+
+/// Any map feeds every strategy: the radix tree and the same blocks as a
+/// plain list are accounted alike (the same memory reserved, the same
+/// heads, the same skip list), and the ranged strategies reserve exactly
+/// the maximal ranges.
+#[test]
+fn any_map_feeds_every_strategy() {
+    let h = Handover::build(Fault::None);
+    let mut m = Machine::new(&h.mem, BootConfig::default());
+    m.memblock_init().unwrap();
+    let kho = kho_populate(&mut m, &h.handover, None);
+    let k = kho.incoming().unwrap();
+    let forbidden = memory_init::kho_forbidden(&m, k);
+    let ram = kho::RamMap::new(h.mem.layout().ram(), &forbidden).unwrap();
+    let mut blocks = Vec::new();
+    RadixMap::new(&h.mem, ram, k.root)
+        .for_each_extent(|e| {
+            blocks.extend(e.blocks());
+            Ok(())
+        })
+        .unwrap();
+    let maximal = kho::merge_ranges(blocks.iter().filter_map(|b| b.range()).collect());
+    for s in Strategy::ALL {
+        let (mut radix, mut list) = (Record::default(), Record::default());
+        let (a, a_skip) =
+            reserve_preserved(s, &mut RadixMap::new(&h.mem, ram, k.root), &mut radix).unwrap();
+        let (b, b_skip) = reserve_preserved(s, &mut ListMap(blocks.clone()), &mut list).unwrap();
+        assert_eq!((a.blocks, a.bytes), (b.blocks, b.bytes), "{s}");
+        assert_eq!(a.blocks, h.preserved.len() as u64, "{s}");
+        assert_eq!(a_skip, b_skip, "{s}");
+        let heads = |r: &Record| {
+            r.heads
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(heads(&radix), heads(&list), "{s}");
+        assert_eq!(radix.heads.len(), blocks.len(), "{s}");
+        match s {
+            Strategy::PerBlock => {
+                assert_eq!(radix.reserved, list.reserved);
+                assert_eq!(radix.reserved.len(), blocks.len());
+            }
+            Strategy::Coalesced | Strategy::Bulk => {
+                assert_eq!(radix.reserved, maximal, "{s}");
+                assert_eq!(list.reserved, maximal, "{s}");
+            }
+            Strategy::Skip => {
+                assert!(radix.reserved.is_empty() && list.reserved.is_empty());
+                assert_eq!(a_skip, maximal);
+            }
+        }
+    }
+}
