@@ -7,28 +7,24 @@
 //! inherited), which prints its [`RunReport`] as one JSON line.
 #![forbid(unsafe_code)]
 
-use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use kho::{PhysAddr, PhysRange};
 use kho_lab::image::{MemImage, Source};
 use kho_lab::peers::{MachineScheme, SchemeKind};
-use kho_lab::trace::{Format as TraceFormat, Trace};
-use kho_lab::{FdtSource, FidelityCase, Format, InspectOptions, dump_old_kernel, run_case};
-use kho_machine::kexec::{NEW_KERNEL_SUBCOMMAND, NewKernelArgs};
-use kho_machine::liveupdate::{
-    DEFAULT_SEED, NewKernelConfig, OldKernelConfig, RunReport, Strategy, new_kernel_main,
-    old_kernel_main, old_kernel_main_with,
+use kho_lab::trace::{Trace, TraceFormat};
+use kho_lab::{FdtSource, FidelityCase, InspectOptions, MapFormat, dump_old_kernel, run_case};
+use kho_machine::{
+    KernelArgs, NewKernelArgs, OldKernelArgs, OldKernelConfig, RunReport, Strategy, WorkloadKind,
+    memparse, new_kernel_main, old_kernel_main,
 };
-use kho_machine::scratch::memparse;
-use kho_machine::workload::{Scenario, WorkloadKind};
 
-const OLD_KERNEL_SUBCOMMAND: &str = "__old-kernel";
 const TOUCH_PAGES_SUBCOMMAND: &str = "__touch-pages";
 
 const ABOUT: &str = "Kexec HandOver (KHO) live updates on a simulated machine";
@@ -84,33 +80,24 @@ enum Cmd {
         /// Pages to allocate and write.
         pages: u64,
     },
-    /// The old kernel: prepares the machine and execs the new kernel.
-    #[command(name = OLD_KERNEL_SUBCOMMAND, hide = true)]
-    OldKernel(OldKernelCli),
-    /// The new kernel: booted by the old one's exec.
-    #[command(name = NEW_KERNEL_SUBCOMMAND, hide = true)]
-    NewKernel(NewKernelCli),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum StrategyArg {
-    PerBlock,
-    Coalesced,
-    Bulk,
-    Skip,
-    All,
+/// `--strategy`: one of [`Strategy::NAMES`], or `all` (every strategy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Strategies(Vec<Strategy>);
+
+fn strategies_parser() -> impl TypedValueParser<Value = Strategies> {
+    PossibleValuesParser::new(Strategy::NAMES.into_iter().chain(["all"])).map(|s| {
+        Strategies(match s.parse() {
+            Ok(one) => vec![one],
+            Err(_) => Strategy::ALL.to_vec(),
+        })
+    })
 }
 
-impl StrategyArg {
-    fn strategies(self) -> Vec<Strategy> {
-        match self {
-            Self::PerBlock => vec![Strategy::PerBlock],
-            Self::Coalesced => vec![Strategy::Coalesced],
-            Self::Bulk => vec![Strategy::Bulk],
-            Self::Skip => vec![Strategy::Skip],
-            Self::All => Strategy::ALL.to_vec(),
-        }
-    }
+fn map_format_parser() -> impl TypedValueParser<Value = MapFormat> {
+    PossibleValuesParser::new(MapFormat::ALL.map(MapFormat::as_str))
+        .try_map(|s| s.parse::<MapFormat>())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -119,8 +106,8 @@ struct RunArgs {
     #[arg(long)]
     json: bool,
     /// Restore strategy of the new kernel.
-    #[arg(long, value_enum, default_value_t = StrategyArg::All)]
-    strategy: StrategyArg,
+    #[arg(long, default_value = "all", value_parser = strategies_parser())]
+    strategy: Strategies,
     /// RAM of the simulated machine (16M..=1T, a multiple of 2M).
     #[arg(long, default_value = "16G", value_parser = parse_size)]
     machine_size: u64,
@@ -170,29 +157,6 @@ struct CaptureArgs {
     text: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum FormatArg {
-    #[value(name = "kho-v1-512")]
-    KhoV1Bytes512,
-    #[value(name = "kho-v1")]
-    KhoV1,
-    #[value(name = "kho-v2")]
-    KhoV2,
-    #[value(name = "kho-v3")]
-    KhoV3,
-}
-
-impl FormatArg {
-    fn format(self) -> Format {
-        match self {
-            Self::KhoV1Bytes512 => Format::V1Bytes512,
-            Self::KhoV1 => Format::V1Page,
-            Self::KhoV2 => Format::V2,
-            Self::KhoV3 => Format::V3,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("fdt_src").required(true).args(["fdt", "fdt_phys"])))]
 struct InspectArgs {
@@ -213,8 +177,8 @@ struct InspectArgs {
     base: Option<u64>,
     /// The memory map's format (default: from the FDT's compatible; the
     /// kho-v1 bitmap size by trying both).
-    #[arg(long, value_enum)]
-    format: Option<FormatArg>,
+    #[arg(long, value_parser = map_format_parser())]
+    format: Option<MapFormat>,
     /// The RAM map for validation, START-END,... (default: the image's
     /// segments).
     #[arg(long, value_name = "RANGES", value_parser = parse_ranges)]
@@ -247,60 +211,6 @@ struct FidelityArgs {
     /// Seed of the random case's pages.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-}
-
-#[derive(Debug, Args)]
-struct OldKernelCli {
-    #[arg(long, value_parser = parse_size)]
-    machine_size: u64,
-    #[arg(long, value_parser = parse_strategy)]
-    strategy: Strategy,
-    /// Bytes of the memfd checkpoint (default: the scenario scaled to RAM).
-    #[arg(long, value_parser = parse_size)]
-    memfd_bytes: Option<u64>,
-    /// 1 GiB folios of VM guest 0 (default: the scenario scaled to RAM).
-    #[arg(long)]
-    vm_1g_folios: Option<u64>,
-    /// 2 MiB folios of VM guest 1 (default: the scenario scaled to RAM).
-    #[arg(long)]
-    vm_2m_folios: Option<u64>,
-    /// Order-0 pages written and listed in the manifest but not preserved.
-    #[arg(long, default_value_t = 0)]
-    forget_pages: u64,
-    #[arg(long, default_value_t = DEFAULT_SEED)]
-    seed: u64,
-    /// Print the old kernel's phase times and sizes on stderr.
-    #[arg(long)]
-    trace: bool,
-    /// `kho_scratch=`: N% or lowmem,global,pernode sizes.
-    #[arg(long, default_value = "200%")]
-    kho_scratch: String,
-    /// Write the memory (ELF core) and FILE.fdt just before the exec.
-    #[arg(long, value_name = "FILE")]
-    dump_core: Option<PathBuf>,
-    /// The tracker design.
-    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
-    scheme: SchemeKind,
-    #[arg(long, default_value = "default", value_parser = parse_workload)]
-    workload: WorkloadKind,
-    /// A trace file to replay instead of the workload.
-    #[arg(long)]
-    trace_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-struct NewKernelCli {
-    #[arg(long)]
-    memfd: String,
-    #[arg(long)]
-    e820: String,
-    #[arg(long)]
-    setup_data: String,
-    #[arg(long, value_parser = parse_strategy)]
-    strategy: Strategy,
-    /// The tracker design the old kernel handed over with.
-    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
-    scheme: SchemeKind,
 }
 
 fn parse_scheme(s: &str) -> Result<SchemeKind, String> {
@@ -341,11 +251,7 @@ fn parse_ranges(s: &str) -> Result<Ranges, String> {
     Ok(Ranges(out))
 }
 
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    s.parse().map_err(|e| format!("{e}"))
-}
-
-fn parse_workload(s: &str) -> Result<WorkloadKind, String> {
+fn parse_workload(s: &str) -> Result<WorkloadKind, kho_machine::UnknownWorkload> {
     s.parse()
 }
 
@@ -358,6 +264,12 @@ fn parse_vrange(s: &str) -> Result<(u64, u64), String> {
 }
 
 fn main() -> Result<()> {
+    // The two kernel processes speak the exec protocol, not the user's CLI.
+    match KernelArgs::parse(std::env::args_os().skip(1)).context("kernel arguments")? {
+        Some(KernelArgs::Old(a)) => return old_kernel(&a),
+        Some(KernelArgs::New(a)) => return new_kernel(&a),
+        None => {}
+    }
     let cli = Cli::parse();
     match cli.cmd {
         None => run(&cli.run),
@@ -367,8 +279,6 @@ fn main() -> Result<()> {
         Some(Cmd::Inspect(a)) => inspect(&a),
         Some(Cmd::Capture(a)) => capture(&a),
         Some(Cmd::TouchPages { pages }) => touch_pages(pages),
-        Some(Cmd::OldKernel(a)) => old_kernel(a),
-        Some(Cmd::NewKernel(a)) => new_kernel(a),
     }
 }
 
@@ -464,7 +374,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
             a.workloads.clone()
         };
         let biggest = sizes.iter().copied().max().unwrap_or(1 << 30);
-        cfg.workloads = bench::workloads(&sizes, &names).map_err(|e| anyhow::anyhow!(e))?;
+        cfg.workloads = bench::workloads(&sizes, &names)?;
         for (name, blocks) in &traces {
             cfg.workloads
                 .push(bench::Workload::trace(name, blocks.clone(), biggest));
@@ -493,7 +403,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         pb.set_message(msg.to_owned());
         pb.inc(1);
     })
-    .map_err(|e| anyhow::anyhow!("bench: {e}"))?;
+    .context("bench")?;
     pb.finish_and_clear();
     println!("{}", report::cells_table(&r));
     println!();
@@ -514,11 +424,10 @@ fn bench(a: &BenchArgs) -> Result<()> {
         println!("- {line}");
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, report::json(&r).map_err(|e| anyhow::anyhow!(e))?)
-            .with_context(|| p.display().to_string())?;
+        std::fs::write(p, report::json(&r)?).with_context(|| p.display().to_string())?;
     }
     if let Some(d) = &a.html {
-        report::write_html(&r, d).map_err(|e| anyhow::anyhow!(e))?;
+        report::write_html(&r, d)?;
     }
     eprintln!("kho bench: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -566,32 +475,25 @@ fn memblock_fidelity(a: &FidelityArgs) -> Result<()> {
     Ok(())
 }
 
-fn old_kernel(a: OldKernelCli) -> Result<()> {
-    let mut cfg = OldKernelConfig::new(a.machine_size, a.strategy).context("--machine-size")?;
-    cfg.scratch = a.kho_scratch.parse()?;
-    cfg.seed = a.seed;
-    cfg.trace = a.trace;
-    cfg.scheme = MachineScheme::by_name(a.scheme.name());
-    cfg.image = std::env::current_exe().context("locating this binary for kexec")?;
-    cfg.scenario = match &a.trace_file {
-        Some(path) => Scenario {
-            replay: read_trace(path)?.into_blocks(),
-            ..Scenario::default()
-        },
-        None => Scenario::preset(a.workload, a.machine_size),
+/// The tracker `name`d on a kernel's command line (`None`: ours).
+fn scheme(name: &str) -> Result<Option<std::sync::Arc<dyn kho_machine::PeerScheme>>> {
+    parse_scheme(name).map_err(anyhow::Error::msg)?;
+    Ok(MachineScheme::by_name(name))
+}
+
+fn old_kernel(a: &OldKernelArgs) -> Result<()> {
+    let replay = match &a.trace {
+        Some(path) => Some(read_trace(path)?.into_blocks()),
+        None => None,
     };
-    let s = &mut cfg.scenario;
-    s.memfd_bytes = a
-        .memfd_bytes
-        .map_or(s.memfd_bytes, |b| b.next_multiple_of(4096));
-    s.vm_1g_folios = a.vm_1g_folios.unwrap_or(s.vm_1g_folios);
-    s.vm_2m_folios = a.vm_2m_folios.unwrap_or(s.vm_2m_folios);
-    s.forget_pages = a.forget_pages;
+    let image = std::env::current_exe().context("locating this binary for kexec")?;
+    let cfg = OldKernelConfig::from_args(a, scheme(&a.scheme)?, replay, image)
+        .context("--machine-size")?;
     // Returns only if the machine could not be prepared or the exec failed.
     let err = match &a.dump_core {
-        None => old_kernel_main(&cfg),
-        Some(path) => old_kernel_main_with(&cfg, &mut |img| {
-            let d = dump_old_kernel(img, path).map_err(|e| format!("--dump-core: {e}"))?;
+        None => old_kernel_main(&cfg, &mut |_| Ok(())),
+        Some(path) => old_kernel_main(&cfg, &mut |img| {
+            let d = dump_old_kernel(img, path).context("--dump-core")?;
             eprintln!(
                 "old kernel: dumped {} in {} segments to {}, root FDT ({} bytes at {}) to {}",
                 bytes(d.bytes),
@@ -607,14 +509,8 @@ fn old_kernel(a: OldKernelCli) -> Result<()> {
     Err(err).context("old kernel")
 }
 
-fn new_kernel(a: NewKernelCli) -> Result<()> {
-    let handover = NewKernelArgs::parse(&a.memfd, &a.e820, &a.setup_data)?;
-    let report = new_kernel_main(&NewKernelConfig {
-        handover,
-        strategy: a.strategy,
-        scheme: MachineScheme::by_name(a.scheme.name()),
-    })
-    .context("new kernel")?;
+fn new_kernel(a: &NewKernelArgs) -> Result<()> {
+    let report = new_kernel_main(a, scheme(&a.scheme)?).context("new kernel")?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -626,27 +522,16 @@ fn live_update(
     strategy: Strategy,
     dump_core: Option<&PathBuf>,
 ) -> Result<RunReport> {
-    let mut args: Vec<OsString> = vec![
-        OLD_KERNEL_SUBCOMMAND.into(),
-        "--machine-size".into(),
-        a.machine_size.to_string().into(),
-        "--strategy".into(),
-        strategy.as_str().into(),
-        "--forget-pages".into(),
-        a.forget_pages.to_string().into(),
-        "--scheme".into(),
-        a.scheme.name().into(),
-        "--workload".into(),
-        a.workload.as_str().into(),
-    ];
-    if let Some(t) = &a.trace {
-        args.extend(["--trace-file".into(), t.into()]);
-    }
-    if let Some(path) = dump_core {
-        args.extend(["--dump-core".into(), path.into()]);
-    }
+    let args = OldKernelArgs {
+        forget_pages: a.forget_pages,
+        scheme: a.scheme.name().to_owned(),
+        workload: a.workload,
+        trace: a.trace.clone(),
+        dump_core: dump_core.cloned(),
+        ..OldKernelArgs::new(a.machine_size, strategy)
+    };
     let out = Command::new(exe)
-        .args(&args)
+        .args(KernelArgs::Old(args).to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -678,9 +563,9 @@ fn run(a: &RunArgs) -> Result<()> {
         );
     }
     let exe = std::env::current_exe().context("locating this binary")?;
-    let strategies = match MachineScheme::strategy(a.scheme) {
+    let strategies = match a.scheme.strategy() {
         Some(s) => vec![s],
-        None => a.strategy.strategies(),
+        None => a.strategy.0.clone(),
     };
     // One live update per strategy; a progress bar on stderr (hidden when
     // stderr is not a terminal) says which one is running.
@@ -803,7 +688,7 @@ fn inspect(a: &InspectArgs) -> Result<()> {
         (None, None) => bail!("--fdt FILE or --fdt-phys ADDR is required"),
     };
     let opts = InspectOptions {
-        format: a.format.map(FormatArg::format),
+        format: a.format,
         ram: a.ram.clone().map(|r| r.0),
         forbidden: a.forbidden.clone().map(|r| r.0).unwrap_or_default(),
         max_blocks: None,

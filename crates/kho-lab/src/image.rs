@@ -49,8 +49,7 @@ use std::sync::atomic::Ordering;
 
 use kho::PAGE_WORDS;
 use kho::{AtomicPage, MemError, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysAddr, PhysRange};
-use kho_machine::PhysMem;
-use kho_machine::liveupdate::OldKernelImage;
+use kho_machine::{OldKernelImage, PhysMem};
 use object::elf;
 use object::read::elf::{FileHeader, ProgramHeader};
 use zerocopy::little_endian::{U16, U32, U64};
@@ -201,7 +200,7 @@ pub enum ImageError {
     },
     /// Finding the populated extents failed.
     #[error("finding populated memory: {0}")]
-    Populated(String),
+    Populated(#[source] kho_machine::ArenaError),
 }
 
 impl ImageError {
@@ -584,9 +583,7 @@ const _: () = assert!(size_of::<Elf64Phdr>() == PHDR_SIZE);
 /// The extents to write: populated, clipped to RAM, at most
 /// [`MAX_PHNUM`] of them (the smallest gaps inside a RAM range bridged).
 fn core_segments(mem: &PhysMem) -> Result<Vec<PhysRange>, ImageError> {
-    let populated = mem
-        .populated()
-        .map_err(|e| ImageError::Populated(e.to_string()))?;
+    let populated = mem.populated().map_err(ImageError::Populated)?;
     let ram = mem.layout().ram();
     let mut segs: Vec<PhysRange> = Vec::new();
     for p in populated {

@@ -6,7 +6,7 @@
 //! |------------|-----------------------------------------------------------------------------|
 //! | image      | physical memory saved to a file ([`MemImage`]: ELF core or raw)             |
 //! | root FDT   | the KHO root FDT, from a file or read from the image at a physical address |
-//! | format     | how the memory map is read: [`Format`] (`kho-v1-512`, `kho-v1`, `kho-v2`, `kho-v3`) |
+//! | format     | how the memory map is read: [`MapFormat`] (`kho-v1-512`, `kho-v1`, `kho-v2`, `kho-v3`) |
 //! | metadata   | the pages of the map itself: radix tree nodes, or kho-v1 chunks + bitmap pages |
 //! | finding    | one validation error and the address it names ([`Finding`])                 |
 //!
@@ -47,7 +47,7 @@ use crate::image::{ImageError, Location, MemImage, Source};
 
 /// How the memory map is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
+pub enum MapFormat {
     /// kho-v1 chunk list, 512-byte bitmaps (Linux 6.16, early 6.17.y).
     V1Bytes512,
     /// kho-v1 chunk list, page bitmaps (later 6.17.y).
@@ -58,7 +58,7 @@ pub enum Format {
     V3,
 }
 
-impl Format {
+impl MapFormat {
     /// Every format, in `--format` order.
     pub const ALL: [Self; 4] = [Self::V1Bytes512, Self::V1Page, Self::V2, Self::V3];
 
@@ -82,20 +82,25 @@ impl Format {
     }
 }
 
-impl fmt::Display for Format {
+impl fmt::Display for MapFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for Format {
-    type Err = String;
+/// A name that is none of [`MapFormat::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown format {0:?} (kho-v1-512, kho-v1, kho-v2, kho-v3)")]
+pub struct UnknownMapFormat(pub String);
+
+impl FromStr for MapFormat {
+    type Err = UnknownMapFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|f| f.as_str() == s)
-            .ok_or_else(|| format!("unknown format {s:?} (kho-v1-512, kho-v1, kho-v2, kho-v3)"))
+            .ok_or_else(|| UnknownMapFormat(s.to_owned()))
     }
 }
 
@@ -112,7 +117,7 @@ pub enum FdtSource {
 #[derive(Debug, Clone, Default)]
 pub struct InspectOptions {
     /// `--format`; `None`: detected.
-    pub format: Option<Format>,
+    pub format: Option<MapFormat>,
     /// `--ram`: the RAM map; `None`: the image's segments.
     pub ram: Option<Vec<PhysRange>>,
     /// `--forbidden`: ranges where no tree page or block may be.
@@ -484,17 +489,17 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
             if matches!(
                 (f, v),
                 (
-                    Format::V1Bytes512 | Format::V1Page,
+                    MapFormat::V1Bytes512 | MapFormat::V1Page,
                     KhoVersion::V2 | KhoVersion::V3
-                ) | (Format::V2 | Format::V3, KhoVersion::V1)
+                ) | (MapFormat::V2 | MapFormat::V3, KhoVersion::V1)
             ) {
                 out.notes
                     .push(format!("--format {f} overrides the FDT's compatible {v}"));
             }
             (Some(f), read_as(image, map, root, f, max))
         }
-        (None, KhoVersion::V2) => (Some(Format::V2), read_radix(image, map, root, max)),
-        (None, KhoVersion::V3) => (Some(Format::V3), read_radix(image, map, root, max)),
+        (None, KhoVersion::V2) => (Some(MapFormat::V2), read_radix(image, map, root, max)),
+        (None, KhoVersion::V3) => (Some(MapFormat::V3), read_radix(image, map, root, max)),
         (None, KhoVersion::V1) => detect_v1(image, map, root, max, &mut out.notes),
     };
     out.format = format.map(|f| f.as_str().to_owned());
@@ -529,7 +534,7 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
     out
 }
 
-fn read_as(image: &MemImage, map: RamMap<'_>, root: PhysAddr, f: Format, max: u64) -> Reading {
+fn read_as(image: &MemImage, map: RamMap<'_>, root: PhysAddr, f: MapFormat, max: u64) -> Reading {
     match f.bitmap_size() {
         Some(size) => read_v1(image, map, root, size, max),
         None => read_radix(image, map, root, max),
@@ -543,18 +548,18 @@ fn detect_v1(
     head: PhysAddr,
     max: u64,
     notes: &mut Vec<String>,
-) -> (Option<Format>, Reading) {
+) -> (Option<MapFormat>, Reading) {
     let small = read_v1(image, map, head, BitmapSize::Bytes512, max);
     let page = read_v1(image, map, head, BitmapSize::Page, max);
     match (small.errors.is_empty(), page.errors.is_empty()) {
-        (true, false) => (Some(Format::V1Bytes512), small),
-        (false, true) => (Some(Format::V1Page), page),
+        (true, false) => (Some(MapFormat::V1Bytes512), small),
+        (false, true) => (Some(MapFormat::V1Page), page),
         (true, true) if small.blocks == page.blocks => {
             notes.push(
                 "kho-v1 bitmap size undetermined: 512-byte and page bitmaps give the same blocks"
                     .to_owned(),
             );
-            (Some(Format::V1Page), page)
+            (Some(MapFormat::V1Page), page)
         }
         (true, true) => {
             let mut r = Reading::default();

@@ -16,7 +16,9 @@ use kho::{
 };
 
 use crate::image::{Source, write_elf};
-use crate::inspect::{FdtSource, Finding, Format, InspectOptions, Inspection, inspect, open_image};
+use crate::inspect::{
+    FdtSource, Finding, InspectOptions, Inspection, MapFormat, inspect, open_image,
+};
 
 /// Fuzz entry point: arbitrary bytes as an image and a root FDT; must never
 /// panic, and every finding names an address (a [`Finding`] always does).
@@ -24,7 +26,7 @@ use crate::inspect::{FdtSource, Finding, Format, InspectOptions, Inspection, ins
 /// | bytes    | meaning                                                             |
 /// |----------|---------------------------------------------------------------------|
 /// | 0        | flags: bit 0, a raw image at 1 MiB (else an ELF core);              |
-/// |          | bits 1..=3, the format (0 detect, 1..=4 [`Format::ALL`]);           |
+/// |          | bits 1..=3, the format (0 detect, 1..=4 [`MapFormat::ALL`]);           |
 /// |          | bit 4, the FDT is read from the image at the address below          |
 /// |          | (else it is the bytes below)                                        |
 /// | 1..9     | the FDT's physical address (LE u64)                                 |
@@ -57,7 +59,9 @@ pub fn fuzz_run(data: &[u8]) -> Option<Result<Inspection, Finding>> {
     };
     let format = match (flags >> 1) & 7 {
         0 => None,
-        k => Format::ALL.get(usize::from(k).saturating_sub(1)).copied(),
+        k => MapFormat::ALL
+            .get(usize::from(k).saturating_sub(1))
+            .copied(),
     };
     let src = if flags & 0x10 != 0 {
         FdtSource::Phys(phys)

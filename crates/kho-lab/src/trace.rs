@@ -198,7 +198,7 @@ pub enum TraceError {
 
 /// A trace's file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum TraceFormat {
     /// [`MAGIC`], version, count, blocks (postcard varints).
     Binary,
     /// `pfn order` lines.
@@ -283,10 +283,10 @@ impl Trace {
     }
 
     /// Writes the trace to `path` in `format`.
-    pub fn write(&self, path: &Path, format: Format) -> Result<(), TraceError> {
+    pub fn write(&self, path: &Path, format: TraceFormat) -> Result<(), TraceError> {
         let bytes = match format {
-            Format::Binary => self.to_binary(),
-            Format::Text => self.to_text().into_bytes(),
+            TraceFormat::Binary => self.to_binary(),
+            TraceFormat::Text => self.to_text().into_bytes(),
         };
         std::fs::write(path, bytes).map_err(|source| TraceError::Io {
             path: path.to_owned(),

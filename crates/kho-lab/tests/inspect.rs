@@ -9,7 +9,7 @@ use std::process::Command;
 use kho::{Block, Order, PAGE_SIZE, split_pages};
 use kho_lab::image::{MemImage, Source, dump_old_kernel, fdt_path};
 use kho_lab::{FdtSource, InspectOptions, inspect};
-use kho_machine::liveupdate::{OldKernelConfig, OldKernelImage, Strategy, old_kernel_boot};
+use kho_machine::{OldKernelConfig, OldKernelImage, Strategy, old_kernel_boot};
 
 fn dumped(name: &str) -> (OldKernelImage, PathBuf) {
     let mut cfg = OldKernelConfig::new(64 << 20, Strategy::Bulk).unwrap();

@@ -33,7 +33,7 @@ const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 /// The largest machine we simulate.
-pub const MAX_MACHINE_SIZE: u64 = 1 << 40;
+pub(crate) const MAX_MACHINE_SIZE: u64 = 1 << 40;
 
 /// Errors creating or attaching physical memory.
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +297,7 @@ impl PhysMem {
 /// preserved blocks) issues it some iterations ahead, so the misses overlap
 /// instead of queueing behind each other.
 #[inline(always)]
-pub fn prefetch(word: &AtomicU64) {
+pub(crate) fn prefetch(word: &AtomicU64) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `_mm_prefetch` needs SSE, which every x86-64 CPU has (it is in
     // the target's baseline features); a prefetch is only a hint and never
@@ -318,88 +318,4 @@ impl PageMap for PhysMem {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn small() -> PhysMem {
-        PhysMem::create(MemoryLayout::pc(64 * MIB).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn pc_layout_has_the_holes() {
-        let l = MemoryLayout::pc(16 * GIB).unwrap();
-        let expect: Vec<(u64, u64)> = vec![(0, 640 * KIB), (MIB, 3 * GIB), (4 * GIB, 17 * GIB)];
-        let got: Vec<(u64, u64)> = l
-            .ram()
-            .iter()
-            .map(|r| (r.start().as_u64(), r.end().as_u64()))
-            .collect();
-        assert_eq!(got, expect);
-        assert_eq!(l.ram_bytes(), 16 * GIB - 384 * KIB);
-        assert!(matches!(
-            MemoryLayout::pc(3),
-            Err(ArenaError::BadSize { size: 3 })
-        ));
-        assert!(matches!(
-            MemoryLayout::pc(2 * MAX_MACHINE_SIZE),
-            Err(ArenaError::BadSize { .. })
-        ));
-    }
-
-    #[test]
-    fn holes_and_bounds_are_refused() {
-        let mem = small();
-        let hole = PhysAddr::new(700 * KIB);
-        assert_eq!(
-            mem.page_at(hole).err(),
-            Some(MemError::NotMapped { phys: hole })
-        );
-        let past = PhysAddr::new(64 * MIB);
-        assert_eq!(
-            mem.page_at(past).err(),
-            Some(MemError::NotMapped { phys: past })
-        );
-        let odd = PhysAddr::new(MIB + 4);
-        assert_eq!(
-            mem.words(odd, 1).err(),
-            Some(MemError::Unaligned { phys: odd })
-        );
-        // A word run that crosses from RAM into the hole.
-        let edge = PhysAddr::new(640 * KIB - 8);
-        assert!(mem.words(edge, 1).is_ok());
-        assert_eq!(
-            mem.words(edge, 2).err(),
-            Some(MemError::NotMapped { phys: edge })
-        );
-    }
-
-    #[test]
-    fn a_second_mapping_of_the_fd_sees_the_same_bytes() {
-        let mem = small();
-        let p = PhysAddr::new(2 * MIB);
-        mem.page_at(p).unwrap().words()[3].store(0xfeed, Ordering::Relaxed);
-        let dup = mem.fd().try_clone_to_owned().unwrap();
-        let other = PhysMem::attach(dup, mem.layout().clone()).unwrap();
-        assert_eq!(other.page_at(p).unwrap().load(3), Some(0xfeed));
-        let short = MemoryLayout::pc(128 * MIB).unwrap();
-        let dup = mem.fd().try_clone_to_owned().unwrap();
-        assert!(matches!(
-            PhysMem::attach(dup, short),
-            Err(ArenaError::ShortFile { .. })
-        ));
-    }
-
-    #[test]
-    fn memory_is_sparse_and_discard_zeroes() {
-        let mem = PhysMem::create(MemoryLayout::pc(MAX_MACHINE_SIZE).unwrap()).unwrap();
-        assert!(mem.populated().unwrap().is_empty());
-        let p = PhysAddr::new(512 * GIB);
-        let r = PhysRange::from_start_size(p, 2 * PAGE_SIZE).unwrap();
-        mem.fill(r, 0x5a5a).unwrap();
-        assert_eq!(mem.populated().unwrap(), vec![r]);
-        mem.discard(r).unwrap();
-        assert!(mem.populated().unwrap().is_empty());
-        // (Reading a hole of a memfd through a shared mapping allocates it.)
-        assert!(mem.page_at(p).unwrap().is_zero());
-    }
-}
+mod tests;

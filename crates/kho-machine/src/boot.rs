@@ -5,12 +5,15 @@
 //! A [`Machine`] boots in four phases, each a public method so that the KHO
 //! boot can insert itself between them and time each one:
 //!
-//! | phase                           | Linux                                              | KHO hook that goes before/after it                      |
-//! |---------------------------------|----------------------------------------------------|---------------------------------------------------------|
-//! | [`Machine::memblock_init`]      | `e820__memblock_setup`, `early_reserve_memory`, `memblock_allow_resize`, NUMA init | after: `kho_populate` (scratch as `KHO_SCRATCH`, scratch-only) |
-//! | [`Machine::alloc_memmap`]       | `sparse_init`                                      | before: `kho_memory_init` may also go here               |
-//! | [`Machine::memmap_init`]        | `memmap_init`, deferred init, `memmap_init_reserved_pages` | before: `kho_memory_init` (reserve preserved, noinit) |
-//! | [`Machine::memblock_free_all`]  | `memblock_free_all`                                | after: restore of the preserved folios                   |
+//! | phase                          | Linux                                   | KHO hook              |
+//! |--------------------------------|-----------------------------------------|-----------------------|
+//! | [`Machine::memblock_init`]     | `e820__memblock_setup`, `early_reserve_memory`, `memblock_allow_resize`, NUMA init | after: `kho_populate` |
+//! | [`Machine::alloc_memmap`]      | `sparse_init`                           | (`kho_memory_init` may also go after it) |
+//! | [`Machine::memmap_init`]       | `memmap_init`, deferred init, `memmap_init_reserved_pages` | before: `kho_memory_init` |
+//! | [`Machine::memblock_free_all`] | `memblock_free_all`                     | after: the folios restored |
+//!
+//! `kho_populate` marks scratch `KHO_SCRATCH` and switches to scratch-only
+//! allocation; `kho_memory_init` reserves the preserved memory, noinit.
 //!
 //! [`Machine::boot`] runs them all. After `memblock_free_all` the buddy
 //! allocator is live ([`Machine::buddy`]).
@@ -163,7 +166,7 @@ impl<'m> Machine<'m> {
 
     /// **Ours** (the `skip` restore strategy): [`Machine::memmap_init`]
     /// that also leaves the struct pages of `skip` (sorted, disjoint)
-    /// uninitialised; see [`crate::memmap::memmap_init_skip`].
+    /// uninitialised; see `crate::memmap::memmap_init_skip`.
     pub fn memmap_init_skip(&mut self, skip: &[PhysRange]) -> Result<MemmapInitStats, BootError> {
         let memmap = self.memmap.as_ref().ok_or(BootError::Phase {
             phase: "memmap_init",
@@ -178,7 +181,7 @@ impl<'m> Machine<'m> {
 
     /// **Ours** (the `skip` restore strategy): [`Machine::memblock_free_all`]
     /// that does not free the pages of `skip` (sorted, disjoint); see
-    /// [`crate::buddy::memblock_free_all_except`].
+    /// `crate::buddy::memblock_free_all_except`.
     pub fn memblock_free_all_except(&mut self, skip: &[PhysRange]) -> Result<u64, BootError> {
         let memmap = self.memmap.take().ok_or(BootError::Phase {
             phase: "memblock_free_all",
@@ -210,91 +213,4 @@ impl<'m> Machine<'m> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-    use crate::arena::MemoryLayout;
-    use crate::memblock::MemblockFlags;
-
-    const M: u64 = 1 << 20;
-    const G: u64 = 1 << 30;
-
-    #[test]
-    fn phases_run_in_order_and_kho_hooks_fit_between() {
-        let mem = PhysMem::create(MemoryLayout::pc(256 * M).unwrap()).unwrap();
-        let mut m = Machine::new(&mem, BootConfig::default());
-        assert_eq!(
-            m.memmap_init().err(),
-            Some(BootError::Phase {
-                phase: "memmap_init",
-                needs: "alloc_memmap"
-            })
-        );
-        m.memblock_init().unwrap();
-        // kho_populate: scratch, scratch-only allocation.
-        let scratch = PhysAddr::new(64 * M);
-        m.memblock
-            .memblock_mark_kho_scratch(scratch, 16 * M)
-            .unwrap();
-        m.memblock.memblock_set_kho_scratch_only();
-        m.alloc_memmap().unwrap();
-        let memmap = m.memmap().unwrap().allocations()[0];
-        // Two sections: 4 MiB of struct pages at the top of the scratch.
-        assert_eq!(memmap.start(), PhysAddr::new(76 * M));
-        // kho_memory_init: preserved memory reserved, noinit.
-        let preserved = PhysAddr::new(200 * M);
-        m.memblock.memblock_reserve(preserved, 4 * M).unwrap();
-        m.memblock
-            .memblock_reserved_mark_noinit(preserved, 4 * M)
-            .unwrap();
-        let st = m.memmap_init().unwrap();
-        assert_eq!(st.noinit, 1024);
-        let freed = m.memblock_free_all().unwrap();
-        assert!(!m.memblock.kho_scratch_only());
-        let b = m.buddy().unwrap();
-        assert_eq!(b.nr_free_pages(), freed);
-        // 255 MiB of RAM above 1 MiB minus kernel, memmap, preserved.
-        assert_eq!(freed, (255 - 16 - 4 - 4) * M / 4096);
-        assert!(
-            m.memblock
-                .reserved
-                .regions()
-                .iter()
-                .any(|r| r.flags == MemblockFlags::RSRV_NOINIT)
-        );
-    }
-
-    /// `cargo test --release -p kho-machine -- --ignored --nocapture
-    /// boot_16g`: prints the time of memmap_init + memblock_free_all on a
-    /// 16 GiB machine (a measurement, not a test of speed).
-    #[test]
-    #[ignore = "measurement: run with --release --ignored --nocapture"]
-    fn boot_16g_timing() {
-        let mem = PhysMem::create(MemoryLayout::pc(16 * G).unwrap()).unwrap();
-        for round in [
-            "cold (first touch of the memmap)",
-            "warm (memmap pages resident)",
-        ] {
-            let mut m = Machine::new(&mem, BootConfig::default());
-            m.memblock_init().unwrap();
-            m.alloc_memmap().unwrap();
-            let t0 = Instant::now();
-            let st = m.memmap_init().unwrap();
-            let t1 = Instant::now();
-            let freed = m.memblock_free_all().unwrap();
-            let t2 = Instant::now();
-            let pages = st.free + st.reserved + st.unavailable;
-            let (init, free) = (t1 - t0, t2 - t1);
-            println!(
-                "16 GiB, {round}: memmap_init {:?} ({:.1} ns/page, {pages} struct pages), \
-                 memblock_free_all {:?} ({freed} pages freed), total {:?} ({:.1} ns/page)",
-                init,
-                init.as_nanos() as f64 / pages as f64,
-                free,
-                init + free,
-                (init + free).as_nanos() as f64 / pages as f64,
-            );
-        }
-    }
-}
+mod tests;

@@ -40,14 +40,14 @@ use crate::memmap::{
 /// The largest order of a buddy block (`MAX_PAGE_ORDER`): 4 MiB.
 pub const MAX_PAGE_ORDER: u32 = 10;
 /// Number of free lists (`NR_PAGE_ORDERS`).
-pub const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
+pub(crate) const NR_PAGE_ORDERS: usize = MAX_PAGE_ORDER as usize + 1;
 /// The order of a 1 GiB gigantic folio.
-pub const GIGANTIC_ORDER: Order = Order::new(18);
+pub(crate) const GIGANTIC_ORDER: Order = Order::new(18);
 
 /// Where `zone->free_area[0].free_list` would live in the kernel: the list
 /// heads are not in the simulated memory, but the `lru` links that point to
 /// them hold these addresses (`FREE_AREA_BASE + 16 * order`).
-pub const FREE_AREA_BASE: u64 = 0xffff_ffff_8300_0000;
+pub(crate) const FREE_AREA_BASE: u64 = 0xffff_ffff_8300_0000;
 const LIST_HEAD_SIZE: u64 = 16;
 
 fn free_list_head(order: u32) -> u64 {
@@ -336,7 +336,7 @@ impl<'m> Buddy<'m> {
     }
 
     /// From now on (`on`), every block [`Buddy::alloc_pages`] hands out is
-    /// first filled with [`crate::manifest::POISON`] (like
+    /// first filled with `crate::manifest::POISON` (like
     /// `init_on_alloc`, with a pattern instead of zeroes), so a consumer
     /// that reads memory it did not write sees poison, never stale data.
     pub fn set_poison_on_alloc(&self, on: bool) {
@@ -486,6 +486,25 @@ impl<'m> Buddy<'m> {
         Ok(())
     }
 
+    /// `alloc_pages_exact`: `pages` contiguous pages, as a block of the
+    /// next order split into pages, the tail beyond `pages` freed. Returns
+    /// the first frame.
+    pub fn alloc_pages_exact(&self, pages: u64) -> Result<Pfn, BuddyError> {
+        let order = Order::try_new(pages.max(1).next_power_of_two().ilog2())
+            .ok()
+            .filter(|o| o.as_u32() <= MAX_PAGE_ORDER)
+            .ok_or(BuddyError::BadOrder {
+                order: Order::new(MAX_PAGE_ORDER as u8 + 1),
+            })?;
+        let head = self.alloc_pages(order)?;
+        self.split_page(head, order)?;
+        for i in pages..order.pages() {
+            let pfn = head.checked_add(i).ok_or(BuddyError::NoMemory { order })?;
+            self.free_pages(pfn, Order::ZERO)?;
+        }
+        Ok(head)
+    }
+
     /// The free lists, walked through the struct pages: `(order, pfns in
     /// ascending order)` for each order, after checking every link (each
     /// page is `PageBuddy` with its list's order, `prev` links mirror `next`
@@ -566,7 +585,11 @@ impl PageAlloc for Buddy<'_> {
 /// `_flags_1`, `_large_mapcount` and `_entire_mapcount` at -1,
 /// `_nr_pages_mapped` and `_pincount` at 0, and `_folio_nr_pages`.
 /// (`_deferred_list` of page 2 is not modelled.)
-pub fn prep_compound_page(mm: &MemMap<'_>, head: Pfn, order: Order) -> Result<(), MemmapError> {
+pub(crate) fn prep_compound_page(
+    mm: &MemMap<'_>,
+    head: Pfn,
+    order: Order,
+) -> Result<(), MemmapError> {
     let page = mm.pfn_to_page(head)?;
     page.set_flag(pg::HEAD);
     let nr = order.pages();
@@ -648,7 +671,10 @@ fn __free_pages_memory(
 /// allocator (`free_low_memory_core_early`). Returns the pages freed.
 /// Struct pages must have been initialised by
 /// [`crate::memmap::memmap_init`].
-pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u64, BuddyError> {
+pub(crate) fn memblock_free_all(
+    memblock: &mut Memblock,
+    buddy: &Buddy<'_>,
+) -> Result<u64, BuddyError> {
     memblock_free_all_except(memblock, buddy, &[])
 }
 
@@ -661,7 +687,7 @@ pub fn memblock_free_all(memblock: &mut Memblock, buddy: &Buddy<'_>) -> Result<u
 /// stays on while `memmap_init_reserved_pages` may still allocate (an array
 /// doubling), and is cleared only before the hand-over to the buddy
 /// allocator. With an empty `skip` this is exactly [`memblock_free_all`].
-pub fn memblock_free_all_except(
+pub(crate) fn memblock_free_all_except(
     memblock: &mut Memblock,
     buddy: &Buddy<'_>,
     skip: &[PhysRange],
@@ -735,7 +761,10 @@ pub fn memblock_free_all_except(
 /// from memblock before [`memblock_free_all`], raw, naturally aligned.
 /// With the vmemmap optimisation, all struct pages but the first are marked
 /// `RSRV_NOINIT`: [`prep_bootmem_huge_folio`] initialises them later.
-pub fn alloc_bootmem_huge_page(memblock: &mut Memblock, order: Order) -> Result<Pfn, BuddyError> {
+pub(crate) fn alloc_bootmem_huge_page(
+    memblock: &mut Memblock,
+    order: Order,
+) -> Result<Pfn, BuddyError> {
     let size = order.bytes();
     let base = memblock.memblock_alloc_try_nid_raw(
         size,
@@ -755,7 +784,7 @@ pub fn alloc_bootmem_huge_page(memblock: &mut Memblock, order: Order) -> Result<
 /// [`crate::memmap::memmap_init`]: initialises its struct pages
 /// (`hugetlb_folio_init_vmemmap`), clears `PG_reserved` and preps it as a
 /// folio of `order` whose head has refcount 1 and tails refcount 0.
-pub fn prep_bootmem_huge_folio(
+pub(crate) fn prep_bootmem_huge_folio(
     mm: &MemMap<'_>,
     head: Pfn,
     order: Order,
@@ -773,410 +802,4 @@ pub fn prep_bootmem_huge_folio(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::arena::{MemoryLayout, PhysMem};
-    use crate::boot::{BootConfig, Machine};
-
-    const M: u64 = 1 << 20;
-    const G: u64 = 1 << 30;
-
-    fn mem(size: u64) -> PhysMem {
-        PhysMem::create(MemoryLayout::pc(size).unwrap()).unwrap()
-    }
-
-    fn p(x: u64) -> Pfn {
-        Pfn::new(x).unwrap()
-    }
-
-    fn o(x: u8) -> Order {
-        Order::new(x)
-    }
-
-    type Snapshot = Vec<(Order, Vec<Pfn>)>;
-
-    /// `memblock_free_all_except` frees exactly what `memblock_free_all`
-    /// frees when the skipped ranges are reserved instead.
-    #[test]
-    fn free_all_except_equals_reservation() {
-        let mem = mem(128 * M);
-        let r = |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap();
-        // Unaligned to max order, touching, and one at the end of RAM.
-        let skip = [
-            r(40 * M + 4096, 40 * M + 3 * 4096),
-            r(40 * M + 3 * 4096, 44 * M),
-            r(60 * M, 60 * M + 8192),
-            r(127 * M, 128 * M),
-        ];
-        let boot = |with_skip: bool| {
-            let mut m = Machine::new(&mem, BootConfig::default());
-            m.memblock_init().unwrap();
-            if !with_skip {
-                for x in skip {
-                    m.memblock.memblock_reserve(x.start(), x.size()).unwrap();
-                }
-            }
-            m.memblock.memblock_set_kho_scratch_only();
-            m.memblock
-                .memblock_mark_kho_scratch(PhysAddr::new(64 * M), 16 * M)
-                .unwrap();
-            m.alloc_memmap().unwrap();
-            m.memmap_init_skip(if with_skip { &skip } else { &[] })
-                .unwrap();
-            let freed = m
-                .memblock_free_all_except(if with_skip { &skip } else { &[] })
-                .unwrap();
-            assert!(!m.memblock.kho_scratch_only());
-            (freed, m.buddy().unwrap().free_lists().unwrap())
-        };
-        assert_eq!(boot(true), boot(false));
-    }
-
-    #[test]
-    fn poison_on_alloc_fills_every_block_handed_out() {
-        let mem = mem(64 * M);
-        let m = Machine::boot(&mem).unwrap();
-        let b = m.buddy().unwrap();
-        let quiet = b.alloc_pages(o(1)).unwrap();
-        assert_ne!(
-            mem.page_at(quiet.phys()).unwrap().load(0),
-            Some(crate::manifest::POISON)
-        );
-        b.set_poison_on_alloc(true);
-        let pfn = b.alloc_pages(o(1)).unwrap();
-        let second = pfn.checked_add(1).unwrap().phys();
-        assert_eq!(
-            mem.page_at(second).unwrap().load(511),
-            Some(crate::manifest::POISON)
-        );
-        // PageAlloc still hands out zeroed pages.
-        let z = b.alloc_zeroed_page().unwrap();
-        assert!(mem.page_at(z).unwrap().is_zero());
-    }
-
-    /// The free lists of a booted 64 MiB machine, by hand: free ranges are
-    /// pfns 256..4096 (1 MiB to the kernel at 16 MiB) and 8192..15872 (32 MiB
-    /// to the memmap at 62 MiB), cut in naturally aligned chunks.
-    fn expected_boot_lists() -> Snapshot {
-        let mut lists: Snapshot = (0..NR_PAGE_ORDERS as u8)
-            .map(|i| (o(i), Vec::new()))
-            .collect();
-        lists[8].1 = vec![p(256)];
-        lists[9].1 = vec![p(512), p(15360)];
-        lists[10].1 = [1024, 2048, 3072]
-            .into_iter()
-            .chain((8192..15360).step_by(1024))
-            .map(p)
-            .collect();
-        lists
-    }
-
-    fn shuffle<T>(v: &mut [T], mut seed: u64) {
-        for i in (1..v.len()).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            v.swap(i, (seed % (i as u64 + 1)) as usize);
-        }
-    }
-
-    #[test]
-    fn free_all_on_a_small_machine_frees_ram_minus_reserved() {
-        let mem = mem(64 * M);
-        let m = Machine::boot(&mem).unwrap();
-        let b = m.buddy().unwrap();
-        // RAM 640 KiB + 63 MiB; reserved the low 1 MiB, 16 MiB of kernel and
-        // 2 MiB of memmap: 45 MiB free.
-        assert_eq!(b.nr_free_pages(), 45 * M / 4096);
-        assert_eq!(b.managed_pages(), 45 * M / 4096);
-        assert_eq!(b.free_lists().unwrap(), expected_boot_lists());
-        let mm = b.memmap();
-        let kernel = mm.pfn_to_page(p(5000)).unwrap();
-        assert!(kernel.is_reserved() && kernel.refcount() == 1);
-        let head = mm.pfn_to_page(p(1024)).unwrap();
-        assert!(head.is_buddy() && !head.is_reserved() && head.refcount() == 0);
-        assert_eq!(head.buddy_order(), 10);
-        let inner = mm.pfn_to_page(p(1025)).unwrap();
-        assert!(!inner.is_buddy() && !inner.is_reserved() && inner.refcount() == 0);
-        // Reserved regions were given node 0 by memmap_init_reserved_pages,
-        // except the part of the low 1 MiB in the 640K-1M hole: no memory
-        // there, so it keeps MAX_NUMNODES (as in Linux).
-        let nids: Vec<(u64, i32)> = m
-            .memblock
-            .reserved
-            .regions()
-            .iter()
-            .map(|r| (r.base.as_u64(), r.nid))
-            .collect();
-        assert_eq!(
-            nids,
-            vec![
-                (0, 0),
-                (640 << 10, crate::memblock::MAX_NUMNODES),
-                (16 * M, 0),
-                (62 * M, 0)
-            ]
-        );
-    }
-
-    #[test]
-    fn alloc_free_round_trips_and_merges_back() {
-        let mem = mem(64 * M);
-        let m = Machine::boot(&mem).unwrap();
-        let b = m.buddy().unwrap();
-        let initial = b.free_lists().unwrap();
-        // The smallest block that fits is split: order 8 at 256.
-        let pfn = b.alloc_pages(o(3)).unwrap();
-        assert_eq!(pfn, p(256));
-        assert_eq!(b.nr_free_pages(), 11520 - 8);
-        let lists = b.free_lists().unwrap();
-        assert_eq!(lists[3].1, vec![p(264)]);
-        assert_eq!(lists[7].1, vec![p(384)]);
-        b.free_pages(pfn, o(3)).unwrap();
-        assert_eq!(b.free_lists().unwrap(), initial);
-        // Many order-0 pages freed in random order merge back to max order.
-        let mut pages: Vec<Pfn> = (0..3000).map(|_| b.alloc_pages(o(0)).unwrap()).collect();
-        assert_eq!(b.nr_free_pages(), 11520 - 3000);
-        shuffle(&mut pages, 11);
-        for pfn in pages {
-            b.free_pages(pfn, o(0)).unwrap();
-        }
-        assert_eq!(b.free_lists().unwrap(), initial);
-        // split_page: four order-0 pages freed one by one.
-        let pfn = b.alloc_pages(o(2)).unwrap();
-        b.split_page(pfn, o(2)).unwrap();
-        for i in [2, 0, 3, 1] {
-            b.free_pages(p(pfn.as_u64() + i), o(0)).unwrap();
-        }
-        assert_eq!(b.free_lists().unwrap(), initial);
-    }
-
-    #[test]
-    fn folios_are_compound_pages() {
-        let mem = mem(64 * M);
-        let m = Machine::boot(&mem).unwrap();
-        let b = m.buddy().unwrap();
-        let initial = b.free_lists().unwrap();
-        let head = b.folio_alloc(o(4)).unwrap();
-        let mm = b.memmap();
-        assert_eq!(mm.folio_order(head), Ok(o(4)));
-        let h = mm.pfn_to_page(head).unwrap();
-        assert!(h.is_head() && h.refcount() == 1 && h.compound_head().is_none());
-        let first = mm.pfn_to_page(p(head.as_u64() + 1)).unwrap();
-        assert_eq!(first.words()[4].load(Ordering::Relaxed), 16);
-        for i in 1..16 {
-            let t = mm.pfn_to_page(p(head.as_u64() + i)).unwrap();
-            assert_eq!(t.compound_head(), Some(head));
-            if i > 1 {
-                assert_eq!(t.mapping(), TAIL_MAPPING);
-            }
-        }
-        assert_eq!(
-            b.free_pages(head, o(3)),
-            Err(BuddyError::BadPage {
-                pfn: head,
-                reason: "folio order differs from the order freed"
-            })
-        );
-        b.folio_put(head).unwrap();
-        assert_eq!(b.free_lists().unwrap(), initial);
-        let t = mm.pfn_to_page(p(head.as_u64() + 5)).unwrap();
-        assert_eq!(t.compound_head(), None);
-    }
-
-    #[test]
-    fn errors_name_the_bad_block() {
-        let mem = mem(64 * M);
-        let m = Machine::boot(&mem).unwrap();
-        let b = m.buddy().unwrap();
-        assert_eq!(
-            b.alloc_pages(o(11)),
-            Err(BuddyError::BadOrder { order: o(11) })
-        );
-        assert_eq!(
-            b.free_pages(p(257), o(1)),
-            Err(BuddyError::Misaligned {
-                pfn: p(257),
-                order: o(1)
-            })
-        );
-        assert_eq!(
-            b.free_pages(p(5000), o(0)),
-            Err(BuddyError::BadPage {
-                pfn: p(5000),
-                reason: "PG_reserved"
-            })
-        );
-        assert_eq!(
-            b.free_pages(p(1024), o(0)),
-            Err(BuddyError::BadPage {
-                pfn: p(1024),
-                reason: "already free (PageBuddy)"
-            })
-        );
-        assert_eq!(
-            b.free_pages(p(1025), o(0)),
-            Err(BuddyError::BadPage {
-                pfn: p(1025),
-                reason: "refcount is not 1"
-            })
-        );
-        assert!(matches!(
-            b.free_pages(p(0x9000), o(0)),
-            Err(BuddyError::Memmap(MemmapError::NoStructPage { .. }))
-        ));
-        for _ in 0..10 {
-            b.alloc_pages(o(10)).unwrap();
-        }
-        assert_eq!(
-            b.alloc_pages(o(10)),
-            Err(BuddyError::NoMemory { order: o(10) })
-        );
-        // A corrupted link is reported, not followed.
-        let first = b.free_lists().unwrap()[9].1[0];
-        b.memmap().pfn_to_page(first).unwrap().set_lru_next(0x1234);
-        assert!(matches!(
-            b.free_lists(),
-            Err(BuddyError::CorruptList { order: 9, .. })
-        ));
-    }
-
-    #[test]
-    fn page_alloc_hands_out_zeroed_pages() {
-        let mem = mem(64 * M);
-        let m = Machine::boot(&mem).unwrap();
-        let b = m.buddy().unwrap();
-        let a = b.alloc_zeroed_page().unwrap();
-        mem.page_at(a).unwrap().words()[9].store(0xdead, Ordering::Relaxed);
-        b.free_page(a);
-        let again = b.alloc_zeroed_page().unwrap();
-        assert_eq!(again, a);
-        assert!(mem.page_at(again).unwrap().is_zero());
-        b.free_page(again);
-        b.free_page(again);
-        b.free_page(PhysAddr::new(20 * M));
-        assert_eq!(b.bad_pages(), 2);
-        assert_eq!(b.free_lists().unwrap(), expected_boot_lists());
-    }
-
-    #[test]
-    fn gigantic_folio_from_the_boot_pool() {
-        let mem = mem(3 * G);
-        let mut m = Machine::new(&mem, BootConfig::default());
-        m.memblock_init().unwrap();
-        m.alloc_memmap().unwrap();
-        // The memmap (24 sections, 48 MiB) took the top of [1M, 3G), so the
-        // highest free aligned GiB is [1G, 2G).
-        let head = alloc_bootmem_huge_page(&mut m.memblock, GIGANTIC_ORDER).unwrap();
-        assert_eq!(head, PhysAddr::new(G).pfn());
-        let st = m.memmap_init().unwrap();
-        assert_eq!(st.noinit, (1 << 18) - 1);
-        prep_bootmem_huge_folio(m.memmap().unwrap(), head, GIGANTIC_ORDER).unwrap();
-        m.memblock_free_all().unwrap();
-        let b = m.buddy().unwrap();
-        let mm = b.memmap();
-        assert_eq!(mm.folio_order(head), Ok(GIGANTIC_ORDER));
-        let tail = mm.pfn_to_page(p(head.as_u64() + 12345)).unwrap();
-        assert_eq!(
-            (tail.compound_head(), tail.refcount(), tail.is_reserved()),
-            (Some(head), 0, false)
-        );
-        let h = mm.pfn_to_page(head).unwrap();
-        assert!(h.is_head() && h.refcount() == 1 && !h.is_reserved());
-        let free = 3 * G - M - 16 * M - 48 * M - G;
-        assert_eq!(b.nr_free_pages(), free / 4096);
-        b.free_lists().unwrap();
-    }
-
-    #[test]
-    fn no_room_for_a_gigantic_page() {
-        let mem = mem(64 * M);
-        let mut m = Machine::new(&mem, BootConfig::default());
-        m.memblock_init().unwrap();
-        assert!(matches!(
-            alloc_bootmem_huge_page(&mut m.memblock, GIGANTIC_ORDER),
-            Err(BuddyError::Memblock(MemblockError::NoSpace {
-                size: G,
-                align: G,
-                ..
-            }))
-        ));
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Alloc(u8),
-        Free(usize),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            (0u8..=5).prop_map(Op::Alloc),
-            any::<usize>().prop_map(Op::Free),
-        ]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(32))]
-        #[test]
-        fn random_alloc_free_against_an_oracle(ops in proptest::collection::vec(op(), 1..200)) {
-            let mem = mem(64 * M);
-            let m = Machine::boot(&mem).unwrap();
-            let b = m.buddy().unwrap();
-            let initial = b.free_lists().unwrap();
-            let total = b.nr_free_pages();
-            // Oracle: allocated blocks by start pfn -> order.
-            let mut live: BTreeMap<u64, u8> = BTreeMap::new();
-            let mut used = 0u64;
-            for op in ops {
-                match op {
-                    Op::Alloc(order) => match b.alloc_pages(o(order)) {
-                        Ok(pfn) => {
-                            let (s, e) = (pfn.as_u64(), pfn.as_u64() + (1 << order));
-                            prop_assert_eq!(s % (1 << order), 0);
-                            if let Some((&ps, &po)) = live.range(..s).next_back() {
-                                prop_assert!(ps + (1 << po) <= s, "overlap with {}", ps);
-                            }
-                            if let Some((&ns, _)) = live.range(s..).next() {
-                                prop_assert!(e <= ns, "overlap with {}", ns);
-                            }
-                            live.insert(s, order);
-                            used += 1 << order;
-                        }
-                        Err(BuddyError::NoMemory { .. }) => {
-                            prop_assert!(total - used < (1 << order) || b.zone().nr_free(u32::from(order)) == 0);
-                        }
-                        Err(e) => prop_assert!(false, "{}", e),
-                    },
-                    Op::Free(i) => {
-                        if live.is_empty() {
-                            continue;
-                        }
-                        let (&s, &order) = live.iter().nth(i % live.len()).unwrap();
-                        b.free_pages(p(s), o(order)).unwrap();
-                        live.remove(&s);
-                        used -= 1 << order;
-                    }
-                }
-                prop_assert_eq!(b.nr_free_pages() + used, total);
-            }
-            // Free blocks never overlap allocated ones.
-            for (order, pfns) in b.free_lists().unwrap() {
-                for f in pfns {
-                    let (s, e) = (f.as_u64(), f.as_u64() + order.pages());
-                    if let Some((&ls, &lo)) = live.range(..e).next_back() {
-                        prop_assert!(ls + (1 << lo) <= s, "free {} overlaps allocated {}", s, ls);
-                    }
-                }
-            }
-            for (s, order) in std::mem::take(&mut live) {
-                b.free_pages(p(s), o(order)).unwrap();
-            }
-            prop_assert_eq!(b.free_lists().unwrap(), initial);
-        }
-    }
-}
+mod tests;

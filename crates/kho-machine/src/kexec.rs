@@ -1,18 +1,8 @@
-//! kexec: the hand-over from the old kernel's process to the new one.
-//!
-//! The "kexec" is real process replacement: the old kernel's process
-//! `exec`s the same binary, which boots as the new kernel with the same PID.
-//! Exactly three things cross, as they cross a real x86 kexec:
-//!
-//! | what                 | how it crosses                                   | x86 counterpart                 |
-//! |----------------------|--------------------------------------------------|---------------------------------|
-//! | RAM                  | the memfd, inherited (FD_CLOEXEC cleared): `--memfd N` | the physical memory itself |
-//! | firmware memory map  | command line `--e820 start-end,start-end,...` (hex, half-open) | boot_params.e820_table |
-//! | setup_data chain     | command line `--setup-data 0x<phys>`: head of the list in simulated memory | boot_params.hdr.setup_data |
-//!
-//! Nothing else crosses: the environment is cleared, every other descriptor
-//! is close-on-exec. Boot parameters of the new kernel's own (the restore
-//! strategy) are ordinary command-line options.
+//! The x86 KHO hand-over in memory, from the old kernel to the new one:
+//! the setup_data node, its `kho_data` and the `kho_scratch` array, written
+//! by the old kernel ([`write_handover`]) and read, trusting nothing, by the
+//! new one ([`read_setup_data`]). How the processes cross the exec is
+//! [`crate::liveupdate`]'s exec protocol.
 //!
 //! ## On-memory layouts (little-endian, packed, as Linux's uapi header)
 //!
@@ -60,45 +50,32 @@
     clippy::unwrap_used
 )]
 
-use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::Command;
-
 use kho::{MemError, PAGE_SIZE, PhysAddr, PhysRange};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::arena::{ArenaError, MemoryLayout, PhysMem};
+use crate::arena::PhysMem;
 use crate::physio::{read_bytes, write_bytes};
 
-/// `SETUP_NONE`.
-pub const SETUP_NONE: u32 = 0;
-/// `SETUP_RNG_SEED`, the type just below KHO's (a common mix-up).
-pub const SETUP_RNG_SEED: u32 = 9;
 /// `SETUP_KEXEC_KHO`: the node carries a [`KhoData`].
-pub const SETUP_KEXEC_KHO: u32 = 10;
+pub(crate) const SETUP_KEXEC_KHO: u32 = 10;
 
 /// The longest setup_data list the reader walks (Linux defines ten types; a
 /// longer list is a loop or garbage).
-pub const MAX_SETUP_DATA_NODES: usize = 64;
+pub(crate) const MAX_SETUP_DATA_NODES: usize = 64;
 /// The largest handover FDT accepted. Linux passes one page; the temporary
 /// payload passes its manifest here (see `liveupdate`), hence the room.
-pub const MAX_FDT_SIZE: u64 = 256 << 20;
+pub(crate) const MAX_FDT_SIZE: u64 = 256 << 20;
 /// The most scratch areas accepted: lowmem, global and one per node for
 /// x86's `MAX_NUMNODES` (1 << NODES_SHIFT, 10).
-pub const MAX_SCRATCH_AREAS: u64 = 2 + 1024;
-
-/// The hidden subcommand the new kernel boots with.
-pub const NEW_KERNEL_SUBCOMMAND: &str = "__new-kernel";
+pub(crate) const MAX_SCRATCH_AREAS: u64 = 2 + 1024;
 
 /// `struct setup_data` without its flexible payload.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
 )]
 #[repr(C)]
-pub struct SetupDataHeader {
+pub(crate) struct SetupDataHeader {
     /// Phys of the next node, 0 ends the list.
     pub next: U64,
     /// `SETUP_*` type.
@@ -113,7 +90,7 @@ const _: () = assert!(size_of::<SetupDataHeader>() == 16);
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
 )]
 #[repr(C)]
-pub struct KhoData {
+pub(crate) struct KhoData {
     /// Phys of the root FDT.
     pub fdt_addr: U64,
     /// Its length in bytes.
@@ -130,7 +107,7 @@ const _: () = assert!(size_of::<KhoData>() == 32);
     Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned,
 )]
 #[repr(C)]
-pub struct KhoScratch {
+pub(crate) struct KhoScratch {
     /// First byte.
     pub addr: U64,
     /// Length in bytes.
@@ -143,7 +120,7 @@ const KHO_DATA_LEN: u32 = 32;
 const SCRATCH_ENTRY_LEN: u64 = 16;
 
 /// Errors of the hand-over, each naming what was broken and where.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KexecError {
     /// A structure that must be 8-byte aligned is not.
     #[error("{what} at {phys} is not 8-byte aligned")]
@@ -163,7 +140,7 @@ pub enum KexecError {
         /// Its claimed length.
         len: u64,
     },
-    /// The setup_data list does not end within [`MAX_SETUP_DATA_NODES`].
+    /// The setup_data list does not end within `MAX_SETUP_DATA_NODES`.
     #[error("setup_data list from {head} does not end within {max} nodes (a loop?)")]
     ChainTooLong {
         /// Head of the list.
@@ -196,7 +173,7 @@ pub enum KexecError {
         phys: PhysAddr,
         /// `fdt_size`.
         size: u64,
-        /// [`MAX_FDT_SIZE`].
+        /// `MAX_FDT_SIZE`.
         max: u64,
     },
     /// `scratch_size` is not a whole, non-zero, bounded number of entries.
@@ -206,7 +183,7 @@ pub enum KexecError {
         phys: PhysAddr,
         /// `scratch_size`.
         size: u64,
-        /// [`MAX_SCRATCH_AREAS`].
+        /// `MAX_SCRATCH_AREAS`.
         max: u64,
     },
     /// An empty scratch area.
@@ -259,30 +236,6 @@ pub enum KexecError {
         /// Its range.
         area: PhysRange,
     },
-    /// A malformed command-line argument of the new kernel.
-    #[error("bad {what} argument {value:?}")]
-    BadArg {
-        /// Which argument.
-        what: &'static str,
-        /// Its text.
-        value: String,
-    },
-    /// The inherited memfd could not be attached.
-    #[error("attaching the inherited memfd {fd}: {source}")]
-    Attach {
-        /// The descriptor number.
-        fd: RawFd,
-        /// Why.
-        source: ArenaError,
-    },
-    /// A system call of the exec path failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The error.
-        source: std::io::Error,
-    },
     /// The writer was given memory it cannot reach.
     #[error("writing {what}: {source}")]
     Write {
@@ -298,7 +251,7 @@ pub enum KexecError {
 
 impl KhoData {
     /// A `kho_data` naming the root FDT and the scratch array.
-    pub fn new(fdt: PhysRange, scratch_array: PhysRange) -> Self {
+    pub(crate) fn new(fdt: PhysRange, scratch_array: PhysRange) -> Self {
         Self {
             fdt_addr: U64::new(fdt.start().as_u64()),
             fdt_size: U64::new(fdt.size()),
@@ -309,7 +262,7 @@ impl KhoData {
 }
 
 /// The bytes of a `kho_scratch` array for `areas`.
-pub fn scratch_array_bytes(areas: &[PhysRange]) -> Vec<u8> {
+pub(crate) fn scratch_array_bytes(areas: &[PhysRange]) -> Vec<u8> {
     areas
         .iter()
         .flat_map(|r| {
@@ -324,7 +277,7 @@ pub fn scratch_array_bytes(areas: &[PhysRange]) -> Vec<u8> {
 }
 
 /// The bytes of one `SETUP_KEXEC_KHO` node: header then `kho_data`.
-pub fn setup_data_bytes(next: PhysAddr, kho: &KhoData) -> Vec<u8> {
+pub(crate) fn setup_data_bytes(next: PhysAddr, kho: &KhoData) -> Vec<u8> {
     let header = SetupDataHeader {
         next: U64::new(next.as_u64()),
         kind: U32::new(SETUP_KEXEC_KHO),
@@ -481,7 +434,7 @@ pub fn read_setup_data(mem: &PhysMem, head: PhysAddr) -> Result<Option<KhoHandov
 }
 
 /// Validates a `kho_data` and the scratch array it names.
-pub fn validate_kho(
+pub(crate) fn validate_kho(
     mem: &PhysMem,
     node: PhysAddr,
     kho: &KhoData,
@@ -567,466 +520,5 @@ pub fn validate_kho(
     })
 }
 
-// ---------------------------------------------------------------------------
-// The new kernel's command line
-
-/// `0x` + lowercase hex.
-fn hex(v: u64) -> String {
-    format!("{v:#x}")
-}
-
-/// Parses a `0x`-prefixed hex or a decimal u64.
-fn parse_u64(what: &'static str, s: &str) -> Result<u64, KexecError> {
-    let bad = || KexecError::BadArg {
-        what,
-        value: s.to_owned(),
-    };
-    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16).map_err(|_| bad()),
-        None => s.parse().map_err(|_| bad()),
-    }
-}
-
-/// A physical address argument (`0x...` or decimal).
-pub fn parse_phys(s: &str) -> Result<PhysAddr, KexecError> {
-    parse_u64("physical address", s).map(PhysAddr::new)
-}
-
-/// The firmware memory map as the `--e820` argument: `start-end` pairs in
-/// hex, half-open, comma separated, ascending.
-pub fn format_e820(layout: &MemoryLayout) -> String {
-    layout
-        .ram()
-        .iter()
-        .map(|r| format!("{}-{}", hex(r.start().as_u64()), hex(r.end().as_u64())))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Parses [`format_e820`]'s output back into a validated layout.
-pub fn parse_e820(s: &str) -> Result<MemoryLayout, KexecError> {
-    let bad = || KexecError::BadArg {
-        what: "e820",
-        value: s.to_owned(),
-    };
-    let mut ram = Vec::new();
-    for part in s.split(',') {
-        let (a, b) = part.split_once('-').ok_or_else(bad)?;
-        let (a, b) = (parse_u64("e820", a)?, parse_u64("e820", b)?);
-        ram.push(PhysRange::new(PhysAddr::new(a), PhysAddr::new(b)).map_err(|_| bad())?);
-    }
-    MemoryLayout::from_ranges(ram).map_err(|_| bad())
-}
-
-/// What the new kernel is booted with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewKernelArgs {
-    /// The inherited memfd's descriptor number.
-    pub memfd: RawFd,
-    /// The firmware memory map.
-    pub e820: MemoryLayout,
-    /// Head of the setup_data list (0: none).
-    pub setup_data: PhysAddr,
-}
-
-impl NewKernelArgs {
-    /// The arguments that follow [`NEW_KERNEL_SUBCOMMAND`].
-    pub fn to_args(&self) -> Vec<String> {
-        vec![
-            "--memfd".into(),
-            self.memfd.to_string(),
-            "--e820".into(),
-            format_e820(&self.e820),
-            "--setup-data".into(),
-            hex(self.setup_data.as_u64()),
-        ]
-    }
-
-    /// From the three parsed strings of the command line.
-    pub fn parse(memfd: &str, e820: &str, setup_data: &str) -> Result<Self, KexecError> {
-        let fd = memfd.parse::<RawFd>().ok().filter(|fd| *fd >= 0);
-        let memfd = fd.ok_or_else(|| KexecError::BadArg {
-            what: "memfd",
-            value: memfd.to_owned(),
-        })?;
-        Ok(Self {
-            memfd,
-            e820: parse_e820(e820)?,
-            setup_data: parse_phys(setup_data)?,
-        })
-    }
-
-    /// Maps the inherited memfd as this kernel's RAM.
-    ///
-    /// Safe Rust cannot adopt a bare descriptor number, so the new kernel
-    /// reopens it through `/proc/self/fd/N` (same memfd, a new open file
-    /// description); the inherited number stays open and unused. The link
-    /// must name a memfd.
-    pub fn attach(&self) -> Result<PhysMem, KexecError> {
-        let fd = self.memfd;
-        let link = format!("/proc/self/fd/{fd}");
-        let attach = |source| KexecError::Attach { fd, source };
-        let io = |what, source| attach(ArenaError::Io { what, source });
-        let target = std::fs::read_link(&link).map_err(|e| io("readlink /proc/self/fd", e))?;
-        if !target.to_string_lossy().starts_with("/memfd:") {
-            return Err(KexecError::BadArg {
-                what: "memfd (not a memfd)",
-                value: target.to_string_lossy().into_owned(),
-            });
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&link)
-            .map_err(|e| io("reopen memfd", e))?;
-        PhysMem::attach(OwnedFd::from(file), self.e820.clone()).map_err(attach)
-    }
-}
-
-/// kexec: replaces this process with `image` booted as the new kernel.
-///
-/// Clears FD_CLOEXEC on the memfd so it survives the exec, clears the
-/// environment, and passes [`NEW_KERNEL_SUBCOMMAND`], the three hand-over
-/// arguments and `cmdline` (the new kernel's own boot parameters). Standard
-/// streams are inherited. Returns only if the exec failed.
-pub fn kexec_exec(
-    mem: &PhysMem,
-    image: &Path,
-    setup_data: PhysAddr,
-    cmdline: &[OsString],
-) -> KexecError {
-    let fd = mem.fd();
-    if let Err(e) = rustix::io::fcntl_setfd(fd.as_fd(), rustix::io::FdFlags::empty()) {
-        return KexecError::Io {
-            what: "clear FD_CLOEXEC on the memfd",
-            source: e.into(),
-        };
-    }
-    let args = NewKernelArgs {
-        memfd: fd.as_raw_fd(),
-        e820: mem.layout().clone(),
-        setup_data,
-    };
-    let source = Command::new(image)
-        .env_clear()
-        .arg(NEW_KERNEL_SUBCOMMAND)
-        .args(args.to_args())
-        .args(cmdline)
-        .exec();
-    KexecError::Io {
-        what: "exec the new kernel",
-        source,
-    }
-}
-
 #[cfg(test)]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    clippy::as_conversions,
-    clippy::unwrap_used
-)]
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1 << 20;
-
-    fn mem() -> PhysMem {
-        PhysMem::create(MemoryLayout::pc(64 * MIB).unwrap()).unwrap()
-    }
-
-    fn r(a: u64, size: u64) -> PhysRange {
-        PhysRange::from_start_size(PhysAddr::new(a), size).unwrap()
-    }
-
-    fn words(mem: &PhysMem, at: u64, w: &[u64]) {
-        let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
-        write_bytes(mem, PhysAddr::new(at), &bytes).unwrap();
-    }
-
-    /// A hand-built node at 1 MiB: setup_data + kho_data + 3 scratch entries.
-    fn golden(mem: &PhysMem) {
-        words(
-            mem,
-            MIB,
-            &[
-                0,               // next
-                10 | (32 << 32), // type = 10, len = 32
-                0x30_0000,       // fdt_addr
-                0x1000,          // fdt_size
-                0x10_0030,       // scratch_addr
-                48,              // scratch_size
-                0x40_0000,       // lowmem.addr
-                0x20_0000,       // lowmem.size
-                0x80_0000,       // global.addr
-                0x40_0000,       // global.size
-                0x200_0000,      // node0.addr
-                0x20_0000,       // node0.size
-            ],
-        );
-    }
-
-    #[test]
-    fn layouts_match_linux() {
-        assert_eq!(SETUP_KEXEC_KHO, 10);
-        let h = SetupDataHeader {
-            next: U64::new(0x1122_3344_5566_7788),
-            kind: U32::new(10),
-            len: U32::new(32),
-        };
-        assert_eq!(
-            h.as_bytes(),
-            &[
-                0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 10, 0, 0, 0, 32, 0, 0, 0
-            ]
-        );
-        let k = KhoData::new(r(0x1000, 0x1000), r(0x2000, 32));
-        let expect: Vec<u8> = [0x1000u64, 0x1000, 0x2000, 32]
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .collect();
-        assert_eq!(k.as_bytes(), expect.as_slice());
-    }
-
-    #[test]
-    fn writer_produces_the_golden_bytes() {
-        let a = mem();
-        golden(&a);
-        let b = mem();
-        let scratch = [
-            r(0x40_0000, 2 * MIB),
-            r(0x80_0000, 4 * MIB),
-            r(0x200_0000, 2 * MIB),
-        ];
-        let img = write_handover(
-            &b,
-            PhysAddr::new(MIB),
-            PhysAddr::ZERO,
-            r(0x30_0000, 0x1000),
-            &scratch,
-        )
-        .unwrap();
-        assert_eq!(img.setup_data, PhysAddr::new(MIB));
-        assert_eq!(img.range, r(MIB, 16 + 32 + 48));
-        let len = 96;
-        assert_eq!(
-            read_bytes(&a, PhysAddr::new(MIB), len).unwrap(),
-            read_bytes(&b, PhysAddr::new(MIB), len).unwrap()
-        );
-    }
-
-    #[test]
-    fn reader_reads_the_golden_bytes() {
-        let m = mem();
-        golden(&m);
-        let h = read_setup_data(&m, PhysAddr::new(MIB)).unwrap().unwrap();
-        assert_eq!(h.node, PhysAddr::new(MIB));
-        assert_eq!(h.fdt, r(0x30_0000, 0x1000));
-        assert_eq!(h.scratch_array, r(0x10_0030, 48));
-        assert_eq!(
-            h.scratch,
-            vec![
-                r(0x40_0000, 2 * MIB),
-                r(0x80_0000, 4 * MIB),
-                r(0x200_0000, 2 * MIB)
-            ]
-        );
-        assert_eq!(read_setup_data(&m, PhysAddr::ZERO).unwrap(), None);
-    }
-
-    #[test]
-    fn foreign_nodes_are_skipped_and_a_list_without_kho_is_none() {
-        let m = mem();
-        golden(&m);
-        // An RNG seed node at 2 MiB pointing at the KHO node.
-        words(&m, 2 * MIB, &[MIB, 9 | (8 << 32), 0xdead]);
-        let h = read_setup_data(&m, PhysAddr::new(2 * MIB))
-            .unwrap()
-            .unwrap();
-        assert_eq!(h.node, PhysAddr::new(MIB));
-        words(&m, 2 * MIB, &[0, 9 | (8 << 32), 0xdead]);
-        assert_eq!(read_setup_data(&m, PhysAddr::new(2 * MIB)).unwrap(), None);
-    }
-
-    fn err(m: &PhysMem, head: u64) -> KexecError {
-        read_setup_data(m, PhysAddr::new(head)).unwrap_err()
-    }
-
-    #[test]
-    fn each_reader_error() {
-        let m = mem();
-        // Header in the hole.
-        assert!(matches!(
-            err(&m, 700 << 10),
-            KexecError::NotRam {
-                what: "setup_data header",
-                ..
-            }
-        ));
-        // Unaligned header.
-        assert!(matches!(err(&m, MIB + 4), KexecError::Unaligned { .. }));
-        // A loop.
-        words(&m, 2 * MIB, &[2 * MIB, 9 | (8 << 32)]);
-        assert!(matches!(
-            err(&m, 2 * MIB),
-            KexecError::ChainTooLong { max: 64, .. }
-        ));
-        // Foreign payload running past RAM.
-        words(&m, 2 * MIB, &[0, 9 | (0xffff_fff0 << 32)]);
-        assert!(matches!(
-            err(&m, 2 * MIB),
-            KexecError::NotRam {
-                what: "setup_data payload",
-                ..
-            }
-        ));
-        // KHO node of the wrong length.
-        golden(&m);
-        words(&m, MIB + 8, &[10 | (24 << 32)]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::KhoLen {
-                len: 24,
-                expected: 32,
-                ..
-            }
-        ));
-        // Two KHO nodes.
-        golden(&m);
-        words(
-            &m,
-            2 * MIB,
-            &[MIB, 10 | (32 << 32), 0x30_0000, 0x1000, 0x10_0030, 48],
-        );
-        assert!(matches!(err(&m, 2 * MIB), KexecError::DuplicateKho { .. }));
-        // fdt_size zero, too large; FDT outside RAM.
-        golden(&m);
-        words(&m, MIB + 24, &[0]);
-        assert!(matches!(err(&m, MIB), KexecError::FdtSize { size: 0, .. }));
-        words(&m, MIB + 24, &[MAX_FDT_SIZE + 1]);
-        assert!(matches!(err(&m, MIB), KexecError::FdtSize { .. }));
-        words(&m, MIB + 16, &[64 * MIB, 0x1000]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::NotRam {
-                what: "handover FDT",
-                ..
-            }
-        ));
-        words(&m, MIB + 16, &[u64::MAX - 0xfff, 0x1000]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::NotRam {
-                what: "handover FDT",
-                ..
-            }
-        ));
-        // scratch_size not whole entries, zero, too many; array outside RAM.
-        golden(&m);
-        words(&m, MIB + 40, &[47]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::ScratchSize { size: 47, .. }
-        ));
-        words(&m, MIB + 40, &[0]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::ScratchSize { size: 0, .. }
-        ));
-        words(&m, MIB + 40, &[16 * (MAX_SCRATCH_AREAS + 1)]);
-        assert!(matches!(err(&m, MIB), KexecError::ScratchSize { .. }));
-        words(&m, MIB + 32, &[0xa_0000, 48]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::NotRam {
-                what: "kho_scratch array",
-                ..
-            }
-        ));
-        // Entries: empty, unaligned, outside RAM, overlapping.
-        golden(&m);
-        words(&m, MIB + 56, &[0]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::ScratchEmpty { index: 0, .. }
-        ));
-        golden(&m);
-        words(&m, MIB + 64, &[0x80_0800]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::ScratchUnaligned { index: 1, .. }
-        ));
-        golden(&m);
-        words(&m, MIB + 80, &[0x300_0000, 0x200_0000]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::ScratchNotRam { index: 2, .. }
-        ));
-        golden(&m);
-        words(&m, MIB + 80, &[0x90_0000]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::ScratchOverlap {
-                first: 1,
-                second: 2,
-                ..
-            }
-        ));
-        // FDT inside scratch.
-        golden(&m);
-        words(&m, MIB + 16, &[0x40_1000]);
-        assert!(matches!(
-            err(&m, MIB),
-            KexecError::FdtInScratch { index: 0, .. }
-        ));
-    }
-
-    #[test]
-    fn command_line_round_trip() {
-        let a = NewKernelArgs {
-            memfd: 3,
-            e820: MemoryLayout::pc(16 << 30).unwrap(),
-            setup_data: PhysAddr::new(0x1234_5000),
-        };
-        let v = a.to_args();
-        assert_eq!(
-            v[3],
-            "0x0-0xa0000,0x100000-0xc0000000,0x100000000-0x440000000"
-        );
-        assert_eq!(NewKernelArgs::parse(&v[1], &v[3], &v[5]).unwrap(), a);
-        assert!(matches!(
-            NewKernelArgs::parse("-1", &v[3], &v[5]),
-            Err(KexecError::BadArg { what: "memfd", .. })
-        ));
-        assert!(matches!(
-            parse_e820("0x2000-0x1000"),
-            Err(KexecError::BadArg { what: "e820", .. })
-        ));
-        assert!(matches!(parse_e820("zz"), Err(KexecError::BadArg { .. })));
-        assert!(matches!(parse_phys("0xg"), Err(KexecError::BadArg { .. })));
-        assert_eq!(parse_phys("4096").unwrap(), PhysAddr::new(4096));
-    }
-
-    #[test]
-    fn attach_refuses_what_is_not_a_memfd() {
-        let a = NewKernelArgs {
-            memfd: 0,
-            e820: MemoryLayout::pc(64 * MIB).unwrap(),
-            setup_data: PhysAddr::ZERO,
-        };
-        // fd 0 of a test is never a memfd.
-        assert!(a.attach().is_err());
-        // The arena's own memfd, by number, attaches.
-        let m = mem();
-        let b = NewKernelArgs {
-            memfd: m.fd().as_raw_fd(),
-            ..a
-        };
-        let again = b.attach().unwrap();
-        write_bytes(&m, PhysAddr::new(MIB), &[7; 8]).unwrap();
-        assert_eq!(
-            read_bytes(&again, PhysAddr::new(MIB), 8).unwrap(),
-            vec![7; 8]
-        );
-    }
-}
+mod tests;

@@ -57,89 +57,76 @@ use crate::arena::PhysMem;
 use crate::memblock::{MEMBLOCK_ALLOC_ACCESSIBLE, Memblock, MemblockError, MemblockFlags};
 
 /// Bytes of a `struct page`.
-pub const STRUCT_PAGE_SIZE: u64 = 64;
+pub(crate) const STRUCT_PAGE_SIZE: u64 = 64;
 /// Words of a `struct page`.
-pub const STRUCT_PAGE_WORDS: usize = 8;
+pub(crate) const STRUCT_PAGE_WORDS: usize = 8;
 const _: () = assert!(STRUCT_PAGE_SIZE == 8 * STRUCT_PAGE_WORDS as u64);
 
 /// log2 of a section's size in bytes (x86-64).
-pub const SECTION_SIZE_BITS: u32 = 27;
+pub(crate) const SECTION_SIZE_BITS: u32 = 27;
 /// log2 of the pages per section.
-pub const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
+pub(crate) const PFN_SECTION_SHIFT: u32 = SECTION_SIZE_BITS - PAGE_SHIFT;
 /// Pages per section.
-pub const PAGES_PER_SECTION: u64 = 1 << PFN_SECTION_SHIFT;
+pub(crate) const PAGES_PER_SECTION: u64 = 1 << PFN_SECTION_SHIFT;
 /// Bytes of struct pages per section (2 MiB, one PMD).
-pub const SECTION_MAP_SIZE: u64 = PAGES_PER_SECTION * STRUCT_PAGE_SIZE;
+pub(crate) const SECTION_MAP_SIZE: u64 = PAGES_PER_SECTION * STRUCT_PAGE_SIZE;
 /// `PMD_SIZE`: the alignment of the memmap allocation.
-pub const PMD_SIZE: u64 = 1 << 21;
+pub(crate) const PMD_SIZE: u64 = 1 << 21;
 /// `__pa(MAX_DMA_ADDRESS)`: the memmap is allocated above it.
-pub const MAX_DMA_ADDRESS: u64 = 16 << 20;
+pub(crate) const MAX_DMA_ADDRESS: u64 = 16 << 20;
 
 /// x86-64 `VMEMMAP_START` (4-level paging, no KASLR).
-pub const VMEMMAP_START: u64 = 0xffff_ea00_0000_0000;
+pub(crate) const VMEMMAP_START: u64 = 0xffff_ea00_0000_0000;
 /// Offset of `lru` in `struct page`.
-pub const LRU_OFFSET: u64 = 8;
+pub(crate) const LRU_OFFSET: u64 = 8;
 /// `POISON_POINTER_DELTA` on x86-64.
-pub const POISON_POINTER_DELTA: u64 = 0xdead_0000_0000_0000;
+pub(crate) const POISON_POINTER_DELTA: u64 = 0xdead_0000_0000_0000;
 /// `LIST_POISON1`: `lru.next` of a deleted list entry.
-pub const LIST_POISON1: u64 = POISON_POINTER_DELTA + 0x100;
+pub(crate) const LIST_POISON1: u64 = POISON_POINTER_DELTA + 0x100;
 /// `LIST_POISON2`: `lru.prev` of a deleted list entry.
-pub const LIST_POISON2: u64 = POISON_POINTER_DELTA + 0x122;
+pub(crate) const LIST_POISON2: u64 = POISON_POINTER_DELTA + 0x122;
 /// `TAIL_MAPPING`: `mapping` of tail pages (from page 2 on).
-pub const TAIL_MAPPING: u64 = POISON_POINTER_DELTA + 0x400;
+pub(crate) const TAIL_MAPPING: u64 = POISON_POINTER_DELTA + 0x400;
 
-/// Page flag bits (`enum pageflags`, include/linux/page-flags.h).
-pub mod pg {
-    /// Page is locked.
-    pub const LOCKED: u32 = 0;
-    /// Referenced.
-    pub const REFERENCED: u32 = 2;
-    /// Up to date.
-    pub const UPTODATE: u32 = 3;
-    /// Dirty.
-    pub const DIRTY: u32 = 4;
-    /// On an LRU list.
-    pub const LRU: u32 = 5;
+/// The page flag bits used here (`enum pageflags`,
+/// include/linux/page-flags.h).
+pub(crate) mod pg {
     /// Head of a compound page (must be bit 6).
-    pub const HEAD: u32 = 6;
+    pub(crate) const HEAD: u32 = 6;
     /// Reserved: never handed to the buddy allocator.
-    pub const RESERVED: u32 = 13;
-    /// Has private data.
-    pub const PRIVATE: u32 = 14;
+    pub(crate) const RESERVED: u32 = 13;
 }
 
-/// `page_type` values (top byte of the `_mapcount` word).
-pub mod pgty {
+/// The `page_type` value used here (top byte of the `_mapcount` word).
+pub(crate) mod pgty {
     /// A free page in the buddy allocator.
-    pub const BUDDY: u32 = 0xf0;
-    /// A hugetlb folio.
-    pub const HUGETLB: u32 = 0xf4;
+    pub(crate) const BUDDY: u32 = 0xf0;
 }
 
 /// `ZONE_NORMAL` (the machine has a single zone, see [`crate::buddy`]).
-pub const ZONE_NORMAL: u64 = 2;
+pub(crate) const ZONE_NORMAL: u64 = 2;
 /// Width of the zone field in `flags`.
-pub const ZONES_WIDTH: u32 = 2;
+pub(crate) const ZONES_WIDTH: u32 = 2;
 /// Width of the node field in `flags` (`NODES_SHIFT`).
-pub const NODES_WIDTH: u32 = 6;
+pub(crate) const NODES_WIDTH: u32 = 6;
 /// Shift of the zone field in `flags`.
-pub const ZONES_PGSHIFT: u32 = 64 - ZONES_WIDTH;
+pub(crate) const ZONES_PGSHIFT: u32 = 64 - ZONES_WIDTH;
 /// Shift of the node field in `flags`.
-pub const NODES_PGSHIFT: u32 = ZONES_PGSHIFT - NODES_WIDTH;
+pub(crate) const NODES_PGSHIFT: u32 = ZONES_PGSHIFT - NODES_WIDTH;
 
 /// `flags` of a freshly initialised page: `set_page_links(page, zone, nid)`.
-pub const fn page_links(zone: u64, nid: u64) -> u64 {
+pub(crate) const fn page_links(zone: u64, nid: u64) -> u64 {
     (zone << ZONES_PGSHIFT) | (nid << NODES_PGSHIFT)
 }
 
 /// The virtual address of `pfn`'s struct page (`pfn_to_page` under vmemmap).
-pub const fn pfn_to_vmemmap(pfn: Pfn) -> u64 {
+pub(crate) const fn pfn_to_vmemmap(pfn: Pfn) -> u64 {
     VMEMMAP_START.wrapping_add(pfn.as_u64().wrapping_mul(STRUCT_PAGE_SIZE))
 }
 
 /// The frame whose struct page (or a field of it) is at virtual address
 /// `addr`; `None` for an address outside the vmemmap.
-pub fn vmemmap_to_pfn(addr: u64) -> Option<Pfn> {
+pub(crate) fn vmemmap_to_pfn(addr: u64) -> Option<Pfn> {
     let off = addr.checked_sub(VMEMMAP_START)?;
     Pfn::new(off / STRUCT_PAGE_SIZE).filter(|_| off < (1 << 46))
 }
@@ -218,7 +205,7 @@ impl<'a> StructPage<'a> {
         self.st(W_FLAGS, v)
     }
 
-    /// Tests flag bit `bit` (a [`pg`] constant).
+    /// Tests flag bit `bit` (a `pg` constant).
     pub fn test_flag(&self, bit: u32) -> bool {
         self.flags() & (1 << bit) != 0
     }
@@ -666,7 +653,7 @@ impl<'m> MemMap<'m> {
 /// reserved regions flagged [`MemblockFlags::RSRV_NOINIT`] (see the table in
 /// the module doc). Run after every reservation is known and before
 /// [`crate::buddy::memblock_free_all`].
-pub fn memmap_init(
+pub(crate) fn memmap_init(
     memblock: &Memblock,
     memmap: &MemMap<'_>,
 ) -> Result<MemmapInitStats, MemmapError> {
@@ -681,7 +668,7 @@ pub fn memmap_init(
 /// `skip` must be sorted by start and disjoint (the coalesced preserved
 /// ranges are). The cost is one cursor over `skip`: O(ranges), on top of
 /// Linux's loop.
-pub fn memmap_init_skip(
+pub(crate) fn memmap_init_skip(
     memblock: &Memblock,
     memmap: &MemMap<'_>,
     skip: &[PhysRange],
@@ -792,209 +779,4 @@ fn memmap_init_inner(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::arena::MemoryLayout;
-    use crate::boot::{BootConfig, Machine};
-
-    const M: u64 = 1 << 20;
-
-    fn mem(size: u64) -> PhysMem {
-        PhysMem::create(MemoryLayout::pc(size).unwrap()).unwrap()
-    }
-
-    fn p(x: u64) -> Pfn {
-        Pfn::new(x).unwrap()
-    }
-
-    /// Skipping ranges is the same as reserving them `RSRV_NOINIT`: same
-    /// counts, and their struct pages are left untouched.
-    #[test]
-    fn memmap_init_skip_is_noinit_without_reservations() {
-        let mem = mem(64 * M);
-        let r = |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap();
-        let skip = [
-            r(40 * M, 41 * M),
-            r(41 * M + 8192, 41 * M + 12288),
-            r(50 * M, 50 * M + 4096),
-        ];
-        let boot = |with_skip: bool| {
-            let mut m = Machine::new(&mem, BootConfig::default());
-            m.memblock_init().unwrap();
-            if !with_skip {
-                for x in skip {
-                    m.memblock.memblock_reserve(x.start(), x.size()).unwrap();
-                    m.memblock
-                        .memblock_reserved_mark_noinit(x.start(), x.size())
-                        .unwrap();
-                }
-            }
-            m.alloc_memmap().unwrap();
-            let mm = m.memmap().unwrap();
-            for a in mm.allocations() {
-                mem.fill(*a, 0x5a5a).unwrap();
-            }
-            let st = if with_skip {
-                m.memmap_init_skip(&skip).unwrap()
-            } else {
-                m.memmap_init().unwrap()
-            };
-            let mm = m.memmap().unwrap();
-            for x in skip {
-                let page = mm.pfn_to_page(x.start().pfn()).unwrap();
-                assert_eq!(page.private(), 0x5a5a);
-            }
-            let before = mm.pfn_to_page(p(40 * M / 4096 - 1)).unwrap();
-            assert_eq!(before.refcount(), 1);
-            st
-        };
-        let (a, b) = (boot(false), boot(true));
-        assert_eq!(a, b);
-        assert_eq!(b.noinit, 256 + 1 + 1);
-    }
-
-    #[test]
-    fn struct_page_bytes_and_accessors() {
-        let mem = mem(64 * M);
-        let mut m = Machine::new(&mem, BootConfig::default());
-        m.memblock_init().unwrap();
-        m.alloc_memmap().unwrap();
-        let mm = m.memmap().unwrap();
-        // One present section: 2 MiB of struct pages, top-down, PMD aligned.
-        let top = PhysRange::new(PhysAddr::new(62 * M), PhysAddr::new(64 * M)).unwrap();
-        assert_eq!(mm.allocations(), &[top]);
-        assert_eq!(mm.footprint(), 2 * M);
-        assert_eq!(
-            mm.struct_page_phys(p(0x1234)),
-            Ok(PhysAddr::new(62 * M + 0x1234 * 64))
-        );
-        assert_eq!(
-            mm.pfn_to_page(p(0x8000)).err(),
-            Some(MemmapError::NoStructPage {
-                pfn: p(0x8000),
-                section: 1
-            })
-        );
-        let page = mm.pfn_to_page(p(0x1234)).unwrap();
-        mem.fill(
-            PhysRange::from_start_size(top.start().checked_add(0x1234 * 64).unwrap(), 64).unwrap(),
-            !0,
-        )
-        .unwrap();
-        page.init_single_page(0);
-        let lru = 0xffff_ea00_0000_0000 + 0x1234 * 64 + 8;
-        assert_eq!(
-            page.snapshot(),
-            [2 << 62, lru, lru, 0, 0, 0, 0x1_ffff_ffff, 0]
-        );
-        assert_eq!(
-            (page.refcount(), page.mapcount(), page.is_buddy()),
-            (1, -1, false)
-        );
-        assert_eq!(MemMap::page_to_pfn(&page), p(0x1234));
-        page.set_buddy();
-        assert_eq!(
-            (page.page_type(), page.is_buddy(), page.refcount()),
-            (0xf000_0000, true, 1)
-        );
-        page.clear_buddy();
-        assert_eq!(page.mapcount(), -1);
-        page.set_refcount(7);
-        page.ref_inc();
-        assert_eq!((page.refcount(), page.mapcount()), (8, -1));
-        assert!(!page.ref_dec_and_test());
-        page.set_compound_head(p(0x1200));
-        assert_eq!(page.lru_next(), 0xffff_ea00_0000_0000 + 0x1200 * 64 + 1);
-        assert_eq!(page.compound_head(), Some(p(0x1200)));
-        page.set_flag(pg::RESERVED);
-        assert!(page.is_reserved() && page.flags() & (1 << 13) != 0);
-        page.clear_flag(pg::RESERVED);
-        assert!(!page.is_reserved());
-    }
-
-    #[test]
-    fn memmap_errors() {
-        let mem = mem(64 * M);
-        // Scratch-only with no scratch: memblock cannot place the memmap.
-        let mut m = Machine::new(&mem, BootConfig::default());
-        m.memblock_init().unwrap();
-        m.memblock.memblock_set_kho_scratch_only();
-        assert!(matches!(
-            m.alloc_memmap(),
-            Err(crate::boot::BootError::Memmap(MemmapError::Memblock(
-                MemblockError::NoSpace { .. }
-            )))
-        ));
-        // memblock believes in memory the machine does not have: the memmap
-        // lands there and touching it fails.
-        let mut m = Machine::new(&mem, BootConfig::default());
-        m.memblock_init().unwrap();
-        // (Node 0: memory added with MAX_NUMNODES would be skipped by the
-        // node-0 memmap allocation, as in Linux.)
-        m.memblock
-            .memblock_add_node(PhysAddr::new(64 * M), 128 * M, 0, MemblockFlags::NONE)
-            .unwrap();
-        m.alloc_memmap().unwrap();
-        assert_eq!(
-            m.memmap().unwrap().allocations()[0].start(),
-            PhysAddr::new(188 * M)
-        );
-        assert!(matches!(
-            m.memmap_init(),
-            Err(crate::boot::BootError::Memmap(MemmapError::Mem(
-                MemError::NotMapped { .. }
-            )))
-        ));
-    }
-
-    #[test]
-    fn memmap_init_skips_noinit_and_marks_reserved() {
-        let mem = mem(64 * M);
-        let mut m = Machine::new(&mem, BootConfig::default());
-        m.memblock_init().unwrap();
-        let noinit = PhysAddr::new(40 * M);
-        m.memblock.memblock_reserve(noinit, 64 << 10).unwrap();
-        m.memblock
-            .memblock_reserved_mark_noinit(noinit, 64 << 10)
-            .unwrap();
-        m.alloc_memmap().unwrap();
-        let mm = m.memmap().unwrap();
-        // Garbage everywhere, a recognisable pattern on the noinit pages.
-        mem.fill(mm.allocations()[0], 0xa5a5_a5a5_a5a5_a5a5)
-            .unwrap();
-        let first = mm.struct_page_phys(noinit.pfn()).unwrap();
-        mem.fill(
-            PhysRange::from_start_size(first, 16 * 64).unwrap(),
-            0x5a5a_5a5a_5a5a_5a5a,
-        )
-        .unwrap();
-        let st = m.memmap_init().unwrap();
-        // Hand-computed: RAM pfns 0..160 and 256..16384; the low 1 MiB,
-        // the kernel (4096 pages) and the memmap (512) reserved; holes
-        // 160..256 and 16384..32768 (rest of section 0).
-        assert_eq!(
-            st,
-            MemmapInitStats {
-                free: 16128 - 4096 - 512 - 16,
-                reserved: 160 + 4096 + 512,
-                unavailable: 96 + 16384,
-                noinit: 16,
-            }
-        );
-        let mm = m.memmap().unwrap();
-        for pfn in 0..PAGES_PER_SECTION {
-            let page = mm.pfn_to_page(p(pfn)).unwrap();
-            let words = page.snapshot();
-            if (10240..10256).contains(&pfn) {
-                assert_eq!(words, [0x5a5a_5a5a_5a5a_5a5a; 8], "pfn {pfn:#x}");
-                continue;
-            }
-            let reserved = pfn < 256 || (4096..8192).contains(&pfn) || pfn >= 15872;
-            assert_eq!(page.is_reserved(), reserved, "pfn {pfn:#x}");
-            assert_eq!(
-                words[1..],
-                [page.lru_addr(), page.lru_addr(), 0, 0, 0, 0x1_ffff_ffff, 0]
-            );
-        }
-    }
-}
+mod tests;

@@ -17,7 +17,7 @@ use crate::PhysMem;
 const WORD: usize = 8;
 
 /// Reads `len` bytes at `phys` (8-byte aligned).
-pub fn read_bytes(mem: &PhysMem, phys: PhysAddr, len: usize) -> Result<Vec<u8>, MemError> {
+pub(crate) fn read_bytes(mem: &PhysMem, phys: PhysAddr, len: usize) -> Result<Vec<u8>, MemError> {
     let words = mem.words(phys, len.div_ceil(WORD))?;
     let mut out = Vec::with_capacity(words.len().saturating_mul(WORD));
     for w in words {
@@ -29,7 +29,7 @@ pub fn read_bytes(mem: &PhysMem, phys: PhysAddr, len: usize) -> Result<Vec<u8>, 
 
 /// Writes `bytes` at `phys` (8-byte aligned). A trailing partial word keeps
 /// the bytes that follow `bytes` in memory.
-pub fn write_bytes(mem: &PhysMem, phys: PhysAddr, bytes: &[u8]) -> Result<(), MemError> {
+pub(crate) fn write_bytes(mem: &PhysMem, phys: PhysAddr, bytes: &[u8]) -> Result<(), MemError> {
     let words = mem.words(phys, bytes.len().div_ceil(WORD))?;
     for (w, chunk) in words.iter().zip(bytes.chunks(WORD)) {
         let mut le = w.load(Ordering::Relaxed).to_le_bytes();
@@ -40,29 +40,4 @@ pub fn write_bytes(mem: &PhysMem, phys: PhysAddr, bytes: &[u8]) -> Result<(), Me
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::MemoryLayout;
-
-    #[test]
-    fn round_trip_and_partial_word() {
-        let mem = PhysMem::create(MemoryLayout::pc(16 << 20).unwrap()).unwrap();
-        let p = PhysAddr::new(2 << 20);
-        write_bytes(&mem, p, &[0xff; 16]).unwrap();
-        write_bytes(&mem, p, &[1, 2, 3]).unwrap();
-        assert_eq!(
-            read_bytes(&mem, p, 10).unwrap(),
-            vec![1, 2, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
-        );
-        let odd = PhysAddr::new((2 << 20) + 4);
-        assert_eq!(
-            read_bytes(&mem, odd, 4).err(),
-            Some(MemError::Unaligned { phys: odd })
-        );
-        let hole = PhysAddr::new(700 << 10);
-        assert_eq!(
-            write_bytes(&mem, hole, &[1]).err(),
-            Some(MemError::NotMapped { phys: hole })
-        );
-    }
-}
+mod tests;

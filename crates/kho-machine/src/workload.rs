@@ -2,74 +2,81 @@
 //!
 //! Glossary:
 //!
-//! | name        | meaning                                                              |
-//! |-------------|----------------------------------------------------------------------|
-//! | folio       | a block (`2^order` pages, naturally aligned) one owner allocated       |
-//! | guest       | a VM whose RAM is folios of one size (1 GiB or 2 MiB) plus metadata   |
-//! | metadata    | order-0 pages per guest (vCPU state, page tables, ...), preserved too |
-//! | aging       | random alloc/free churn on the buddy (orders 0..=3) before the checkpoint, so the free lists fragment like a machine that has run for a while |
-//! | checkpoint  | a process's memory written into a memfd: order-0 folios and small mTHP folios (orders 2..=4), scattered |
-//! | forgotten   | fault injection: pages written and listed in the manifest but never preserved (the new kernel must report them lost) |
-//! | replay      | a given list of blocks (a captured trace, or the `dense` / `fragmented` patterns), placed in free memory by [`place_blocks`] and reserved in memblock at boot |
-//! | scenario    | the sizes of all of the above ([`Scenario`]); [`WorkloadKind`] names the presets |
+//! - **folio**: a block (`2^order` pages, naturally aligned) one owner
+//!   allocated.
+//! - **guest**: a VM whose RAM is folios of one size (1 GiB or 2 MiB) plus
+//!   metadata.
+//! - **metadata**: order-0 pages per guest (vCPU state, page tables, ...),
+//!   preserved too.
+//! - **aging**: random alloc/free churn on the buddy (orders 0..=3) before
+//!   the checkpoint, so the free lists fragment like a machine that has run
+//!   for a while.
+//! - **checkpoint**: a process's memory written into a memfd: order-0
+//!   folios and small mTHP folios (orders 2..=4), scattered.
+//! - **forgotten**: fault injection: pages written and listed in the
+//!   manifest but never preserved (the new kernel must report them lost).
+//! - **replay**: a given list of blocks (a captured trace, or the `dense` /
+//!   `fragmented` patterns), placed in free memory by [`place_blocks`] and
+//!   reserved in memblock at boot.
+//! - **scenario**: the sizes of all of the above ([`Scenario`]);
+//!   [`WorkloadKind`] names the presets.
 //!
-//! Every workload folio gets real data ([`fill_pattern`]: every word
-//! derived from the seed and the frame, checksummed) and is preserved in the
-//! KHO radix tree through a [`Cursor`] (Linux's `kho_preserve_folio`), after
-//! [`ScratchAreas::check_preserve`]. The result is the manifest's entries.
+//! Every workload folio gets real data ([`crate::manifest::fill_pattern`]:
+//! every word derived from the seed and the frame, checksummed) and is
+//! preserved by [`crate::Preserver`] (`crate::preserve`): in the KHO radix
+//! tree through a [`kho::Cursor`] (Linux's `kho_preserve_folio`), after
+//! [`crate::ScratchAreas::check_preserve`]. The result is the manifest's
+//! entries.
 //!
 //! Where the memory comes from, as in Linux:
 //!
-//! | folios              | allocator                                             | when                                   |
-//! |---------------------|-------------------------------------------------------|----------------------------------------|
-//! | 1 GiB (guest RAM)   | memblock, [`alloc_bootmem_huge_page`] (hugetlb's boot pool) | before `memblock_free_all`, prepped after `memmap_init` |
-//! | 2 MiB (guest RAM)   | buddy, `folio_alloc(9)` (THP)                          | after the buddy is live                 |
-//! | metadata, checkpoint, forgotten | buddy, `folio_alloc(0..=4)`                | after the buddy is live                 |
-//! | replay (trace, dense, fragmented) | memblock, `memblock_reserve` of the placed blocks ([`replay_reserve`]) | after scratch, before `memblock_free_all` |
+//! | folios                            | allocator                                             | when                        |
+//! |-----------------------------------|-------------------------------------------------------|-----------------------------|
+//! | 1 GiB (guest RAM)                 | memblock, [`alloc_bootmem_huge_page`] (hugetlb's boot pool) | before `memblock_free_all` (1) |
+//! | 2 MiB (guest RAM)                 | buddy, `folio_alloc(9)` (THP)                         | after the buddy is live     |
+//! | metadata, checkpoint, forgotten   | buddy, `folio_alloc(0..=4)`                           | after the buddy is live     |
+//! | replay (trace, dense, fragmented) | memblock, `memblock_reserve` of the placed blocks ([`replay_reserve`]) | after scratch (1) |
+//!
+//! (1) and before `memblock_free_all`; the 1 GiB folios are prepped after
+//! `memmap_init`.
 //!
 //! Scratch is reserved in memblock before the buddy takes over, so nothing
-//! here can land in it; [`Preserver`] checks it for every block anyway.
+//! here can land in it; the preserver checks it for every block anyway.
 //!
 //! Everything is deterministic by seed: the same machine, scenario and seed
 //! give the same blocks, the same data and the same manifest.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use kho::{
-    AtomicPage, Block, Cursor, MemError, Order, PAGE_SIZE, PageAlloc, PageMap, Pfn, PhysAddr,
-    PhysRange,
-};
+use kho::{Block, MemError, Order, PAGE_SIZE, PageAlloc, PageMap, Pfn, PhysAddr, PhysRange};
 
-use crate::arena::PhysMem;
 use crate::buddy::{
     Buddy, BuddyError, GIGANTIC_ORDER, alloc_bootmem_huge_page, prep_bootmem_huge_folio,
 };
-use crate::manifest::{Checksum, ManifestEntry, fill_pattern};
-use crate::memblock::Memblock;
+use crate::memblock::{Memblock, MemblockError};
 use crate::memmap::{MemMap, MemmapError};
-use crate::scratch::{ScratchAreas, ScratchError};
+use crate::preserve::{PreserveError, Preserver};
+use crate::scratch::ScratchError;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
 /// The machine size the default scenario is written for; smaller machines
 /// get it scaled down in proportion, larger ones get it unchanged.
-pub const REFERENCE_MACHINE: u64 = 16 * GIB;
+pub(crate) const REFERENCE_MACHINE: u64 = 16 * GIB;
 
 /// The order of a THP-backed guest's folios (2 MiB).
-pub const THP_ORDER: Order = Order::new(9);
+pub(crate) const THP_ORDER: Order = Order::new(9);
 
 /// The smallest and largest mTHP order of the checkpoint (16 KiB, 64 KiB).
-pub const MTHP_ORDERS: (u8, u8) = (2, 4);
+pub(crate) const MTHP_ORDERS: (u8, u8) = (2, 4);
 
 /// Metadata pages per guest.
-pub const VM_META_PAGES: u64 = 4;
+pub(crate) const VM_META_PAGES: u64 = 4;
 
 /// The value written into the first word of each aging (churn) page: data
 /// the old kernel wrote but does not preserve, which poison must overwrite.
-pub const CHURN_MARK: u64 = 0x6368_7572_6e00_0000;
+pub(crate) const CHURN_MARK: u64 = 0x6368_7572_6e00_0000;
 
 /// The checkpoint's random stream ("memfd").
 const MEMFD_STREAM: u64 = u64::from_le_bytes(*b"memfd\0\0\0");
@@ -91,14 +98,9 @@ pub enum WorkloadError {
     /// Simulated memory refused an access.
     #[error("memory: {0}")]
     Mem(#[from] MemError),
-    /// The radix tree refused a block.
-    #[error("preserving {block:?}: {source}")]
-    Radix {
-        /// The block.
-        block: Block,
-        /// The tree's error.
-        source: kho::RadixError,
-    },
+    /// A folio could not be preserved.
+    #[error(transparent)]
+    Preserve(#[from] PreserveError),
     /// A block would have been preserved inside scratch.
     #[error(transparent)]
     Scratch(#[from] ScratchError),
@@ -117,11 +119,8 @@ pub enum WorkloadError {
         free: u64,
     },
     /// memblock refused the replayed blocks.
-    #[error("reserving the replayed blocks: {reason}")]
-    Reserve {
-        /// memblock's error.
-        reason: String,
-    },
+    #[error("reserving the replayed blocks: {0}")]
+    Reserve(#[source] MemblockError),
     /// A frame that does not form a block of its order.
     #[error("pfn {pfn} is not a block of order {order}")]
     NotABlock {
@@ -142,19 +141,19 @@ fn block(pfn: Pfn, order: Order) -> Result<Block, WorkloadError> {
 /// splitmix64: a tiny deterministic generator (the workloads need
 /// reproducibility, not quality).
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// A generator for `seed` and a stream name (so that workloads sharing
     /// a seed do not share their stream).
-    pub fn new(seed: u64, stream: u64) -> Self {
+    pub(crate) fn new(seed: u64, stream: u64) -> Self {
         let mut r = Self(seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         r.next_u64();
         r
     }
 
     /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -163,7 +162,7 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`; 0 for `n == 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             return 0;
         }
@@ -172,7 +171,7 @@ impl Rng {
     }
 
     /// True with probability `percent` / 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
 }
@@ -196,7 +195,7 @@ pub struct Scenario {
     pub forget_pages: u64,
     /// Blocks replayed as they are laid out (a captured trace, the `dense`
     /// and `fragmented` patterns): placed in free memory by
-    /// [`place_blocks`], reserved in memblock at boot, filled and
+    /// `place_blocks`, reserved in memblock at boot, filled and
     /// preserved. Sorted, no two overlapping.
     pub replay: Vec<Block>,
 }
@@ -237,8 +236,8 @@ impl Scenario {
     /// | `default`    | [`Scenario::for_machine`]: the VM guests and the checkpoint        |
     /// | `vm`         | the VM guests alone (1 GiB and 2 MiB folios, metadata pages)       |
     /// | `memfd`      | the checkpoint alone                                              |
-    /// | `dense`      | `ram / 16` of contiguous order-0 pages ([`dense_blocks`])          |
-    /// | `fragmented` | every other page of `ram / 16` ([`fragmented_blocks`])             |
+    /// | `dense`      | `ram / 16` of contiguous order-0 pages (`dense_blocks`)          |
+    /// | `fragmented` | every other page of `ram / 16` (`fragmented_blocks`)             |
     /// | `mixed`      | the VM guests, the checkpoint, and half of `dense` and `fragmented` |
     pub fn preset(kind: WorkloadKind, ram_bytes: u64) -> Self {
         let base = Self::for_machine(ram_bytes);
@@ -351,21 +350,24 @@ impl std::fmt::Display for WorkloadKind {
     }
 }
 
+/// A name that is none of [`WorkloadKind::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown workload {0:?} (default, vm, memfd, dense, fragmented, mixed)")]
+pub struct UnknownWorkload(pub String);
+
 impl std::str::FromStr for WorkloadKind {
-    type Err = String;
+    type Err = UnknownWorkload;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown workload {s:?} (default, vm, memfd, dense, fragmented, mixed)")
-            })
+            .ok_or_else(|| UnknownWorkload(s.to_owned()))
     }
 }
 
 /// `dense`: `pages` contiguous order-0 pages from `start`.
-pub fn dense_blocks(start: Pfn, pages: u64) -> Vec<Block> {
+pub(crate) fn dense_blocks(start: Pfn, pages: u64) -> Vec<Block> {
     (0..pages)
         .filter_map(|i| start.checked_add(i))
         .filter_map(|p| Block::from_pfn(p, Order::ZERO).ok())
@@ -375,7 +377,7 @@ pub fn dense_blocks(start: Pfn, pages: u64) -> Vec<Block> {
 /// `fragmented`: every other page of a span of `span_pages` from `start`
 /// (`span_pages / 2` order-0 blocks, none adjacent): as many ranges as
 /// blocks, the worst case for range-based trackers.
-pub fn fragmented_blocks(start: Pfn, span_pages: u64) -> Vec<Block> {
+pub(crate) fn fragmented_blocks(start: Pfn, span_pages: u64) -> Vec<Block> {
     (0..span_pages / 2)
         .filter_map(|i| start.checked_add(2 * i))
         .filter_map(|p| Block::from_pfn(p, Order::ZERO).ok())
@@ -406,7 +408,10 @@ pub fn fragmented_blocks(start: Pfn, span_pages: u64) -> Vec<Block> {
 ///    [`WorkloadError::TraceDoesNotFit`].
 ///
 /// Cost: O(blocks + free ranges).
-pub fn place_blocks(blocks: &[Block], free: &[PhysRange]) -> Result<Vec<Block>, WorkloadError> {
+pub(crate) fn place_blocks(
+    blocks: &[Block],
+    free: &[PhysRange],
+) -> Result<Vec<Block>, WorkloadError> {
     let fits_as_is = blocks.iter().all(|b| {
         b.range()
             .is_some_and(|r| free.iter().any(|f| f.contains_range(r)))
@@ -478,7 +483,7 @@ pub fn place_blocks(blocks: &[Block], free: &[PhysRange]) -> Result<Vec<Block>, 
 /// two runs together: the preserved memory has exactly the trace's
 /// coalesced ranges. The placed blocks, to be filled and preserved once
 /// the buddy is live ([`replay`]).
-pub fn replay_reserve(
+pub(crate) fn replay_reserve(
     memblock: &mut Memblock,
     scenario: &Scenario,
 ) -> Result<Vec<Block>, WorkloadError> {
@@ -502,9 +507,7 @@ pub fn replay_reserve(
     let ranges = intersect(&guarded, &free);
     memblock
         .memblock_reserve_sorted(ranges, crate::memblock::MemblockFlags::NONE)
-        .map_err(|e| WorkloadError::Reserve {
-            reason: e.to_string(),
-        })?;
+        .map_err(WorkloadError::Reserve)?;
     Ok(placed)
 }
 
@@ -530,223 +533,11 @@ fn intersect(a: &[PhysRange], b: &[PhysRange]) -> Vec<PhysRange> {
 }
 
 /// The replayed blocks ([`replay_reserve`]) filled and preserved.
-pub fn replay<M: PageAlloc + PageMap>(
+pub(crate) fn replay<M: PageAlloc + PageMap>(
     placed: &[Block],
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<(), WorkloadError> {
-    p.folios(placed)
-}
-
-// ---------------------------------------------------------------------------
-// The radix tree's memory
-
-/// The [`PageAlloc`] handed to the old kernel's [`kho::RadixTree`]: the
-/// buddy allocator, with every page it hands out (and takes back) recorded,
-/// so that the poison keep-list names the tree's pages exactly.
-pub struct TreeAlloc<'b, 'm> {
-    buddy: &'b Buddy<'m>,
-    pages: Mutex<BTreeSet<PhysAddr>>,
-}
-
-impl std::fmt::Debug for TreeAlloc<'_, '_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TreeAlloc")
-            .field("pages", &self.pages().len())
-            .finish()
-    }
-}
-
-impl<'b, 'm> TreeAlloc<'b, 'm> {
-    /// Nothing allocated yet.
-    pub fn new(buddy: &'b Buddy<'m>) -> Self {
-        Self {
-            buddy,
-            pages: Mutex::new(BTreeSet::new()),
-        }
-    }
-
-    /// The pages the tree holds now, ascending.
-    pub fn pages(&self) -> Vec<PhysAddr> {
-        self.pages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .copied()
-            .collect()
-    }
-}
-
-impl PageAlloc for TreeAlloc<'_, '_> {
-    fn alloc_zeroed_page(&self) -> Result<PhysAddr, MemError> {
-        let phys = self.buddy.alloc_zeroed_page()?;
-        self.pages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(phys);
-        Ok(phys)
-    }
-
-    fn free_page(&self, phys: PhysAddr) {
-        self.pages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&phys);
-        self.buddy.free_page(phys);
-    }
-}
-
-impl PageMap for TreeAlloc<'_, '_> {
-    fn page(&self, phys: PhysAddr) -> Result<&AtomicPage, MemError> {
-        self.buddy.memmap().mem().page_at(phys)
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Preserving
-
-/// Fills, checks and preserves the workload's folios, and records them
-/// (`kho_preserve_folio` plus the manifest).
-pub struct Preserver<'c, 't, M: PageAlloc + PageMap> {
-    mem: &'c PhysMem,
-    cursor: Cursor<'t, M>,
-    scratch: &'c ScratchAreas,
-    seed: u64,
-    entries: Vec<ManifestEntry>,
-    preserved: Vec<Block>,
-}
-
-impl<M: PageAlloc + PageMap> std::fmt::Debug for Preserver<'_, '_, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Preserver")
-            .field("entries", &self.entries.len())
-            .field("preserved", &self.preserved.len())
-            .finish()
-    }
-}
-
-impl<'c, 't, M: PageAlloc + PageMap> Preserver<'c, 't, M> {
-    /// Preserves into `cursor`'s tree data under `seed`, refusing scratch.
-    pub fn new(
-        mem: &'c PhysMem,
-        cursor: Cursor<'t, M>,
-        scratch: &'c ScratchAreas,
-        seed: u64,
-    ) -> Self {
-        Self {
-            mem,
-            cursor,
-            scratch,
-            seed,
-            entries: Vec::new(),
-            preserved: Vec::new(),
-        }
-    }
-
-    /// Writes `block`'s data, preserves it and lists it.
-    pub fn folio(&mut self, block: Block) -> Result<(), WorkloadError> {
-        let range = block
-            .range()
-            .ok_or(MemError::NotMapped { phys: block.phys() })?;
-        self.scratch.check_preserve(range)?;
-        let checksum = fill_pattern(self.mem, block, self.seed)?;
-        self.cursor
-            .preserve(block)
-            .map_err(|source| WorkloadError::Radix { block, source })?;
-        self.entries.push(ManifestEntry { block, checksum });
-        self.preserved.push(block);
-        Ok(())
-    }
-
-    /// [`Preserver::folio`] for many blocks: the data is written on every
-    /// core ([`fill_parallel`]), then the blocks are preserved and listed in
-    /// order.
-    pub fn folios(&mut self, blocks: &[Block]) -> Result<(), WorkloadError> {
-        for b in blocks {
-            let range = b.range().ok_or(MemError::NotMapped { phys: b.phys() })?;
-            self.scratch.check_preserve(range)?;
-        }
-        let sums = fill_parallel(self.mem, blocks, self.seed)?;
-        for (&block, checksum) in blocks.iter().zip(sums) {
-            self.cursor
-                .preserve(block)
-                .map_err(|source| WorkloadError::Radix { block, source })?;
-            self.entries.push(ManifestEntry { block, checksum });
-            self.preserved.push(block);
-        }
-        Ok(())
-    }
-
-    /// Writes `block`'s data and lists it, but does not preserve it.
-    pub fn forget(&mut self, block: Block) -> Result<(), WorkloadError> {
-        let checksum = fill_pattern(self.mem, block, self.seed)?;
-        self.entries.push(ManifestEntry { block, checksum });
-        Ok(())
-    }
-
-    /// The manifest entries, in the order the blocks were written.
-    pub fn entries(&self) -> &[ManifestEntry] {
-        &self.entries
-    }
-
-    /// The blocks actually preserved.
-    pub fn preserved(&self) -> &[Block] {
-        &self.preserved
-    }
-
-    /// The entries and the preserved blocks.
-    pub fn finish(self) -> (Vec<ManifestEntry>, Vec<Block>) {
-        (self.entries, self.preserved)
-    }
-}
-
-/// [`fill_pattern`] over `blocks` on every available core (each thread
-/// takes the next unfilled block); the checksums in `blocks`' order. The
-/// data does not depend on which thread wrote it.
-pub fn fill_parallel(
-    mem: &PhysMem,
-    blocks: &[Block],
-    seed: u64,
-) -> Result<Vec<Checksum>, MemError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(blocks.len());
-    if threads <= 1 {
-        return blocks.iter().map(|&b| fill_pattern(mem, b, seed)).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let parts: Vec<Result<Vec<(usize, Checksum)>, MemError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&b) = blocks.get(i) else {
-                            return Ok(out);
-                        };
-                        out.push((i, fill_pattern(mem, b, seed)?));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(Err(MemError::OutOfMemory)))
-            .collect()
-    });
-    let mut sums = vec![None; blocks.len()];
-    for part in parts {
-        for (i, c) in part? {
-            if let Some(slot) = sums.get_mut(i) {
-                *slot = Some(c);
-            }
-        }
-    }
-    sums.into_iter()
-        .zip(blocks)
-        .map(|(c, b)| c.ok_or(MemError::NotMapped { phys: b.phys() }))
-        .collect()
+    Ok(p.folios(placed)?)
 }
 
 // ---------------------------------------------------------------------------
@@ -754,7 +545,10 @@ pub fn fill_parallel(
 
 /// Boot time, before `memblock_free_all`: guest 0's 1 GiB folios from
 /// memblock (hugetlb's `alloc_bootmem_huge_page`).
-pub fn vm_boot_alloc(memblock: &mut Memblock, folios: u64) -> Result<Vec<Pfn>, WorkloadError> {
+pub(crate) fn vm_boot_alloc(
+    memblock: &mut Memblock,
+    folios: u64,
+) -> Result<Vec<Pfn>, WorkloadError> {
     (0..folios)
         .map(|_| {
             alloc_bootmem_huge_page(memblock, GIGANTIC_ORDER).map_err(|source| {
@@ -769,7 +563,7 @@ pub fn vm_boot_alloc(memblock: &mut Memblock, folios: u64) -> Result<Vec<Pfn>, W
 
 /// Boot time, after `memmap_init`: the 1 GiB folios become folios
 /// (`gather_bootmem_prealloc`).
-pub fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadError> {
+pub(crate) fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadError> {
     for &head in folios {
         prep_bootmem_huge_folio(memmap, head, GIGANTIC_ORDER)?;
     }
@@ -778,7 +572,7 @@ pub fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadE
 
 /// What the VM workload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VmStats {
+pub(crate) struct VmStats {
     /// Folios preserved (RAM and metadata).
     pub folios: u64,
     /// Their bytes.
@@ -795,7 +589,7 @@ fn alloc(buddy: &Buddy<'_>, order: Order, what: &'static str) -> Result<Pfn, Wor
 /// guest 1's is `vm_2m_folios` THP folios from the buddy; each guest also
 /// has [`VM_META_PAGES`] order-0 pages. Everything is filled and preserved.
 /// No guest RAM at all (a scenario without VMs): nothing, not even metadata.
-pub fn vm<M: PageAlloc + PageMap>(
+pub(crate) fn vm<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     gigantic: &[Pfn],
     scenario: &Scenario,
@@ -839,7 +633,7 @@ pub fn vm<M: PageAlloc + PageMap>(
 
 /// What the checkpoint workload did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MemfdStats {
+pub(crate) struct MemfdStats {
     /// Folios preserved, per order 0..=4.
     pub folios: [u64; 5],
     /// Their bytes.
@@ -921,7 +715,7 @@ impl Churn<'_, '_> {
 /// step after about every fourth folio), then the churn released. Every
 /// checkpoint folio is filled and preserved. An empty checkpoint does
 /// nothing (no aging either).
-pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
+pub(crate) fn memfd_checkpoint<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     scenario: &Scenario,
     seed: u64,
@@ -982,7 +776,7 @@ pub fn memfd_checkpoint<M: PageAlloc + PageMap>(
 }
 
 /// Fault injection: `n` order-0 pages written and listed but not preserved.
-pub fn forget_pages<M: PageAlloc + PageMap>(
+pub(crate) fn forget_pages<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     n: u64,
     p: &mut Preserver<'_, '_, M>,
@@ -997,376 +791,4 @@ pub fn forget_pages<M: PageAlloc + PageMap>(
 }
 
 #[cfg(test)]
-mod tests {
-    use kho::{NodeBudget, NodeSet, RadixReader, RadixTree, RamMap};
-
-    use super::*;
-    use crate::arena::MemoryLayout;
-    use crate::boot::Machine;
-    use crate::liveupdate::kernel_boot_config;
-    use crate::scratch::{KernReserved, ScratchSizing, kho_reserve_scratch};
-
-    const M: u64 = 1 << 20;
-
-    fn machine(mem: &PhysMem) -> (Machine<'_>, ScratchAreas) {
-        let mut m = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
-        m.memblock_init().unwrap();
-        m.alloc_memmap().unwrap();
-        let kern = KernReserved::from_memblock(&m.memblock);
-        let scratch =
-            kho_reserve_scratch(&ScratchSizing::default(), &kern, &mut m.memblock).unwrap();
-        m.memmap_init().unwrap();
-        m.memblock_free_all().unwrap();
-        (m, scratch)
-    }
-
-    fn scenario() -> Scenario {
-        Scenario {
-            vm_1g_folios: 0,
-            vm_2m_folios: 3,
-            memfd_bytes: 8 * M,
-            memfd_order0_percent: 70,
-            forget_pages: 2,
-            replay: Vec::new(),
-        }
-    }
-
-    /// Runs the VM, checkpoint and forgotten-page workloads on a fresh
-    /// 128 MiB machine; the manifest entries, the preserved blocks and the
-    /// checkpoint's coalesced ranges (walked from the tree).
-    fn run(
-        seed: u64,
-    ) -> (
-        Vec<ManifestEntry>,
-        Vec<Block>,
-        MemfdStats,
-        Vec<kho::PhysRange>,
-    ) {
-        let mem = PhysMem::create(MemoryLayout::pc(128 * M).unwrap()).unwrap();
-        let (m, scratch) = machine(&mem);
-        let buddy = m.buddy().unwrap();
-        let free_before = buddy.nr_free_pages();
-        let tree_alloc = TreeAlloc::new(buddy);
-        let tree = RadixTree::new(&tree_alloc).unwrap();
-        let mut p = Preserver::new(&mem, tree.cursor(), &scratch, seed);
-        let s = scenario();
-        vm(buddy, &[], &s, &mut p).unwrap();
-        let stats = memfd_checkpoint(buddy, &s, seed, &mut p).unwrap();
-        forget_pages(buddy, s.forget_pages, &mut p).unwrap();
-        let (entries, preserved) = p.finish();
-
-        // The churn is all released: the buddy is short of exactly the
-        // workload's folios and the tree's pages.
-        let used: u64 = entries.iter().map(|e| e.block.order().pages()).sum();
-        let tree_pages = u64::try_from(tree_alloc.pages().len()).unwrap();
-        assert_eq!(buddy.nr_free_pages() + used + tree_pages, free_before);
-
-        let mut forbidden = scratch.as_slice().to_vec();
-        forbidden.sort();
-        let ram = mem.layout().ram().to_vec();
-        let map = RamMap::new(&ram, &forbidden).unwrap();
-        let ranges = RadixReader::open(
-            &mem,
-            map,
-            tree.root(),
-            NodeSet::new(),
-            NodeBudget::for_ram(&map),
-        )
-        .unwrap()
-        .coalesce()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-        (entries, preserved, stats, ranges)
-    }
-
-    #[test]
-    fn workloads_are_deterministic_by_seed() {
-        let a = run(5);
-        let b = run(5);
-        assert_eq!(a.0, b.0);
-        assert_eq!(a.1, b.1);
-        assert_eq!(a.3, b.3);
-        let c = run(6);
-        assert_ne!(a.0, c.0);
-    }
-
-    #[test]
-    fn the_checkpoint_is_scattered_and_has_its_mix() {
-        let (entries, preserved, stats, ranges) = run(11);
-        let s = scenario();
-        // Forgotten pages are listed, not preserved.
-        assert_eq!(entries.len(), preserved.len() + 2);
-        assert_eq!(stats.bytes, s.memfd_bytes);
-        let order0 = stats.folios[0] * PAGE_SIZE;
-        // 70 % in order 0, plus the small-order tail of under 4 pages.
-        let want0 = s.memfd_bytes * 70 / 100 / PAGE_SIZE * PAGE_SIZE;
-        assert!(
-            (want0..want0 + 4 * PAGE_SIZE).contains(&order0),
-            "{order0:#x}"
-        );
-        assert!(stats.folios[2] > 0 && stats.folios[3] > 0 && stats.folios[4] > 0);
-        assert!(stats.folios[1] <= 1);
-        assert!(stats.churn_ops > 2 * s.memfd_bytes / PAGE_SIZE / 2);
-        // Scattered: many ranges, yet fewer than blocks (some neighbours).
-        // A real process's checkpoint had 287,054 pages in 21,997 ranges
-        // (13 pages a range); this one has about 12.
-        let blocks = preserved.len();
-        assert!(ranges.len() >= 32, "{} ranges", ranges.len());
-        assert!(
-            ranges.len() > blocks / 16,
-            "{} ranges for {blocks} blocks",
-            ranges.len()
-        );
-        assert!(
-            ranges.len() < blocks,
-            "{} ranges for {blocks} blocks",
-            ranges.len()
-        );
-    }
-
-    #[test]
-    fn the_vm_workload_gives_guests_their_folios() {
-        let mem = PhysMem::create(MemoryLayout::pc(4 << 30).unwrap()).unwrap();
-        let mut m = Machine::new(&mem, kernel_boot_config(mem.layout().ram_bytes()));
-        m.memblock_init().unwrap();
-        m.alloc_memmap().unwrap();
-        let kern = KernReserved::from_memblock(&m.memblock);
-        let scratch =
-            kho_reserve_scratch(&ScratchSizing::default(), &kern, &mut m.memblock).unwrap();
-        let giga = vm_boot_alloc(&mut m.memblock, 1).unwrap();
-        m.memmap_init().unwrap();
-        vm_boot_prep(m.memmap().unwrap(), &giga).unwrap();
-        m.memblock_free_all().unwrap();
-        let buddy = m.buddy().unwrap();
-        let tree_alloc = TreeAlloc::new(buddy);
-        let tree = RadixTree::new(&tree_alloc).unwrap();
-        let mut p = Preserver::new(&mem, tree.cursor(), &scratch, 1);
-        let s = Scenario {
-            vm_1g_folios: 1,
-            vm_2m_folios: 2,
-            memfd_bytes: 0,
-            memfd_order0_percent: 70,
-            forget_pages: 0,
-            replay: Vec::new(),
-        };
-        let stats = vm(buddy, &giga, &s, &mut p).unwrap();
-        assert_eq!(stats.folios, 1 + 2 + 2 * VM_META_PAGES);
-        assert_eq!(
-            stats.bytes,
-            (1 << 30) + (4 << 20) + 2 * VM_META_PAGES * PAGE_SIZE
-        );
-        let orders: Vec<u8> = p.preserved().iter().map(|b| b.order().as_u8()).collect();
-        assert_eq!(orders, [18, 0, 0, 0, 0, 9, 9, 0, 0, 0, 0]);
-        assert_eq!(
-            m.memmap().unwrap().folio_order(giga[0]).unwrap(),
-            GIGANTIC_ORDER
-        );
-        for b in p.preserved() {
-            assert!(tree.is_preserved(*b).unwrap());
-            assert!(scratch.overlap(b.range().unwrap()).is_none());
-        }
-    }
-
-    fn b(pfn: u64, order: u8) -> Block {
-        Block::from_pfn(Pfn::new(pfn).unwrap(), Order::new(order)).unwrap()
-    }
-
-    fn r(start: u64, end: u64) -> PhysRange {
-        PhysRange::new(PhysAddr::new(start), PhysAddr::new(end)).unwrap()
-    }
-
-    /// The runs (maximal adjacent blocks) of a sorted block list, as ranges.
-    fn runs(blocks: &[Block]) -> Vec<PhysRange> {
-        kho::merge_ranges(blocks.iter().map(|b| b.range().unwrap()).collect())
-    }
-
-    /// The pattern is kept: same orders in the same sequence, every block
-    /// aligned, inside free memory, the same number of runs with the same
-    /// lengths and the same block offsets inside each.
-    fn assert_same_pattern(trace: &[Block], placed: &[Block], free: &[PhysRange]) {
-        assert_eq!(trace.len(), placed.len());
-        for (t, p) in trace.iter().zip(placed) {
-            assert_eq!(t.order(), p.order());
-            assert!(p.phys().is_aligned(p.size()));
-            assert!(
-                free.iter().any(|f| f.contains_range(p.range().unwrap())),
-                "{p:?}"
-            );
-        }
-        let (rt, rp) = (runs(trace), runs(placed));
-        assert_eq!(
-            rt.iter().map(|r| r.size()).collect::<Vec<_>>(),
-            rp.iter().map(|r| r.size()).collect::<Vec<_>>()
-        );
-        let mut sorted = placed.to_vec();
-        sorted.sort();
-        assert_eq!(sorted, placed, "runs keep their order");
-    }
-
-    #[test]
-    fn a_trace_that_fits_stays_where_it_is() {
-        let trace = [b(0x100, 0), b(0x101, 0), b(0x200, 9)];
-        let free = [r(0x10_0000, 0x80_0000)];
-        assert_eq!(place_blocks(&trace, &free).unwrap(), trace);
-    }
-
-    #[test]
-    fn a_trace_beyond_ram_is_packed_keeping_adjacency_and_alignment() {
-        // 20 GiB up: an order-0 page glued to a 2 MiB folio glued to a
-        // 64 KiB folio, a lone page, a 1 GiB folio with a page after it.
-        let g = (20u64 << 30) >> 12;
-        let trace = vec![
-            b(g + 511, 0),
-            b(g + 512, 9),
-            b(g + 1024, 4),
-            b(g + 5000, 0),
-            b(g + (1 << 18), 18),
-            b(g + (2 << 18), 0),
-        ];
-        let free = &[r(0x10_0000, 0x3000_0000), r(1 << 32, 6 << 30)][..];
-        let placed = place_blocks(&trace, free).unwrap();
-        assert_same_pattern(&trace, &placed, free);
-        assert_eq!(runs(&placed).len(), 3);
-        // The first run starts at the lowest address where its 2 MiB folio
-        // is aligned: one page below 2 MiB.
-        assert_eq!(placed[0].phys().as_u64(), (2 << 20) - 4096);
-        // The lone page goes one page past the first run's end.
-        assert_eq!(
-            placed[3].phys().as_u64(),
-            placed[2].range().unwrap().end().as_u64() + 4096
-        );
-        // The 1 GiB run does not fit under 3 GiB after the others: above 4 GiB.
-        assert_eq!(placed[4].phys().as_u64(), 1 << 32);
-    }
-
-    #[test]
-    fn packing_keeps_a_fragmented_pattern_fragmented() {
-        let trace = fragmented_blocks(Pfn::new(1 << 30).unwrap(), 1000);
-        let free = [r(1 << 20, 64 << 20)];
-        let placed = place_blocks(&trace, &free).unwrap();
-        assert_same_pattern(&trace, &placed, &free);
-        assert_eq!(runs(&placed).len(), 500);
-        // Packed: every other page from the start of free memory.
-        assert_eq!(placed[1].pfn().as_u64() - placed[0].pfn().as_u64(), 2);
-        assert_eq!(placed[0].phys().as_u64(), 1 << 20);
-    }
-
-    #[test]
-    fn a_trace_too_large_for_the_machine_is_refused() {
-        let trace = dense_blocks(Pfn::new(1 << 30).unwrap(), 2048);
-        let free = [r(1 << 20, 4 << 20), r(6 << 20, 8 << 20)];
-        let e = place_blocks(&trace, &free).unwrap_err();
-        assert!(
-            matches!(e, WorkloadError::TraceDoesNotFit { blocks: 2048, .. }),
-            "{e}"
-        );
-        assert!(e.to_string().contains("does not fit"));
-    }
-
-    #[test]
-    fn presets_have_their_shapes() {
-        let ram = 256 * M;
-        let dense = Scenario::preset(WorkloadKind::Dense, ram);
-        assert_eq!(dense.replay.len() as u64, ram / 16 / PAGE_SIZE);
-        assert_eq!(runs(&dense.replay).len(), 1);
-        assert_eq!((dense.memfd_bytes, dense.vm_2m_folios), (0, 0));
-        let frag = Scenario::preset(WorkloadKind::Fragmented, ram);
-        assert_eq!(runs(&frag.replay).len(), frag.replay.len());
-        let mixed = Scenario::preset(WorkloadKind::Mixed, ram);
-        assert_eq!(runs(&mixed.replay).len(), 1 + frag.replay.len() / 2);
-        assert!(mixed.memfd_bytes > 0 && mixed.vm_2m_folios > 0);
-        assert_eq!(
-            Scenario::preset(WorkloadKind::Default, ram),
-            Scenario::for_machine(ram)
-        );
-        assert_eq!(Scenario::preset(WorkloadKind::Vm, ram).memfd_bytes, 0);
-        assert_eq!(Scenario::preset(WorkloadKind::Memfd, ram).vm_2m_folios, 0);
-        for k in WorkloadKind::ALL {
-            assert_eq!(k.as_str().parse::<WorkloadKind>().unwrap(), k);
-        }
-        assert!("huge".parse::<WorkloadKind>().is_err());
-    }
-
-    /// The old kernel replays a trace far above its RAM: placed, reserved,
-    /// preserved exactly (manifest = the placed blocks), and every byte
-    /// verifies.
-    #[test]
-    fn the_old_kernel_replays_a_remapped_trace() {
-        use crate::liveupdate::{OldKernelConfig, Strategy, old_kernel_boot};
-        let g = (20u64 << 30) >> 12;
-        let mut trace = vec![b(g + 511, 0), b(g + 512, 9), b(g + 1024, 4)];
-        trace.extend(fragmented_blocks(Pfn::new(g + 4096).unwrap(), 64));
-        let mut cfg = OldKernelConfig::new(128 * M, Strategy::Bulk).unwrap();
-        cfg.scenario = Scenario {
-            replay: trace.clone(),
-            ..Scenario::default()
-        };
-        let img = old_kernel_boot(&cfg).unwrap();
-        let listed: Vec<Block> = img.manifest.entries.iter().map(|e| e.block).collect();
-        assert_eq!(listed.len(), trace.len());
-        let ram = img.mem.layout().ram().to_vec();
-        assert_same_pattern(&trace, &listed, &ram);
-        for b in &listed {
-            assert!(img.preserved.contains(b));
-            img.scratch.check_preserve(b.range().unwrap()).unwrap();
-        }
-        let v = img.manifest.verify(&img.mem);
-        assert_eq!(v.lost_bytes, 0);
-        assert_eq!(
-            v.verified_bytes,
-            trace.iter().map(|b| b.size()).sum::<u64>()
-        );
-    }
-
-    /// Next to a fragmented replay, the checkpoint's order-0 folios come
-    /// from the buddy: the guard pages keep them out of the pattern's
-    /// holes, so each replayed page stays a range of its own.
-    #[test]
-    fn guards_keep_other_allocations_out_of_a_replayed_pattern() {
-        use crate::liveupdate::{OldKernelConfig, Strategy, old_kernel_boot};
-        let trace = fragmented_blocks(Pfn::new(1 << 30).unwrap(), 512);
-        let mut cfg = OldKernelConfig::new(128 * M, Strategy::Bulk).unwrap();
-        cfg.scenario = Scenario {
-            memfd_bytes: 8 * M,
-            memfd_order0_percent: 100,
-            replay: trace.clone(),
-            ..Scenario::default()
-        };
-        let img = old_kernel_boot(&cfg).unwrap();
-        let placed: Vec<Block> = img.manifest.entries[..trace.len()]
-            .iter()
-            .map(|e| e.block)
-            .collect();
-        let mut preserved = img.preserved.clone();
-        preserved.sort();
-        let all = runs(&preserved);
-        for b in &placed {
-            let r = b.range().unwrap();
-            assert!(all.contains(&r), "{b:?} was glued to a neighbour");
-        }
-    }
-
-    #[test]
-    fn intersect_clips_to_both() {
-        let a = [r(0, 0x3000), r(0x5000, 0x9000)];
-        let b = [r(0x1000, 0x6000), r(0x8000, 0xa000)];
-        assert_eq!(
-            intersect(&a, &b),
-            [r(0x1000, 0x3000), r(0x5000, 0x6000), r(0x8000, 0x9000)]
-        );
-    }
-
-    #[test]
-    fn rng_is_reproducible_and_bounded() {
-        let mut a = Rng::new(1, 2);
-        let mut b = Rng::new(1, 2);
-        let mut c = Rng::new(1, 3);
-        let xs: Vec<u64> = (0..64).map(|_| a.below(10)).collect();
-        let ys: Vec<u64> = (0..64).map(|_| b.below(10)).collect();
-        let zs: Vec<u64> = (0..64).map(|_| c.below(10)).collect();
-        assert_eq!(xs, ys);
-        assert_ne!(xs, zs);
-        assert!(xs.iter().all(|&x| x < 10));
-        assert_eq!(a.below(0), 0);
-    }
-}
+mod tests;

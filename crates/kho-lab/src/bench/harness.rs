@@ -7,7 +7,7 @@
 //!    preserved through the scheme, finalized, the x86 `setup_data`
 //!    hand-over written, unpreserved memory poisoned);
 //! 2. the next kernel boots in-process from that image
-//!    ([`new_kernel_boot_scheme`]: memblock init, the handover read and
+//!    ([`new_kernel_boot`]: memblock init, the handover read and
 //!    validated (`walk ms`), the preserved memory accounted by the strategy
 //!    (`memblock ms`), `memmap_init` + `memblock_free_all` (`mm init ms`),
 //!    every preserved byte verified, then a boot of the same memory with
@@ -23,17 +23,17 @@
 //!    preserve); median of the same reps.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use kho::{Block, PAGE_SIZE, PhysAddr, PhysRange, RadixTree, RamMap, VecArena};
-use kho_machine::kexec::read_setup_data;
-use kho_machine::liveupdate::{OldKernelImage, new_kernel_boot_scheme, old_kernel_boot};
-use kho_machine::workload::{Scenario, WorkloadKind};
-use kho_machine::{OldKernelConfig, Strategy};
+use kho_machine::{
+    OldKernelConfig, OldKernelImage, Scenario, Strategy, WorkloadKind, new_kernel_boot,
+    old_kernel_boot, read_setup_data,
+};
 use serde::Serialize;
 
-use crate::peers::{MachineScheme, Recorder, SchemeKind, run_scheme};
+use super::BenchError;
+use crate::peers::{MachineScheme, Recorder, SchemeError, SchemeKind, run_scheme};
 
 /// A workload of the matrix.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ pub struct Cell {
 
 /// The cells of one (workload, scheme): the strategies that apply.
 pub fn strategies(kind: SchemeKind) -> Vec<Strategy> {
-    match MachineScheme::strategy(kind) {
+    match kind.strategy() {
         None => Strategy::ALL.to_vec(),
         Some(s) => vec![s],
     }
@@ -152,7 +152,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// finalize ms, metadata bytes, restore peak bytes.
 type OldSide = (f64, f64, f64, u64, u64);
 
-fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, String> {
+fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, BenchError> {
     let lo = blocks
         .iter()
         .map(|b| b.phys().as_u64())
@@ -167,61 +167,58 @@ fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, String> 
     let base = hi.next_multiple_of(1 << 30) + (1 << 30);
     let pages = blocks.len() / 32 + 4096;
     let ram = {
-        let mut r = vec![
-            PhysRange::new(PhysAddr::new(lo.min(base)), PhysAddr::new(hi.max(lo + 1)))
-                .map_err(|e| e.to_string())?,
-        ];
-        r.push(
-            PhysRange::new(
-                PhysAddr::new(base),
-                PhysAddr::new(base + pages as u64 * PAGE_SIZE),
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        let mut r = vec![PhysRange::new(
+            PhysAddr::new(lo.min(base)),
+            PhysAddr::new(hi.max(lo + 1)),
+        )?];
+        r.push(PhysRange::new(
+            PhysAddr::new(base),
+            PhysAddr::new(base + pages as u64 * PAGE_SIZE),
+        )?);
         r
     };
-    let map = RamMap::new(&ram, &[]).map_err(|e| e.to_string())?;
+    let map = RamMap::new(&ram, &[])?;
     let arena = VecArena::new(PhysAddr::new(base), pages);
     let mut rec = Recorder::default();
-    let r = run_scheme(kind, &arena, map, blocks, &mut rec).map_err(|e| e.to_string())?;
+    let r = run_scheme(kind, &arena, map, blocks, &mut rec)?;
     let md = r.metadata.pages.len() as u64 * PAGE_SIZE + r.metadata.object_bytes;
 
     // Two threads.
     let arena2 = VecArena::new(PhysAddr::new(base), pages);
     let (a, b) = blocks.split_at(blocks.len() / 2);
     let t2 = if kind == SchemeKind::Kho {
-        let tree = RadixTree::new(&arena2).map_err(|e| e.to_string())?;
+        let tree = RadixTree::new(&arena2).map_err(SchemeError::from)?;
         let t = Instant::now();
-        std::thread::scope(|s| -> Result<(), String> {
-            let h = s.spawn(|| -> Result<(), String> {
+        std::thread::scope(|s| -> Result<(), BenchError> {
+            let h = s.spawn(|| -> Result<(), SchemeError> {
                 let mut c = tree.cursor();
                 for &x in a {
-                    c.preserve(x).map_err(|e| e.to_string())?;
+                    c.preserve(x)?;
                 }
                 Ok(())
             });
             let mut c = tree.cursor();
             for &x in b {
-                c.preserve(x).map_err(|e| e.to_string())?;
+                c.preserve(x).map_err(SchemeError::from)?;
             }
-            h.join().map_err(|_| "thread panicked".to_owned())?
+            Ok(h.join().map_err(|_| BenchError::ThreadPanicked)??)
         })?;
         t.elapsed()
     } else {
-        let tr = kind.tracker(&arena2).map_err(|e| e.to_string())?;
+        let tr = kind.tracker(&arena2)?;
         let tr = &*tr;
         let t = Instant::now();
-        std::thread::scope(|s| -> Result<(), String> {
-            let h = s.spawn(|| -> Result<(), String> {
+        std::thread::scope(|s| -> Result<(), BenchError> {
+            let h = s.spawn(|| -> Result<(), SchemeError> {
                 for &x in a {
-                    tr.preserve(x).map_err(|e| e.to_string())?;
+                    tr.preserve(x)?;
                 }
                 Ok(())
             });
             for &x in b {
-                tr.preserve(x).map_err(|e| e.to_string())?;
+                tr.preserve(x)?;
             }
-            h.join().map_err(|_| "thread panicked".to_owned())?
+            Ok(h.join().map_err(|_| BenchError::ThreadPanicked)??)
         })?;
         t.elapsed()
     };
@@ -255,15 +252,19 @@ pub fn run_workload(
     schemes: &[SchemeKind],
     reps: usize,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<Cell>, String> {
+) -> Result<Vec<Cell>, BenchError> {
     let mut images: Vec<(SchemeKind, OldKernelImage)> = Vec::new();
     for &kind in schemes {
         progress(&format!("{}: old kernel ({kind})", w.name));
-        let mut cfg =
-            OldKernelConfig::new(w.machine_size, Strategy::Bulk).map_err(|e| e.to_string())?;
+        let old_kernel = |source| BenchError::OldKernel {
+            workload: w.name.clone(),
+            scheme: kind,
+            source,
+        };
+        let mut cfg = OldKernelConfig::new(w.machine_size, Strategy::Bulk).map_err(old_kernel)?;
         cfg.scenario = w.scenario.clone();
         cfg.scheme = MachineScheme::by_name(kind.name());
-        let img = old_kernel_boot(&cfg).map_err(|e| format!("{}: {kind}: {e}", w.name))?;
+        let img = old_kernel_boot(&cfg).map_err(old_kernel)?;
         images.push((kind, img));
     }
     let mut accs: Vec<Acc> = Vec::new();
@@ -291,13 +292,31 @@ pub fn run_workload(
                 w.name, a.kind, a.strategy
             ));
             let (kind, img) = &images[a.img];
-            let h = read_setup_data(&img.mem, img.setup_data).map_err(|e| e.to_string())?;
-            let scheme: Option<Arc<dyn kho_machine::kho::PeerScheme>> =
-                MachineScheme::by_name(kind.name());
-            let r = new_kernel_boot_scheme(&img.mem, Ok(h), a.strategy, scheme)
-                .map_err(|e| format!("{}: {kind} {}: {e}", w.name, a.strategy))?;
+            let h = read_setup_data(&img.mem, img.setup_data).map_err(|source| {
+                BenchError::Handover {
+                    workload: w.name.clone(),
+                    source,
+                }
+            })?;
+            let r = new_kernel_boot(
+                &img.mem,
+                Ok(h),
+                a.strategy,
+                MachineScheme::by_name(kind.name()),
+            )
+            .map_err(|source| BenchError::NewKernel {
+                workload: w.name.clone(),
+                scheme: *kind,
+                strategy: a.strategy,
+                source,
+            })?;
             if let Some(e) = &r.kho_error {
-                return Err(format!("{}: {kind} {}: {e}", w.name, a.strategy));
+                return Err(BenchError::WithoutKho {
+                    workload: w.name.clone(),
+                    scheme: *kind,
+                    strategy: a.strategy,
+                    kho_error: e.clone(),
+                });
             }
             if rep > 0 {
                 a.walk.push(r.walk_ms);

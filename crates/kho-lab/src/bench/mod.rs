@@ -12,15 +12,94 @@ pub mod scaling;
 
 use std::time::Duration;
 
-use kho::Block;
-use kho_machine::workload::WorkloadKind;
+use kho::{AddrError, Block};
+use kho_machine::{KexecError, LiveUpdateError, MemblockError, Strategy, WorkloadKind};
 use serde::Serialize;
 
 pub use harness::{Cell, Workload};
 pub use report::Ratio;
 pub use scaling::{Point, Scaling, SweepStrategy};
 
-use crate::peers::SchemeKind;
+use crate::peers::{SchemeError, SchemeKind};
+
+/// Errors of the bench.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A workload name that is none of [`WORKLOADS`].
+    #[error("unknown workload {0:?} (vm, memfd, dense, fragmented, mixed, default)")]
+    UnknownWorkload(String),
+    /// An old kernel of the matrix failed.
+    #[error("{workload}: {scheme}: {source}")]
+    OldKernel {
+        /// The workload.
+        workload: String,
+        /// The scheme.
+        scheme: SchemeKind,
+        /// Why.
+        source: LiveUpdateError,
+    },
+    /// An old kernel's hand-over does not read.
+    #[error("{workload}: hand-over: {source}")]
+    Handover {
+        /// The workload.
+        workload: String,
+        /// Why.
+        source: KexecError,
+    },
+    /// A new kernel of the matrix failed.
+    #[error("{workload}: {scheme} {strategy}: {source}")]
+    NewKernel {
+        /// The workload.
+        workload: String,
+        /// The scheme.
+        scheme: SchemeKind,
+        /// The strategy.
+        strategy: Strategy,
+        /// Why.
+        source: LiveUpdateError,
+    },
+    /// A new kernel of the matrix booted without KHO.
+    #[error("{workload}: {scheme} {strategy}: booted without KHO: {kho_error}")]
+    WithoutKho {
+        /// The workload.
+        workload: String,
+        /// The scheme.
+        scheme: SchemeKind,
+        /// The strategy.
+        strategy: Strategy,
+        /// The report's reason.
+        kho_error: String,
+    },
+    /// A scheme failed (preserve, finalize or restore).
+    #[error(transparent)]
+    Scheme(#[from] SchemeError),
+    /// A preserving thread panicked.
+    #[error("a preserving thread panicked")]
+    ThreadPanicked,
+    /// A range of the bench's own memory is invalid.
+    #[error("bench memory: {0}")]
+    Addr(#[from] AddrError),
+    /// The bench's RAM map is invalid.
+    #[error("bench RAM map: {0}")]
+    RamMap(#[from] kho::RamMapError),
+    /// The sweep's memblock refused its RAM.
+    #[error("sweep memblock: {0}")]
+    Memblock(#[from] MemblockError),
+    /// The report could not be encoded.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A chart could not be drawn.
+    #[error("chart: {0}")]
+    Chart(#[from] plotters::drawing::DrawingAreaErrorKind<std::io::Error>),
+    /// The HTML report could not be written.
+    #[error("{path}: {source}")]
+    Write {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -134,15 +213,13 @@ pub const WORKLOADS: [(WorkloadKind, &str); 6] = [
 ];
 
 /// The presets named `names` at every size of `sizes` (size-major).
-pub fn workloads(sizes: &[u64], names: &[String]) -> Result<Vec<Workload>, String> {
+pub fn workloads(sizes: &[u64], names: &[String]) -> Result<Vec<Workload>, BenchError> {
     let mut kinds = Vec::new();
     for n in names {
         let k = WORKLOADS
             .iter()
             .find(|(_, name)| name == n)
-            .ok_or_else(|| {
-                format!("unknown workload {n:?} (vm, memfd, dense, fragmented, mixed, default)")
-            })?;
+            .ok_or_else(|| BenchError::UnknownWorkload(n.clone()))?;
         kinds.push(*k);
     }
     Ok(sizes
@@ -171,7 +248,7 @@ pub struct BenchReport {
 }
 
 /// Runs the matrix then the sweep; `progress` is called once per step.
-pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, String> {
+pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, BenchError> {
     let mut cells = Vec::new();
     for w in &cfg.workloads {
         cells.extend(harness::run_workload(w, &cfg.schemes, cfg.reps, progress)?);

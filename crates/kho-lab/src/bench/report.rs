@@ -7,7 +7,7 @@ use comfy_table::{Cell as TCell, Table, presets::ASCII_MARKDOWN};
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::{BenchReport, Cell};
+use super::{BenchError, BenchReport, Cell};
 
 /// Ours against one peer on one workload (ours / peer: below 1 is ours
 /// better).
@@ -379,15 +379,15 @@ pub fn scaling_table(r: &BenchReport) -> Table {
 }
 
 /// The JSON document: `{"cells": [...], "ratios": [...], "scaling": [...]}`.
-pub fn json(r: &BenchReport) -> Result<String, String> {
-    serde_json::to_string_pretty(r).map_err(|e| e.to_string())
+pub fn json(r: &BenchReport) -> Result<String, BenchError> {
+    Ok(serde_json::to_string_pretty(r)?)
 }
 
-fn svg_loglog(r: &BenchReport) -> Result<String, String> {
+fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (900, 560)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE)?;
         let pts: Vec<(f64, f64)> = r
             .scaling
             .iter()
@@ -409,14 +409,12 @@ fn svg_loglog(r: &BenchReport) -> Result<String, String> {
             .x_label_area_size(40)
             .y_label_area_size(60)
             .right_y_label_area_size(10)
-            .build_cartesian_2d((x0..x1 * 1.5).log_scale(), (y0..y1 * 2.0).log_scale())
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d((x0..x1 * 1.5).log_scale(), (y0..y1 * 2.0).log_scale())?;
         chart
             .configure_mesh()
             .x_desc("blocks")
             .y_desc("ms")
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .draw()?;
         for (i, s) in r.scaling.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let data: Vec<(f64, f64)> = s
@@ -425,25 +423,21 @@ fn svg_loglog(r: &BenchReport) -> Result<String, String> {
                 .map(|p| (p.blocks as f64, p.ms.max(1e-4)))
                 .collect();
             chart
-                .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
-                .map_err(|e| e.to_string())?
+                .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))?
                 .label(format!(
                     "{} {} (exp {:.2})",
                     s.scheme, s.strategy, s.exponent
                 ))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-            chart
-                .draw_series(data.into_iter().map(|p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(data.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
         }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+            .draw()?;
+        root.present()?;
     }
     Ok(buf)
 }
@@ -456,7 +450,7 @@ fn svg_by_workload(
     ylabel: &str,
     series_of: fn(&Cell) -> Option<String>,
     value: fn(&Cell) -> f64,
-) -> Result<String, String> {
+) -> Result<String, BenchError> {
     let mut workloads: Vec<String> = r.cells.iter().map(|c| c.workload.clone()).collect();
     workloads.dedup();
     let mut series: Vec<String> = r.cells.iter().filter_map(series_of).collect();
@@ -468,15 +462,14 @@ fn svg_by_workload(
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, (900, 480)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        root.fill(&WHITE)?;
         let n = workloads.len().max(1) as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(70)
             .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..n - 0.5, (y0..y1).log_scale())
-            .map_err(|e| e.to_string())?;
+            .build_cartesian_2d(-0.5f64..n - 0.5, (y0..y1).log_scale())?;
         let wl = workloads.clone();
         chart
             .configure_mesh()
@@ -490,8 +483,7 @@ fn svg_by_workload(
                 }
             })
             .y_desc(ylabel)
-            .draw()
-            .map_err(|e| e.to_string())?;
+            .draw()?;
         let k = series.len().max(1) as f64;
         for (si, s) in series.iter().enumerate() {
             let color = Palette99::pick(si).to_rgba();
@@ -507,8 +499,7 @@ fn svg_by_workload(
                 })
                 .collect();
             chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
-                .map_err(|e| e.to_string())?
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?
                 .label(s.clone())
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
         }
@@ -517,9 +508,8 @@ fn svg_by_workload(
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
+            .draw()?;
+        root.present()?;
     }
     Ok(buf)
 }
@@ -532,8 +522,12 @@ fn esc(s: &str) -> String {
 
 /// Writes `dir/index.html`: self-contained, inline SVG, no external
 /// reference.
-pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
+    let write_err = |source| BenchError::Write {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(write_err)?;
     let mut h = String::new();
     h.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kho bench</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}pre{font-size:12px}</style></head><body>\n<h1>kho bench</h1>\n");
     let _ = writeln!(
@@ -581,5 +575,5 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), String> {
     // an identifier, not a fetched asset, but keep the file free of any
     // URL so that "opens offline" is checkable.
     let h = h.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "");
-    std::fs::write(dir.join("index.html"), h).map_err(|e| format!("{}: {e}", dir.display()))
+    std::fs::write(dir.join("index.html"), h).map_err(write_err)
 }

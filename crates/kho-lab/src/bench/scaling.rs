@@ -7,14 +7,13 @@
 //! - the tracker is built once per `n` (preserve through the scheme into a
 //!   [`VecArena`]) and finalized; then, into a fresh Linux-faithful
 //!   [`Memblock`] holding the machine's RAM (resizable arrays):
-//! - `per-block` / `coalesced` (and the peers): [`SchemeKind::restore`]
-//!   with `reserve` = `memblock_reserve` + `memblock_reserved_mark_noinit`
-//!   (ours per-block reads the tree the way mainline does: the
-//!   `radix-mainline` reader over our tree, which has the same format);
-//! - `bulk`: as the machine's `kho_memory_init`: the validating coalescing
-//!   walk into a list of ranges, the heads pass (a second walk), then one
-//!   [`Memblock::memblock_reserve_sorted`] with `RSRV_NOINIT`;
-//! - `skip`: the same two walks, memblock untouched.
+//! - every strategy is the machine's own accounting,
+//!   [`kho_machine::reserve_preserved`], into that memblock (a bare
+//!   memblock is a [`kho_machine::ReservationSink`]); the peers through
+//!   [`SchemeKind::restore`], ours per strategy over our tree (`per-block`
+//!   reads it the way mainline does: the `radix-mainline` reader, same
+//!   format);
+//! - the time of a point is the accounting's own: walk + heads + memblock.
 //!
 //! Head pages are not written here (no memmap): every strategy writes the
 //! same heads, so they do not change the comparison.
@@ -22,15 +21,14 @@
 //! A strategy stops after the first point whose time exceeds the cap; the
 //! growth exponent is the least-squares slope of ln(ms) against ln(n).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kho::{
-    Block, NodeBudget, NodeSet, PAGE_SIZE, PhysAddr, PhysRange, RadixReader, RamMap, VecArena,
-};
-use kho_machine::memblock::{Memblock, MemblockFlags};
+use kho::{Block, PAGE_SIZE, PhysAddr, PhysRange, RamMap, VecArena};
+use kho_machine::{Memblock, RadixMap, Strategy, reserve_preserved};
 use serde::Serialize;
 
-use crate::peers::{Reserve, SchemeError, SchemeKind};
+use super::BenchError;
+use crate::peers::{SchemeError, SchemeKind};
 
 const ARENA_BASE: u64 = 1 << 20;
 const BLOCKS_AT: u64 = 4 << 30;
@@ -42,14 +40,15 @@ const SMALL_POINT: u64 = 1 << 14;
 pub struct SweepStrategy {
     /// The scheme.
     pub scheme: SchemeKind,
-    /// Its restore strategy name (`per-block`, `coalesced`, `bulk`, `skip`).
-    pub strategy: &'static str,
+    /// Its restore strategy (a peer's: the one its report names,
+    /// [`SchemeKind::strategy`]).
+    pub strategy: Strategy,
 }
 
 impl SweepStrategy {
     /// Every swept strategy: ours four, each peer its own.
     pub fn all() -> Vec<Self> {
-        let mut v: Vec<Self> = ["per-block", "coalesced", "bulk", "skip"]
+        let mut v: Vec<Self> = Strategy::ALL
             .into_iter()
             .map(|strategy| Self {
                 scheme: SchemeKind::Kho,
@@ -64,19 +63,10 @@ impl SweepStrategy {
         ] {
             v.push(Self {
                 scheme,
-                strategy: peer_strategy(scheme),
+                strategy: scheme.strategy().unwrap_or(Strategy::Coalesced),
             });
         }
         v
-    }
-}
-
-/// The reservation granularity of a peer.
-pub fn peer_strategy(kind: SchemeKind) -> &'static str {
-    match kind {
-        SchemeKind::Maple => "coalesced",
-        SchemeKind::Kho => "coalesced",
-        _ => "per-block",
     }
 }
 
@@ -153,105 +143,63 @@ pub fn scattered(n: u64) -> Vec<Block> {
         .collect()
 }
 
-struct MemblockTarget<'a>(&'a mut Memblock);
-
-impl Reserve for MemblockTarget<'_> {
-    fn reserve(&mut self, r: PhysRange) -> Result<(), SchemeError> {
-        let err = |e: kho_machine::memblock::MemblockError| SchemeError::Reserve {
-            range: r,
-            reason: e.to_string(),
-        };
-        self.0.memblock_reserve(r.start(), r.size()).map_err(err)?;
-        self.0
-            .memblock_reserved_mark_noinit(r.start(), r.size())
-            .map_err(err)
-    }
-
-    fn head(&mut self, _: Block) -> Result<(), SchemeError> {
-        Ok(())
-    }
-}
-
-fn fresh_memblock(ram_end: u64) -> Result<Memblock, String> {
+fn fresh_memblock(ram_end: u64) -> Result<Memblock, BenchError> {
     let mut mb = Memblock::new();
-    mb.memblock_add(PhysAddr::new(0), ram_end)
-        .map_err(|e| e.to_string())?;
+    mb.memblock_add(PhysAddr::new(0), ram_end)?;
     mb.memblock_allow_resize();
-    mb.memblock_reserve(PhysAddr::new(0), ARENA_BASE)
-        .map_err(|e| e.to_string())?;
+    mb.memblock_reserve(PhysAddr::new(0), ARENA_BASE)?;
     Ok(mb)
 }
 
 /// Restore time of `n` scattered blocks for every strategy in `strategies`
-/// (one tree per scheme); `ms` per strategy, in order.
-pub fn measure_point(n: u64, strategies: &[SweepStrategy]) -> Result<Vec<(Duration, u64)>, String> {
+/// (one tree per scheme), with the scheme's metadata bytes, in order.
+pub fn measure_point(
+    n: u64,
+    strategies: &[SweepStrategy],
+) -> Result<Vec<(Duration, u64)>, BenchError> {
     let blocks = scattered(n);
-    let arena_pages = usize::try_from(n / 64 + 2048).map_err(|e| e.to_string())?;
+    let arena_pages = usize::try_from(n / 64 + 2048).unwrap_or(usize::MAX);
     let ram_end = BLOCKS_AT + 2 * n * PAGE_SIZE + (1 << 30);
-    let ram = [
-        PhysRange::new(PhysAddr::new(ARENA_BASE), PhysAddr::new(ram_end))
-            .map_err(|e| e.to_string())?,
-    ];
-    let map = RamMap::new(&ram, &[]).map_err(|e| e.to_string())?;
+    let ram = [PhysRange::new(
+        PhysAddr::new(ARENA_BASE),
+        PhysAddr::new(ram_end),
+    )?];
+    let map = RamMap::new(&ram, &[])?;
     let mut out = Vec::with_capacity(strategies.len());
     let mut cache: Option<(SchemeKind, VecArena, PhysAddr, u64)> = None;
     for s in strategies {
-        if cache.as_ref().is_none_or(|c| c.0 != s.scheme) {
-            let arena = VecArena::new(PhysAddr::new(ARENA_BASE), arena_pages);
-            let (root, md) = {
-                let mut t = s.scheme.tracker(&arena).map_err(|e| e.to_string())?;
-                for &b in &blocks {
-                    t.preserve(b).map_err(|e| e.to_string())?;
-                }
-                let root = t.finalize().map_err(|e| e.to_string())?.root;
-                let m = t.metadata();
-                (root, m.pages.len() as u64 * PAGE_SIZE + m.object_bytes)
-            };
-            cache = Some((s.scheme, arena, root, md));
-        }
-        let Some((_, arena, root, md)) = cache.as_ref() else {
-            return Err("no tree".into());
+        let (arena, root, md) = match &mut cache {
+            Some((scheme, arena, root, md)) if *scheme == s.scheme => (&*arena, *root, *md),
+            cache => {
+                let arena = VecArena::new(PhysAddr::new(ARENA_BASE), arena_pages);
+                let (root, md) = {
+                    let mut t = s.scheme.tracker(&arena)?;
+                    for &b in &blocks {
+                        t.preserve(b)?;
+                    }
+                    let root = t.finalize()?.root;
+                    let m = t.metadata();
+                    (root, m.pages.len() as u64 * PAGE_SIZE + m.object_bytes)
+                };
+                let (_, arena, ..) = cache.insert((s.scheme, arena, root, md));
+                (&*arena, root, md)
+            }
         };
         let mut mb = fresh_memblock(ram_end)?;
-        let t = Instant::now();
-        match (s.scheme, s.strategy) {
-            (SchemeKind::Kho, "per-block") => {
-                SchemeKind::RadixMainline
-                    .restore(arena, map, *root, &mut MemblockTarget(&mut mb))
-                    .map_err(|e| e.to_string())?;
+        let st = match (s.scheme, s.strategy) {
+            (SchemeKind::Kho, Strategy::PerBlock) => {
+                SchemeKind::RadixMainline.restore(arena, map, root, &mut mb)?
             }
-            (SchemeKind::Kho, strategy @ ("bulk" | "skip")) => {
-                // As the machine's kho_memory_init: the validating
-                // coalescing walk into a list of ranges, a heads pass (a
-                // second walk; the heads themselves are not written here),
-                // then one sorted merge (bulk) or nothing (skip: the list
-                // is what memmap init and memblock_free_all skip).
-                let open = || {
-                    RadixReader::open(arena, map, *root, NodeSet::new(), NodeBudget::for_ram(&map))
-                        .map_err(|e| e.to_string())
-                };
-                let ranges = open()?
-                    .coalesce()
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?;
-                let mut walk = open()?.walk();
-                let mut heads = 0u64;
-                while let Some(run) = walk.next_run() {
-                    heads += run.map_err(|e| e.to_string())?.blocks().count() as u64;
-                }
-                std::hint::black_box(heads);
-                if strategy == "bulk" {
-                    mb.memblock_reserve_sorted(ranges.iter().copied(), MemblockFlags::RSRV_NOINIT)
-                        .map_err(|e| e.to_string())?;
-                }
-                std::hint::black_box(&ranges);
+            (SchemeKind::Kho, strategy) => {
+                let (st, skip) =
+                    reserve_preserved(strategy, &mut RadixMap::new(arena, map, root), &mut mb)
+                        .map_err(SchemeError::from)?;
+                std::hint::black_box(&skip);
+                st
             }
-            (k, _) => {
-                k.restore(arena, map, *root, &mut MemblockTarget(&mut mb))
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        out.push((t.elapsed(), *md));
+            (k, _) => k.restore(arena, map, root, &mut mb)?,
+        };
+        out.push((st.time(), md));
         drop(mb);
     }
     Ok(out)
@@ -264,7 +212,7 @@ pub fn sweep(
     strategies: &[SweepStrategy],
     cap: Duration,
     progress: &mut dyn FnMut(&str),
-) -> Result<Vec<Scaling>, String> {
+) -> Result<Vec<Scaling>, BenchError> {
     if sizes.is_empty() {
         return Ok(Vec::new());
     }
@@ -272,7 +220,7 @@ pub fn sweep(
         .iter()
         .map(|s| Scaling {
             scheme: s.scheme.name().to_owned(),
-            strategy: s.strategy.to_owned(),
+            strategy: s.strategy.as_str().to_owned(),
             exponent: f64::NAN,
             points: Vec::new(),
             capped_after: None,
@@ -333,58 +281,4 @@ pub fn sweep(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fit_recovers_exponents() {
-        let lin: Vec<Point> = (10..16)
-            .map(|k| Point {
-                blocks: 1 << k,
-                ms: (1u64 << k) as f64,
-                metadata_bytes: 0,
-            })
-            .collect();
-        assert!((exponent(&lin) - 1.0).abs() < 1e-9);
-        let sq: Vec<Point> = (10..16)
-            .map(|k| Point {
-                blocks: 1 << k,
-                ms: ((1u64 << k) as f64).powi(2),
-                metadata_bytes: 0,
-            })
-            .collect();
-        assert!((exponent(&sq) - 2.0).abs() < 1e-9);
-        assert!(exponent(&sq[..1]).is_nan());
-    }
-
-    #[test]
-    fn a_tiny_cap_stops_a_strategy() {
-        let strategies = [
-            SweepStrategy {
-                scheme: SchemeKind::Kho,
-                strategy: "per-block",
-            },
-            SweepStrategy {
-                scheme: SchemeKind::Kho,
-                strategy: "skip",
-            },
-        ];
-        let r = sweep(
-            &[1 << 6, 1 << 8, 1 << 10],
-            &strategies,
-            Duration::ZERO,
-            &mut |_| {},
-        )
-        .unwrap();
-        for s in &r {
-            assert_eq!(s.capped_after, Some(1 << 6), "{s:?}");
-            assert_eq!(s.points.len(), 1);
-        }
-    }
-
-    #[test]
-    fn every_strategy_restores() {
-        let r = measure_point(1 << 8, &SweepStrategy::all()).unwrap();
-        assert_eq!(r.len(), SweepStrategy::all().len());
-    }
-}
+mod tests;

@@ -9,11 +9,11 @@ fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
     cfg.sweep_strategies = vec![
         SweepStrategy {
             scheme: SchemeKind::Kho,
-            strategy: "bulk",
+            strategy: Strategy::Bulk,
         },
         SweepStrategy {
             scheme: SchemeKind::Maple,
-            strategy: "coalesced",
+            strategy: Strategy::Coalesced,
         },
     ];
     let mut steps = 0;

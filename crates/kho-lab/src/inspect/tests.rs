@@ -39,14 +39,14 @@ fn tiny_v3_core_decodes_from_the_fdt_file_and_from_phys() {
 fn format_override_is_noted() {
     let f = tiny_v3();
     let opts = InspectOptions {
-        format: Some(Format::V2),
+        format: Some(MapFormat::V2),
         ..InspectOptions::default()
     };
     let out = inspect(&elf(&f), &FdtSource::File(f.fdt.clone()), &opts);
     assert!(out.errors.is_empty());
     assert_eq!(out.format.as_deref(), Some("kho-v2"));
     let opts = InspectOptions {
-        format: Some(Format::V1Page),
+        format: Some(MapFormat::V1Page),
         ..InspectOptions::default()
     };
     let out = inspect(&elf(&f), &FdtSource::File(f.fdt.clone()), &opts);
@@ -165,8 +165,8 @@ fn v1(size: BitmapSize) -> (MemImage, Fixture) {
 fn kho_v1_images_of_both_bitmap_sizes_decode_to_the_same_blocks() {
     let mut got = Vec::new();
     for (size, format) in [
-        (BitmapSize::Bytes512, Format::V1Bytes512),
-        (BitmapSize::Page, Format::V1Page),
+        (BitmapSize::Bytes512, MapFormat::V1Bytes512),
+        (BitmapSize::Page, MapFormat::V1Page),
     ] {
         let (image, f) = v1(size);
         let opts = InspectOptions {
@@ -264,8 +264,8 @@ fn json_has_the_documented_keys() {
 
 #[test]
 fn format_names_round_trip() {
-    for f in Format::ALL {
-        assert_eq!(f.as_str().parse::<Format>().unwrap(), f);
+    for f in MapFormat::ALL {
+        assert_eq!(f.as_str().parse::<MapFormat>().unwrap(), f);
     }
-    assert!("kho-v4".parse::<Format>().is_err());
+    assert!("kho-v4".parse::<MapFormat>().is_err());
 }

@@ -54,7 +54,9 @@ use kho::{Block, Order, PAGE_SIZE, PageAlloc, PageMap, PhysAddr, PhysRange, RamM
 use rangemap::RangeMap;
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use super::{Handover, Metadata, Reserve, RestoreStats, Scheme, SchemeError, SchemeKind};
+use kho_machine::{Extent, MapSummary, PreservedMap, ReserveError};
+
+use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind};
 
 /// The root FDT `compatible` of a maple handover (this lab's own).
 pub const MAPLE_COMPATIBLE: &str = "kho-maple-v1";
@@ -244,61 +246,73 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for MapleScheme<'_, M> {
     }
 }
 
-/// One reservation per range, then the heads of its blocks.
-pub(super) fn restore<M: PageMap + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
+/// The maple chunk list from `head`, as a [`PreservedMap`]: every record
+/// an extent, in list order (one reservation per range, then the heads of
+/// its blocks).
+pub(super) struct ChunkList<'a, 'r, M: PageMap + ?Sized> {
+    mem: &'a M,
+    ram: RamMap<'r>,
     head: PhysAddr,
-    target: &mut dyn Reserve,
-) -> Result<RestoreStats, SchemeError> {
-    let mut st = RestoreStats::default();
-    let mut budget = ram.ram_bytes() / PAGE_SIZE;
-    let mut next = head;
-    while next != PhysAddr::ZERO {
-        let chunk = next;
-        let bad = |reason| SchemeError::Maple { chunk, reason };
-        budget = budget
-            .checked_sub(1)
-            .ok_or(bad("more chunks than RAM pages (a loop?)"))?;
-        if !chunk.is_page_aligned() {
-            return Err(bad("chunk not page aligned"));
-        }
-        let page_range = PhysRange::from_start_size(chunk, PAGE_SIZE)
-            .map_err(|_| bad("chunk past the address space"))?;
-        if !ram.is_ram(page_range) || ram.forbidden_overlap(page_range).is_some() {
-            return Err(bad("chunk outside usable RAM"));
-        }
-        let c = MapleChunk::from_page(mem.page(chunk)?);
-        let count = usize::try_from(c.count)
-            .ok()
-            .filter(|&n| n <= MAPLE_RECORDS_PER_CHUNK)
-            .ok_or(bad("count above 170"))?;
-        for rec in c.records.iter().take(count) {
-            let order = u32::try_from(rec.data)
-                .ok()
-                .and_then(|o| Order::try_new(o).ok())
-                .ok_or(bad("record data is not an order"))?;
-            let bsize = order.bytes();
-            if rec.size == 0 || rec.size % bsize != 0 || rec.start % bsize != 0 {
-                return Err(bad("record not aligned to its order"));
-            }
-            let range = PhysRange::from_start_size(PhysAddr::new(rec.start), rec.size)
-                .map_err(|_| bad("record past the address space"))?;
-            if !ram.is_ram(range) || ram.forbidden_overlap(range).is_some() {
-                return Err(bad("record outside usable RAM"));
-            }
-            target.reserve(range)?;
-            st.reservations += 1;
-            let mut at = range.start();
-            while at < range.end() {
-                let b = Block::new(at, order).map_err(|_| bad("block"))?;
-                target.head(b)?;
-                st.blocks += 1;
-                st.bytes += bsize;
-                at = at.checked_add(bsize).ok_or(bad("block past the end"))?;
-            }
-        }
-        next = PhysAddr::new(c.next);
+}
+
+impl<'a, 'r, M: PageMap + ?Sized> ChunkList<'a, 'r, M> {
+    /// The list at `head` in `mem`, checked against `ram`.
+    pub(super) fn new(mem: &'a M, ram: RamMap<'r>, head: PhysAddr) -> Self {
+        Self { mem, ram, head }
     }
-    Ok(st)
+}
+
+impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, '_, M> {
+    type Error = SchemeError;
+
+    fn for_each_extent<F>(&mut self, mut f: F) -> Result<MapSummary, SchemeError>
+    where
+        F: FnMut(Extent) -> Result<(), ReserveError>,
+    {
+        let ram = self.ram;
+        let mut summary = MapSummary::default();
+        let mut budget = ram.ram_bytes() / PAGE_SIZE;
+        let mut next = self.head;
+        while next != PhysAddr::ZERO {
+            let chunk = next;
+            let bad = |reason| SchemeError::Maple { chunk, reason };
+            budget = budget
+                .checked_sub(1)
+                .ok_or(bad("more chunks than RAM pages (a loop?)"))?;
+            if !chunk.is_page_aligned() {
+                return Err(bad("chunk not page aligned"));
+            }
+            let page_range = PhysRange::from_start_size(chunk, PAGE_SIZE)
+                .map_err(|_| bad("chunk past the address space"))?;
+            if !ram.is_ram(page_range) || ram.forbidden_overlap(page_range).is_some() {
+                return Err(bad("chunk outside usable RAM"));
+            }
+            let c = MapleChunk::from_page(self.mem.page(chunk)?);
+            let count = usize::try_from(c.count)
+                .ok()
+                .filter(|&n| n <= MAPLE_RECORDS_PER_CHUNK)
+                .ok_or(bad("count above 170"))?;
+            for rec in c.records.iter().take(count) {
+                let order = u32::try_from(rec.data)
+                    .ok()
+                    .and_then(|o| Order::try_new(o).ok())
+                    .ok_or(bad("record data is not an order"))?;
+                let bsize = order.bytes();
+                if rec.size == 0 || rec.size % bsize != 0 || rec.start % bsize != 0 {
+                    return Err(bad("record not aligned to its order"));
+                }
+                let range = PhysRange::from_start_size(PhysAddr::new(rec.start), rec.size)
+                    .map_err(|_| bad("record past the address space"))?;
+                if !ram.is_ram(range) || ram.forbidden_overlap(range).is_some() {
+                    return Err(bad("record outside usable RAM"));
+                }
+                let first = Block::new(range.start(), order).map_err(|_| bad("block"))?;
+                let e = Extent::new(first, rec.size / bsize).ok_or(bad("block past the end"))?;
+                f(e)?;
+                summary.add(e);
+            }
+            next = PhysAddr::new(c.next);
+        }
+        Ok(summary)
+    }
 }

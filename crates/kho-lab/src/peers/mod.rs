@@ -4,31 +4,48 @@
 //!
 //! Glossary:
 //!
-//! | name          | meaning                                                                        |
-//! |---------------|--------------------------------------------------------------------------------|
-//! | scheme        | a tracker design: [`SchemeKind`]                                               |
-//! | tracker       | the old kernel's side of a scheme: a [`Scheme`] (preserve, unpreserve, finalize) |
-//! | finalize      | the hand-over preparation: serialization into physical memory (zero work for the radix trees, which *are* the format) |
-//! | handover      | what finalize leaves: the root FDT `compatible` and `preserved-memory-map` ([`Handover`]) |
-//! | metadata      | every byte the tracker holds, in simulated memory or (xa_node, maple node) modelled from the kernel's object sizes ([`Metadata`]) |
-//! | restore       | the new kernel's side: read the handover and account the memory in memblock the way the scheme's authors did ([`SchemeKind::restore`]) |
-//! | reservation   | one `memblock_reserve` + `memblock_reserved_mark_noinit` pair ([`Reserve`])   |
+//! | name        | meaning                                                                   |
+//! |-------------|---------------------------------------------------------------------------|
+//! | scheme      | a tracker design: [`SchemeKind`]                                          |
+//! | tracker     | the old kernel's side of a scheme: a [`Scheme`] (preserve, finalize, ...) |
+//! | finalize    | the hand-over preparation: serialization into physical memory             |
+//! | handover    | what finalize leaves: `compatible`, `preserved-memory-map` ([`Handover`]) |
+//! | metadata    | every byte the tracker holds, simulated or modelled ([`Metadata`])        |
+//! | restore     | the new kernel's side ([`SchemeKind::restore`]): the map read as a [`PreservedMap`] |
+//! | reservation | `memblock_reserve` + `memblock_reserved_mark_noinit` ([`ReservationSink`]) |
+//!
+//! Finalize is zero work for the radix trees, which *are* the format; the
+//! metadata of xa_nodes and maple nodes is modelled from the kernel's
+//! object sizes. The 6.16 bitmaps come from kmalloc-512; mainline's mutex
+//! is held around every add and the walk.
 //!
 //! # The schemes
 //!
-//! | scheme             | tracker (old kernel)                                              | lock          | handover (`compatible`, map)             | restore (new kernel)                  |
-//! |--------------------|-------------------------------------------------------------------|---------------|------------------------------------------|---------------------------------------|
-//! | `xarray-512`       | Linux 6.16: per order an xarray (64-slot radix) of 4096-bit bitmaps from kmalloc-512 | xa_lock (a Mutex) | `kho-v1`, chunk list head (written by finalize) | one reservation per set bit (6.16 `deserialize_bitmap`) |
-//! | `xarray`           | the same with 32768-bit page bitmaps (later 6.17.y)               | xa_lock       | `kho-v1`, chunk list head                | one reservation per set bit           |
-//! | `radix-mainline`   | mainline's radix tree, one mutex around every add and the walk    | a Mutex       | `kho-v3`, radix root (no serialization)  | one reservation per set bit           |
-//! | `maple`            | the range proposal: a B-tree of ranges merged with neighbours of the same data word | the tree lock (a Mutex) | `kho-maple-v1`, chunk list head (written by finalize) | one reservation per range |
-//! | `kho`              | ours: the lock-free radix tree                                   | none          | `kho-v3`, radix root (no serialization)  | coalesced: one reservation per maximal range (the machine offers every strategy) |
+//! | scheme           | tracker (old kernel)                                   | lock     |
+//! |------------------|--------------------------------------------------------|----------|
+//! | `xarray-512`     | Linux 6.16: per order an xarray of 4096-bit bitmaps    | xa_lock  |
+//! | `xarray`         | the same with 32768-bit page bitmaps (later 6.17.y)    | xa_lock  |
+//! | `radix-mainline` | mainline's radix tree                                  | a mutex  |
+//! | `maple`          | the range proposal: a B-tree of ranges (merged with same-data neighbours) | tree lock |
+//! | `kho`            | ours: the lock-free radix tree                         | none     |
+//!
+//! | scheme           | handover (`compatible`, map)         | restore (new kernel)                                |
+//! |------------------|--------------------------------------|-----------------------------------------------------|
+//! | `xarray-512`     | `kho-v1`, chunk list (by finalize)   | one reservation per set bit (6.16 `deserialize_bitmap`) |
+//! | `xarray`         | `kho-v1`, chunk list (by finalize)   | one reservation per set bit                         |
+//! | `radix-mainline` | `kho-v3`, radix root                 | one reservation per set bit                         |
+//! | `maple`          | `kho-maple-v1`, chunk list (by finalize) | one reservation per range                      |
+//! | `kho`            | `kho-v3`, radix root                 | `coalesced` (the machine offers every strategy)     |
 //!
 //! Each module opens with its format and its honest cost choices.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kho::{Block, MemError, PageAlloc, PageMap, PhysAddr, PhysRange, RamMap};
+use kho_machine::{
+    KhoMemoryInitStats, PreservedMap, RadixMap, RadixMapError, ReservationSink, ReserveError,
+    Strategy,
+};
 
 pub mod machine;
 pub mod maple;
@@ -44,7 +61,7 @@ pub use radix::{KhoScheme, RadixMainline};
 pub use xarray::XarrayScheme;
 
 /// Errors of the schemes, both sides.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SchemeError {
     /// Simulated memory refused an allocation or an access.
     #[error("memory: {0}")]
@@ -79,13 +96,56 @@ pub enum SchemeError {
         /// The first broken rule.
         reason: &'static str,
     },
-    /// The new kernel's memblock refused a reservation.
-    #[error("reserving {range}: {reason}")]
-    Reserve {
-        /// The range.
-        range: PhysRange,
-        /// Why.
-        reason: String,
+    /// The new kernel's memblock (or memmap) refused a reservation.
+    #[error(transparent)]
+    Reserve(#[from] ReserveError),
+    /// A root FDT could not be written.
+    #[error("root FDT: {0}")]
+    FdtWrite(vm_fdt::Error),
+    /// A kho root FDT could not be built.
+    #[error("root FDT: {0}")]
+    FdtBuild(#[from] kho::FdtBuildError),
+    /// A root FDT larger than a page.
+    #[error("root FDT of {size} bytes, above {max}", max = kho::KHO_FDT_MAX_SIZE)]
+    FdtTooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// A kho root FDT that does not parse.
+    #[error("root FDT: {0}")]
+    Fdt(#[from] kho::FdtError),
+    /// A maple root FDT that does not parse.
+    #[error("maple root FDT: {0}")]
+    MapleFdt(#[from] dtoolkit::error::FdtParseError),
+    /// A root FDT that breaks the scheme's layout.
+    #[error("root FDT: {reason}")]
+    FdtLayout {
+        /// The first broken rule.
+        reason: &'static str,
+    },
+    /// A node without a property the scheme needs.
+    #[error("root FDT node {node:?}: no {property}")]
+    MissingProperty {
+        /// The node (`""`: the root).
+        node: String,
+        /// The property.
+        property: &'static str,
+    },
+    /// A u64 property whose value is not 8 bytes.
+    #[error("root FDT property {property}: {len} bytes, not 8")]
+    PropertySize {
+        /// The property.
+        property: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A root FDT of another scheme.
+    #[error("compatible {found}, not {want}")]
+    Compatible {
+        /// The compatible found.
+        found: String,
+        /// The scheme's.
+        want: &'static str,
     },
     /// Finalize was called twice, or preserve after finalize.
     #[error("the tracker is finalized")]
@@ -162,28 +222,46 @@ impl SchemeKind {
         })
     }
 
+    /// The restore strategy a report names for the scheme: its
+    /// reservation granularity (per block; maple per range). `None` for
+    /// ours, which the machine restores with every strategy.
+    pub const fn strategy(self) -> Option<Strategy> {
+        match self {
+            Self::Kho => None,
+            Self::Maple => Some(Strategy::Coalesced),
+            Self::Xarray512 | Self::XarrayPage | Self::RadixMainline => Some(Strategy::PerBlock),
+        }
+    }
+
     /// The new kernel's restore: reads the handover whose map is at `root`
-    /// from `mem` (checked against `ram`), and accounts every preserved
-    /// block in `target` the way the scheme's authors did. Validation
-    /// happens before the first reservation only where the scheme's
-    /// authors did it (kho); the others reserve as they read, as Linux did.
-    pub fn restore<M: PageMap + ?Sized>(
+    /// from `mem` (checked against `ram`) as the scheme's [`PreservedMap`],
+    /// and accounts every preserved block in `sink` with the machine's
+    /// [`kho_machine::reserve_preserved`], as the scheme's authors did: the
+    /// peers one reservation per extent as read (`per-block`: per set bit;
+    /// maple per record), ours `coalesced`.
+    pub fn restore<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
         self,
         mem: &M,
         ram: RamMap<'_>,
         root: PhysAddr,
-        target: &mut dyn Reserve,
-    ) -> Result<RestoreStats, SchemeError> {
-        let t = Instant::now();
-        let mut st = match self {
-            Self::Xarray512 => xarray::restore(mem, ram, root, kho::BitmapSize::Bytes512, target),
-            Self::XarrayPage => xarray::restore(mem, ram, root, kho::BitmapSize::Page, target),
-            Self::RadixMainline => radix::restore_per_block(mem, ram, root, target),
-            Self::Maple => maple::restore(mem, ram, root, target),
-            Self::Kho => radix::restore_coalesced(mem, ram, root, target),
-        }?;
-        st.time = t.elapsed();
-        Ok(st)
+        sink: &mut S,
+    ) -> Result<KhoMemoryInitStats, SchemeError> {
+        use Strategy::{Coalesced, PerBlock};
+        match self {
+            Self::Xarray512 | Self::XarrayPage => {
+                let size = match self {
+                    Self::Xarray512 => kho::BitmapSize::Bytes512,
+                    _ => kho::BitmapSize::Page,
+                };
+                let mut list = xarray::ChunkList::new(mem, ram, root, size);
+                reserve(PerBlock, &mut list, sink)
+            }
+            Self::RadixMainline => radix::under_tree_lock(|| {
+                reserve(PerBlock, &mut RadixMap::new(mem, ram, root), sink)
+            }),
+            Self::Maple => reserve(PerBlock, &mut maple::ChunkList::new(mem, ram, root), sink),
+            Self::Kho => reserve(Coalesced, &mut RadixMap::new(mem, ram, root), sink),
+        }
     }
 }
 
@@ -250,55 +328,40 @@ pub trait Scheme: Send + Sync {
     fn metadata(&self) -> Metadata;
 }
 
-/// The new kernel's memblock as restore sees it.
-pub trait Reserve {
-    /// `memblock_reserve` + `memblock_reserved_mark_noinit` of `range`.
-    fn reserve(&mut self, range: PhysRange) -> Result<(), SchemeError>;
-    /// `page->private = {order, KHOP}` of `block`'s head page (6.16 wrote
-    /// only the order; the word written costs the same).
-    fn head(&mut self, block: Block) -> Result<(), SchemeError>;
+/// [`kho_machine::reserve_preserved`] of `map` per `strategy`, for a
+/// scheme (no `skip`: the ranges it keeps would be dropped).
+fn reserve<M, S>(
+    strategy: Strategy,
+    map: &mut M,
+    sink: &mut S,
+) -> Result<KhoMemoryInitStats, SchemeError>
+where
+    M: PreservedMap + ?Sized,
+    S: ReservationSink + ?Sized,
+    SchemeError: From<M::Error>,
+{
+    debug_assert_ne!(strategy, Strategy::Skip);
+    Ok(kho_machine::reserve_preserved(strategy, map, sink)?.0)
 }
 
-/// What a restore did and needed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RestoreStats {
-    /// Blocks found.
-    pub blocks: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Reservations made ([`Reserve::reserve`] calls).
-    pub reservations: u64,
-    /// Peak bytes of the restore's own data structures (heap), beyond the
-    /// handover it reads in place.
-    pub peak_bytes: u64,
-    /// Wall time of the whole restore.
-    pub time: Duration,
-}
-
-impl RestoreStats {
-    fn block(&mut self, b: Block) {
-        self.blocks = self.blocks.saturating_add(1);
-        self.bytes = self.bytes.saturating_add(b.size());
+impl From<vm_fdt::Error> for SchemeError {
+    fn from(e: vm_fdt::Error) -> Self {
+        Self::FdtWrite(e)
     }
 }
 
-/// The per-block reservation of mainline and 6.16: reserve, mark noinit,
-/// head, for one block.
-fn reserve_block(
-    target: &mut dyn Reserve,
-    st: &mut RestoreStats,
-    b: Block,
-) -> Result<(), SchemeError> {
-    let range = b.range().ok_or(SchemeError::NotPreserved { block: b })?;
-    target.reserve(range)?;
-    target.head(b)?;
-    st.block(b);
-    st.reservations = st.reservations.saturating_add(1);
-    Ok(())
+impl From<RadixMapError> for SchemeError {
+    fn from(e: RadixMapError) -> Self {
+        match e {
+            RadixMapError::Walk { source, .. } => Self::Walk(source),
+            RadixMapError::Reserve(e) => Self::Reserve(e),
+        }
+    }
 }
 
-/// A [`Reserve`] that records: the blocks in the order their heads were
-/// written and the reservations in call order (the lab's oracle side).
+/// A [`ReservationSink`] that records: the blocks in the order their
+/// heads were written and the reservations in call order (the lab's
+/// oracle side).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recorder {
     /// Heads written.
@@ -307,15 +370,25 @@ pub struct Recorder {
     pub reserved: Vec<PhysRange>,
 }
 
-impl Reserve for Recorder {
-    fn reserve(&mut self, range: PhysRange) -> Result<(), SchemeError> {
-        self.reserved.push(range);
+impl ReservationSink for Recorder {
+    fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
+        self.reserved
+            .push(PhysRange::from_start_size(base, size).unwrap_or_default());
         Ok(())
     }
 
-    fn head(&mut self, block: Block) -> Result<(), SchemeError> {
+    fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
+        self.reserved.extend_from_slice(ranges);
+        Ok(())
+    }
+
+    fn write_head(&mut self, block: Block) -> Result<(), ReserveError> {
         self.heads.push(block);
         Ok(())
+    }
+
+    fn reserved_regions(&self) -> u64 {
+        self.reserved.len() as u64
     }
 }
 
@@ -331,17 +404,17 @@ pub struct SchemeRun {
     /// Metadata after finalize.
     pub metadata: Metadata,
     /// The restore.
-    pub restore: RestoreStats,
+    pub restore: KhoMemoryInitStats,
 }
 
 /// Preserves `blocks` through `kind` with memory from `mem`, finalizes and
-/// restores into `target` from the same memory.
+/// restores into `sink` from the same memory.
 pub fn run_scheme<M: PageAlloc + PageMap + Sync + ?Sized>(
     kind: SchemeKind,
     mem: &M,
     ram: RamMap<'_>,
     blocks: &[Block],
-    target: &mut dyn Reserve,
+    sink: &mut dyn ReservationSink,
 ) -> Result<SchemeRun, SchemeError> {
     let mut s = kind.tracker(mem)?;
     let t = Instant::now();
@@ -354,7 +427,7 @@ pub fn run_scheme<M: PageAlloc + PageMap + Sync + ?Sized>(
     let finalize = t.elapsed();
     let metadata = s.metadata();
     drop(s);
-    let restore = kind.restore(mem, ram, h.root, target)?;
+    let restore = kind.restore(mem, ram, h.root, sink)?;
     Ok(SchemeRun {
         kind,
         preserve_ms: preserve.as_secs_f64() * 1e3,

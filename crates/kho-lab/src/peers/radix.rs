@@ -2,22 +2,24 @@
 //! `kho` (ours). Same on-memory format (DESIGN.md section 2, `kho-v3`): the
 //! tree is the handover, so finalize does no work.
 //!
-//! | | `radix-mainline` | `kho` |
-//! |---|---|---|
-//! | preserve | [`kho::RadixTree::preserve`] under one `Mutex` (mainline's `kho_radix_tree` lock around every add) | the lock-free tree, no lock |
-//! | nodes    | never freed (compaction never called) | never freed during preservation |
-//! | walk     | under the same mutex | lock-free |
-//! | restore  | one `memblock_reserve` + mark_noinit per set bit, as walked | the coalescing walker: one reservation per maximal range (the machine also offers `bulk` and `skip`) |
-//! | restore heap | none (the walk's stack of six levels) | the coalesced ranges, 16 bytes each, collected before anything is reserved (the whole tree is validated first) |
+//! - **preserve**: mainline: [`kho::RadixTree::preserve`] under one
+//!   `Mutex` (the `kho_radix_tree` lock around every add); ours: the
+//!   lock-free tree, no lock.
+//! - **nodes**: mainline never frees them (compaction is never called);
+//!   ours does not during preservation.
+//! - **walk**: mainline under the same mutex; ours lock-free.
+//! - **restore**: mainline one `memblock_reserve` + mark_noinit per set
+//!   bit, as walked; ours the coalescing walker, one reservation per
+//!   maximal range (the machine also offers `bulk` and `skip`).
+//! - **restore heap**: mainline none (the walk's stack of six levels);
+//!   ours the coalesced ranges, 16 bytes each, collected before anything
+//!   is reserved (the whole tree is validated first).
 
 use std::sync::Mutex;
 
-use kho::{
-    Block, NodeBudget, NodeSet, PAGE_SIZE, PageAlloc, PageMap, PhysAddr, PhysRange, RadixReader,
-    RadixTree, RamMap,
-};
+use kho::{Block, PageAlloc, PageMap, PhysAddr, RadixTree};
 
-use super::{Handover, Metadata, Reserve, RestoreStats, Scheme, SchemeError, SchemeKind};
+use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind};
 
 /// Every page a tree holds: its tree pages are recorded by the allocator
 /// wrapper.
@@ -160,60 +162,10 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for KhoScheme<'_, M> {
     }
 }
 
-fn open<'m, 'r, M: PageMap + ?Sized>(
-    mem: &'m M,
-    ram: RamMap<'r>,
-    root: PhysAddr,
-) -> Result<RadixReader<'m, 'r, M, NodeSet>, SchemeError> {
-    Ok(RadixReader::open(
-        mem,
-        ram,
-        root,
-        NodeSet::new(),
-        NodeBudget::for_ram(&ram),
-    )?)
-}
-
-/// Mainline's `kho_preserved_memory_reserve`: per block, as walked, the
-/// walk under the tree's mutex (uncontended this early in boot).
-pub(super) fn restore_per_block<M: PageMap + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
-    root: PhysAddr,
-    target: &mut dyn Reserve,
-) -> Result<RestoreStats, SchemeError> {
+/// Mainline's walk runs under the tree's mutex (uncontended this early in
+/// boot): `f` under it.
+pub(super) fn under_tree_lock<T>(f: impl FnOnce() -> T) -> T {
     static TREE_LOCK: Mutex<()> = Mutex::new(());
     let _guard = TREE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut st = RestoreStats::default();
-    for b in open(mem, ram, root)?.walk() {
-        super::reserve_block(target, &mut st, b?)?;
-    }
-    Ok(st)
-}
-
-/// Ours, `coalesced`: the tree validated and coalesced first, then one
-/// reservation per range and the heads.
-pub(super) fn restore_coalesced<M: PageMap + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
-    root: PhysAddr,
-    target: &mut dyn Reserve,
-) -> Result<RestoreStats, SchemeError> {
-    let mut st = RestoreStats::default();
-    let ranges: Vec<PhysRange> = open(mem, ram, root)?.coalesce().collect::<Result<_, _>>()?;
-    st.peak_bytes = (ranges.capacity() * size_of::<PhysRange>()) as u64;
-    for r in &ranges {
-        target.reserve(*r)?;
-        st.reservations += 1;
-    }
-    let mut walk = open(mem, ram, root)?.walk();
-    while let Some(run) = walk.next_run() {
-        for b in run?.blocks() {
-            target.head(b)?;
-            st.blocks += 1;
-            st.bytes += b.size();
-        }
-    }
-    debug_assert_eq!(st.bytes % PAGE_SIZE, 0);
-    Ok(st)
+    f()
 }

@@ -1,7 +1,9 @@
 use std::collections::BTreeSet;
 
 use kho::{BitmapSize, Block, Order, PAGE_SIZE, PhysAddr, PhysRange, RamMap, VecArena};
+use kho_machine::MemblockError;
 use proptest::prelude::*;
+use proptest::strategy::Strategy;
 
 use super::maple::maple_nodes;
 use super::xarray::XArray;
@@ -400,16 +402,31 @@ fn a_tracker_out_of_memory_says_so() {
 /// A memblock that refuses every reservation.
 struct Refuse;
 
-impl Reserve for Refuse {
-    fn reserve(&mut self, range: PhysRange) -> Result<(), SchemeError> {
-        Err(SchemeError::Reserve {
+impl Refuse {
+    fn full(range: PhysRange) -> ReserveError {
+        ReserveError::Memblock {
+            what: "reserving",
             range,
-            reason: "full".into(),
-        })
+            source: MemblockError::CannotResize { name: "reserved" },
+        }
+    }
+}
+
+impl ReservationSink for Refuse {
+    fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
+        Err(Self::full(PhysRange::from_start_size(base, size).unwrap()))
     }
 
-    fn head(&mut self, _: Block) -> Result<(), SchemeError> {
+    fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
+        Err(Self::full(ranges[0]))
+    }
+
+    fn write_head(&mut self, _: Block) -> Result<(), ReserveError> {
         Ok(())
+    }
+
+    fn reserved_regions(&self) -> u64 {
+        0
     }
 }
 
@@ -426,7 +443,7 @@ fn a_refused_reservation_stops_the_restore() {
 
 #[test]
 fn root_fdts_round_trip_and_refuse_other_compatibles() {
-    use kho_machine::kho::PeerScheme;
+    use kho_machine::PeerScheme;
 
     let subnodes = [("kho-run", PhysAddr::new(0x5000), 100u64)];
     let bytes = machine::maple_fdt(PhysAddr::new(0x7000), &subnodes).unwrap();
@@ -498,7 +515,7 @@ fn side_by_side() {
             r.metadata.total_pages(),
             r.metadata.object_bytes,
             r.restore.reservations,
-            r.restore.time.as_secs_f64() * 1e3,
+            r.restore.time().as_secs_f64() * 1e3,
             r.restore.peak_bytes
         );
     }

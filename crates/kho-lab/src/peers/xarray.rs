@@ -16,14 +16,26 @@
 //!
 //! # The model and its honest costs
 //!
-//! | Linux                               | here                                                                 |
-//! |-------------------------------------|----------------------------------------------------------------------|
-//! | `struct xarray`: a radix tree of 64-slot `xa_node`s (`XA_CHUNK_SHIFT` 6), height grown with the largest index; a lone entry at index 0 lives in `xa_head` without a node | [`XArray`]: the same shape (a head, a height, 64-slot nodes created along the path, the tree grown by pushing the old head into slot 0 of a new root) |
-//! | `xa_node` from `radix_tree_node_cachep`, 576 bytes | host heap, counted as 576 bytes each; pages = whole objects per 4 KiB page (7), rounded up ([`Metadata::object_pages`]) |
-//! | `kho_mem_phys` from kmalloc-16      | host heap, counted as 16 bytes                                        |
-//! | bitmap: `kzalloc(512)` (6.16) or one page (later) | simulated memory from the old kernel's buddy: 512-byte bitmaps packed eight to a page as kmalloc-512 packs them, page bitmaps one per page |
-//! | `xa_lock` on stores, RCU loads      | one `Mutex` per tracker around the whole preserve (loads included: an uncontended lock in the lab's single-threaded runs) |
-//! | chunks: `kzalloc(PAGE_SIZE)` at finalize | simulated memory from the buddy, one page each                  |
+//! Linux, and how it is modelled here:
+//!
+//! - **`struct xarray`**: a radix tree of 64-slot `xa_node`s
+//!   (`XA_CHUNK_SHIFT` 6), its height grown with the largest index; a lone
+//!   entry at index 0 lives in `xa_head` without a node. Here: [`XArray`],
+//!   the same shape (a head, a height, 64-slot nodes created along the
+//!   path, the tree grown by pushing the old head into slot 0 of a new
+//!   root).
+//! - **`xa_node`** from `radix_tree_node_cachep`, 576 bytes: host heap,
+//!   counted as 576 bytes each; pages = whole objects per 4 KiB page (7),
+//!   rounded up ([`Metadata::object_pages`]).
+//! - **`kho_mem_phys`** from kmalloc-16: host heap, counted as 16 bytes.
+//! - **bitmap**: `kzalloc(512)` (6.16) or one page (later): simulated
+//!   memory from the old kernel's buddy, 512-byte bitmaps packed eight to a
+//!   page as kmalloc-512 packs them, page bitmaps one per page.
+//! - **`xa_lock`** on stores, RCU loads: one `Mutex` per tracker around the
+//!   whole preserve (loads included: an uncontended lock in the lab's
+//!   single-threaded runs).
+//! - **chunks**: `kzalloc(PAGE_SIZE)` at finalize: simulated memory from
+//!   the buddy, one page each.
 //!
 //! # Finalize (`kho_mem_serialize`)
 //!
@@ -50,10 +62,9 @@ use kho::{
     PhysAddr, RamMap, V1Reader,
 };
 
-use super::{
-    Handover, Metadata, Reserve, RestoreStats, Scheme, SchemeError, SchemeKind, reserve_block,
-    slab_pages,
-};
+use kho_machine::{Extent, MapSummary, PreservedMap, ReserveError};
+
+use super::{Handover, Metadata, Scheme, SchemeError, SchemeKind, slab_pages};
 
 /// `XA_CHUNK_SHIFT`.
 pub const XA_CHUNK_SHIFT: u32 = 6;
@@ -402,17 +413,38 @@ impl<M: PageAlloc + PageMap + Sync + ?Sized> Scheme for XarrayScheme<'_, M> {
     }
 }
 
-/// `kho_mem_deserialize`: one reservation per set bit, as read.
-pub(super) fn restore<M: PageMap + ?Sized>(
-    mem: &M,
-    ram: RamMap<'_>,
+/// `kho_mem_deserialize`'s input: the kho-v1 chunk list from `head`, as a
+/// [`PreservedMap`]: every set bit an extent, in list order (one
+/// reservation per set bit, as read).
+pub(super) struct ChunkList<'a, M: PageMap + ?Sized> {
+    reader: V1Reader<'a, M>,
     head: PhysAddr,
-    size: BitmapSize,
-    target: &mut dyn Reserve,
-) -> Result<RestoreStats, SchemeError> {
-    let mut st = RestoreStats::default();
-    for b in V1Reader::new(mem, ram, size).blocks(head) {
-        reserve_block(target, &mut st, b?)?;
+}
+
+impl<'a, M: PageMap + ?Sized> ChunkList<'a, M> {
+    /// The list at `head` in `mem`, checked against `ram`, of `size`
+    /// bitmaps.
+    pub(super) fn new(mem: &'a M, ram: RamMap<'a>, head: PhysAddr, size: BitmapSize) -> Self {
+        Self {
+            reader: V1Reader::new(mem, ram, size),
+            head,
+        }
     }
-    Ok(st)
+}
+
+impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, M> {
+    type Error = SchemeError;
+
+    fn for_each_extent<F>(&mut self, mut f: F) -> Result<MapSummary, SchemeError>
+    where
+        F: FnMut(Extent) -> Result<(), ReserveError>,
+    {
+        let mut summary = MapSummary::default();
+        for b in self.reader.blocks(self.head) {
+            let e = Extent::block(b?);
+            f(e)?;
+            summary.add(e);
+        }
+        Ok(summary)
+    }
 }

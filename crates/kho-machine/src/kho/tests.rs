@@ -3,30 +3,23 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kho::{AtomicPage, KhoFdtBuilder, PageAlloc, PageMap, RadixTree};
+use kho::{
+    AtomicPage, Block, FdtError, KhoFdtBuilder, KhoVersion, MemError, Order, PAGE_SIZE, PageAlloc,
+    PageMap, Pfn, PhysAddr, PhysRange, RadixTree, WalkError,
+};
 
 use super::*;
 use crate::arena::{MemoryLayout, PhysMem};
-use crate::boot::BootConfig;
+use crate::boot::{BootConfig, Machine};
+use crate::kexec::KhoHandover;
 use crate::liveupdate::{MANIFEST_NODE, new_kernel_boot};
 use crate::manifest::{Checksum, Manifest, ManifestEntry, fill_pattern};
+use crate::memblock::MemblockFlags;
 use crate::physio::write_bytes;
 
-const M: u64 = 1 << 20;
-const K: u64 = 1 << 10;
+use crate::testing::{KIB as K, MIB as M, block, pa, range};
+
 const SEED: u64 = 7;
-
-fn pa(x: u64) -> PhysAddr {
-    PhysAddr::new(x)
-}
-
-fn range(s: u64, e: u64) -> PhysRange {
-    PhysRange::new(pa(s), pa(e)).unwrap()
-}
-
-fn block(phys: u64, order: u8) -> Block {
-    Block::new(pa(phys), Order::new(order)).unwrap()
-}
 
 /// The old kernel's page allocator for the radix tree: a bump allocator
 /// over `[next, end)` (outside scratch, as Linux's tree pages are).
@@ -187,7 +180,7 @@ fn boot<'m>(
 ) {
     let mut m = Machine::new(&h.mem, BootConfig::default());
     m.memblock_init().unwrap();
-    let mut kho = kho_populate(&mut m, &h.handover);
+    let mut kho = kho_populate(&mut m, &h.handover, None);
     m.alloc_memmap().unwrap();
     let st = kho_memory_init(&mut m, &mut kho, strategy);
     let reserved = m.memblock.reserved.regions().to_vec();
@@ -323,13 +316,17 @@ fn restore_errors() {
     ));
     // An order beyond any block, and one the address is not aligned to.
     let page = mm.pfn_to_page(pa(76 * M).pfn()).unwrap();
-    page.set_private(kho_page_info(Order::new(3)) & !0xffff_ffff | 60);
+    KhoPageInfo {
+        order: 60,
+        magic: KHO_PAGE_MAGIC,
+    }
+    .write(&page);
     assert!(matches!(
         kho_restore_folio(buddy, pa(76 * M)),
         Err(KhoError::BadOrder { order: 60, .. })
     ));
     let page = mm.pfn_to_page(pa(76 * M + 64 * K).pfn()).unwrap();
-    page.set_private(kho_page_info(Order::new(5)));
+    KhoPageInfo::new(Order::new(5)).write(&page);
     assert!(matches!(
         kho_restore_folio(buddy, pa(76 * M + 64 * K)),
         Err(KhoError::BadOrder { order: 5, .. })
@@ -419,7 +416,7 @@ fn kho_populate_marks_scratch_and_reserves_the_array() {
     let h = Handover::build(Fault::None);
     let mut m = Machine::new(&h.mem, BootConfig::default());
     m.memblock_init().unwrap();
-    let kho = kho_populate(&mut m, &h.handover);
+    let kho = kho_populate(&mut m, &h.handover, None);
     let k = kho.incoming().unwrap();
     assert_eq!(k.version, KhoVersion::V3);
     assert!(k.subnode(MANIFEST_NODE).is_some());
@@ -448,7 +445,7 @@ fn kho_memory_init_before_alloc_memmap_disables_kho() {
     let h = Handover::build(Fault::None);
     let mut m = Machine::new(&h.mem, BootConfig::default());
     m.memblock_init().unwrap();
-    let mut kho = kho_populate(&mut m, &h.handover);
+    let mut kho = kho_populate(&mut m, &h.handover, None);
     kho_memory_init(&mut m, &mut kho, Strategy::Coalesced);
     assert_eq!(kho.error(), Some(&KhoError::NoMemmap));
     assert!(!m.memblock.kho_scratch_only());
@@ -457,7 +454,7 @@ fn kho_memory_init_before_alloc_memmap_disables_kho() {
 #[test]
 fn missing_or_broken_handover_boots_without_kho() {
     let h = Handover::build(Fault::None);
-    let r = new_kernel_boot(&h.mem, Ok(None), Strategy::Bulk).unwrap();
+    let r = new_kernel_boot(&h.mem, Ok(None), Strategy::Bulk, None).unwrap();
     assert_eq!(
         r.kho_error.as_deref(),
         Some("no KHO hand-over in setup_data")
@@ -470,6 +467,7 @@ fn missing_or_broken_handover_boots_without_kho() {
             max: 64,
         }),
         Strategy::Bulk,
+        None,
     );
     assert!(
         r.unwrap()
@@ -483,7 +481,7 @@ fn missing_or_broken_handover_boots_without_kho() {
 fn new_kernel_boot_verifies_every_byte_for_every_strategy() {
     for s in Strategy::ALL {
         let h = Handover::build(Fault::None);
-        let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), s).unwrap();
+        let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), s, None).unwrap();
         assert_eq!(r.kho_error, None);
         assert_eq!(r.blocks, h.preserved.len() as u64);
         let lost: u64 = h.forgotten.iter().map(|b| b.size()).sum();
@@ -498,13 +496,124 @@ fn new_kernel_boot_verifies_every_byte_for_every_strategy() {
 #[test]
 fn report_json_has_the_ten_keys_and_kho_error_only_when_set() {
     let h = Handover::build(Fault::None);
-    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip, None).unwrap();
     let v: serde_json::Value = serde_json::to_value(&r).unwrap();
     let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
     assert_eq!(keys.len(), 10, "{keys:?}");
     let h = Handover::build(Fault::RootOutsideRam);
-    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip).unwrap();
+    let r = new_kernel_boot(&h.mem, Ok(Some(h.handover.clone())), Strategy::Skip, None).unwrap();
     let v: serde_json::Value = serde_json::to_value(&r).unwrap();
     let e = v["kho_error"].as_str().unwrap();
     assert!(e.contains("is not inside RAM"), "{e}");
+}
+
+#[test]
+fn strategy_names_round_trip() {
+    for s in Strategy::ALL {
+        assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+    }
+    assert!("fast".parse::<Strategy>().is_err());
+}
+
+/// A tracker's map as a plain list of blocks: the [`PreservedMap`]
+/// defaults (coalescing by merge, heads from the extents).
+struct ListMap(Vec<Block>);
+
+impl PreservedMap for ListMap {
+    type Error = ReserveError;
+
+    fn for_each_extent<F>(&mut self, mut f: F) -> Result<MapSummary, ReserveError>
+    where
+        F: FnMut(Extent) -> Result<(), ReserveError>,
+    {
+        let mut summary = MapSummary::default();
+        for &b in &self.0 {
+            f(Extent::block(b))?;
+            summary.add(Extent::block(b));
+        }
+        Ok(summary)
+    }
+}
+
+/// A sink that records what it was given.
+#[derive(Default)]
+struct Record {
+    reserved: Vec<PhysRange>,
+    heads: Vec<Block>,
+}
+
+impl ReservationSink for Record {
+    fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
+        self.reserved
+            .push(PhysRange::from_start_size(base, size).unwrap());
+        Ok(())
+    }
+
+    fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
+        self.reserved.extend_from_slice(ranges);
+        Ok(())
+    }
+
+    fn write_head(&mut self, block: Block) -> Result<(), ReserveError> {
+        self.heads.push(block);
+        Ok(())
+    }
+
+    fn reserved_regions(&self) -> u64 {
+        self.reserved.len() as u64
+    }
+}
+
+/// Any map feeds every strategy: the radix tree and the same blocks as a
+/// plain list are accounted alike (the same memory reserved, the same
+/// heads, the same skip list), and the ranged strategies reserve exactly
+/// the maximal ranges.
+#[test]
+fn any_map_feeds_every_strategy() {
+    let h = Handover::build(Fault::None);
+    let mut m = Machine::new(&h.mem, BootConfig::default());
+    m.memblock_init().unwrap();
+    let kho = kho_populate(&mut m, &h.handover, None);
+    let k = kho.incoming().unwrap();
+    let forbidden = memory_init::kho_forbidden(&m, k);
+    let ram = kho::RamMap::new(h.mem.layout().ram(), &forbidden).unwrap();
+    let mut blocks = Vec::new();
+    RadixMap::new(&h.mem, ram, k.root)
+        .for_each_extent(|e| {
+            blocks.extend(e.blocks());
+            Ok(())
+        })
+        .unwrap();
+    let maximal = kho::merge_ranges(blocks.iter().filter_map(|b| b.range()).collect());
+    for s in Strategy::ALL {
+        let (mut radix, mut list) = (Record::default(), Record::default());
+        let (a, a_skip) =
+            reserve_preserved(s, &mut RadixMap::new(&h.mem, ram, k.root), &mut radix).unwrap();
+        let (b, b_skip) = reserve_preserved(s, &mut ListMap(blocks.clone()), &mut list).unwrap();
+        assert_eq!((a.blocks, a.bytes), (b.blocks, b.bytes), "{s}");
+        assert_eq!(a.blocks, h.preserved.len() as u64, "{s}");
+        assert_eq!(a_skip, b_skip, "{s}");
+        let heads = |r: &Record| {
+            r.heads
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        assert_eq!(heads(&radix), heads(&list), "{s}");
+        assert_eq!(radix.heads.len(), blocks.len(), "{s}");
+        match s {
+            Strategy::PerBlock => {
+                assert_eq!(radix.reserved, list.reserved);
+                assert_eq!(radix.reserved.len(), blocks.len());
+            }
+            Strategy::Coalesced | Strategy::Bulk => {
+                assert_eq!(radix.reserved, maximal, "{s}");
+                assert_eq!(list.reserved, maximal, "{s}");
+            }
+            Strategy::Skip => {
+                assert!(radix.reserved.is_empty() && list.reserved.is_empty());
+                assert_eq!(a_skip, maximal);
+            }
+        }
+    }
 }

@@ -1,0 +1,119 @@
+//! `kho_populate`: the first KHO step of the new kernel's boot, right after
+//! `memblock_init` (Linux: `kho_populate()` in
+//! `kernel/liveupdate/kexec_handover.c`, called from x86's `add_kho()`).
+
+use std::sync::Arc;
+
+use kho::{KHO_FDT_MAX_SIZE, KhoFdt, KhoVersion};
+
+use super::{Kho, KhoError, KhoIn, PeerScheme};
+use crate::boot::Machine;
+use crate::kexec::KhoHandover;
+use crate::physio::read_bytes;
+
+/// `kho_populate`: validates the root FDT of `handover`, marks the scratch
+/// areas `KHO_SCRATCH` (they lie in RAM that `memblock_init` added: marked,
+/// not added, so they keep node 0), reserves the scratch array and switches
+/// memblock to scratch-only allocation.
+///
+/// `scheme` names the tracker that wrote the handover: `None` for the
+/// built-in radix tree (`kho-v2`/`kho-v3`); a [`PeerScheme`] parses the
+/// root FDT itself (its own compatible), and [`super::kho_memory_init`]
+/// accounts the memory through it.
+///
+/// Never fails the boot: on any error the marks made are undone and the
+/// returned [`Kho`] is disabled with the reason.
+pub fn kho_populate(
+    machine: &mut Machine<'_>,
+    handover: &KhoHandover,
+    scheme: Option<Arc<dyn PeerScheme>>,
+) -> Kho {
+    match populate(machine, handover, scheme.as_deref()) {
+        Ok(k) => Kho {
+            incoming: Some(k),
+            error: None,
+            skip: Vec::new(),
+            scheme,
+        },
+        Err(e) => Kho::disabled(e),
+    }
+}
+
+fn populate(
+    machine: &mut Machine<'_>,
+    h: &KhoHandover,
+    scheme: Option<&dyn PeerScheme>,
+) -> Result<KhoIn, KhoError> {
+    let fdt = h.fdt;
+    let len = usize::try_from(fdt.size())
+        .unwrap_or(usize::MAX)
+        .min(KHO_FDT_MAX_SIZE);
+    let bytes = read_bytes(machine.mem(), fdt.start(), len)
+        .map_err(|source| KhoError::FdtRead { fdt, source })?;
+    let (version, root, subnodes) = match scheme {
+        Some(s) => {
+            let p = s.parse_fdt(&bytes).map_err(|source| KhoError::Scheme {
+                scheme: s.name(),
+                source,
+            })?;
+            (p.version, p.root, p.subnodes)
+        }
+        None => {
+            let parsed = KhoFdt::parse(&bytes).map_err(|source| KhoError::Fdt { fdt, source })?;
+            let version = parsed.version();
+            if !matches!(version, KhoVersion::V2 | KhoVersion::V3) {
+                return Err(KhoError::Compatible {
+                    fdt,
+                    found: version,
+                });
+            }
+            let subnodes = parsed
+                .subnodes()
+                .map(|n| (n.name().to_owned(), n.data(), n.size()))
+                .collect();
+            (version, parsed.root(), subnodes)
+        }
+    };
+
+    let mb = &mut machine.memblock;
+    let mut marked = 0usize;
+    let mut result = Ok(());
+    for area in &h.scratch {
+        if let Err(source) = mb.memblock_mark_kho_scratch(area.start(), area.size()) {
+            result = Err(KhoError::Memblock {
+                what: "marking scratch",
+                range: *area,
+                source,
+            });
+            break;
+        }
+        marked += 1;
+    }
+    if result.is_ok() {
+        let a = h.scratch_array;
+        result = mb
+            .memblock_reserve(a.start(), a.size())
+            .map_err(|source| KhoError::Memblock {
+                what: "reserving the scratch array",
+                range: a,
+                source,
+            });
+    }
+    if let Err(e) = result {
+        for area in h.scratch.iter().take(marked) {
+            // Best effort: the flag only restricts allocations, which are
+            // not restricted without scratch-only mode.
+            let _ = mb.memblock_clear_kho_scratch(area.start(), area.size());
+        }
+        return Err(e);
+    }
+    mb.memblock_set_kho_scratch_only();
+    Ok(KhoIn {
+        fdt,
+        version,
+        root,
+        subnodes,
+        scratch_array: h.scratch_array,
+        scratch: h.scratch.clone(),
+    })
+}

@@ -1,0 +1,194 @@
+//! The new kernel: boots from the hand-over, restores every preserved
+//! folio and verifies it against the manifest.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kho::{PAGE_SIZE, PhysAddr, PhysRange};
+
+use super::exec::NewKernelArgs;
+use super::{LiveUpdateError, MANIFEST_NODE, RunReport, kernel_boot_config};
+use crate::arena::PhysMem;
+use crate::boot::{BootError, Machine};
+use crate::buddy::Buddy;
+use crate::kexec::{KexecError, KhoHandover, read_setup_data};
+use crate::kho::{
+    Kho, KhoError, KhoIn, PeerScheme, Strategy, blob_pages, kho_memory_init, kho_populate,
+    kho_preserved_order, kho_restore_folio, kho_restore_pages,
+};
+use crate::manifest::{Manifest, ManifestHeader, POISON, block_checksum};
+use crate::physio::read_bytes;
+
+/// The new kernel of `args`: attaches RAM, reads the hand-over and boots
+/// ([`new_kernel_boot`]); `scheme` is the tracker `args.scheme` names
+/// (resolved by the caller: the schemes live above this crate).
+pub fn new_kernel_main(
+    args: &NewKernelArgs,
+    scheme: Option<Arc<dyn PeerScheme>>,
+) -> Result<RunReport, LiveUpdateError> {
+    let mem = args.attach()?;
+    let handover = read_setup_data(&mem, args.setup_data);
+    new_kernel_boot(&mem, handover, args.strategy, scheme)
+}
+
+/// Pre-faults the memmap's memory (untimed) with poison, as firmware would
+/// leave garbage there: the timed phases then measure struct-page work,
+/// not the host's first-touch page faults, in the KHO boot and the
+/// baseline alike.
+fn prefault_memmap(m: &Machine<'_>) -> Result<(), LiveUpdateError> {
+    if let Some(mm) = m.memmap() {
+        for r in mm.allocations() {
+            m.mem().fill(*r, POISON)?;
+        }
+    }
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The new kernel's boot on `mem` with what `read_setup_data` returned:
+///
+/// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
+///    boots without KHO, [`RunReport::kho_error`] says why);
+/// 2. `alloc_memmap` (from scratch: scratch-only); [`kho_memory_init`]
+///    with `strategy`;
+/// 3. `memmap_init` + `memblock_free_all` (timed: `mm_init_ms`); from then
+///    on the buddy allocator poisons every block it hands out;
+/// 4. the KHO metadata restored with [`kho_restore_pages`] (the FDT page,
+///    the manifest's pages), the manifest read from the [`MANIFEST_NODE`]
+///    subnode, every listed folio restored with [`kho_restore_folio`] and
+///    its checksum verified (a folio that fails either is lost);
+/// 5. the baseline: a fresh boot of the same memory with nothing
+///    preserved, timed the same way (`baseline_mm_init_ms`).
+///
+/// `scheme` is the tracker that wrote the handover (`None`: ours): it
+/// parses the root FDT and accounts the preserved memory, the rest of the
+/// boot is the same.
+pub fn new_kernel_boot(
+    mem: &PhysMem,
+    handover: Result<Option<KhoHandover>, KexecError>,
+    strategy: Strategy,
+    scheme: Option<Arc<dyn PeerScheme>>,
+) -> Result<RunReport, LiveUpdateError> {
+    let scheme_name = scheme.as_ref().map(|s| s.name().to_owned());
+    let mut m = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
+    m.memblock_init()?;
+    let mut kho = match handover {
+        Ok(Some(h)) => kho_populate(&mut m, &h, scheme),
+        Ok(None) => Kho::disabled(KhoError::NoHandover),
+        Err(e) => Kho::disabled(KhoError::Handover(e)),
+    };
+    m.alloc_memmap()?;
+    prefault_memmap(&m)?;
+    let init = kho_memory_init(&mut m, &mut kho, strategy);
+    let t = Instant::now();
+    m.memmap_init_skip(kho.skip_ranges())?;
+    m.memblock_free_all_except(kho.skip_ranges())?;
+    let mm_init = t.elapsed();
+    let buddy = m.buddy().ok_or(BootError::Phase {
+        phase: "restore",
+        needs: "memblock_free_all",
+    })?;
+    buddy.set_poison_on_alloc(true);
+
+    let (verified_bytes, lost_bytes, unpreserved) = match kho.incoming() {
+        Some(k) => restore_and_verify(mem, buddy, k, init.bytes),
+        None => (0, 0, 0),
+    };
+    drop(m);
+
+    // The baseline: nothing preserved.
+    let mut b = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
+    b.memblock_init()?;
+    b.alloc_memmap()?;
+    prefault_memmap(&b)?;
+    let t = Instant::now();
+    b.memmap_init()?;
+    b.memblock_free_all()?;
+    let baseline = t.elapsed();
+
+    Ok(RunReport {
+        strategy,
+        blocks: init.blocks,
+        preserved_bytes: init.bytes.saturating_add(unpreserved),
+        walk_ms: ms(init.walk + init.heads),
+        memblock_ms: ms(init.memblock),
+        mm_init_ms: ms(mm_init),
+        baseline_mm_init_ms: ms(baseline),
+        verified_bytes,
+        lost_bytes,
+        memblock_reserved_regions: init.reserved_regions,
+        kho_error: kho.error().map(|e| e.to_string()),
+        scheme: scheme_name,
+    })
+}
+
+/// The byte length of the manifest blob at `blob`, from its header.
+fn manifest_size(mem: &PhysMem, blob: PhysAddr) -> Option<u64> {
+    use zerocopy::FromBytes;
+    let bytes = read_bytes(mem, blob, size_of::<ManifestHeader>()).ok()?;
+    let h = ManifestHeader::read_from_bytes(&bytes).ok()?;
+    h.len.get().checked_add(size_of::<ManifestHeader>() as u64)
+}
+
+/// Restores the metadata and every manifest folio; returns (verified,
+/// lost, unpreserved) bytes, where unpreserved counts the manifest's folios
+/// that are no preserved head at all (listed by the workload, absent from
+/// the tree: lost, and added to the preserved bytes so that verified +
+/// lost = preserved). `preserved` is what the walk found: if the manifest
+/// cannot be read, whatever was not verified is lost.
+fn restore_and_verify(
+    mem: &PhysMem,
+    buddy: &Buddy<'_>,
+    k: &KhoIn,
+    preserved: u64,
+) -> (u64, u64, u64) {
+    let mut verified = 0u64;
+    let mut lost = 0u64;
+    let mut unpreserved = 0u64;
+    // The FDT page: it parsed in kho_populate.
+    match kho_restore_pages(buddy, k.fdt.start(), 1) {
+        Ok(_) => verified += PAGE_SIZE,
+        Err(_) => lost += PAGE_SIZE,
+    }
+    // kho-v1 subnodes carry no size (6.16's `fdt` names a self-describing
+    // FDT): the manifest's header gives it.
+    let Some((blob, size)) = k.subnode(MANIFEST_NODE) else {
+        return (verified, preserved.saturating_sub(verified), 0);
+    };
+    let Some(size) = size.or_else(|| manifest_size(mem, blob)) else {
+        return (verified, preserved.saturating_sub(verified), 0);
+    };
+    // The manifest's pages: preserved either with kho_preserve_pages
+    // (Linux's split of its pages) or as one block of a larger order.
+    let mut nr = blob_pages(size);
+    if let Some(o) = kho_preserved_order(buddy, blob)
+        && o.pages() > nr
+    {
+        nr = o.pages();
+    }
+    let manifest = kho_restore_pages(buddy, blob, nr)
+        .ok()
+        .and_then(|_| PhysRange::from_start_size(blob, size).ok())
+        .and_then(|r| Manifest::read(mem, r).ok());
+    let Some(manifest) = manifest else {
+        return (verified, preserved.saturating_sub(verified), 0);
+    };
+    verified += nr * PAGE_SIZE;
+    for e in &manifest.entries {
+        let restored = kho_restore_folio(buddy, e.block.phys());
+        if matches!(restored, Err(KhoError::BadMagic { .. })) {
+            unpreserved += e.block.size();
+        }
+        let ok = restored.is_ok_and(|(_, order)| order == e.block.order())
+            && block_checksum(mem, e.block).is_ok_and(|c| c == e.checksum);
+        if ok {
+            verified += e.block.size();
+        } else {
+            lost += e.block.size();
+        }
+    }
+    (verified, lost, unpreserved)
+}

@@ -1,0 +1,42 @@
+//! The new kernel's report: one JSON line on stdout, one row of `kho run`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kho::Strategy;
+
+/// One row of the report: what the new kernel measured for one strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The restore strategy.
+    pub strategy: Strategy,
+    /// Preserved blocks (walked in the radix tree).
+    pub blocks: u64,
+    /// Their bytes, plus the bytes of manifest folios that are not in the
+    /// tree (the workload forgot them: they are lost), so that
+    /// `verified_bytes + lost_bytes == preserved_bytes`.
+    pub preserved_bytes: u64,
+    /// Walking the radix tree, ms (see [`crate::reserve_preserved`] for
+    /// what each strategy counts).
+    pub walk_ms: f64,
+    /// Accounting the preserved memory in memblock, ms.
+    pub memblock_ms: f64,
+    /// memmap_init + memblock_free_all of the KHO boot, ms.
+    pub mm_init_ms: f64,
+    /// The same on a boot with nothing preserved, ms.
+    pub baseline_mm_init_ms: f64,
+    /// Bytes whose contents matched the manifest.
+    pub verified_bytes: u64,
+    /// Bytes that did not.
+    pub lost_bytes: u64,
+    /// Regions of memblock.reserved after the reservation.
+    pub memblock_reserved_regions: u64,
+    /// Why the new kernel booted without KHO (`None`: KHO was used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kho_error: Option<String>,
+    /// The peer scheme that tracked and restored the memory (`None`: ours,
+    /// `kho`, restored with `strategy`; a peer restores its own way and
+    /// `strategy` names the closest: `per-block` or, for maple's one
+    /// reservation per range, `coalesced`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+}
