@@ -19,6 +19,14 @@
 //! | [`coalesce`]| the maximal preserved ranges, streamed from the tree              |
 //! | [`fdt`]     | the KHO root FDT (compatible, preserved-memory-map, subnodes)     |
 //! | [`v1`]      | the older kho-v1 chunk list (read side)                           |
+//! | [`compat`]  | compound compatible strings (`kho-v4;radix-v1;vmalloc-v1`)        |
+//! | [`phys`]    | bounded reads of untrusted memory; the page writer                |
+//! | [`tracker`] | what the tracker preserved, as the structure readers ask it       |
+//! | [`block`]   | KHO serialization blocks (`block-v1` chains)                      |
+//! | [`vmalloc`] | preserved vmalloc areas (`vmalloc-v1` descriptor and chunks)      |
+//! | [`luo`]     | the LUO handover: header, sessions, files, FLBs, memfd, guest_memfd, kvm |
+//! | [`memblock`]| memblock's `reserve_mem` subnode (`memblock-v1`)                  |
+//! | [`crosscheck`] | cross-layer validation: claims against the tracker, orphans   |
 //!
 //! Physical memory is reached only through the small traits of [`mem`], so the
 //! same code runs over a simulator's arena and over a real direct map.
@@ -64,3 +72,29 @@ pub use walk::{
     BlockRun, NodeBudget, ORDERS, OrderCounts, OrderSet, RadixReader, RunBlocks, VisitedFull,
     VisitedSet, Walk, WalkError,
 };
+
+// ---- kho-v4 / LUO (issue 16): modules and re-exports --------------------
+#[doc(hidden)]
+pub mod abi_fuzz;
+pub mod block;
+pub mod compat;
+#[cfg(feature = "alloc")]
+pub mod crosscheck;
+pub mod luo;
+pub mod memblock;
+pub mod phys;
+pub mod tracker;
+pub mod vmalloc;
+
+pub use block::{BlockChain, BlockEntry, BlockError, KhoBlockHeaderSer};
+pub use compat::{CompatError, Compound};
+pub use fdt::{KhoCompat, KhoSubCompat};
+pub use luo::{LuoError, LuoHeader, LuoPath};
+#[cfg(feature = "alloc")]
+pub use phys::{PageWriter, WriteError};
+pub use phys::{PhysReader, ReadError};
+pub use tracker::{PreservedLookup, Tracker, Unpreserved};
+#[cfg(feature = "alloc")]
+pub use tracker::{PreservedSet, TrackerError, TrackerPages};
+pub use vmalloc::{KhoVmalloc, KhoVmallocChunk, VmallocArray, VmallocBlocks, VmallocError};
+// ---- end kho-v4 / LUO ------------------------------------------------------

@@ -1,0 +1,1 @@
+//! Fuzz entry points of the kho-v4 / LUO readers (placeholder).
