@@ -158,7 +158,7 @@ pub fn write_c_string(s: &str, out: &mut [u8]) -> bool {
     true
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,

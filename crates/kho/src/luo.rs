@@ -1005,20 +1005,27 @@ impl LuoFile {
         reader: PhysReader<'_, '_, M>,
         tracker: Tracker<'_>,
     ) -> Result<FileContent, LuoError> {
-        let wrap = |source| LuoError::Handler {
-            path: self.path,
-            source,
-        };
+        self.content(reader, tracker)
+            .map_err(|source| LuoError::Handler {
+                path: self.path,
+                source,
+            })
+    }
+
+    /// As [`LuoFile::open`], with the handler's own error.
+    pub fn content<M: PageMap + ?Sized>(
+        &self,
+        reader: PhysReader<'_, '_, M>,
+        tracker: Tracker<'_>,
+    ) -> Result<FileContent, HandlerError> {
         Ok(match self.kind() {
             HandlerKind::Memfd(v) => {
-                FileContent::Memfd(MemfdFile::read(reader, tracker, self.data, v).map_err(wrap)?)
+                FileContent::Memfd(MemfdFile::read(reader, tracker, self.data, v)?)
             }
-            HandlerKind::GuestMemfd => FileContent::GuestMemfd(
-                GuestMemfdFile::read(reader, tracker, self.data).map_err(wrap)?,
-            ),
-            HandlerKind::Kvm => {
-                FileContent::Kvm(KvmFile::read(reader, tracker, self.data).map_err(wrap)?)
+            HandlerKind::GuestMemfd => {
+                FileContent::GuestMemfd(GuestMemfdFile::read(reader, tracker, self.data)?)
             }
+            HandlerKind::Kvm => FileContent::Kvm(KvmFile::read(reader, tracker, self.data)?),
             HandlerKind::Unknown => FileContent::Unknown { data: self.data },
         })
     }

@@ -360,7 +360,7 @@ mod writer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,

@@ -52,13 +52,17 @@
 //! a first chunk if there are pages. [`VmallocBlocks`] then checks, and
 //! stops at the first failure with a [`VmallocError`]:
 //! 1. each chunk: page aligned, RAM and mapped, preserved at order 0 (with a
-//!    tracker), no cycle (Brent), not more chunks than the page count needs;
+//!    tracker), no cycle (Brent);
 //! 2. each entry: aligned to its order, its pages in RAM, preserved as one
 //!    block of the descriptor's order (with a tracker), not past
 //!    `total_pages`;
 //! 3. each chunk's end: a full chunk has a successor; a terminated chunk has
 //!    none, and only zeros after its terminator;
 //! 4. the end: exactly `total_pages` pages.
+//!
+//! Work is bounded by the descriptor: a chunk is entered only after the one
+//! before it is full, and entries never pass `total_pages`, so at most
+//! `total_pages / 2^order / 511 + 1` chunks are read.
 //!
 //! [`VmallocArray`] reads an area as an array of fixed-size records (the
 //! folio lists of memfd and guest_memfd, the attributes of kvm).
@@ -269,18 +273,6 @@ pub enum VmallocError {
         /// A chunk on the loop.
         chunk: PhysAddr,
     },
-    /// More chunks than `total_pages` needs.
-    #[error("chunk {chunk} is chunk {index}, more than the {limit} that {total_pages} pages need")]
-    TooManyChunks {
-        /// The chunk past the limit.
-        chunk: PhysAddr,
-        /// Its 0-based position.
-        index: u64,
-        /// Chunks the page count needs.
-        limit: u64,
-        /// `total_pages`.
-        total_pages: u32,
-    },
     /// An entry not aligned to the descriptor's order.
     #[error("chunk {chunk} slot {slot}: page {page} is not aligned to order {order}")]
     PageUnaligned {
@@ -412,9 +404,6 @@ impl<'a, M: PageMap + ?Sized> VmallocBlocks<'a, M> {
                 total_pages: desc.total_pages(),
             });
         }
-        // Every chunk but the last is full: entries / 511 + 1 chunks.
-        let entries = total.div_ceil(order.pages());
-        let limit = (entries / 511).saturating_add(1);
         Ok(Self {
             reader,
             tracker,
@@ -425,7 +414,7 @@ impl<'a, M: PageMap + ?Sized> VmallocBlocks<'a, M> {
             next: desc.first(),
             chunk: None,
             chunks: 0,
-            limit,
+            last_chunk: None,
             brent: Brent::new(),
             done: false,
         })
@@ -451,7 +440,7 @@ pub struct VmallocBlocks<'a, M: ?Sized> {
     next: PhysAddr,
     chunk: Option<Chunk<'a>>,
     chunks: u64,
-    limit: u64,
+    last_chunk: Option<PhysAddr>,
     brent: Brent,
     done: bool,
 }
@@ -486,6 +475,12 @@ impl<'a, M: PageMap + ?Sized> VmallocBlocks<'a, M> {
         self.chunks
     }
 
+    /// The chunk entered last (after the walk: the list's last chunk, which
+    /// may list no entry).
+    pub fn last_chunk(&self) -> Option<PhysAddr> {
+        self.last_chunk
+    }
+
     fn enter(&mut self, chunk: PhysAddr) -> Result<Chunk<'a>, VmallocError> {
         if !chunk.is_page_aligned() {
             return Err(VmallocError::ChunkUnaligned { chunk });
@@ -499,15 +494,8 @@ impl<'a, M: PageMap + ?Sized> VmallocBlocks<'a, M> {
         if self.brent.visit(chunk) {
             return Err(VmallocError::ChunkCycle { chunk });
         }
-        if self.chunks >= self.limit {
-            return Err(VmallocError::TooManyChunks {
-                chunk,
-                index: self.chunks,
-                limit: self.limit,
-                total_pages: self.desc.total_pages(),
-            });
-        }
         self.chunks = self.chunks.saturating_add(1);
+        self.last_chunk = Some(chunk);
         Ok(Chunk {
             phys: chunk,
             page,
@@ -881,7 +869,7 @@ mod writer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 #[allow(
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
