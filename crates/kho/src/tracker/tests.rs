@@ -78,6 +78,9 @@ fn read_tree_collects_blocks_and_tree_pages() {
     let (set, pages) = PreservedSet::read_tree(&a, map, tree.root(), NodeBudget::new(64)).unwrap();
     assert_eq!(set.blocks(), &[b(0x100_8000, 0), b(0x101_0000, 4)]);
     let st = tree.stats();
-    assert_eq!(u64::try_from(pages.len()).unwrap(), st.inner_nodes + st.leaves);
+    assert_eq!(
+        u64::try_from(pages.len()).unwrap(),
+        st.inner_nodes + st.leaves
+    );
     assert!(pages.contains(tree.root()));
 }
