@@ -58,7 +58,7 @@
 //!
 //! FLB header page (`LUO_FLB_PGCNT = 1`): `struct luo_flb_header_ser`
 //! {`pgcnt` u64, `count` u64} then `count` (at most 63) `struct luo_flb_ser`
-//! {`name`[48], `data` u64, `count` u64}.
+//! {`name` (48 bytes), `data` u64, `count` u64}.
 //!
 //! How Linux writes it: `luo_ser`, each block and the FLB page come from
 //! `kho_alloc_preserve()` (zeroed pages preserved at order 0); the `LUO`
@@ -1247,6 +1247,16 @@ impl<M: PageMap + ?Sized> Iterator for Flbs<'_, M> {
         Some(item)
     }
 }
+
+#[cfg(all(test, feature = "alloc"))]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::as_conversions
+)]
+pub(crate) mod fixture;
 
 #[cfg(all(test, feature = "alloc"))]
 #[allow(

@@ -181,6 +181,7 @@ pub(crate) fn copy_out(page: &AtomicPage, offset: usize, out: &mut [u8]) {
 /// Stores `bytes` at byte `offset` of `page` (read-modify-write of the words
 /// it touches; the page is the caller's own). Bytes past the page are
 /// dropped.
+#[cfg(feature = "alloc")]
 pub(crate) fn copy_in(page: &AtomicPage, offset: usize, bytes: &[u8]) {
     use core::sync::atomic::Ordering;
     let words = page.words();

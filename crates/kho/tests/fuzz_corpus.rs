@@ -45,3 +45,13 @@ fn v1_corpus() {
 fn fdt_corpus() {
     replay("fdt", kho::fdt::fuzz_one);
 }
+
+#[test]
+fn vmalloc_corpus() {
+    replay("vmalloc", kho::abi_fuzz::vmalloc_one);
+}
+
+#[test]
+fn luo_corpus() {
+    replay("luo", kho::abi_fuzz::luo_one);
+}
