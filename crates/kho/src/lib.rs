@@ -88,8 +88,22 @@ pub mod vmalloc;
 
 pub use block::{BlockChain, BlockEntry, BlockError, KhoBlockHeaderSer};
 pub use compat::{CompatError, Compound};
+#[cfg(feature = "alloc")]
+pub use crosscheck::{Claim, ClaimKind, CrossCheck, CrossReport, Expect, Finding, Orphans};
 pub use fdt::{KhoCompat, KhoSubCompat};
-pub use luo::{LuoError, LuoHeader, LuoPath};
+#[cfg(feature = "alloc")]
+pub use luo::state::{AreaPages, FileData, FileState, LuoState, SessionState};
+#[cfg(feature = "alloc")]
+pub use luo::writer::{
+    FolioSpec, GuestMemfdSpec, KvmSpec, LuoBuilder, LuoWritten, MemfdSpec, RecordWritten,
+    write_guest_memfd, write_kvm, write_memfd,
+};
+pub use luo::{
+    FileContent, Flb, FolioEntry, GuestMemfdFile, HandlerError, HandlerKind, KvmFile,
+    LUO_KHO_ENTRY_NAME, LuoCompat, LuoError, LuoFile, LuoHeader, LuoPath, MemfdFile, MemfdVersion,
+    Session,
+};
+pub use memblock::{MemblockError, MemblockFdt, ReserveMem};
 #[cfg(feature = "alloc")]
 pub use phys::{PageWriter, WriteError};
 pub use phys::{PhysReader, ReadError};
