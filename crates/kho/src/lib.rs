@@ -110,5 +110,8 @@ pub use phys::{PhysReader, ReadError};
 pub use tracker::{PreservedLookup, Tracker, Unpreserved};
 #[cfg(feature = "alloc")]
 pub use tracker::{PreservedSet, TrackerError, TrackerPages};
-pub use vmalloc::{KhoVmalloc, KhoVmallocChunk, VmallocArray, VmallocBlocks, VmallocError};
+pub use vmalloc::{
+    KhoVmalloc, KhoVmallocChunk, VmallocArray, VmallocBlock, VmallocBlocks, VmallocError,
+    VmallocPage, VmallocPages,
+};
 // ---- end kho-v4 / LUO ------------------------------------------------------

@@ -475,6 +475,15 @@ impl<'a, M: PageMap + ?Sized> VmallocBlocks<'a, M> {
         self.chunks
     }
 
+    /// The area's pages in order, each entry expanded to its `2^order`
+    /// pages.
+    pub fn pages(self) -> VmallocPages<'a, M> {
+        VmallocPages {
+            blocks: self,
+            current: None,
+        }
+    }
+
     /// The chunk entered last (after the walk: the list's last chunk, which
     /// may list no entry).
     pub fn last_chunk(&self) -> Option<PhysAddr> {
@@ -619,6 +628,59 @@ impl<M: PageMap + ?Sized> Iterator for VmallocBlocks<'_, M> {
 }
 
 impl<M: PageMap + ?Sized> core::iter::FusedIterator for VmallocBlocks<'_, M> {}
+
+/// One page of an area: its index in the area and its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmallocPage {
+    /// Index in the area.
+    pub index: u64,
+    /// Its address.
+    pub phys: PhysAddr,
+}
+
+/// The pages of an area in order; see [`VmallocBlocks::pages`].
+pub struct VmallocPages<'a, M: ?Sized> {
+    blocks: VmallocBlocks<'a, M>,
+    /// The entry being expanded and the next page of it.
+    current: Option<(VmallocBlock, u64)>,
+}
+
+impl<M: ?Sized> fmt::Debug for VmallocPages<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VmallocPages")
+            .field("blocks", &self.blocks)
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+impl<M: PageMap + ?Sized> Iterator for VmallocPages<'_, M> {
+    type Item = Result<VmallocPage, VmallocError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((b, k)) = self.current {
+                if k < b.block.order().pages() {
+                    self.current = Some((b, k.saturating_add(1)));
+                    let phys = b
+                        .block
+                        .phys()
+                        .checked_add(k << PAGE_SHIFT)
+                        .unwrap_or(b.block.phys());
+                    return Some(Ok(VmallocPage {
+                        index: b.first_page.saturating_add(k),
+                        phys,
+                    }));
+                }
+                self.current = None;
+            }
+            match self.blocks.next()? {
+                Ok(b) => self.current = Some((b, 0)),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
 
 /// One record of a [`VmallocArray`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

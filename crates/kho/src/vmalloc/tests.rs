@@ -119,6 +119,19 @@ fn a_full_chunk_gets_an_empty_successor_and_huge_orders_round_trip() {
     let entries = [big.phys(); 511];
     chunk(&m, 40, page(41), &entries);
     chunk(&m, 41, PhysAddr::ZERO, &[]);
+    let pages: Vec<_> = VmallocBlocks::new(m.reader(), None, desc(page(40), 511 * 4, 2))
+        .unwrap()
+        .pages()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(pages.len(), 511 * 4);
+    assert_eq!(
+        pages[5],
+        VmallocPage {
+            index: 5,
+            phys: page(33)
+        }
+    );
     let got = walk(&m, None, desc(page(40), 511 * 4, 2)).unwrap();
     assert_eq!(got.len(), 511);
     assert_eq!(got[510].first_page, 510 * 4);
