@@ -33,6 +33,10 @@
 //! 5. Orphans: preserved blocks no claim touches (count, bytes, the first
 //!    [`Orphans::FIRST`]). The root FDT's page is a claim when its address
 //!    is known ([`CrossCheck::root_fdt`]); tracker pages are not blocks.
+//!    Memory reached only through data this crate cannot parse (an unknown
+//!    handler's or an FLB's data handle, a driver's blob pointing further)
+//!    is not attributed and shows as orphans: the report says "no structure
+//!    we read names it", not "leaked" for certain.
 //!
 //! An inspector builds a [`CrossCheck`] from what it read and runs it:
 //!
