@@ -490,7 +490,7 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
                 (f, v),
                 (
                     MapFormat::V1Bytes512 | MapFormat::V1Page,
-                    KhoVersion::V2 | KhoVersion::V3
+                    KhoVersion::V2 | KhoVersion::V3 | KhoVersion::V4
                 ) | (MapFormat::V2 | MapFormat::V3, KhoVersion::V1)
             ) {
                 out.notes
@@ -499,7 +499,10 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
             (Some(f), read_as(image, map, root, f, max))
         }
         (None, KhoVersion::V2) => (Some(MapFormat::V2), read_radix(image, map, root, max)),
-        (None, KhoVersion::V3) => (Some(MapFormat::V3), read_radix(image, map, root, max)),
+        // kho-v4 keeps kho-v3's radix tree (4 KiB pages).
+        (None, KhoVersion::V3 | KhoVersion::V4) => {
+            (Some(MapFormat::V3), read_radix(image, map, root, max))
+        }
         (None, KhoVersion::V1) => detect_v1(image, map, root, max, &mut out.notes),
     };
     out.format = format.map(|f| f.as_str().to_owned());

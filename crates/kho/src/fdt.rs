@@ -5,7 +5,8 @@
 //! | name          | meaning                                                                 |
 //! |---------------|-------------------------------------------------------------------------|
 //! | root FDT      | a flattened device tree of at most one page, itself preserved (order 0) |
-//! | compatible    | the root's ABI version string: `kho-v1`, `kho-v2` or `kho-v3`           |
+//! | compatible    | the root's ABI version: `kho-v1` .. `kho-v4`, or `kho-v4;radix-v1;...`  |
+//! | sub-component | a `;token` after `kho-v4`: the version of a structure it embeds         |
 //! | memory map    | root `preserved-memory-map`: the radix root (v2/v3) or first chunk (v1) |
 //! | subnode       | one child of the root per KHO user (LUO, memblock, a driver, ...)       |
 //! | blob          | the user's preserved data: phys in `preserved-data` (`fdt` in v1)       |
@@ -19,26 +20,41 @@
 //! `fdt_property(fdt, name, &u64, 8)`: read them with `u64::from_ne_bytes`,
 //! never with the big-endian DT cell helpers.
 //!
-//! | node      | property               | value                       | v1 (6.16) | v2 | v3 |
-//! |-----------|------------------------|-----------------------------|-----------|----|----|
-//! | `/`       | `compatible`           | `"kho-vN\0"`                | yes       | yes| yes|
-//! | `/`       | `preserved-memory-map` | u64 phys, 8 bytes           | first chunk (0 = none) | radix root | radix root |
-//! | `/<user>` | `fdt`                  | u64 phys of the user's FDT  | yes       | -  | -  |
-//! | `/<user>` | `preserved-data`       | u64 phys of the user's blob | -         | yes| yes|
-//! | `/<user>` | `blob-size`            | u64 byte length of the blob | -         | -  | yes|
+//! | node      | property               | value                       | v1 (6.16) | v2 | v3 | v4 |
+//! |-----------|------------------------|-----------------------------|-----------|----|----|----|
+//! | `/`       | `compatible`           | `"kho-vN\0"`                | yes       | yes| yes| yes, alone or compound |
+//! | `/`       | `preserved-memory-map` | u64 phys, 8 bytes           | first chunk (0 = none) | radix root | radix root | radix root |
+//! | `/<user>` | `fdt`                  | u64 phys of the user's FDT  | yes       | -  | -  | -  |
+//! | `/<user>` | `preserved-data`       | u64 phys of the user's blob | -         | yes| yes| yes|
+//! | `/<user>` | `blob-size`            | u64 byte length of the blob | -         | -  | yes| yes|
+//!
+//! `kho-v4` (the KHO serialization-blocks series) changes none of these
+//! bytes: it versions the block chains ([`crate::block`]) that LUO builds
+//! on. Its compound form names the structures it embeds with
+//! `KHO_SUB_COMPAT` tokens in alphabetical order ([`crate::compat`]):
+//! `kho-v4;radix-v1` (the radix tree), then `kho-v4;radix-v1;vmalloc-v1`
+//! (and vmalloc areas, [`crate::vmalloc`]). A compound string must name
+//! `radix-v1` (the memory map cannot be read otherwise); an unknown token
+//! is rejected by name. Linux compares the whole string, so a kernel reads
+//! only the spelling it writes; [`KhoCompat`] keeps which one was read, and
+//! the writer can emit each.
 //!
 //! Sources: Linux 6.16 `kernel/kexec_handover.c` (`KHO_FDT_COMPATIBLE
 //! "kho-v1"`, `PROP_PRESERVED_MEMORY_MAP`, `PROP_SUB_FDT "fdt"`, written in
 //! `kho_finalize()` and `kho_add_subtree()`); mainline
 //! `include/linux/kho/abi/kexec_handover.h` (`"kho-v2"`, then `"kho-v3"` with
-//! `blob-size`).
+//! `blob-size`); linux-mm/linux-mm@d3b55a6a3d6c (`"kho-v4"`); the RFC
+//! "kho: decouple ... compatibility from global KHO version" (June 2026:
+//! `KHO_FDT_COMPAT_BASE "kho-v4"` plus `KHO_SUB_COMPAT(KHO_RADIX_COMPATIBLE)`
+//! and `KHO_SUB_COMPAT(KHO_VMALLOC_COMPATIBLE)`).
 //!
 //! # Validation
 //!
 //! [`KhoFdt::parse`] fails fast, in this order, on the first broken rule:
 //! header and structure (magic, version, offsets, tokens, names: checked by
 //! `dtoolkit`), total size (at most one page, within the bytes given),
-//! `compatible` (present, one NUL-terminated string, a known version),
+//! `compatible` (present, one NUL-terminated string, a known version; for a
+//! compound string: tokens in order, each known, `radix-v1` among them),
 //! `preserved-memory-map` (present, 8 bytes), then each subnode in order
 //! (its data property present and 8 bytes, `blob-size` present and 8 bytes
 //! in v3, no two subnodes with the same name). Extra properties and nested
@@ -78,6 +94,9 @@ pub enum KhoVersion {
     V2,
     /// `kho-v3`: radix tree; subnodes carry `preserved-data` and `blob-size`.
     V3,
+    /// `kho-v4`: as `kho-v3`, with serialization blocks; may be compound
+    /// ([`KhoCompat`]).
+    V4,
 }
 
 impl KhoVersion {
@@ -90,12 +109,13 @@ impl KhoVersion {
             Self::V1 => "kho-v1",
             Self::V2 => "kho-v2",
             Self::V3 => "kho-v3",
+            Self::V4 => "kho-v4",
         }
     }
 
     /// The version a `compatible` string names, if known.
     pub fn from_compatible(s: &str) -> Option<Self> {
-        [Self::V1, Self::V2, Self::V3]
+        [Self::V1, Self::V2, Self::V3, Self::V4]
             .into_iter()
             .find(|v| v.compatible() == s)
     }
@@ -104,19 +124,145 @@ impl KhoVersion {
     pub const fn data_property(self) -> &'static str {
         match self {
             Self::V1 => PROP_SUB_FDT,
-            Self::V2 | Self::V3 => PROP_PRESERVED_DATA,
+            Self::V2 | Self::V3 | Self::V4 => PROP_PRESERVED_DATA,
         }
     }
 
     /// Whether subnodes must carry `blob-size`.
     pub const fn has_blob_size(self) -> bool {
-        matches!(self, Self::V3)
+        matches!(self, Self::V3 | Self::V4)
     }
 }
 
 impl fmt::Display for KhoVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.compatible())
+    }
+}
+
+/// A sub-component of a compound `kho-v4` root `compatible`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KhoSubCompat {
+    /// `radix-v1`: the radix tree of `preserved-memory-map`.
+    Radix,
+    /// `vmalloc-v1`: preserved vmalloc areas ([`crate::vmalloc`]).
+    Vmalloc,
+}
+
+impl KhoSubCompat {
+    /// Every sub-component, in the alphabetical order of their tokens.
+    pub const ALL: [Self; 2] = [Self::Radix, Self::Vmalloc];
+
+    /// The token.
+    pub const fn token(self) -> &'static str {
+        match self {
+            Self::Radix => "radix-v1",
+            Self::Vmalloc => crate::vmalloc::KHO_VMALLOC_COMPATIBLE,
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        match self {
+            Self::Radix => 1,
+            Self::Vmalloc => 2,
+        }
+    }
+}
+
+/// A root `compatible`: the version and, for a compound `kho-v4`, its
+/// sub-components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KhoCompat {
+    version: KhoVersion,
+    subs: u8,
+}
+
+impl KhoCompat {
+    /// `kho-v4;radix-v1`.
+    pub const V4_RADIX: Self = Self {
+        version: KhoVersion::V4,
+        subs: 1,
+    };
+    /// `kho-v4;radix-v1;vmalloc-v1`.
+    pub const V4_RADIX_VMALLOC: Self = Self {
+        version: KhoVersion::V4,
+        subs: 3,
+    };
+
+    /// `version` alone.
+    pub const fn plain(version: KhoVersion) -> Self {
+        Self { version, subs: 0 }
+    }
+
+    /// The version.
+    pub const fn version(self) -> KhoVersion {
+        self.version
+    }
+
+    /// Whether `sub` is named.
+    pub const fn has(self, sub: KhoSubCompat) -> bool {
+        self.subs & sub.bit() != 0
+    }
+
+    /// Whether any sub-component is named.
+    pub const fn is_compound(self) -> bool {
+        self.subs != 0
+    }
+
+    /// The sub-components, in token order.
+    pub fn sub_components(self) -> impl Iterator<Item = KhoSubCompat> {
+        KhoSubCompat::ALL.into_iter().filter(move |s| self.has(*s))
+    }
+
+    /// Parses a root `compatible` (see the module doc for the rules).
+    pub fn parse(s: &str) -> Result<Self, FdtError> {
+        let compound = crate::compat::Compound::parse(s).map_err(FdtError::SubComponentOrder)?;
+        let version =
+            KhoVersion::from_compatible(compound.base()).ok_or(FdtError::UnknownCompatible {
+                found: FdtName::new(s),
+            })?;
+        if !compound.is_compound() {
+            return Ok(Self::plain(version));
+        }
+        if version != KhoVersion::V4 {
+            return Err(FdtError::UnexpectedSubComponents {
+                version,
+                found: FdtName::new(s),
+            });
+        }
+        let mut subs = 0u8;
+        for token in compound.tokens() {
+            let sub = KhoSubCompat::ALL
+                .into_iter()
+                .find(|k| k.token() == token)
+                .ok_or(FdtError::UnknownSubComponent {
+                    token: FdtName::new(token),
+                })?;
+            subs |= sub.bit();
+        }
+        if subs & KhoSubCompat::Radix.bit() == 0 {
+            return Err(FdtError::MissingSubComponent {
+                name: KhoSubCompat::Radix.token(),
+                found: FdtName::new(s),
+            });
+        }
+        Ok(Self { version, subs })
+    }
+}
+
+impl From<KhoVersion> for KhoCompat {
+    fn from(version: KhoVersion) -> Self {
+        Self::plain(version)
+    }
+}
+
+impl fmt::Display for KhoCompat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.version.compatible())?;
+        for sub in self.sub_components() {
+            write!(f, ";{}", sub.token())?;
+        }
+        Ok(())
     }
 }
 
@@ -218,9 +364,35 @@ pub enum FdtError {
         len: usize,
     },
     /// `compatible` names no KHO version this crate reads.
-    #[error("root `compatible` is {found:?}, not kho-v1, kho-v2 or kho-v3")]
+    #[error("root `compatible` is {found:?}, not kho-v1, kho-v2, kho-v3 or kho-v4")]
     UnknownCompatible {
         /// The string found.
+        found: FdtName,
+    },
+    /// Sub-components after a version that has none (only `kho-v4` is
+    /// compound).
+    #[error("root `compatible` {found:?}: {version} takes no sub-components")]
+    UnexpectedSubComponents {
+        /// The base version.
+        version: KhoVersion,
+        /// The whole string.
+        found: FdtName,
+    },
+    /// A compound `compatible` that breaks the ordering rules.
+    #[error("root {0}")]
+    SubComponentOrder(#[source] crate::compat::CompatError),
+    /// A sub-component this crate does not know.
+    #[error("root `compatible`: unknown sub-component `{token}`")]
+    UnknownSubComponent {
+        /// The token.
+        token: FdtName,
+    },
+    /// A compound `compatible` without a sub-component it requires.
+    #[error("root `compatible` {found:?}: the required sub-component `{name}` is missing")]
+    MissingSubComponent {
+        /// The missing token.
+        name: &'static str,
+        /// The whole string.
         found: FdtName,
     },
     /// The root has no `preserved-memory-map`.
@@ -301,7 +473,7 @@ impl<'a> KhoSubnode<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct KhoFdt<'a> {
     fdt: Fdt<'a>,
-    version: KhoVersion,
+    compat: KhoCompat,
     root: PhysAddr,
 }
 
@@ -311,7 +483,8 @@ impl<'a> KhoFdt<'a> {
     pub fn parse(data: &'a [u8]) -> Result<Self, FdtError> {
         let fdt = Fdt::new(trim_to_totalsize(data)?).map_err(FdtError::Malformed)?;
         let root_node = fdt.root();
-        let version = read_version(&root_node)?;
+        let compat = read_version(&root_node)?;
+        let version = compat.version();
         let root = match root_node.property(PROP_PRESERVED_MEMORY_MAP) {
             None => return Err(FdtError::MissingMemoryMap),
             Some(p) => read_u64(p.value()).ok_or(FdtError::MemoryMapLength {
@@ -335,14 +508,19 @@ impl<'a> KhoFdt<'a> {
         }
         Ok(Self {
             fdt,
-            version,
+            compat,
             root: PhysAddr::new(root),
         })
     }
 
-    /// The ABI version.
+    /// The ABI version (the base of a compound `compatible`).
     pub fn version(&self) -> KhoVersion {
-        self.version
+        self.compat.version()
+    }
+
+    /// The whole `compatible`: version and sub-components.
+    pub fn compat(&self) -> KhoCompat {
+        self.compat
     }
 
     /// `preserved-memory-map`: the radix root (v2, v3) or the first chunk of
@@ -360,7 +538,7 @@ impl<'a> KhoFdt<'a> {
     pub fn subnodes(&self) -> KhoSubnodes<'a> {
         KhoSubnodes {
             children: self.fdt.root().children(),
-            version: self.version,
+            version: self.compat.version(),
         }
     }
 
@@ -419,7 +597,7 @@ fn trim_to_totalsize(data: &[u8]) -> Result<&[u8], FdtError> {
     })
 }
 
-fn read_version(root: &FdtNode<'_>) -> Result<KhoVersion, FdtError> {
+fn read_version(root: &FdtNode<'_>) -> Result<KhoCompat, FdtError> {
     let prop = root
         .property(PROP_COMPATIBLE)
         .ok_or(FdtError::MissingCompatible)?;
@@ -431,9 +609,7 @@ fn read_version(root: &FdtNode<'_>) -> Result<KhoVersion, FdtError> {
         _ => return Err(not_string),
     };
     let s = core::str::from_utf8(body).map_err(|_| not_string)?;
-    KhoVersion::from_compatible(s).ok_or(FdtError::UnknownCompatible {
-        found: FdtName::new(s),
-    })
+    KhoCompat::parse(s)
 }
 
 fn read_subnode<'a>(node: &FdtNode<'a>, version: KhoVersion) -> Result<KhoSubnode<'a>, FdtError> {
@@ -490,7 +666,7 @@ mod writer {
     use vm_fdt::FdtWriter;
 
     use super::{
-        FdtName, KHO_FDT_MAX_SIZE, KhoVersion, PROP_BLOB_SIZE, PROP_COMPATIBLE,
+        FdtName, KHO_FDT_MAX_SIZE, KhoCompat, KhoVersion, PROP_BLOB_SIZE, PROP_COMPATIBLE,
         PROP_PRESERVED_MEMORY_MAP,
     };
     use crate::addr::PhysAddr;
@@ -532,7 +708,7 @@ mod writer {
     /// native-endian bytes of a u64.
     #[derive(Debug, Clone)]
     pub struct KhoFdtBuilder {
-        version: KhoVersion,
+        compat: KhoCompat,
         root: PhysAddr,
         subnodes: Vec<(String, PhysAddr, u64)>,
     }
@@ -541,7 +717,7 @@ mod writer {
         /// A `kho-v3` FDT whose memory map is at `root`.
         pub fn new(root: PhysAddr) -> Self {
             Self {
-                version: KhoVersion::DEFAULT,
+                compat: KhoCompat::plain(KhoVersion::DEFAULT),
                 root,
                 subnodes: Vec::new(),
             }
@@ -550,7 +726,14 @@ mod writer {
         /// Writes another version instead (`kho-v1` subnodes get `fdt`,
         /// `kho-v1` and `kho-v2` subnodes get no `blob-size`).
         pub fn version(mut self, version: KhoVersion) -> Self {
-            self.version = version;
+            self.compat = KhoCompat::plain(version);
+            self
+        }
+
+        /// Writes this `compatible`, compound or not (`kho-v4` and
+        /// `kho-v4;radix-v1;vmalloc-v1` write the same subnodes as `kho-v3`).
+        pub fn compat(mut self, compat: KhoCompat) -> Self {
+            self.compat = compat;
             self
         }
 
@@ -565,7 +748,8 @@ mod writer {
         pub fn build(&self) -> Result<Vec<u8>, FdtBuildError> {
             let mut w = FdtWriter::new().map_err(writer_error)?;
             let root = w.begin_node("").map_err(writer_error)?;
-            w.property_string(PROP_COMPATIBLE, self.version.compatible())
+            let version = self.compat.version();
+            w.property_string(PROP_COMPATIBLE, &alloc::format!("{}", self.compat))
                 .map_err(writer_error)?;
             w.property(PROP_PRESERVED_MEMORY_MAP, &self.root.as_u64().to_ne_bytes())
                 .map_err(writer_error)?;
@@ -589,9 +773,9 @@ mod writer {
                     }
                     e => writer_error(e),
                 })?;
-                w.property(self.version.data_property(), &data.as_u64().to_ne_bytes())
+                w.property(version.data_property(), &data.as_u64().to_ne_bytes())
                     .map_err(writer_error)?;
-                if self.version.has_blob_size() {
+                if version.has_blob_size() {
                     w.property(PROP_BLOB_SIZE, &size.to_ne_bytes())
                         .map_err(writer_error)?;
                 }

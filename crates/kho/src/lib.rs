@@ -26,6 +26,19 @@
 //! | `coalesce` | the maximal preserved ranges, streamed: [`Coalesce`]           |
 //! | `fdt`      | the KHO root FDT: [`KhoFdt`], [`KhoFdtBuilder`]                |
 //! | `v1`       | the older kho-v1 chunk list, read side: [`V1Reader`]           |
+//! | `compat`   | compound compatible strings (`kho-v4;radix-v1;vmalloc-v1`)     |
+//! | `phys`     | bounded reads of untrusted memory: [`PhysReader`]; the page    |
+//! |            | writer [`PageWriter`]                                          |
+//! | `tracker`  | what the tracker preserved, as the structure readers ask it:   |
+//! |            | [`PreservedLookup`], [`PreservedSet`]                          |
+//! | `block`    | KHO serialization blocks (`block-v1` chains): [`BlockChain`]   |
+//! | `vmalloc`  | preserved vmalloc areas (`vmalloc-v1`): [`VmallocBlocks`]      |
+//! | `luo`      | the LUO handover: [`LuoHeader`], sessions, files, FLBs; memfd, |
+//! |            | guest_memfd and kvm records; [`LuoState`], [`LuoBuilder`]     |
+//! | `memblock` | memblock's `reserve_mem` subnode (`memblock-v1`):              |
+//! |            | [`MemblockFdt`]                                                |
+//! | `crosscheck` | cross-layer validation, claims against the tracker, orphans: |
+//! |            | [`CrossCheck`]                                                 |
 //!
 //! # Memory
 //!
@@ -150,3 +163,44 @@ pub use walk::{
     BlockRun, NodeBudget, ORDERS, OrderCounts, OrderSet, RadixReader, RunBlocks, VisitedFull,
     VisitedSet, Walk, WalkError,
 };
+
+// ---- kho-v4 / LUO (issue 16): modules and re-exports --------------------
+pub mod block;
+pub mod compat;
+#[cfg(feature = "alloc")]
+pub mod crosscheck;
+pub mod luo;
+pub mod memblock;
+pub mod phys;
+pub mod tracker;
+pub mod vmalloc;
+
+pub use block::{BlockChain, BlockEntry, BlockError, KhoBlockHeaderSer};
+pub use compat::{CompatError, Compound};
+#[cfg(feature = "alloc")]
+pub use crosscheck::{Claim, ClaimKind, CrossCheck, CrossReport, Expect, Finding, Orphans};
+pub use fdt::{KhoCompat, KhoSubCompat};
+#[cfg(feature = "alloc")]
+pub use luo::state::{AreaPages, FileData, FileState, LuoState, SessionState};
+#[cfg(feature = "alloc")]
+pub use luo::writer::{
+    FolioSpec, GuestMemfdSpec, KvmSpec, LuoBuilder, LuoWritten, MemfdSpec, RecordWritten,
+    write_guest_memfd, write_kvm, write_memfd,
+};
+pub use luo::{
+    FileContent, Flb, FolioEntry, GuestMemfdFile, HandlerError, HandlerKind, KvmFile,
+    LUO_KHO_ENTRY_NAME, LuoCompat, LuoError, LuoFile, LuoHeader, LuoPath, MemfdFile, MemfdVersion,
+    Session,
+};
+pub use memblock::{MemblockError, MemblockFdt, ReserveMem};
+#[cfg(feature = "alloc")]
+pub use phys::{PageWriter, WriteError};
+pub use phys::{PhysReader, ReadError};
+pub use tracker::{PreservedLookup, Tracker, Unpreserved};
+#[cfg(feature = "alloc")]
+pub use tracker::{PreservedSet, TrackerError, TrackerPages};
+pub use vmalloc::{
+    KhoVmalloc, KhoVmallocChunk, VmallocArray, VmallocBlock, VmallocBlocks, VmallocError,
+    VmallocPage, VmallocPages,
+};
+// ---- end kho-v4 / LUO ------------------------------------------------------

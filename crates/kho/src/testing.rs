@@ -22,6 +22,7 @@
     clippy::arithmetic_side_effects
 )]
 
+pub mod abi_fuzz;
 mod tree;
 pub mod v1_input;
 mod v1_writer;

@@ -45,3 +45,13 @@ fn v1_corpus() {
 fn fdt_corpus() {
     replay("fdt", kho::testing::fuzz_fdt);
 }
+
+#[test]
+fn vmalloc_corpus() {
+    replay("vmalloc", kho::testing::abi_fuzz::vmalloc_one);
+}
+
+#[test]
+fn luo_corpus() {
+    replay("luo", kho::testing::abi_fuzz::luo_one);
+}

@@ -614,3 +614,135 @@ fn write_fdt_seeds() {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
 }
+
+// ---- kho-v4 (issue 16) ------------------------------------------------------
+
+fn hand_v4(compatible: &[u8]) -> Vec<u8> {
+    Dtb::new()
+        .begin("")
+        .prop("compatible", compatible)
+        .prop("preserved-memory-map", &ne(ROOT.as_u64()))
+        .begin("LUO")
+        .prop("preserved-data", &ne(BLOB.as_u64()))
+        .prop("blob-size", &ne(32))
+        .end()
+        .end()
+        .finish()
+}
+
+#[test]
+fn kho_v4_alone_and_compound_golden_bytes() {
+    for (compat, bytes) in [
+        (KhoCompat::plain(KhoVersion::V4), &b"kho-v4\0"[..]),
+        (KhoCompat::V4_RADIX, b"kho-v4;radix-v1\0"),
+        (KhoCompat::V4_RADIX_VMALLOC, b"kho-v4;radix-v1;vmalloc-v1\0"),
+    ] {
+        let expected = hand_v4(bytes);
+        let mut b = KhoFdtBuilder::new(ROOT).compat(compat);
+        b.add_subnode("LUO", BLOB, 32);
+        assert_eq!(b.build().unwrap(), expected, "{compat}");
+        let fdt = KhoFdt::parse(&expected).unwrap();
+        assert_eq!(fdt.version(), KhoVersion::V4);
+        assert_eq!(fdt.compat(), compat);
+        assert_eq!(
+            alloc::format!("{}", fdt.compat()).as_bytes(),
+            &bytes[..bytes.len() - 1]
+        );
+        let luo = fdt.subnode("LUO").unwrap();
+        assert_eq!((luo.data(), luo.size()), (BLOB, Some(32)));
+    }
+    let c = KhoCompat::V4_RADIX_VMALLOC;
+    assert_eq!(
+        c.sub_components().collect::<Vec<_>>(),
+        [KhoSubCompat::Radix, KhoSubCompat::Vmalloc]
+    );
+    assert!(
+        KhoCompat::V4_RADIX.has(KhoSubCompat::Radix)
+            && !KhoCompat::V4_RADIX.has(KhoSubCompat::Vmalloc)
+    );
+}
+
+#[test]
+fn the_writer_emits_every_version() {
+    for version in [
+        KhoVersion::V1,
+        KhoVersion::V2,
+        KhoVersion::V3,
+        KhoVersion::V4,
+    ] {
+        let mut b = KhoFdtBuilder::new(ROOT).version(version);
+        b.add_subnode("user", BLOB, 77);
+        let fdt_bytes = b.build().unwrap();
+        let fdt = KhoFdt::parse(&fdt_bytes).unwrap();
+        assert_eq!(fdt.compat(), KhoCompat::plain(version));
+        let size = version.has_blob_size().then_some(77);
+        assert_eq!(fdt.subnode("user").unwrap().size(), size);
+    }
+}
+
+fn parse_compat(c: &[u8]) -> Result<KhoCompat, FdtError> {
+    KhoFdt::parse(&raw(
+        &[("compatible", c), ("preserved-memory-map", &ne(1))],
+        &[("preserved-data", &ne(2)), ("blob-size", &ne(3))],
+    ))
+    .map(|f| f.compat())
+}
+
+#[test]
+fn error_unknown_sub_component_is_named() {
+    let err = parse_compat(b"kho-v4;radix-v1;zswap-v1\0").unwrap_err();
+    assert_eq!(
+        err,
+        FdtError::UnknownSubComponent {
+            token: FdtName::new("zswap-v1")
+        }
+    );
+    assert!(alloc::format!("{err}").contains("zswap-v1"));
+    assert_eq!(
+        parse_compat(b"kho-v4;radix-v2\0"),
+        Err(FdtError::UnknownSubComponent {
+            token: FdtName::new("radix-v2")
+        })
+    );
+}
+
+#[test]
+fn error_missing_sub_component_is_named() {
+    assert_eq!(
+        parse_compat(b"kho-v4;vmalloc-v1\0"),
+        Err(FdtError::MissingSubComponent {
+            name: "radix-v1",
+            found: FdtName::new("kho-v4;vmalloc-v1")
+        })
+    );
+}
+
+#[test]
+fn error_sub_components_out_of_order() {
+    assert_eq!(
+        parse_compat(b"kho-v4;vmalloc-v1;radix-v1\0"),
+        Err(FdtError::SubComponentOrder(
+            crate::compat::CompatError::Unordered {
+                position: 1,
+                token: FdtName::new("radix-v1")
+            }
+        ))
+    );
+    assert_eq!(
+        parse_compat(b"kho-v4;\0"),
+        Err(FdtError::SubComponentOrder(
+            crate::compat::CompatError::EmptyToken { position: 0 }
+        ))
+    );
+}
+
+#[test]
+fn error_sub_components_on_an_older_version() {
+    assert_eq!(
+        parse_compat(b"kho-v3;radix-v1\0"),
+        Err(FdtError::UnexpectedSubComponents {
+            version: KhoVersion::V3,
+            found: FdtName::new("kho-v3;radix-v1")
+        })
+    );
+}
