@@ -44,7 +44,7 @@
     clippy::panic
 )]
 
-use crate::fdt::FdtName;
+use crate::name::FdtName;
 
 /// The separator between a base and each sub-component.
 pub const SEPARATOR: char = ';';

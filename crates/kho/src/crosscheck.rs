@@ -61,10 +61,11 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::addr::{Block, Order, PAGE_SIZE, PhysAddr, PhysRange};
-use crate::fdt::{FdtName, KhoFdt};
+use crate::fdt::KhoFdt;
 use crate::luo::state::{FileData, LuoState};
 use crate::luo::{HandlerKind, HandlerName, LUO_KHO_ENTRY_NAME, LuoPath, SessionName};
 use crate::memblock::MemblockFdt;
+use crate::name::FdtName;
 use crate::tracker::{PreservedLookup, PreservedSet, TrackerPages};
 
 /// What owns a claim.

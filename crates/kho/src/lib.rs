@@ -128,6 +128,7 @@ mod coalesce;
 mod fdt;
 mod key;
 mod mem;
+mod name;
 mod radix;
 mod v1;
 mod walk;
@@ -142,8 +143,8 @@ pub use coalesce::{Coalesce, CoalesceSummary};
 #[cfg(feature = "alloc")]
 pub use fdt::{FdtBuildError, KhoFdtBuilder};
 pub use fdt::{
-    FdtError, FdtName, KHO_FDT_MAX_SIZE, KhoFdt, KhoSubnode, KhoSubnodes, KhoVersion,
-    PROP_BLOB_SIZE, PROP_COMPATIBLE, PROP_PRESERVED_DATA, PROP_PRESERVED_MEMORY_MAP, PROP_SUB_FDT,
+    FdtError, KHO_FDT_MAX_SIZE, KhoFdt, KhoSubnode, KhoSubnodes, KhoVersion, PROP_BLOB_SIZE,
+    PROP_COMPATIBLE, PROP_PRESERVED_DATA, PROP_PRESERVED_MEMORY_MAP, PROP_SUB_FDT,
 };
 pub use key::{
     INNER_LEVELS, KeyError, LEAF_BITS, LEAF_SHIFT, LEVELS, LeafBit, Level, ORDER_0_MARKER,
@@ -152,6 +153,7 @@ pub use key::{
 #[cfg(feature = "alloc")]
 pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PAGE_WORDS, PageAlloc, PageMap, RamMap, RamMapError};
+pub use name::FdtName;
 pub use radix::{CompactStats, Cursor, PageSplit, RadixError, RadixStats, RadixTree, split_pages};
 pub use v1::{
     BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,

@@ -106,8 +106,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 use crate::addr::{PAGE_SIZE, PhysAddr};
 use crate::block::{BlockChain, BlockError, KHO_BLOCK_COMPATIBLE};
 use crate::compat::{CompatError, Compound, aligned_len};
-use crate::fdt::FdtName;
 use crate::mem::PageMap;
+use crate::name::FdtName;
 use crate::phys::{PAGE_BYTES, PhysReader, ReadError};
 use crate::tracker::{Tracker, Unpreserved, expect_page};
 
@@ -1247,16 +1247,6 @@ impl<M: PageMap + ?Sized> Iterator for Flbs<'_, M> {
         Some(item)
     }
 }
-
-#[cfg(all(test, feature = "alloc"))]
-#[allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    clippy::unwrap_used,
-    clippy::panic,
-    clippy::as_conversions
-)]
-pub(crate) mod fixture;
 
 #[cfg(all(test, feature = "alloc"))]
 #[allow(

@@ -47,8 +47,9 @@ use dtoolkit::fdt::{Fdt, FdtNode};
 use dtoolkit::{Node, Property};
 
 use crate::addr::{PhysAddr, PhysRange};
-use crate::fdt::{FdtName, KHO_FDT_MAX_SIZE};
+use crate::fdt::KHO_FDT_MAX_SIZE;
 use crate::mem::PageMap;
+use crate::name::FdtName;
 use crate::phys::{PAGE_BYTES, PhysReader, ReadError};
 
 /// The root FDT subnode memblock registers.
@@ -245,8 +246,9 @@ mod writer {
 
     use super::{MEMBLOCK_KHO_NODE_COMPATIBLE, RESERVE_MEM_KHO_NODE_COMPATIBLE};
     use crate::addr::{PAGE_SHIFT, PhysAddr};
-    use crate::fdt::{FdtBuildError, FdtName, KHO_FDT_MAX_SIZE};
+    use crate::fdt::{FdtBuildError, KHO_FDT_MAX_SIZE};
     use crate::mem::{PageAlloc, PageMap};
+    use crate::name::FdtName;
     use crate::phys::{PageWriter, WriteError};
 
     fn fdt_err(e: vm_fdt::Error) -> FdtBuildError {

@@ -23,6 +23,9 @@
 )]
 
 pub mod abi_fuzz;
+#[cfg(test)]
+#[allow(clippy::panic, clippy::as_conversions, clippy::result_large_err)]
+pub(crate) mod luo_fixture;
 mod tree;
 pub mod v1_input;
 mod v1_writer;

@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::luo::LuoCompat;
-use crate::luo::fixture::{Written, block, handover, page, poke, read, tracker};
 use crate::phys::PAGE_BYTES;
 use crate::testing::abi_fuzz::Machine;
+use crate::testing::luo_fixture::{Written, block, handover, page, poke, read, tracker};
 
 fn report(m: &Machine, w: &Written) -> CrossReport {
     let state = read(m, w).unwrap();

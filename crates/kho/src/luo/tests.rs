@@ -8,13 +8,13 @@ use alloc::vec::Vec;
 
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::fixture::{Written, block, handover, page, poke, read, tracker};
 use super::kvm::{GuestMemfdLuoSer, KvmLuoMemAttr, KvmLuoSer};
 use super::memfd::{MemfdLuoFolioSer, MemfdLuoSer, MemfdLuoSerV1};
 use super::state::{FileData, LuoState};
 use super::*;
 use crate::addr::{Block, Order, Pfn};
 use crate::testing::abi_fuzz::Machine;
+use crate::testing::luo_fixture::{Written, block, handover, page, poke, read, tracker};
 use crate::tracker::{PreservedLookup, PreservedSet};
 use crate::vmalloc::{KHO_VMALLOC_ALLOC, KhoVmalloc, VmallocError};
 

@@ -14,10 +14,10 @@ use zerocopy::IntoBytes;
 
 use super::*;
 use crate::addr::PhysAddr;
-use crate::luo::fixture::{handover, poke};
 use crate::luo::{LuoCompat, LuoError};
 use crate::phys::PageWriter;
 use crate::radix::RadixTree;
+use crate::testing::luo_fixture::{handover, poke};
 use crate::vmalloc::{KhoVmalloc, VmallocError, write_vmalloc_bytes};
 
 fn index(p: PhysAddr) -> u8 {

@@ -16,16 +16,16 @@
 
 use alloc::vec::Vec;
 
-use super::kvm::{GUEST_MEMFD_LUO_FH_COMPATIBLE, KVM_LUO_FH_COMPATIBLE, KvmLuoMemAttr};
-use super::memfd::{MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_UPTODATE};
-use super::state::LuoState;
-use super::writer::{
+use crate::addr::{Block, Order, PhysAddr};
+use crate::fdt::{KhoCompat, KhoFdtBuilder};
+use crate::luo::kvm::{GUEST_MEMFD_LUO_FH_COMPATIBLE, KVM_LUO_FH_COMPATIBLE, KvmLuoMemAttr};
+use crate::luo::memfd::{MEMFD_LUO_FOLIO_DIRTY, MEMFD_LUO_FOLIO_UPTODATE};
+use crate::luo::state::LuoState;
+use crate::luo::writer::{
     FolioSpec, GuestMemfdSpec, KvmSpec, LuoBuilder, LuoWritten, MemfdSpec, RecordWritten,
     write_guest_memfd, write_kvm, write_memfd,
 };
-use super::{LuoCompat, LuoError};
-use crate::addr::{Block, Order, PhysAddr};
-use crate::fdt::{KhoCompat, KhoFdtBuilder};
+use crate::luo::{LuoCompat, LuoError};
 use crate::mem::PageMap;
 use crate::phys::PageWriter;
 use crate::radix::RadixTree;
@@ -133,7 +133,7 @@ fn write(m: &Machine, compat: LuoCompat) -> Written {
     let memblock = crate::memblock::write_memblock(&w, &[("trace", page(60), 2 * 4096)]).unwrap();
     let root = tree.root();
     let mut fdt = KhoFdtBuilder::new(root).compat(KhoCompat::V4_RADIX_VMALLOC);
-    fdt.add_subnode(super::LUO_KHO_ENTRY_NAME, luo.header, luo.size);
+    fdt.add_subnode(crate::luo::LUO_KHO_ENTRY_NAME, luo.header, luo.size);
     fdt.add_subnode(crate::memblock::MEMBLOCK_KHO_FDT, memblock.0, memblock.1);
     let fdt = fdt.build().unwrap();
     let fdt_phys = w.write_preserved("root FDT", &fdt).unwrap();
