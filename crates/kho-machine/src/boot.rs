@@ -141,8 +141,9 @@ impl<'m> Machine<'m> {
         Ok(())
     }
 
-    /// Phase 3: `memmap_init`: struct pages initialised, except those of
-    /// `RSRV_NOINIT` reservations.
+    /// Phase 3: `memmap_init`: every struct page of memory initialised
+    /// (reservations are not read; `PG_reserved` comes in
+    /// `memblock_free_all`). `kho_memory_init` runs after it.
     pub fn memmap_init(&mut self) -> Result<MemmapInitStats, BootError> {
         let memmap = self.memmap.as_ref().ok_or(BootError::Phase {
             phase: "memmap_init",
@@ -162,21 +163,6 @@ impl<'m> Machine<'m> {
         let freed = crate::buddy::memblock_free_all(&mut self.memblock, &buddy)?;
         self.buddy = Some(buddy);
         Ok(freed)
-    }
-
-    /// **Ours** (the `skip` restore strategy): [`Machine::memmap_init`]
-    /// that also leaves the struct pages of `skip` (sorted, disjoint)
-    /// uninitialised; see `crate::memmap::memmap_init_skip`.
-    pub fn memmap_init_skip(&mut self, skip: &[PhysRange]) -> Result<MemmapInitStats, BootError> {
-        let memmap = self.memmap.as_ref().ok_or(BootError::Phase {
-            phase: "memmap_init",
-            needs: "alloc_memmap",
-        })?;
-        Ok(crate::memmap::memmap_init_skip(
-            &self.memblock,
-            memmap,
-            skip,
-        )?)
     }
 
     /// **Ours** (the `skip` restore strategy): [`Machine::memblock_free_all`]

@@ -710,6 +710,8 @@ pub(crate) fn memblock_free_all_except(
             break;
         }
     }
+    // ... and PG_reserved on reserved pages, except RSRV_NOINIT ones.
+    crate::memmap::memmap_init_reserved_pages(memblock, &buddy.memmap)?;
     memblock.memblock_clear_kho_scratch_only();
     let ranges: Vec<_> = memblock
         .for_each_free_mem_range(MemblockFlags::NONE)

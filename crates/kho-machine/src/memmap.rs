@@ -20,16 +20,18 @@
 //! their bytes are the ones a kernel would write; [`vmemmap_to_pfn`] decodes
 //! them.
 //!
-//! [`memmap_init`] initialises the struct pages after memblock knows what is
-//! reserved. It models a boot with `CONFIG_DEFERRED_STRUCT_PAGE_INIT` where
-//! every struct page is deferred, so exactly three paths initialise pages:
+//! Struct pages are initialised as Linux initialises them in a kernel
+//! without `CONFIG_DEFERRED_STRUCT_PAGE_INIT` (what mainline KHO requires:
+//! `depends on !DEFERRED_STRUCT_PAGE_INIT`, torvalds/linux@8b66ed2c3f42),
+//! pinned to torvalds/linux@40735a683bf844a453d7a0f91e5e3daa0abc659b
+//! (v7.1-rc1, `mm/mm_init.c`, `mm/memblock.c`), in two passes:
 //!
-//! | pages                                      | Linux path                                   | result                        |
-//! |--------------------------------------------|----------------------------------------------|-------------------------------|
-//! | free (memory minus reserved)               | `deferred_init_memmap` -> `__init_single_page` | zeroed, refcount 1, mapcount -1 |
-//! | reserved, not `RSRV_NOINIT`; NOMAP memory  | `reserve_bootmem_region`                     | same + `PG_reserved`          |
-//! | holes inside a present section             | `init_unavailable_range`                     | same + `PG_reserved`          |
-//! | reserved with `RSRV_NOINIT`                | (skipped by `memmap_init_reserved_pages`)    | **untouched**: old bytes stay |
+//! | pass | Linux | pages | result |
+//! |------|-------|-------|--------|
+//! | [`memmap_init`] (before `kho_memory_init`) | `memmap_init` -> `memmap_init_range` | every page of `memblock.memory`, NOMAP included; `memblock.reserved` is never read | `__init_single_page`: zeroed, links, refcount 1, mapcount -1 |
+//! | | `init_unavailable_range` | holes inside a present section | same + `PG_reserved` |
+//! | [`memmap_init_reserved_pages`] (in `memblock_free_all`) | `memmap_init_reserved_pages` -> `memmap_init_reserved_range` (ex `reserve_bootmem_region`) | reserved regions without `RSRV_NOINIT`; NOMAP memory | `PG_reserved` set, nothing else |
+//! | | (skipped) | reserved with `RSRV_NOINIT` (KHO's preserved blocks) | as `memmap_init` left them, plus KHO's `{order, KHOP}` head info |
 //!
 //! # struct page layout (x86-64, 64 bytes)
 //!
@@ -648,80 +650,19 @@ impl<'m> MemMap<'m> {
     }
 }
 
-/// `memmap_init` plus the struct-page half of `memmap_init_reserved_pages`
-/// and of deferred init: initialises every struct page except those of
-/// reserved regions flagged [`MemblockFlags::RSRV_NOINIT`] (see the table in
-/// the module doc). Run after every reservation is known and before
-/// [`crate::buddy::memblock_free_all`].
+/// `memmap_init` (torvalds/linux@40735a68 `mm/mm_init.c`): initialises the
+/// struct page of every page of `memblock.memory` (`for_each_mem_pfn_range`,
+/// NOMAP regions included) and marks the holes inside present sections
+/// `PG_reserved` (`init_unavailable_range`), up to the end of the last
+/// present section. It never reads `memblock.reserved`: reserved and
+/// `RSRV_NOINIT` pages are initialised like free ones. Counts go to
+/// [`MemmapInitStats::free`] (pages of memory) and
+/// [`MemmapInitStats::unavailable`] (holes).
 pub(crate) fn memmap_init(
     memblock: &Memblock,
     memmap: &MemMap<'_>,
 ) -> Result<MemmapInitStats, MemmapError> {
-    memmap_init_inner(memblock, memmap, &[])
-}
-
-/// **Ours, not Linux's** (the `skip` restore strategy, DESIGN.md section 4):
-/// [`memmap_init`], except that the struct pages of `skip` are left
-/// untouched as if they were `RSRV_NOINIT` reservations (counted in
-/// [`MemmapInitStats::noinit`]), although memblock does not know them.
-///
-/// `skip` must be sorted by start and disjoint (the coalesced preserved
-/// ranges are). The cost is one cursor over `skip`: O(ranges), on top of
-/// Linux's loop.
-pub(crate) fn memmap_init_skip(
-    memblock: &Memblock,
-    memmap: &MemMap<'_>,
-    skip: &[PhysRange],
-) -> Result<MemmapInitStats, MemmapError> {
-    memmap_init_inner(memblock, memmap, skip)
-}
-
-/// Initialises the free pages `[start, end)` minus the `skip` ranges; `si`
-/// is the cursor into `skip` (free gaps come in ascending order).
-fn init_free(
-    memmap: &MemMap<'_>,
-    st: &mut MemmapInitStats,
-    skip: &[PhysRange],
-    si: &mut usize,
-    start: u64,
-    end: u64,
-) -> Result<(), MemmapError> {
-    let mut pos = start;
-    while let Some(s) = skip.get(*si) {
-        let (ss, se) = (pfn_down(s.start().as_u64()), pfn_up(s.end().as_u64()));
-        if se <= pos {
-            *si += 1;
-            continue;
-        }
-        if ss >= end {
-            break;
-        }
-        if ss > pos {
-            st.free += memmap.init_range(pfn(pos), pfn(ss), false, false)?;
-        }
-        let stop = se.min(end);
-        st.noinit += stop - ss.max(pos);
-        pos = stop;
-        if se > end {
-            break;
-        }
-        *si += 1;
-    }
-    if pos < end {
-        st.free += memmap.init_range(pfn(pos), pfn(end), false, false)?;
-    }
-    Ok(())
-}
-
-fn memmap_init_inner(
-    memblock: &Memblock,
-    memmap: &MemMap<'_>,
-    skip: &[PhysRange],
-) -> Result<MemmapInitStats, MemmapError> {
     let mut st = MemmapInitStats::default();
-    let mut si = 0usize;
-    let reserved = memblock.reserved.regions();
-    let mut ri = 0usize;
     let mut hole_pfn = 0u64;
     for m in memblock.for_each_mem_region() {
         let (start, end) = (pfn_up(m.base.as_u64()), pfn_down(m.range().end().as_u64()));
@@ -732,48 +673,53 @@ fn memmap_init_inner(
             st.unavailable += memmap.init_range(pfn(hole_pfn), pfn(start), true, true)?;
         }
         hole_pfn = hole_pfn.max(end);
-        if m.flags.contains(MemblockFlags::NOMAP) {
-            st.reserved += memmap.init_range(pfn(start), pfn(end), true, false)?;
-            continue;
-        }
-        // Reserved regions wholly below this memory region are done.
-        while reserved
-            .get(ri)
-            .is_some_and(|r| pfn_up(r.range().end().as_u64()) <= start)
-        {
-            ri += 1;
-        }
-        let mut pos = start;
-        let mut j = ri;
-        while let Some(r) = reserved.get(j) {
-            let rs = pfn_down(r.base.as_u64());
-            if rs >= end {
-                break;
-            }
-            let (rs, re) = (rs.max(start), pfn_up(r.range().end().as_u64()).min(end));
-            if rs > pos {
-                init_free(memmap, &mut st, skip, &mut si, pos, rs)?;
-                pos = rs;
-            }
-            if r.flags.contains(MemblockFlags::RSRV_NOINIT) {
-                st.noinit += re.saturating_sub(pos);
-            } else {
-                // `rs < pos` only for a page shared with the previous
-                // region: reserved wins, as reserve_bootmem_region runs last.
-                st.reserved += memmap.init_range(pfn(rs), pfn(re), true, false)?;
-                st.reserved -= pos.saturating_sub(rs).min(re - rs);
-            }
-            pos = pos.max(re);
-            j += 1;
-        }
-        if pos < end {
-            init_free(memmap, &mut st, skip, &mut si, pos, end)?;
-        }
+        st.free += memmap.init_range(pfn(start), pfn(end), false, false)?;
     }
     // The tail of the last present section.
     let tail = hole_pfn.div_ceil(PAGES_PER_SECTION) * PAGES_PER_SECTION;
     if hole_pfn < tail {
         st.unavailable += memmap.init_range(pfn(hole_pfn), pfn(tail), true, true)?;
+    }
+    Ok(st)
+}
+
+/// The struct-page half of `memmap_init_reserved_pages`
+/// (torvalds/linux@40735a68 `mm/memblock.c`), run by `memblock_free_all`:
+/// `PG_reserved` on the pages of every NOMAP memory region and of every
+/// reserved region not flagged [`MemblockFlags::RSRV_NOINIT`]
+/// (`memmap_init_reserved_range`; without deferred init,
+/// `init_deferred_page` is a no-op). Pages of `RSRV_NOINIT` regions are
+/// left as `memmap_init` made them (counted in [`MemmapInitStats::noinit`]).
+/// Returns the counts of this pass: `reserved` and `noinit`.
+pub(crate) fn memmap_init_reserved_pages(
+    memblock: &Memblock,
+    memmap: &MemMap<'_>,
+) -> Result<MemmapInitStats, MemmapError> {
+    let mut st = MemmapInitStats::default();
+    let mark = |start: u64, end: u64, st: &mut MemmapInitStats| -> Result<(), MemmapError> {
+        for p in start..end {
+            if !memmap.pfn_valid(pfn(p)) {
+                continue;
+            }
+            let page = memmap.pfn_to_page(pfn(p))?;
+            page.set_flag(pg::RESERVED);
+            st.reserved += 1;
+        }
+        Ok(())
+    };
+    for r in memblock.reserved.regions() {
+        let (start, end) = (pfn_down(r.base.as_u64()), pfn_up(r.range().end().as_u64()));
+        if r.flags.contains(MemblockFlags::RSRV_NOINIT) {
+            st.noinit += end.saturating_sub(start);
+            continue;
+        }
+        mark(start, end, &mut st)?;
+    }
+    for m in memblock.for_each_mem_region() {
+        if m.flags.contains(MemblockFlags::NOMAP) {
+            let (start, end) = (pfn_up(m.base.as_u64()), pfn_down(m.range().end().as_u64()));
+            mark(start, end, &mut st)?;
+        }
     }
     Ok(st)
 }

@@ -561,8 +561,8 @@ pub(crate) fn vm_boot_alloc(
         .collect()
 }
 
-/// Boot time, after `memmap_init`: the 1 GiB folios become folios
-/// (`gather_bootmem_prealloc`).
+/// Boot time, after `memblock_free_all` (as Linux's `hugetlb_init` ->
+/// `gather_bootmem_prealloc`): the 1 GiB folios become folios.
 pub(crate) fn vm_boot_prep(memmap: &MemMap<'_>, folios: &[Pfn]) -> Result<(), WorkloadError> {
     for &head in folios {
         prep_bootmem_huge_folio(memmap, head, GIGANTIC_ORDER)?;

@@ -29,7 +29,7 @@
 //! Every strategy reads the whole map before it changes memblock (the
 //! read-only pass of `per-block` validates it), so a corrupt map never
 //! leaves half the preserved memory reserved. `skip` leaves the ranges to
-//! `memmap_init_skip` and `memblock_free_all_except`.
+//! `memblock_free_all_except` (ours: not Linux's; see DESIGN.md section 4).
 //!
 //! A new strategy is one arm of [`reserve_preserved`]; any map feeds every
 //! arm (the list of coalesced ranges defaults to the extents merged).
@@ -633,7 +633,10 @@ where
 /// not know the preserved memory: it ends in
 /// `memblock_free_all_except`.
 ///
-/// Runs after `alloc_memmap`, before `memmap_init`. On an error KHO is
+/// Runs as Linux runs it (torvalds/linux@40735a68: `mm_core_init` calls
+/// `kho_memory_init` just before `memblock_free_all`): after `memmap_init`
+/// has initialised every struct page, so the head info it writes stays.
+/// On an error KHO is
 /// disabled ([`Kho::error`]), the scratch array's reservation and the
 /// scratch marks are dropped, and the boot goes on without KHO.
 pub fn kho_memory_init(

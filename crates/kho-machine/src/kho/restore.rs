@@ -83,9 +83,9 @@ pub(crate) fn kho_preserved_order(buddy: &Buddy<'_>, phys: PhysAddr) -> Option<O
 
 /// `kho_restore_page`: checks `{order, magic}` of the head page at `phys`
 /// (and, if given, that the order is `expect`), then makes the block live:
-/// struct pages initialised (they were noinit), head refcount 1, tails 0
-/// for a folio or 1 for pages, compound page for a folio of order > 0,
-/// managed pages counted.
+/// head refcount 1, tails 0 for a folio or 1 for pages, compound page for
+/// a folio of order > 0, managed pages counted. The struct pages are not
+/// initialised here (Linux's restore never does: memmap_init did at boot).
 fn kho_restore_page(
     buddy: &Buddy<'_>,
     phys: PhysAddr,
@@ -131,17 +131,20 @@ fn kho_restore_page(
         .ok_or_else(|| bad("the block runs past the memmap"))?;
     // Clear private first, as Linux does, so a later restore fails.
     page.set_private(0);
-    // The struct pages were not initialised at boot (noinit).
-    mm.init_range(pfn, end, false, false).map_err(memmap_err)?;
-    if is_folio {
-        let mut p = pfn;
-        while let Some(next) = p.checked_add(1).filter(|n| *n < end) {
-            mm.pfn_to_page(next).map_err(memmap_err)?.set_refcount(0);
-            p = next;
-        }
-        if raw > 0 {
-            prep_compound_page(mm, pfn, order).map_err(memmap_err)?;
-        }
+    // No struct-page initialisation here: memmap_init initialised every
+    // struct page of memory at boot and RSRV_NOINIT kept PG_reserved off
+    // them. Only the refcounts (kho_init_folio / kho_init_pages,
+    // torvalds/linux@40735a68): a folio's head 1 and tails 0, then the
+    // compound page; pages 1 each.
+    page.set_refcount(1);
+    let mut p = pfn;
+    while let Some(next) = p.checked_add(1).filter(|n| *n < end) {
+        let refs = if is_folio { 0 } else { 1 };
+        mm.pfn_to_page(next).map_err(memmap_err)?.set_refcount(refs);
+        p = next;
+    }
+    if is_folio && raw > 0 {
+        prep_compound_page(mm, pfn, order).map_err(memmap_err)?;
     }
     buddy.adjust_managed_page_count(i64::try_from(nr).unwrap_or(i64::MAX));
     Ok((pfn, order))

@@ -182,9 +182,9 @@ fn boot<'m>(
     m.memblock_init().unwrap();
     let mut kho = kho_populate(&mut m, &h.handover, None);
     m.alloc_memmap().unwrap();
+    m.memmap_init().unwrap();
     let st = kho_memory_init(&mut m, &mut kho, strategy);
     let reserved = m.memblock.reserved.regions().to_vec();
-    m.memmap_init_skip(kho.skip_ranges()).unwrap();
     m.memblock_free_all_except(kho.skip_ranges()).unwrap();
     assert!(!m.memblock.kho_scratch_only());
     (m, kho, st, reserved)

@@ -52,15 +52,16 @@ fn ms(d: Duration) -> f64 {
 ///
 /// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
 ///    boots without KHO, [`RunReport::kho_error`] says why);
-/// 2. `alloc_memmap` (from scratch: scratch-only); [`kho_memory_init`]
-///    with `strategy`;
-/// 3. `memmap_init` + `memblock_free_all` (timed: `mm_init_ms`); from then
-///    on the buddy allocator poisons every block it hands out;
-/// 4. the KHO metadata restored with [`kho_restore_pages`] (the FDT page,
+/// 2. `alloc_memmap` (from scratch: scratch-only); `memmap_init`, which
+///    initialises every struct page of memory (timed into `mm_init_ms`);
+/// 3. [`kho_memory_init`] with `strategy` (walk, reservations, head info);
+/// 4. `memblock_free_all` (timed into `mm_init_ms`); from then on the buddy
+///    allocator poisons every block it hands out;
+/// 5. the KHO metadata restored with [`kho_restore_pages`] (the FDT page,
 ///    the manifest's pages), the manifest read from the [`MANIFEST_NODE`]
 ///    subnode, every listed folio restored with [`kho_restore_folio`] and
 ///    its checksum verified (a folio that fails either is lost);
-/// 5. the baseline: a fresh boot of the same memory with nothing
+/// 6. the baseline: a fresh boot of the same memory with nothing
 ///    preserved, timed the same way (`baseline_mm_init_ms`).
 ///
 /// `scheme` is the tracker that wrote the handover (`None`: ours): it
@@ -82,11 +83,15 @@ pub fn new_kernel_boot(
     };
     m.alloc_memmap()?;
     prefault_memmap(&m)?;
+    // Linux's order: memmap_init (every struct page of memory) before
+    // kho_memory_init, which runs just before memblock_free_all.
+    let t = Instant::now();
+    m.memmap_init()?;
+    let memmap_init = t.elapsed();
     let init = kho_memory_init(&mut m, &mut kho, strategy);
     let t = Instant::now();
-    m.memmap_init_skip(kho.skip_ranges())?;
     m.memblock_free_all_except(kho.skip_ranges())?;
-    let mm_init = t.elapsed();
+    let mm_init = memmap_init + t.elapsed();
     let buddy = m.buddy().ok_or(BootError::Phase {
         phase: "restore",
         needs: "memblock_free_all",

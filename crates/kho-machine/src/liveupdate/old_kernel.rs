@@ -339,16 +339,13 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
 
     // 4. The buddy takes over.
     m.memmap_init()?;
-    let memmap = m.memmap().ok_or(BootError::Phase {
-        phase: "prep_bootmem_huge_folio",
-        needs: "alloc_memmap",
-    })?;
-    workload::vm_boot_prep(memmap, &gigantic)?;
     m.memblock_free_all()?;
     let buddy = m.buddy().ok_or(BootError::Phase {
         phase: "workload",
         needs: "memblock_free_all",
     })?;
+    // hugetlb_init -> gather_bootmem_prealloc runs after memblock_free_all.
+    workload::vm_boot_prep(buddy.memmap(), &gigantic)?;
     phases.mark("memmap_init, memblock_free_all");
 
     // 5. The workloads.

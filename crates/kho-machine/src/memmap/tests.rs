@@ -2,22 +2,23 @@ use super::*;
 use crate::boot::{BootConfig, Machine};
 use crate::testing::{MIB as M, mem, pfn as p};
 
-/// Skipping ranges is the same as reserving them `RSRV_NOINIT`: same
-/// counts, and their struct pages are left untouched.
+/// Linux's `memmap_init` never reads `memblock.reserved`: with or without
+/// reservations (`RSRV_NOINIT` ones included), the same counts and the same
+/// struct pages.
 #[test]
-fn memmap_init_skip_is_noinit_without_reservations() {
+fn memmap_init_ignores_reservations() {
     let mem = mem(64 * M);
     let r = |s: u64, e: u64| PhysRange::new(PhysAddr::new(s), PhysAddr::new(e)).unwrap();
-    let skip = [
+    let extra = [
         r(40 * M, 41 * M),
         r(41 * M + 8192, 41 * M + 12288),
         r(50 * M, 50 * M + 4096),
     ];
-    let boot = |with_skip: bool| {
+    let boot = |reserve: bool| {
         let mut m = Machine::new(&mem, BootConfig::default());
         m.memblock_init().unwrap();
-        if !with_skip {
-            for x in skip {
+        if reserve {
+            for x in extra {
                 m.memblock.memblock_reserve(x.start(), x.size()).unwrap();
                 m.memblock
                     .memblock_reserved_mark_noinit(x.start(), x.size())
@@ -29,23 +30,18 @@ fn memmap_init_skip_is_noinit_without_reservations() {
         for a in mm.allocations() {
             mem.fill(*a, 0x5a5a).unwrap();
         }
-        let st = if with_skip {
-            m.memmap_init_skip(&skip).unwrap()
-        } else {
-            m.memmap_init().unwrap()
-        };
+        let st = m.memmap_init().unwrap();
         let mm = m.memmap().unwrap();
-        for x in skip {
-            let page = mm.pfn_to_page(x.start().pfn()).unwrap();
-            assert_eq!(page.private(), 0x5a5a);
-        }
-        let before = mm.pfn_to_page(p(40 * M / 4096 - 1)).unwrap();
-        assert_eq!(before.refcount(), 1);
-        st
+        let pages: Vec<_> = (0..PAGES_PER_SECTION)
+            .map(|i| mm.pfn_to_page(p(i)).unwrap().snapshot())
+            .collect();
+        (st, pages)
     };
     let (a, b) = (boot(false), boot(true));
-    assert_eq!(a, b);
-    assert_eq!(b.noinit, 256 + 1 + 1);
+    assert_eq!(a.0, b.0);
+    assert!(a.1 == b.1, "struct pages differ");
+    assert_eq!(b.0.noinit, 0);
+    assert_eq!(b.0.reserved, 0);
 }
 
 #[test]
@@ -142,8 +138,13 @@ fn memmap_errors() {
     ));
 }
 
+/// The struct pages of an eager (no deferred init) boot, page for page,
+/// against Linux's rules (torvalds/linux@40735a68, `mm/mm_init.c`,
+/// `mm/memblock.c`): `memmap_init` initialises every page of memory and
+/// marks holes reserved; `memblock_free_all` sets `PG_reserved` on reserved
+/// pages except `RSRV_NOINIT` ones, then frees the rest to the buddy.
 #[test]
-fn memmap_init_skips_noinit_and_marks_reserved() {
+fn eager_boot_struct_pages_follow_linux() {
     let mem = mem(64 * M);
     let mut m = Machine::new(&mem, BootConfig::default());
     m.memblock_init().unwrap();
@@ -164,31 +165,43 @@ fn memmap_init_skips_noinit_and_marks_reserved() {
     )
     .unwrap();
     let st = m.memmap_init().unwrap();
-    // Hand-computed: RAM pfns 0..160 and 256..16384; the low 1 MiB,
-    // the kernel (4096 pages) and the memmap (512) reserved; holes
-    // 160..256 and 16384..32768 (rest of section 0).
+    // Hand-computed: RAM pfns 0..160 and 256..16384, every one initialised
+    // (reserved or not); holes 160..256 and 16384..32768 (rest of section 0).
     assert_eq!(
         st,
         MemmapInitStats {
-            free: 16128 - 4096 - 512 - 16,
-            reserved: 160 + 4096 + 512,
+            free: 160 + 16128,
+            reserved: 0,
             unavailable: 96 + 16384,
-            noinit: 16,
+            noinit: 0,
         }
     );
     let mm = m.memmap().unwrap();
     for pfn in 0..PAGES_PER_SECTION {
         let page = mm.pfn_to_page(p(pfn)).unwrap();
-        let words = page.snapshot();
-        if (10240..10256).contains(&pfn) {
-            assert_eq!(words, [0x5a5a_5a5a_5a5a_5a5a; 8], "pfn {pfn:#x}");
-            continue;
-        }
+        let hole = (160..256).contains(&pfn) || pfn >= 16384;
+        assert_eq!(page.is_reserved(), hole, "pfn {pfn:#x}");
+        assert_eq!(
+            page.snapshot()[1..],
+            [page.lru_addr(), page.lru_addr(), 0, 0, 0, 0x1_ffff_ffff, 0],
+            "pfn {pfn:#x}"
+        );
+    }
+    m.memblock_free_all().unwrap();
+    let mm = m.buddy().unwrap().memmap();
+    for pfn in 0..PAGES_PER_SECTION {
+        let page = mm.pfn_to_page(p(pfn)).unwrap();
+        let noinit = (10240..10256).contains(&pfn);
+        // The low 1 MiB (with its hole), the kernel, the memmap; holes.
         let reserved = pfn < 256 || (4096..8192).contains(&pfn) || pfn >= 15872;
         assert_eq!(page.is_reserved(), reserved, "pfn {pfn:#x}");
-        assert_eq!(
-            words[1..],
-            [page.lru_addr(), page.lru_addr(), 0, 0, 0, 0x1_ffff_ffff, 0]
-        );
+        if noinit || reserved {
+            // As memmap_init left them: refcount 1, no type, private 0.
+            assert_eq!(page.refcount(), 1, "pfn {pfn:#x}");
+            assert_eq!(page.private(), 0, "pfn {pfn:#x}");
+        } else {
+            // Handed to the buddy: __free_pages_core zeroes the refcount.
+            assert_eq!(page.refcount(), 0, "pfn {pfn:#x}");
+        }
     }
 }
