@@ -33,7 +33,18 @@ fn every_strategy_verifies_everything_across_two_processes() {
         .iter()
         .map(|r| r["strategy"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["per-block", "coalesced", "bulk", "skip"]);
+    assert_eq!(
+        names,
+        [
+            "per-block",
+            "mainline-fix-a",
+            "mainline-fix-ab",
+            "mainline-fix",
+            "coalesced",
+            "bulk",
+            "skip"
+        ]
+    );
     for row in &rows {
         let obj = row.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();

@@ -122,7 +122,7 @@ fn run_replays_a_shipped_trace() {
     let path = shipped("bash.txt");
     let trace = Trace::read(&path).unwrap();
     let rows = run(&["--machine-size", "64M", "--trace", path.to_str().unwrap()]);
-    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.len(), 7);
     assert_nothing_lost(&rows);
     let n = trace.blocks().len() as u64;
     let bytes: u64 = trace.blocks().iter().map(|b| b.size()).sum();

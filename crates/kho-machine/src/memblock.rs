@@ -400,6 +400,10 @@ pub struct Memblock {
     pub reserved: MemblockType,
     can_resize: bool,
     kho_scratch_only: bool,
+    /// **Ours, off by default** (the `mainline-fix` strategy's step (c)):
+    /// `memblock_add_range` finds its first candidate region by binary
+    /// search instead of scanning from index 0.
+    add_range_bsearch: bool,
     stats: Counters,
 }
 
@@ -446,6 +450,7 @@ impl Memblock {
             reserved: MemblockType::new("reserved"),
             can_resize: false,
             kho_scratch_only: false,
+            add_range_bsearch: false,
             stats: Counters::default(),
         }
     }
@@ -693,7 +698,15 @@ impl Memblock {
             let mut nr_new = 0usize;
             let mut start_rgn: Option<usize> = None;
             let mut end_rgn = 0usize;
-            let mut idx = 0usize;
+            // Linux scans from index 0. The `mainline-fix` option starts at
+            // the first region that ends above `base` (the regions are
+            // sorted and disjoint, so every region it skips is one Linux's
+            // loop would pass over with `rend <= base`).
+            let mut idx = if self.add_range_bsearch {
+                self.ty(which).regions.partition_point(|r| r.end() <= base)
+            } else {
+                0
+            };
             let mut scanned = 0usize;
             while idx < self.ty(which).regions.len() {
                 scanned += 1;
@@ -884,6 +897,28 @@ impl Memblock {
             MAX_NUMNODES,
             MemblockFlags::NONE,
         )
+    }
+
+    /// `__memblock_reserve(base, size, nid, flags)` (non-static in Linux,
+    /// declared in `include/linux/memblock.h`): one reservation with its
+    /// flags set at insertion, no isolate pass (`mainline-fix` step (b)
+    /// calls it with [`MemblockFlags::RSRV_NOINIT`]).
+    pub fn __memblock_reserve(
+        &mut self,
+        base: PhysAddr,
+        size: u64,
+        nid: i32,
+        flags: MemblockFlags,
+    ) -> Result<(), MemblockError> {
+        self.memblock_add_range(Which::Reserved, base.as_u64(), size, nid, flags)
+    }
+
+    /// **Ours** (`mainline-fix` step (c), never Linux's default): turns the
+    /// binary search for `memblock_add_range`'s first candidate region on
+    /// or off. The result of every call is the same either way; only the
+    /// scan is shorter.
+    pub fn set_add_range_bsearch(&mut self, on: bool) {
+        self.add_range_bsearch = on;
     }
 
     /// `memblock_reserve_kern`: a reservation flagged

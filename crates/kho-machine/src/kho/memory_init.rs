@@ -46,7 +46,7 @@ use super::restore::KhoPageInfo;
 use super::{Kho, KhoError, KhoIn, PeerScheme};
 use crate::arena::prefetch;
 use crate::boot::Machine;
-use crate::memblock::{Memblock, MemblockError, MemblockFlags};
+use crate::memblock::{MAX_NUMNODES, Memblock, MemblockError, MemblockFlags};
 use crate::memmap::{MemMap, MemmapError, StructPage};
 
 /// How many head pages the head pass looks ahead.
@@ -65,11 +65,29 @@ pub enum Strategy {
     Bulk,
     /// Nothing reserved; the buddy hand-over skips preserved ranges.
     Skip,
+    /// The smallest patch to mainline, step (a): adjacent blocks of one
+    /// order merged in the walk callback, then mainline's two calls per
+    /// merged range.
+    MainlineFixA,
+    /// Steps (a) + (b): each merged range reserved by one
+    /// `__memblock_reserve(.., MEMBLOCK_RSRV_NOINIT)` (no isolate pass).
+    MainlineFixAb,
+    /// Steps (a) + (b) + (c): and `memblock_add_range` finds its first
+    /// candidate region by binary search.
+    MainlineFix,
 }
 
 impl Strategy {
     /// Every strategy, in report order.
-    pub const ALL: [Strategy; 4] = [Self::PerBlock, Self::Coalesced, Self::Bulk, Self::Skip];
+    pub const ALL: [Strategy; 7] = [
+        Self::PerBlock,
+        Self::MainlineFixA,
+        Self::MainlineFixAb,
+        Self::MainlineFix,
+        Self::Coalesced,
+        Self::Bulk,
+        Self::Skip,
+    ];
 
     /// The command-line and report name.
     pub const fn as_str(self) -> &'static str {
@@ -78,16 +96,32 @@ impl Strategy {
             Self::Coalesced => "coalesced",
             Self::Bulk => "bulk",
             Self::Skip => "skip",
+            Self::MainlineFixA => "mainline-fix-a",
+            Self::MainlineFixAb => "mainline-fix-ab",
+            Self::MainlineFix => "mainline-fix",
         }
     }
 
     /// Every strategy's name, in report order.
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 7] = [
         Self::PerBlock.as_str(),
+        Self::MainlineFixA.as_str(),
+        Self::MainlineFixAb.as_str(),
+        Self::MainlineFix.as_str(),
         Self::Coalesced.as_str(),
         Self::Bulk.as_str(),
         Self::Skip.as_str(),
     ];
+
+    /// Mainline or one of the steps of its smallest fix: reservations per
+    /// extent (or per same-order run) in walk order, heads written as they
+    /// go, a read-only validating pass first.
+    pub const fn is_mainline(self) -> bool {
+        matches!(
+            self,
+            Self::PerBlock | Self::MainlineFixA | Self::MainlineFixAb | Self::MainlineFix
+        )
+    }
 }
 
 impl std::fmt::Display for Strategy {
@@ -98,7 +132,10 @@ impl std::fmt::Display for Strategy {
 
 /// A name that is none of [`Strategy::NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown strategy {0:?} (per-block, coalesced, bulk, skip)")]
+#[error(
+    "unknown strategy {0:?} (per-block, mainline-fix-a, mainline-fix-ab, mainline-fix, \
+     coalesced, bulk, skip)"
+)]
 pub struct UnknownStrategy(pub String);
 
 impl std::str::FromStr for Strategy {
@@ -143,6 +180,19 @@ pub trait ReservationSink {
     /// `memblock_reserve` + `memblock_reserved_mark_noinit` of `size`
     /// bytes at `base` (mainline's pair of calls).
     fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError>;
+    /// `mainline-fix` (b): one `__memblock_reserve(base, size, nid,
+    /// MEMBLOCK_RSRV_NOINIT)`; with `bsearch`, step (c) as well.
+    /// By default, [`ReservationSink::reserve_noinit`] (a sink that does not
+    /// model memblock's calls sees the same range either way).
+    fn reserve_flagged_noinit(
+        &mut self,
+        base: PhysAddr,
+        size: u64,
+        bsearch: bool,
+    ) -> Result<(), ReserveError> {
+        let _ = bsearch;
+        self.reserve_noinit(base, size)
+    }
     /// **Ours**: `memblock_reserve_sorted(ranges, RSRV_NOINIT)`, one linear
     /// merge of the sorted, disjoint `ranges`.
     fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError>;
@@ -176,6 +226,20 @@ impl ReservationSink for Memblock {
             .map_err(memblock_err("reserving", range))?;
         self.memblock_reserved_mark_noinit(base, size)
             .map_err(memblock_err("marking noinit", range))
+    }
+
+    fn reserve_flagged_noinit(
+        &mut self,
+        base: PhysAddr,
+        size: u64,
+        bsearch: bool,
+    ) -> Result<(), ReserveError> {
+        let range = PhysRange::from_start_size(base, size).unwrap_or_default();
+        self.set_add_range_bsearch(bsearch);
+        // The node memblock_reserve gives, so that regions merge alike.
+        let r = self.__memblock_reserve(base, size, MAX_NUMNODES, MemblockFlags::RSRV_NOINIT);
+        self.set_add_range_bsearch(false);
+        r.map_err(memblock_err("reserving noinit", range))
     }
 
     fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
@@ -238,6 +302,15 @@ impl<'a, 'm> MachineSink<'a, 'm> {
 impl ReservationSink for MachineSink<'_, '_> {
     fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
         self.memblock.reserve_noinit(base, size)
+    }
+
+    fn reserve_flagged_noinit(
+        &mut self,
+        base: PhysAddr,
+        size: u64,
+        bsearch: bool,
+    ) -> Result<(), ReserveError> {
+        self.memblock.reserve_flagged_noinit(base, size, bsearch)
     }
 
     fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
@@ -571,6 +644,40 @@ where
             st.reservations = n;
             st.memblock = t.elapsed().saturating_sub(st.walk);
         }
+        // The smallest fix to mainline: the same pass, but adjacent blocks
+        // of one order (the walk yields each order ascending) are merged
+        // before they are reserved; heads still written per block.
+        Strategy::MainlineFixA | Strategy::MainlineFixAb | Strategy::MainlineFix => {
+            let t = Instant::now();
+            st.read(map.for_each_extent(|_| Ok(()))?);
+            st.walk = t.elapsed();
+            let t = Instant::now();
+            let mut n = 0u64;
+            let mut run: Option<(PhysRange, Order)> = None;
+            map.for_each_extent(|e| {
+                let Some(r) = e.range() else {
+                    return Ok(());
+                };
+                run = match run {
+                    Some((cur, o)) if o == e.order() && cur.end() == r.start() => {
+                        Some((PhysRange::new(cur.start(), r.end()).unwrap_or(cur), o))
+                    }
+                    Some((cur, _)) => {
+                        reserve_run(sink, strategy, cur)?;
+                        n += 1;
+                        Some((r, e.order()))
+                    }
+                    None => Some((r, e.order())),
+                };
+                e.blocks().try_for_each(|b| sink.write_head(b))
+            })?;
+            if let Some((cur, _)) = run {
+                reserve_run(sink, strategy, cur)?;
+                n += 1;
+            }
+            st.reservations = n;
+            st.memblock = t.elapsed().saturating_sub(st.walk);
+        }
         Strategy::Coalesced => {
             let ranges = coalesce_and_write_heads(map, sink, &mut st)?;
             let t = Instant::now();
@@ -596,6 +703,19 @@ where
     }
     st.reserved_regions = sink.reserved_regions();
     Ok((st, skip))
+}
+
+/// One same-order run of a `mainline-fix` step: (a) mainline's two calls,
+/// (b) one `__memblock_reserve` with `RSRV_NOINIT`, (c) the same with the
+/// binary search.
+fn reserve_run<S>(sink: &mut S, strategy: Strategy, r: PhysRange) -> Result<(), ReserveError>
+where
+    S: ReservationSink + ?Sized,
+{
+    match strategy {
+        Strategy::MainlineFixA => sink.reserve_noinit(r.start(), r.size()),
+        _ => sink.reserve_flagged_noinit(r.start(), r.size(), strategy == Strategy::MainlineFix),
+    }
 }
 
 /// The first two passes of the ranged strategies: the map as coalesced

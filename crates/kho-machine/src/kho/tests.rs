@@ -235,7 +235,10 @@ fn strategies_yield_the_same_buddy_and_folios() {
     // 64-72 MiB (order 11), 72-74 MiB (order 9) and the four touching
     // blocks from 74 MiB are one RSRV_NOINIT region.
     assert!(noinit.contains(&range(64 * M, 74 * M + 32 * K)));
-    for s in [Strategy::Coalesced, Strategy::Bulk, Strategy::Skip] {
+    for s in Strategy::ALL
+        .into_iter()
+        .filter(|s| *s != Strategy::PerBlock)
+    {
         let o = outcome(&Handover::build(Fault::None), s);
         assert_eq!(o.0, base.0, "{s}: free lists");
         assert_eq!(o.1, base.1, "{s}: restores");
@@ -605,6 +608,14 @@ fn any_map_feeds_every_strategy() {
             Strategy::PerBlock => {
                 assert_eq!(radix.reserved, list.reserved);
                 assert_eq!(radix.reserved.len(), blocks.len());
+            }
+            Strategy::MainlineFixA | Strategy::MainlineFixAb | Strategy::MainlineFix => {
+                // Same-order runs, in walk order: fewer calls than blocks,
+                // together exactly the preserved memory.
+                assert_eq!(radix.reserved, list.reserved, "{s}");
+                assert!(radix.reserved.len() < blocks.len(), "{s}");
+                assert!(radix.reserved.len() >= maximal.len(), "{s}");
+                assert_eq!(kho::merge_ranges(radix.reserved.clone()), maximal, "{s}");
             }
             Strategy::Coalesced | Strategy::Bulk => {
                 assert_eq!(radix.reserved, maximal, "{s}");

@@ -446,3 +446,31 @@ proptest! {
         prop_assert_eq!(fast.reserved, slow.reserved);
     }
 }
+
+/// `mainline-fix` step (c): the binary search for the first candidate
+/// region changes what `memblock_add_range` looks at, never what it does.
+#[test]
+fn add_range_bsearch_gives_linux_result_with_fewer_scans() {
+    let mut order: Vec<u64> = (0..3000).collect();
+    shuffle(&mut order, 7);
+    let run = |bsearch: bool| {
+        let mut mb = machine(64 * G);
+        mb.set_add_range_bsearch(bsearch);
+        for &i in &order {
+            // Scattered pages, every third pair touching, some overlapping.
+            let base = a(G + i * 12 * K);
+            let size = if i % 5 == 0 { 16 * K } else { 4 * K };
+            mb.__memblock_reserve(base, size, MAX_NUMNODES, NOINIT)
+                .unwrap();
+        }
+        (regs(&mb.reserved), mb.stats())
+    };
+    let (linux, linux_stats) = run(false);
+    let (fast, fast_stats) = run(true);
+    assert_eq!(fast, linux);
+    assert!(
+        fast_stats.scanned * 10 < linux_stats.scanned,
+        "{fast_stats:?} vs {linux_stats:?}"
+    );
+    assert_eq!(fast_stats.moved, linux_stats.moved);
+}
