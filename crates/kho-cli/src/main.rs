@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use kho::{PhysAddr, PhysRange};
 use kho_lab::image::{MemImage, Source};
 use kho_lab::peers::{MachineScheme, SchemeKind};
@@ -105,6 +105,10 @@ struct RunArgs {
     /// Print one JSON object {"rows": [...]} instead of a table.
     #[arg(long)]
     json: bool,
+    /// Show every table column whatever the terminal width (by default the
+    /// table fits `COLUMNS` or the terminal, dropping the breakdown columns).
+    #[arg(long)]
+    wide: bool,
     /// Restore strategy of the new kernel.
     #[arg(long, default_value = "all", value_parser = strategies_parser())]
     strategy: Strategies,
@@ -595,7 +599,7 @@ fn run(a: &RunArgs) -> Result<()> {
         }
         println!("{}", serde_json::to_string(&Out { rows: &rows })?);
     } else {
-        print_table(&rows, a.machine_size);
+        print_table(&rows, a.machine_size, a.wide);
     }
     Ok(())
 }
@@ -610,39 +614,92 @@ fn bytes(b: u64) -> String {
     format!("{b} B")
 }
 
-fn print_table(rows: &[RunReport], machine_size: u64) {
+/// An integer with thousands separators: `1234567` -> `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Milliseconds with three decimals and thousands separators.
+fn millis(ms: f64) -> String {
+    if !ms.is_finite() || ms < 0.0 {
+        return format!("{ms:.3}");
+    }
+    let micros = (ms * 1000.0).round() as u64;
+    format!("{}.{:03}", thousands(micros / 1000), micros % 1000)
+}
+
+/// The width the run table must fit: `COLUMNS` when set, else the
+/// terminal's width, else none (a pipe gets every column).
+fn table_width() -> Option<u16> {
+    if let Some(w) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|&w| w > 0)
+    {
+        return Some(w);
+    }
+    Table::new().width()
+}
+
+/// The run table, fitted to `width` columns (`None`: every column, no
+/// limit). Narrow widths keep the columns that answer "did it work and what
+/// did it cost" and drop the breakdown; `--wide` shows everything.
+fn run_table(rows: &[RunReport], width: Option<u16>) -> Table {
+    // (header, minimum width at which the column is shown)
+    const COLUMNS: [(&str, u16); 12] = [
+        ("strategy", 0),
+        ("blocks", 0),
+        ("preserved", 0),
+        ("walk ms", 120),
+        ("memblock ms", 120),
+        ("mm init ms", 120),
+        ("next-boot init ms", 0),
+        ("baseline ms", 150),
+        ("vs baseline", 0),
+        ("verified", 100),
+        ("lost", 0),
+        ("reserved regions", 150),
+    ];
+    let shown = |i: usize| width.is_none_or(|w| w >= COLUMNS[i].1);
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec![
-        "strategy",
-        "blocks",
-        "preserved",
-        "walk ms",
-        "memblock ms",
-        "mm init ms",
-        "next-boot init ms",
-        "baseline ms",
-        "vs baseline",
-        "verified",
-        "lost",
-        "reserved regions",
-    ]);
+    if let Some(w) = width {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_width(w);
+    } else {
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
+    t.set_header(
+        COLUMNS
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| shown(i))
+            .map(|(_, (h, _))| *h),
+    );
     for r in rows {
         let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
         // Next-boot memory init: walk + memblock + memmap and buddy.
         let total = r.walk_ms + r.memblock_ms + r.mm_init_ms;
-        t.add_row(vec![
+        let cells = [
             Cell::new(match &r.scheme {
                 Some(s) => format!("{s} ({})", r.strategy),
                 None => r.strategy.to_string(),
             }),
-            right(r.blocks.to_string()),
+            right(thousands(r.blocks)),
             right(bytes(r.preserved_bytes)),
-            right(format!("{:.3}", r.walk_ms)),
-            right(format!("{:.3}", r.memblock_ms)),
-            right(format!("{:.3}", r.mm_init_ms)),
-            right(format!("{:.3}", total)),
-            right(format!("{:.3}", r.baseline_mm_init_ms)),
+            right(millis(r.walk_ms)),
+            right(millis(r.memblock_ms)),
+            right(millis(r.mm_init_ms)),
+            right(millis(total)),
+            right(millis(r.baseline_mm_init_ms)),
             right(if r.baseline_mm_init_ms > 0.0 {
                 format!("{:.2}x", total / r.baseline_mm_init_ms)
             } else {
@@ -650,11 +707,30 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
             }),
             right(bytes(r.verified_bytes)),
             right(bytes(r.lost_bytes)),
-            right(r.memblock_reserved_regions.to_string()),
-        ]);
+            right(thousands(r.memblock_reserved_regions)),
+        ];
+        t.add_row(
+            cells
+                .into_iter()
+                .enumerate()
+                .filter(|&(i, _)| shown(i))
+                .map(|(_, c)| c),
+        );
     }
+    t
+}
+
+fn print_table(rows: &[RunReport], machine_size: u64, wide: bool) {
+    let width = if wide { None } else { table_width() };
+    let mut t = run_table(rows, width);
     println!("live update on a {} machine", bytes(machine_size));
     println!("{t}");
+    if t.column_count() < 12 {
+        println!(
+            "(some columns hidden to fit {} columns; --wide shows all)",
+            width.unwrap_or(0)
+        );
+    }
     for r in rows {
         if let Some(e) = &r.kho_error {
             println!("{}: booted without KHO: {e}", r.strategy);

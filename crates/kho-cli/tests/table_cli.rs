@@ -1,0 +1,43 @@
+//! `kho run`'s table fits the terminal: `COLUMNS` bounds every line, and
+//! `--wide` shows every column.
+
+mod common;
+use common::kho;
+
+fn table(columns: &str, extra: &[&str]) -> String {
+    let out = kho()
+        .args(["run", "--machine-size", "128M", "--strategy", "bulk"])
+        .args(extra)
+        .env("COLUMNS", columns)
+        .output()
+        .expect("running kho");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 table")
+}
+
+fn widest(s: &str) -> usize {
+    s.lines().map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+#[test]
+fn the_run_table_fits_80_and_120_columns() {
+    for (columns, limit) in [("80", 80), ("120", 120)] {
+        let t = table(columns, &[]);
+        assert!(widest(&t) <= limit, "wider than {limit}:\n{t}");
+        assert!(t.contains("next-boot"), "{t}");
+        assert!(t.contains("bulk"), "{t}");
+    }
+}
+
+#[test]
+fn wide_shows_every_column() {
+    let t = table("80", &["--wide"]);
+    for h in ["walk ms", "baseline ms", "reserved regions", "verified"] {
+        assert!(t.contains(h), "{h} missing:\n{t}");
+    }
+    assert!(widest(&t) > 80, "{t}");
+}
