@@ -113,7 +113,7 @@ struct RunArgs {
     #[arg(long, default_value = "all", value_parser = strategies_parser())]
     strategy: Strategies,
     /// RAM of the simulated machine (16M..=1T, a multiple of 2M).
-    #[arg(long, default_value = "16G", value_parser = parse_size)]
+    #[arg(long, default_value = "16G", value_parser = parse_machine_size)]
     machine_size: u64,
     /// Fault injection: pages the workload forgets to preserve.
     #[arg(long, hide = true, default_value_t = 0)]
@@ -231,6 +231,28 @@ fn parse_size(s: &str) -> Result<u64, String> {
     memparse(t).ok_or_else(|| format!("not a size: {s:?} (e.g. 64M, 16G, 1T or bytes)"))
 }
 
+/// `--machine-size`: a size the simulated PC layout accepts, checked at
+/// parse time so that a bad size is a usage error naming the flag.
+fn parse_machine_size(s: &str) -> Result<u64, String> {
+    let size = parse_size(s)?;
+    kho_machine::MemoryLayout::pc(size).map_err(|_| {
+        format!(
+            "{} is outside 16 MiB..=1 TiB or not a multiple of 2 MiB",
+            bytes(size)
+        )
+    })?;
+    Ok(size)
+}
+
+/// `--reps`: at least one measured repetition.
+fn parse_reps(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_addr(s: &str) -> Result<u64, String> {
     let t = s.replace('_', "");
     let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
@@ -267,7 +289,57 @@ fn parse_vrange(s: &str) -> Result<(u64, u64), String> {
         .ok_or_else(|| format!("not a virtual range: {s:?} (START-END in hex)"))
 }
 
-fn main() -> Result<()> {
+/// A mistake in the command line found after parsing (a value out of range,
+/// a flag combination): printed like clap's errors and exits 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A kernel process failed and already printed its error: exit with its
+/// code, printing nothing more.
+#[derive(Debug)]
+struct ChildFailed(i32);
+
+impl std::fmt::Display for ChildFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a kernel process exited with {}", self.0)
+    }
+}
+
+impl std::error::Error for ChildFailed {}
+
+/// Exit codes: 2 for usage errors (clap's and [`UsageError`]), 1 for
+/// runtime failures. Errors print as one line (`error: what: why`), without
+/// a backtrace whatever `RUST_BACKTRACE` says; bugs panic and keep theirs.
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(ChildFailed(code)) = e.downcast_ref::<ChildFailed>() {
+                return std::process::ExitCode::from(u8::try_from(*code).unwrap_or(1));
+            }
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+fn real_main() -> Result<()> {
     // The two kernel processes speak the exec protocol, not the user's CLI.
     match KernelArgs::parse(std::env::args_os().skip(1)).context("kernel arguments")? {
         Some(KernelArgs::Old(a)) => return old_kernel(&a),
@@ -298,7 +370,7 @@ struct BenchArgs {
     tiny: bool,
     /// Measured repetitions per cell, after one warm-up (default 3; 1 with
     /// --quick).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_reps)]
     reps: Option<usize>,
     /// Adds a trace (binary or text) as a workload; repeatable.
     #[arg(long = "trace", value_name = "FILE")]
@@ -306,8 +378,9 @@ struct BenchArgs {
     /// Stop a strategy of the scaling sweep after its first point over this.
     #[arg(long, default_value_t = 5.0)]
     cap_seconds: f64,
-    /// Largest sweep point, as a power of two (default 24; 16 with --quick).
-    #[arg(long)]
+    /// Largest sweep point, as a power of two, 10..=40 (default 24; 16 with
+    /// --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(10..=40))]
     max_pow: Option<u32>,
     /// Machine sizes of the matrix, comma-separated (default 1G,4G;
     /// 256M,1G with --quick).
@@ -331,9 +404,21 @@ struct BenchArgs {
 
 fn bench(a: &BenchArgs) -> Result<()> {
     use kho_lab::bench::{self, BenchConfig, report};
+    // Outputs first: a run must not end in "cannot write".
+    if let Some(path) = &a.json {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("--json {}: cannot create the file", path.display()))?;
+    }
+    if let Some(dir) = &a.html {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--html {}: cannot create the directory", dir.display()))?;
+    }
     let mut traces = Vec::new();
     for path in &a.traces {
-        let t = Trace::read(path).with_context(|| path.display().to_string())?;
+        let t = read_trace(path)?;
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -354,7 +439,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         BenchConfig::full(&traces)
     };
     if let Some(r) = a.reps {
-        cfg.reps = r.max(1);
+        cfg.reps = r;
     }
     if !a.sizes.is_empty() || !a.workloads.is_empty() {
         let sizes = if a.sizes.is_empty() {
@@ -391,7 +476,10 @@ fn bench(a: &BenchArgs) -> Result<()> {
         cfg.sweep.clear();
     }
     if !(a.cap_seconds > 0.0 && a.cap_seconds.is_finite()) {
-        bail!("--cap-seconds must be positive");
+        return Err(usage(format!(
+            "--cap-seconds {}: must be positive",
+            a.cap_seconds
+        )));
     }
     cfg.cap = std::time::Duration::from_secs_f64(a.cap_seconds);
     let started = std::time::Instant::now();
@@ -542,6 +630,18 @@ fn live_update(
         .output()
         .context("spawning the old kernel")?;
     if !out.status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(code) = out.status.code() {
+            // The kernel printed its own one-line error: do not add another.
+            return Err(ChildFailed(code).into());
+        }
+        if out.status.signal() == Some(9) {
+            bail!(
+                "live update ({strategy}) was killed (SIGKILL), most likely by the host's \
+                 out-of-memory killer: a {} machine needs about that much host memory",
+                bytes(a.machine_size)
+            );
+        }
         bail!("live update ({strategy}) failed: {}", out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -554,9 +654,9 @@ fn live_update(
 }
 
 fn run(a: &RunArgs) -> Result<()> {
-    kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
     if let Some(path) = &a.trace {
         // Refuse a bad trace here, before any old kernel starts.
+        check_trace_size(path, a.machine_size)?;
         let s = read_trace(path)?.stats();
         eprintln!(
             "trace {}: {} blocks, {} in {} ranges",
@@ -875,13 +975,44 @@ fn print_inspection(
 }
 
 fn read_trace(path: &std::path::Path) -> Result<Trace> {
-    Trace::read(path).with_context(|| format!("trace {}", path.display()))
+    Trace::read(path).with_context(|| format!("--trace {}", path.display()))
+}
+
+/// Generous upper bound on the bytes one block takes in a trace file (a
+/// text line `PFN ORDER` with a 20-digit PFN is 24 bytes; binary is smaller).
+const TRACE_BYTES_PER_BLOCK: u64 = 64;
+
+/// Refuses, from its size alone, a trace that cannot fit the machine: a
+/// machine of `machine_size` holds at most one block per 4 KiB page, so a
+/// file over [`TRACE_BYTES_PER_BLOCK`] bytes per page is not read at all.
+fn check_trace_size(path: &std::path::Path, machine_size: u64) -> Result<()> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("--trace {}", path.display()))?
+        .len();
+    let pages = machine_size / 4096;
+    if len > pages.saturating_mul(TRACE_BYTES_PER_BLOCK) {
+        return Err(usage(format!(
+            "--trace {}: the file is {} but a {} machine holds at most {} blocks \
+             (at most {} of trace); use a larger --machine-size",
+            path.display(),
+            bytes(len),
+            bytes(machine_size),
+            thousands(pages),
+            bytes(pages * TRACE_BYTES_PER_BLOCK)
+        )));
+    }
+    Ok(())
 }
 
 fn capture(a: &CaptureArgs) -> Result<()> {
     let pids = if a.all {
         kho_lab::capture::all_pids()?
     } else {
+        for pid in &a.pids {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("--pid {pid}: no process {pid}");
+            }
+        }
         a.pids.clone()
     };
     let c = kho_lab::capture::capture(&pids, a.vaddr, a.all)?;
