@@ -1,5 +1,5 @@
 //! `kho run`'s table fits the terminal: `COLUMNS` bounds every line, and
-//! `--wide` shows every column.
+//! `--wide` shows every column; bench tables stack their columns.
 
 mod common;
 use common::kho;
@@ -40,4 +40,24 @@ fn wide_shows_every_column() {
         assert!(t.contains(h), "{h} missing:\n{t}");
     }
     assert!(widest(&t) > 80, "{t}");
+}
+
+#[test]
+fn the_bench_tables_fit_80_columns_stacked() {
+    let out = kho()
+        .args(["bench", "--tiny", "--cap-seconds", "0.000001"])
+        .env("COLUMNS", "80")
+        .output()
+        .expect("running kho bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(widest(&t) <= 80, "wider than 80:\n{t}");
+    // Stacked, not dropped: every column's header is still there.
+    for h in ["pres ns/blk", "md bytes", "restore peak", "x baseline"] {
+        assert!(t.contains(h), "{h} missing:\n{t}");
+    }
 }
