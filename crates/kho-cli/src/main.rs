@@ -707,11 +707,27 @@ fn run(a: &RunArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     if a.json {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            rows: &'a [RunReport],
+        // Every row carries the same keys: the report's, plus what the run
+        // was (scheme, workload, machine size) and the next-boot total.
+        let workload = match &a.trace {
+            Some(p) => format!("trace:{}", p.display()),
+            None => a.workload.to_string(),
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut v = serde_json::to_value(r)?;
+            if let Some(o) = v.as_object_mut() {
+                o.entry("scheme").or_insert_with(|| a.scheme.name().into());
+                o.insert("workload".into(), workload.clone().into());
+                o.insert("machine_size".into(), a.machine_size.into());
+                o.insert(
+                    "next_boot_init_ms".into(),
+                    (r.walk_ms + r.memblock_ms + r.mm_init_ms).into(),
+                );
+            }
+            out.push(v);
         }
-        println!("{}", serde_json::to_string(&Out { rows: &rows })?);
+        println!("{}", serde_json::json!({ "rows": out }));
     } else {
         print_table(&rows, a.machine_size, a.wide);
     }
