@@ -31,6 +31,36 @@ fn a_machine_size_below_the_minimum_is_a_usage_error() {
 }
 
 #[test]
+fn a_machine_too_small_to_boot_names_the_computed_minimum() {
+    let (code, err) = fails(&["run", "--machine-size", "20M", "--strategy", "bulk"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--machine-size 20.0 MiB: too small"), "{err}");
+    // The named minimum really boots.
+    let min = err
+        .split("at least ")
+        .nth(1)
+        .and_then(|m| m.trim().strip_suffix(" MiB"))
+        .expect("a minimum in MiB");
+    let min = format!("{}M", min.trim_end_matches(".0"));
+    let out = kho()
+        .args([
+            "run",
+            "--json",
+            "--strategy",
+            "bulk",
+            "--machine-size",
+            &min,
+        ])
+        .output()
+        .expect("running kho");
+    assert!(
+        out.status.success(),
+        "{min}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn an_absent_trace_names_the_file() {
     let (code, err) = fails(&["run", "--machine-size", "128M", "--trace", "/nonexistent/t"]);
     assert_eq!(code, 1, "{err}");
