@@ -652,9 +652,13 @@ fn live_update(
             return Err(ChildFailed(code).into());
         }
         if out.status.signal() == Some(9) {
+            let avail = mem_available().map_or_else(String::new, |b| {
+                format!(" (the host has {} available)", bytes(b))
+            });
             bail!(
                 "live update ({strategy}) was killed (SIGKILL), most likely by the host's \
-                 out-of-memory killer: a {} machine needs about that much host memory",
+                 out-of-memory killer: the {} machine's RAM is a memfd whose written pages \
+                 are host memory{avail}; try a smaller --machine-size",
                 bytes(a.machine_size)
             );
         }
@@ -697,6 +701,17 @@ fn check_machine_size(machine_size: u64) -> Result<()> {
 
 fn run(a: &RunArgs) -> Result<()> {
     check_machine_size(a.machine_size)?;
+    // The machine's RAM is a memfd: every page written is host memory. The
+    // workload writes part of it (4.3 GiB of a 16 GiB machine by default),
+    // so a size over MemAvailable is a risk, not a certainty.
+    if let Some(avail) = mem_available().filter(|&m| m < a.machine_size) {
+        eprintln!(
+            "warning: --machine-size {} is more than the host's available memory ({}); \
+             the run is killed if the workload writes more than that",
+            bytes(a.machine_size),
+            bytes(avail)
+        );
+    }
     if let Some(path) = &a.trace {
         // Refuse a bad trace here, before any old kernel starts.
         check_trace_size(path, a.machine_size)?;
@@ -761,6 +776,14 @@ fn run(a: &RunArgs) -> Result<()> {
         print_table(&rows, a.machine_size, a.wide);
     }
     Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn bytes(b: u64) -> String {
