@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use kho::{PhysAddr, PhysRange};
 use kho_lab::image::{MemImage, Source};
 use kho_lab::peers::{MachineScheme, SchemeKind};
@@ -44,6 +44,10 @@ handed only the memfd, the firmware memory map and the setup_data address; \
 it validates the hand-over, restores the preserved memory and verifies every \
 byte against the manifest. One table row per strategy: blocks and bytes \
 preserved, boot-time costs, verified and lost bytes.
+
+The default run (a 16G machine, every strategy) takes about 33 s and 4.3 GiB \
+of host memory on a 2-core, 24 GiB machine; host memory grows with \
+--machine-size.
 
 Sizes accept K, M, G, T suffixes (binary), e.g. 64M, 16G, 1T, or bytes.";
 
@@ -105,11 +109,17 @@ struct RunArgs {
     /// Print one JSON object {"rows": [...]} instead of a table.
     #[arg(long)]
     json: bool,
+    /// Show every table column whatever the terminal width (by default the
+    /// table fits `COLUMNS` or the terminal, dropping the breakdown columns).
+    #[arg(long)]
+    wide: bool,
     /// Restore strategy of the new kernel.
     #[arg(long, default_value = "all", value_parser = strategies_parser())]
     strategy: Strategies,
-    /// RAM of the simulated machine (16M..=1T, a multiple of 2M).
-    #[arg(long, default_value = "16G", value_parser = parse_size)]
+    /// RAM of the simulated machine (16M..=1T, a multiple of 2M; a size too
+    /// small for the memmap and KHO scratch areas, today below 28M, is
+    /// refused naming the computed minimum).
+    #[arg(long, default_value = "16G", value_parser = parse_machine_size)]
     machine_size: u64,
     /// Fault injection: pages the workload forgets to preserve.
     #[arg(long, hide = true, default_value_t = 0)]
@@ -227,6 +237,28 @@ fn parse_size(s: &str) -> Result<u64, String> {
     memparse(t).ok_or_else(|| format!("not a size: {s:?} (e.g. 64M, 16G, 1T or bytes)"))
 }
 
+/// `--machine-size`: a size the simulated PC layout accepts, checked at
+/// parse time so that a bad size is a usage error naming the flag.
+fn parse_machine_size(s: &str) -> Result<u64, String> {
+    let size = parse_size(s)?;
+    kho_machine::MemoryLayout::pc(size).map_err(|_| {
+        format!(
+            "{} is outside 16 MiB..=1 TiB or not a multiple of 2 MiB",
+            bytes(size)
+        )
+    })?;
+    Ok(size)
+}
+
+/// `--reps`: at least one measured repetition.
+fn parse_reps(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_addr(s: &str) -> Result<u64, String> {
     let t = s.replace('_', "");
     let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
@@ -263,7 +295,57 @@ fn parse_vrange(s: &str) -> Result<(u64, u64), String> {
         .ok_or_else(|| format!("not a virtual range: {s:?} (START-END in hex)"))
 }
 
-fn main() -> Result<()> {
+/// A mistake in the command line found after parsing (a value out of range,
+/// a flag combination): printed like clap's errors and exits 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A kernel process failed and already printed its error: exit with its
+/// code, printing nothing more.
+#[derive(Debug)]
+struct ChildFailed(i32);
+
+impl std::fmt::Display for ChildFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a kernel process exited with {}", self.0)
+    }
+}
+
+impl std::error::Error for ChildFailed {}
+
+/// Exit codes: 2 for usage errors (clap's and [`UsageError`]), 1 for
+/// runtime failures. Errors print as one line (`error: what: why`), without
+/// a backtrace whatever `RUST_BACKTRACE` says; bugs panic and keep theirs.
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(ChildFailed(code)) = e.downcast_ref::<ChildFailed>() {
+                return std::process::ExitCode::from(u8::try_from(*code).unwrap_or(1));
+            }
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+fn real_main() -> Result<()> {
     // The two kernel processes speak the exec protocol, not the user's CLI.
     match KernelArgs::parse(std::env::args_os().skip(1)).context("kernel arguments")? {
         Some(KernelArgs::Old(a)) => return old_kernel(&a),
@@ -294,7 +376,7 @@ struct BenchArgs {
     tiny: bool,
     /// Measured repetitions per cell, after one warm-up (default 3; 1 with
     /// --quick).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_reps)]
     reps: Option<usize>,
     /// Adds a trace (binary or text) as a workload; repeatable.
     #[arg(long = "trace", value_name = "FILE")]
@@ -302,8 +384,9 @@ struct BenchArgs {
     /// Stop a strategy of the scaling sweep after its first point over this.
     #[arg(long, default_value_t = 5.0)]
     cap_seconds: f64,
-    /// Largest sweep point, as a power of two (default 24; 16 with --quick).
-    #[arg(long)]
+    /// Largest sweep point, as a power of two, 10..=40 (default 24; 16 with
+    /// --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(10..=40))]
     max_pow: Option<u32>,
     /// Machine sizes of the matrix, comma-separated (default 1G,4G;
     /// 256M,1G with --quick).
@@ -320,6 +403,10 @@ struct BenchArgs {
     /// Write {"cells": [...], "ratios": [...], "scaling": [...]} to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Print the tables as wide as their content instead of fitting them to
+    /// `COLUMNS` or the terminal.
+    #[arg(long)]
+    wide: bool,
     /// Write a self-contained report to DIR/index.html.
     #[arg(long, value_name = "DIR")]
     html: Option<PathBuf>,
@@ -327,9 +414,21 @@ struct BenchArgs {
 
 fn bench(a: &BenchArgs) -> Result<()> {
     use kho_lab::bench::{self, BenchConfig, report};
+    // Outputs first: a run must not end in "cannot write".
+    if let Some(path) = &a.json {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("--json {}: cannot create the file", path.display()))?;
+    }
+    if let Some(dir) = &a.html {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--html {}: cannot create the directory", dir.display()))?;
+    }
     let mut traces = Vec::new();
     for path in &a.traces {
-        let t = Trace::read(path).with_context(|| path.display().to_string())?;
+        let t = read_trace(path)?;
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
@@ -350,7 +449,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         BenchConfig::full(&traces)
     };
     if let Some(r) = a.reps {
-        cfg.reps = r.max(1);
+        cfg.reps = r;
     }
     if !a.sizes.is_empty() || !a.workloads.is_empty() {
         let sizes = if a.sizes.is_empty() {
@@ -387,7 +486,10 @@ fn bench(a: &BenchArgs) -> Result<()> {
         cfg.sweep.clear();
     }
     if !(a.cap_seconds > 0.0 && a.cap_seconds.is_finite()) {
-        bail!("--cap-seconds must be positive");
+        return Err(usage(format!(
+            "--cap-seconds {}: must be positive",
+            a.cap_seconds
+        )));
     }
     cfg.cap = std::time::Duration::from_secs_f64(a.cap_seconds);
     let started = std::time::Instant::now();
@@ -405,23 +507,29 @@ fn bench(a: &BenchArgs) -> Result<()> {
     })
     .context("bench")?;
     pb.finish_and_clear();
-    println!("{}", report::cells_table(&r));
+    let width = if a.wide { None } else { table_width() };
+    println!("{}", fit(report::cells_table(&r), 3, width));
     println!();
     println!("ours / peer (below 1: ours is smaller or faster); restore = walk + memblock");
-    println!("{}", report::ratios_table(&r));
+    println!("{}", fit(report::ratios_table(&r), 3, width));
     if !r.scaling.is_empty() {
         println!();
         println!(
-            "scaling: restore (walk + memblock) of scattered order-0 blocks (every other page), \
-             median of 5 runs per point up to 2^14, one above; exponent = least-squares log-log slope; \
-             2^20 extrapolated from the last three points where not measured"
+            "{}",
+            wrap(
+                "scaling: restore (walk + memblock) of scattered order-0 blocks (every other page), \
+                 median of 5 runs per point up to 2^14, one above; exponent = least-squares log-log slope; \
+                 2^20 extrapolated from the last three points where not measured",
+                "",
+                width
+            )
         );
-        println!("{}", report::scaling_table(&r));
+        println!("{}", fit(report::scaling_table(&r), 1, width));
     }
     println!();
     println!("targets (issue 6), checked against this run:");
     for line in report::targets(&r) {
-        println!("- {line}");
+        println!("{}", wrap(&format!("- {line}"), "  ", width));
     }
     if let Some(p) = &a.json {
         std::fs::write(p, report::json(&r)?).with_context(|| p.display().to_string())?;
@@ -538,6 +646,22 @@ fn live_update(
         .output()
         .context("spawning the old kernel")?;
     if !out.status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(code) = out.status.code() {
+            // The kernel printed its own one-line error: do not add another.
+            return Err(ChildFailed(code).into());
+        }
+        if out.status.signal() == Some(9) {
+            let avail = mem_available().map_or_else(String::new, |b| {
+                format!(" (the host has {} available)", bytes(b))
+            });
+            bail!(
+                "live update ({strategy}) was killed (SIGKILL), most likely by the host's \
+                 out-of-memory killer: the {} machine's RAM is a memfd whose written pages \
+                 are host memory{avail}; try a smaller --machine-size",
+                bytes(a.machine_size)
+            );
+        }
         bail!("live update ({strategy}) failed: {}", out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -549,10 +673,48 @@ fn live_update(
     serde_json::from_str(line).with_context(|| format!("parsing the new kernel's report {line:?}"))
 }
 
+/// Refuses, before any kernel process starts, a machine too small for the
+/// old kernel's early boot (memmap and KHO scratch), naming the smallest
+/// size that boots: found by trying the early boot itself at every 2 MiB
+/// step from 16 MiB, not a constant.
+fn check_machine_size(machine_size: u64) -> Result<()> {
+    let scratch = kho_machine::ScratchSizing::default();
+    if let Err(e) = kho_machine::early_boot_fits(machine_size, &scratch) {
+        let min = (8..=512u64)
+            .map(|n| n << 21)
+            .find(|&s| s > machine_size && kho_machine::early_boot_fits(s, &scratch).is_ok());
+        return Err(usage(match min {
+            Some(min) => format!(
+                "--machine-size {}: too small: the old kernel's memmap and KHO scratch areas \
+                 need a machine of at least {}",
+                bytes(machine_size),
+                bytes(min)
+            ),
+            None => format!(
+                "--machine-size {}: the early boot fails: {e}",
+                bytes(machine_size)
+            ),
+        }));
+    }
+    Ok(())
+}
+
 fn run(a: &RunArgs) -> Result<()> {
-    kho_machine::MemoryLayout::pc(a.machine_size).context("--machine-size")?;
+    check_machine_size(a.machine_size)?;
+    // The machine's RAM is a memfd: every page written is host memory. The
+    // workload writes part of it (4.3 GiB of a 16 GiB machine by default),
+    // so a size over MemAvailable is a risk, not a certainty.
+    if let Some(avail) = mem_available().filter(|&m| m < a.machine_size) {
+        eprintln!(
+            "warning: --machine-size {} is more than the host's available memory ({}); \
+             the run is killed if the workload writes more than that",
+            bytes(a.machine_size),
+            bytes(avail)
+        );
+    }
     if let Some(path) = &a.trace {
         // Refuse a bad trace here, before any old kernel starts.
+        check_trace_size(path, a.machine_size)?;
         let s = read_trace(path)?.stats();
         eprintln!(
             "trace {}: {} blocks, {} in {} ranges",
@@ -589,15 +751,39 @@ fn run(a: &RunArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     if a.json {
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            rows: &'a [RunReport],
+        // Every row carries the same keys: the report's, plus what the run
+        // was (scheme, workload, machine size) and the next-boot total.
+        let workload = match &a.trace {
+            Some(p) => format!("trace:{}", p.display()),
+            None => a.workload.to_string(),
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut v = serde_json::to_value(r)?;
+            if let Some(o) = v.as_object_mut() {
+                o.entry("scheme").or_insert_with(|| a.scheme.name().into());
+                o.insert("workload".into(), workload.clone().into());
+                o.insert("machine_size".into(), a.machine_size.into());
+                o.insert(
+                    "next_boot_init_ms".into(),
+                    (r.walk_ms + r.memblock_ms + r.mm_init_ms).into(),
+                );
+            }
+            out.push(v);
         }
-        println!("{}", serde_json::to_string(&Out { rows: &rows })?);
+        println!("{}", serde_json::json!({ "rows": out }));
     } else {
-        print_table(&rows, a.machine_size);
+        print_table(&rows, a.machine_size, a.wide);
     }
     Ok(())
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn bytes(b: u64) -> String {
@@ -610,39 +796,182 @@ fn bytes(b: u64) -> String {
     format!("{b} B")
 }
 
-fn print_table(rows: &[RunReport], machine_size: u64) {
+/// An integer with thousands separators: `1234567` -> `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Milliseconds with three decimals and thousands separators.
+fn millis(ms: f64) -> String {
+    if !ms.is_finite() || ms < 0.0 {
+        return format!("{ms:.3}");
+    }
+    let micros = (ms * 1000.0).round() as u64;
+    format!("{}.{:03}", thousands(micros / 1000), micros % 1000)
+}
+
+/// The width the run table must fit: `COLUMNS` when set, else the
+/// terminal's width, else none (a pipe gets every column).
+fn table_width() -> Option<u16> {
+    if let Some(w) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|&w| w > 0)
+    {
+        return Some(w);
+    }
+    Table::new().width()
+}
+
+/// `text` word-wrapped to `width` columns, continuation lines indented by
+/// `indent` (`None`: one line). A word longer than the width stays whole.
+fn wrap(text: &str, indent: &str, width: Option<u16>) -> String {
+    let Some(w) = width.map(usize::from) else {
+        return text.to_owned();
+    };
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let len = line.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > w {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_owned();
+        }
+        if !line.is_empty() && !line.ends_with(' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out
+}
+
+/// `t` fitted to `width` columns (`None`: as wide as its content). A table
+/// too wide is stacked: several tables, each repeating the first `keys`
+/// columns (what a row is) followed by as many of the others as fit; cells
+/// wrap only when even one column does not fit.
+fn fit(t: Table, keys: usize, width: Option<u16>) -> String {
+    let Some(w) = width else {
+        return t.to_string();
+    };
+    let header: Vec<String> = t
+        .header()
+        .map(|h| h.cell_iter().map(|c| c.content()).collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = t
+        .row_iter()
+        .map(|r| r.cell_iter().map(|c| c.content()).collect())
+        .collect();
+    let col_width = |i: usize| {
+        rows.iter()
+            .filter_map(|r| r.get(i))
+            .chain(header.get(i))
+            .flat_map(|c| c.lines())
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(0)
+            + 3
+    };
+    let total: usize = (0..header.len()).map(col_width).sum::<usize>() + 1;
+    let stacked_table = |cols: &[usize]| {
+        let mut part = Table::new();
+        part.load_preset(UTF8_FULL_CONDENSED);
+        part.set_content_arrangement(ContentArrangement::Dynamic);
+        part.set_width(w);
+        part.set_header(cols.iter().map(|&i| header[i].clone()));
+        for r in &rows {
+            part.add_row(cols.iter().map(|&i| {
+                let c = Cell::new(r.get(i).cloned().unwrap_or_default());
+                if i < keys {
+                    c
+                } else {
+                    c.set_alignment(CellAlignment::Right)
+                }
+            }));
+        }
+        part.to_string()
+    };
+    let keys = keys.min(header.len());
+    if total <= usize::from(w) || header.len() <= keys {
+        return stacked_table(&(0..header.len()).collect::<Vec<_>>());
+    }
+    let key_width: usize = (0..keys).map(col_width).sum::<usize>() + 1;
+    let mut parts = Vec::new();
+    let mut cols: Vec<usize> = (0..keys).collect();
+    let mut used = key_width;
+    for i in keys..header.len() {
+        if cols.len() > keys && used + col_width(i) > usize::from(w) {
+            parts.push(stacked_table(&cols));
+            cols.truncate(keys);
+            used = key_width;
+        }
+        cols.push(i);
+        used += col_width(i);
+    }
+    parts.push(stacked_table(&cols));
+    parts.join("\n")
+}
+
+/// The run table, fitted to `width` columns (`None`: every column, no
+/// limit). Narrow widths keep the columns that answer "did it work and what
+/// did it cost" and drop the breakdown; `--wide` shows everything.
+fn run_table(rows: &[RunReport], width: Option<u16>) -> Table {
+    // (header, minimum width at which the column is shown)
+    const COLUMNS: [(&str, u16); 12] = [
+        ("strategy", 0),
+        ("blocks", 0),
+        ("preserved", 0),
+        ("walk ms", 120),
+        ("memblock ms", 120),
+        ("mm init ms", 120),
+        ("next-boot init ms", 0),
+        ("baseline ms", 150),
+        ("vs baseline", 0),
+        ("verified", 100),
+        ("lost", 0),
+        ("reserved regions", 150),
+    ];
+    let shown = |i: usize| width.is_none_or(|w| w >= COLUMNS[i].1);
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec![
-        "strategy",
-        "blocks",
-        "preserved",
-        "walk ms",
-        "memblock ms",
-        "mm init ms",
-        "next-boot init ms",
-        "baseline ms",
-        "vs baseline",
-        "verified",
-        "lost",
-        "reserved regions",
-    ]);
+    if let Some(w) = width {
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+        t.set_width(w);
+    } else {
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
+    t.set_header(
+        COLUMNS
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| shown(i))
+            .map(|(_, (h, _))| *h),
+    );
     for r in rows {
         let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
         // Next-boot memory init: walk + memblock + memmap and buddy.
         let total = r.walk_ms + r.memblock_ms + r.mm_init_ms;
-        t.add_row(vec![
+        let cells = [
             Cell::new(match &r.scheme {
                 Some(s) => format!("{s} ({})", r.strategy),
                 None => r.strategy.to_string(),
             }),
-            right(r.blocks.to_string()),
+            right(thousands(r.blocks)),
             right(bytes(r.preserved_bytes)),
-            right(format!("{:.3}", r.walk_ms)),
-            right(format!("{:.3}", r.memblock_ms)),
-            right(format!("{:.3}", r.mm_init_ms)),
-            right(format!("{:.3}", total)),
-            right(format!("{:.3}", r.baseline_mm_init_ms)),
+            right(millis(r.walk_ms)),
+            right(millis(r.memblock_ms)),
+            right(millis(r.mm_init_ms)),
+            right(millis(total)),
+            right(millis(r.baseline_mm_init_ms)),
             right(if r.baseline_mm_init_ms > 0.0 {
                 format!("{:.2}x", total / r.baseline_mm_init_ms)
             } else {
@@ -650,11 +979,30 @@ fn print_table(rows: &[RunReport], machine_size: u64) {
             }),
             right(bytes(r.verified_bytes)),
             right(bytes(r.lost_bytes)),
-            right(r.memblock_reserved_regions.to_string()),
-        ]);
+            right(thousands(r.memblock_reserved_regions)),
+        ];
+        t.add_row(
+            cells
+                .into_iter()
+                .enumerate()
+                .filter(|&(i, _)| shown(i))
+                .map(|(_, c)| c),
+        );
     }
+    t
+}
+
+fn print_table(rows: &[RunReport], machine_size: u64, wide: bool) {
+    let width = if wide { None } else { table_width() };
+    let mut t = run_table(rows, width);
     println!("live update on a {} machine", bytes(machine_size));
     println!("{t}");
+    if t.column_count() < 12 {
+        println!(
+            "(some columns hidden to fit {} columns; --wide shows all)",
+            width.unwrap_or(0)
+        );
+    }
     for r in rows {
         if let Some(e) = &r.kho_error {
             println!("{}: booted without KHO: {e}", r.strategy);
@@ -799,13 +1147,44 @@ fn print_inspection(
 }
 
 fn read_trace(path: &std::path::Path) -> Result<Trace> {
-    Trace::read(path).with_context(|| format!("trace {}", path.display()))
+    Trace::read(path).with_context(|| format!("--trace {}", path.display()))
+}
+
+/// Generous upper bound on the bytes one block takes in a trace file (a
+/// text line `PFN ORDER` with a 20-digit PFN is 24 bytes; binary is smaller).
+const TRACE_BYTES_PER_BLOCK: u64 = 64;
+
+/// Refuses, from its size alone, a trace that cannot fit the machine: a
+/// machine of `machine_size` holds at most one block per 4 KiB page, so a
+/// file over [`TRACE_BYTES_PER_BLOCK`] bytes per page is not read at all.
+fn check_trace_size(path: &std::path::Path, machine_size: u64) -> Result<()> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("--trace {}", path.display()))?
+        .len();
+    let pages = machine_size / 4096;
+    if len > pages.saturating_mul(TRACE_BYTES_PER_BLOCK) {
+        return Err(usage(format!(
+            "--trace {}: the file is {} but a {} machine holds at most {} blocks \
+             (at most {} of trace); use a larger --machine-size",
+            path.display(),
+            bytes(len),
+            bytes(machine_size),
+            thousands(pages),
+            bytes(pages * TRACE_BYTES_PER_BLOCK)
+        )));
+    }
+    Ok(())
 }
 
 fn capture(a: &CaptureArgs) -> Result<()> {
     let pids = if a.all {
         kho_lab::capture::all_pids()?
     } else {
+        for pid in &a.pids {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("--pid {pid}: no process {pid}");
+            }
+        }
         a.pids.clone()
     };
     let c = kho_lab::capture::capture(&pids, a.vaddr, a.all)?;

@@ -13,7 +13,7 @@ fn run(extra: &[&str]) -> Vec<Value> {
     run_rows(&args)
 }
 
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 14] = [
     "strategy",
     "blocks",
     "preserved_bytes",
@@ -24,6 +24,10 @@ const KEYS: [&str; 10] = [
     "verified_bytes",
     "lost_bytes",
     "memblock_reserved_regions",
+    "scheme",
+    "workload",
+    "machine_size",
+    "next_boot_init_ms",
 ];
 
 #[test]

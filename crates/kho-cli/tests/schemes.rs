@@ -39,7 +39,11 @@ fn every_scheme_hands_over_without_loss() {
 #[test]
 fn the_default_scheme_is_ours() {
     let row = run("kho");
-    assert!(row.get("scheme").is_none(), "{row}");
+    assert_eq!(row["scheme"], "kho", "{row}");
+    // Every row carries what the run was and the next-boot total.
+    assert_eq!(row["workload"], "default", "{row}");
+    assert_eq!(u(&row, "machine_size"), 128 << 20, "{row}");
+    assert!(row["next_boot_init_ms"].as_f64().is_some(), "{row}");
     assert_eq!(u(&row, "lost_bytes"), 0);
     assert_eq!(u(&row, "verified_bytes"), u(&row, "preserved_bytes"));
 }

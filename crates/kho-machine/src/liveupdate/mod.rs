@@ -86,7 +86,8 @@ pub use exec::{
 };
 pub use new_kernel::{new_kernel_boot, new_kernel_main};
 pub use old_kernel::{
-    BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, old_kernel_boot, old_kernel_main,
+    BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,
+    old_kernel_main,
 };
 pub use report::RunReport;
 

@@ -301,6 +301,21 @@ pub fn old_kernel_boot(cfg: &OldKernelConfig) -> Result<OldKernelImage, LiveUpda
     Ok(img)
 }
 
+/// The old kernel's early boot alone (memblock, the memmap allocation and
+/// the KHO scratch areas sized by `scratch`) on a machine of
+/// `machine_size`: whether a machine that small can start at all, checked
+/// before any kernel process runs. The workload is not run.
+pub fn early_boot_fits(machine_size: u64, scratch: &ScratchSizing) -> Result<(), LiveUpdateError> {
+    let layout = MemoryLayout::pc(machine_size)?;
+    let mem = PhysMem::create(layout)?;
+    let mut m = Machine::new(&mem, kernel_boot_config(mem.layout().ram_bytes()));
+    m.memblock_init()?;
+    m.alloc_memmap()?;
+    let kern = KernReserved::from_memblock(&m.memblock);
+    kho_reserve_scratch(scratch, &kern, &mut m.memblock)?;
+    Ok(())
+}
+
 fn oom(what: &'static str, size: u64) -> LiveUpdateError {
     LiveUpdateError::OutOfMemory { what, size }
 }
