@@ -597,7 +597,8 @@ impl Memblock {
     }
 
     /// `memblock_double_array`: finds room for twice the slots, copies the
-    /// array there, frees the old space (unless static) and reserves the new.
+    /// array there, frees the old space (unless static) and reserves the new
+    /// one `RSRV_KERN`.
     /// For `reserved`, `[new_area_start, new_area_start + new_area_size)` is
     /// the range being added and is avoided.
     fn memblock_double_array(
@@ -649,13 +650,18 @@ impl Memblock {
         if let Some(old) = old_array {
             self.memblock_remove_range(Which::Reserved, old.start().as_u64(), old_alloc_size)?;
         }
-        // Reserve the new array (BUG_ON on failure in Linux).
+        // Reserve the new array as `memblock_reserve_kern` does (BUG_ON on
+        // failure in Linux): `RSRV_KERN` and `NUMA_NO_NODE`, since "memblock:
+        // add MEMBLOCK_RSRV_KERN flag" (KHO series, v6.16; read at
+        // torvalds/linux@40735a683bf8, mm/memblock.c). It counts in
+        // `memblock_reserved_kern_size` and does not merge with plain
+        // reservations.
         self.memblock_add_range(
             Which::Reserved,
             addr,
             new_alloc_size,
-            MAX_NUMNODES,
-            MemblockFlags::NONE,
+            NUMA_NO_NODE,
+            MemblockFlags::RSRV_KERN,
         )
     }
 
@@ -888,13 +894,15 @@ impl Memblock {
         self.memblock_remove_range(Which::Memory, base.as_u64(), size)
     }
 
-    /// `memblock_reserve`: marks `[base, base + size)` reserved.
+    /// `memblock_reserve`: marks `[base, base + size)` reserved, node
+    /// `NUMA_NO_NODE` (Linux's wrapper of `__memblock_reserve` since "memblock:
+    /// add MEMBLOCK_RSRV_KERN flag"; MAX_NUMNODES before).
     pub fn memblock_reserve(&mut self, base: PhysAddr, size: u64) -> Result<(), MemblockError> {
         self.memblock_add_range(
             Which::Reserved,
             base.as_u64(),
             size,
-            MAX_NUMNODES,
+            NUMA_NO_NODE,
             MemblockFlags::NONE,
         )
     }
@@ -933,7 +941,7 @@ impl Memblock {
             Which::Reserved,
             base.as_u64(),
             size,
-            MAX_NUMNODES,
+            NUMA_NO_NODE,
             MemblockFlags::RSRV_KERN,
         )
     }
@@ -1345,7 +1353,7 @@ impl Memblock {
     /// `memblock_reserve(r)` followed (if `flags` is not empty) by
     /// `memblock_setclr_flag(reserved, r, set, flags)` would give: bytes
     /// already reserved keep their node and gain `flags`, new bytes get
-    /// `flags` and node `MAX_NUMNODES`, and neighbours with equal flags and
+    /// `flags` and node `NUMA_NO_NODE`, and neighbours with equal flags and
     /// node merge. The cost is O(cnt + number of ranges): no per-range scan,
     /// no per-range `memmove`, and at most one doubling, straight to the
     /// final size.
@@ -1499,12 +1507,13 @@ impl Memblock {
         if let Some(old) = old_array {
             self.memblock_remove_range(Which::Reserved, old.start().as_u64(), old_alloc_size)?;
         }
+        // Reserved RSRV_KERN, NUMA_NO_NODE, as `memblock_double_array` does.
         self.memblock_add_range(
             Which::Reserved,
             addr,
             new_alloc_size,
-            MAX_NUMNODES,
-            MemblockFlags::NONE,
+            NUMA_NO_NODE,
+            MemblockFlags::RSRV_KERN,
         )
     }
 
@@ -1541,7 +1550,7 @@ impl Memblock {
                 // Only the first overlapping region can start before the span.
                 emit(out, piece(r.start(), pos, r.flags, r.nid));
             } else if r.start() > pos {
-                emit(out, piece(pos, r.start(), flags, MAX_NUMNODES));
+                emit(out, piece(pos, r.start(), flags, NUMA_NO_NODE));
                 pos = r.start();
             }
             let end = r.end().min(e);
@@ -1554,7 +1563,7 @@ impl Memblock {
             *cur = old_iter.next();
         }
         if pos < e {
-            emit(out, piece(pos, e, flags, MAX_NUMNODES));
+            emit(out, piece(pos, e, flags, NUMA_NO_NODE));
         }
     }
 }

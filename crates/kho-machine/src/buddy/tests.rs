@@ -107,7 +107,7 @@ fn free_all_on_a_small_machine_frees_ram_minus_reserved() {
     assert!(!inner.is_buddy() && !inner.is_reserved() && inner.refcount() == 0);
     // Reserved regions were given node 0 by memmap_init_reserved_pages,
     // except the part of the low 1 MiB in the 640K-1M hole: no memory
-    // there, so it keeps MAX_NUMNODES (as in Linux).
+    // there, so it keeps the NUMA_NO_NODE of memblock_reserve (as in Linux).
     let nids: Vec<(u64, i32)> = m
         .memblock
         .reserved
@@ -119,7 +119,7 @@ fn free_all_on_a_small_machine_frees_ram_minus_reserved() {
         nids,
         vec![
             (0, 0),
-            (640 << 10, crate::memblock::MAX_NUMNODES),
+            (640 << 10, crate::memblock::NUMA_NO_NODE),
             (16 * M, 0),
             (62 * M, 0)
         ]

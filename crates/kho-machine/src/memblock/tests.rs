@@ -323,13 +323,14 @@ fn adjacent_reservations_in_any_order_merge_into_one() {
         mb.memblock_reserve(a(p), 4 * K).unwrap();
         mb.memblock_reserved_mark_noinit(a(p), 4 * K).unwrap();
     }
-    // One region for the pages, one for the doubled array itself.
+    // One region for the pages, one for the doubled array itself (reserved
+    // RSRV_KERN, as memblock_reserve_kern does).
     let arr = mb.reserved.array_phys().unwrap();
     assert_eq!(
         regs(&mb.reserved),
         vec![
             (64 * M, 4096 * 4 * K, NOINIT),
-            (arr.start().as_u64(), arr.size(), N)
+            (arr.start().as_u64(), arr.size(), KERN)
         ]
     );
 }
