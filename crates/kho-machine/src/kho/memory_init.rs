@@ -46,7 +46,7 @@ use super::restore::KhoPageInfo;
 use super::{Kho, KhoError, KhoIn, PeerScheme};
 use crate::arena::prefetch;
 use crate::boot::Machine;
-use crate::memblock::{MAX_NUMNODES, Memblock, MemblockError, MemblockFlags};
+use crate::memblock::{Memblock, MemblockError, MemblockFlags, NUMA_NO_NODE};
 use crate::memmap::{MemMap, MemmapError, StructPage};
 
 /// How many head pages the head pass looks ahead.
@@ -237,7 +237,7 @@ impl ReservationSink for Memblock {
         let range = PhysRange::from_start_size(base, size).unwrap_or_default();
         self.set_add_range_bsearch(bsearch);
         // The node memblock_reserve gives, so that regions merge alike.
-        let r = self.__memblock_reserve(base, size, MAX_NUMNODES, MemblockFlags::RSRV_NOINIT);
+        let r = self.__memblock_reserve(base, size, NUMA_NO_NODE, MemblockFlags::RSRV_NOINIT);
         self.set_add_range_bsearch(false);
         r.map_err(memblock_err("reserving noinit", range))
     }

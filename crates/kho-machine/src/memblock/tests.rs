@@ -461,7 +461,7 @@ fn add_range_bsearch_gives_linux_result_with_fewer_scans() {
             // Scattered pages, every third pair touching, some overlapping.
             let base = a(G + i * 12 * K);
             let size = if i % 5 == 0 { 16 * K } else { 4 * K };
-            mb.__memblock_reserve(base, size, MAX_NUMNODES, NOINIT)
+            mb.__memblock_reserve(base, size, NUMA_NO_NODE, NOINIT)
                 .unwrap();
         }
         (regs(&mb.reserved), mb.stats())
