@@ -45,7 +45,7 @@ it validates the hand-over, restores the preserved memory and verifies every \
 byte against the manifest. One table row per strategy: blocks and bytes \
 preserved, boot-time costs, verified and lost bytes.
 
-The default run (a 16G machine, every strategy) takes about 33 s and 4.3 GiB \
+The default run (a 16G machine, every strategy) takes about 60 s and 4.3 GiB \
 of host memory on a 2-core, 24 GiB machine; host memory grows with \
 --machine-size.
 
