@@ -49,8 +49,8 @@ pub use kexec::{KexecError, KhoHandover, read_setup_data, write_handover};
 pub use kho::{
     Extent, KHO_PAGE_MAGIC, Kho, KhoError, KhoIn, KhoMemoryInitStats, KhoPageInfo, MachineSink,
     MapSummary, PeerError, PeerFdt, PeerHandover, PeerScheme, PreservedMap, RadixMap,
-    RadixMapError, ReservationSink, ReserveError, Strategy, UnknownStrategy, kho_memory_init,
-    kho_populate, kho_restore_folio, kho_restore_pages, reserve_preserved,
+    RadixMapError, Recorder, ReservationSink, ReserveError, Strategy, UnknownStrategy,
+    kho_memory_init, kho_populate, kho_restore_folio, kho_restore_pages, reserve_preserved,
 };
 pub use liveupdate::{
     BeforeExec, DEFAULT_SEED, ExecError, KernelArgs, LiveUpdateError, MANIFEST_NODE,

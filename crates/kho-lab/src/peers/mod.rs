@@ -41,7 +41,7 @@
 
 use std::time::Instant;
 
-use kho::{Block, MemError, PageAlloc, PageMap, PhysAddr, PhysRange, RamMap};
+use kho::{Block, MemError, PageAlloc, PageMap, PhysAddr, RamMap};
 use kho_machine::{
     KhoMemoryInitStats, PreservedMap, RadixMap, RadixMapError, ReservationSink, ReserveError,
     Strategy,
@@ -359,38 +359,7 @@ impl From<RadixMapError> for SchemeError {
     }
 }
 
-/// A [`ReservationSink`] that records: the blocks in the order their
-/// heads were written and the reservations in call order (the lab's
-/// oracle side).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recorder {
-    /// Heads written.
-    pub heads: Vec<Block>,
-    /// Reservations made.
-    pub reserved: Vec<PhysRange>,
-}
-
-impl ReservationSink for Recorder {
-    fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
-        self.reserved
-            .push(PhysRange::from_start_size(base, size).unwrap_or_default());
-        Ok(())
-    }
-
-    fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
-        self.reserved.extend_from_slice(ranges);
-        Ok(())
-    }
-
-    fn write_head(&mut self, block: Block) -> Result<(), ReserveError> {
-        self.heads.push(block);
-        Ok(())
-    }
-
-    fn reserved_regions(&self) -> u64 {
-        self.reserved.len() as u64
-    }
-}
+pub use kho_machine::Recorder;
 
 /// One scheme's preserve / finalize / restore, measured.
 #[derive(Debug, Clone, PartialEq)]

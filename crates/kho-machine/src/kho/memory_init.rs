@@ -346,6 +346,39 @@ impl ReservationSink for MachineSink<'_, '_> {
     }
 }
 
+/// A [`ReservationSink`] that records: the blocks in the order their
+/// heads were written and the reservations in call order (the lab's
+/// oracle side).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorder {
+    /// Heads written.
+    pub heads: Vec<Block>,
+    /// Reservations made.
+    pub reserved: Vec<PhysRange>,
+}
+
+impl ReservationSink for Recorder {
+    fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
+        self.reserved
+            .push(PhysRange::from_start_size(base, size).unwrap_or_default());
+        Ok(())
+    }
+
+    fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
+        self.reserved.extend_from_slice(ranges);
+        Ok(())
+    }
+
+    fn write_head(&mut self, block: Block) -> Result<(), ReserveError> {
+        self.heads.push(block);
+        Ok(())
+    }
+
+    fn reserved_regions(&self) -> u64 {
+        self.reserved.len() as u64
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The map
 

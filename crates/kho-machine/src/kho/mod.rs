@@ -50,7 +50,8 @@ mod restore;
 
 pub use memory_init::{
     Extent, KhoMemoryInitStats, MachineSink, MapSummary, PreservedMap, RadixMap, RadixMapError,
-    ReservationSink, ReserveError, Strategy, UnknownStrategy, kho_memory_init, reserve_preserved,
+    Recorder, ReservationSink, ReserveError, Strategy, UnknownStrategy, kho_memory_init,
+    reserve_preserved,
 };
 pub use peer::{PeerError, PeerFdt, PeerHandover, PeerScheme};
 pub use populate::kho_populate;

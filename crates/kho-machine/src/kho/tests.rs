@@ -538,35 +538,6 @@ impl PreservedMap for ListMap {
     }
 }
 
-/// A sink that records what it was given.
-#[derive(Default)]
-struct Record {
-    reserved: Vec<PhysRange>,
-    heads: Vec<Block>,
-}
-
-impl ReservationSink for Record {
-    fn reserve_noinit(&mut self, base: PhysAddr, size: u64) -> Result<(), ReserveError> {
-        self.reserved
-            .push(PhysRange::from_start_size(base, size).unwrap());
-        Ok(())
-    }
-
-    fn reserve_sorted_noinit(&mut self, ranges: &[PhysRange]) -> Result<(), ReserveError> {
-        self.reserved.extend_from_slice(ranges);
-        Ok(())
-    }
-
-    fn write_head(&mut self, block: Block) -> Result<(), ReserveError> {
-        self.heads.push(block);
-        Ok(())
-    }
-
-    fn reserved_regions(&self) -> u64 {
-        self.reserved.len() as u64
-    }
-}
-
 /// Any map feeds every strategy: the radix tree and the same blocks as a
 /// plain list are accounted alike (the same memory reserved, the same
 /// heads, the same skip list), and the ranged strategies reserve exactly
@@ -589,14 +560,14 @@ fn any_map_feeds_every_strategy() {
         .unwrap();
     let maximal = kho::merge_ranges(blocks.iter().filter_map(|b| b.range()).collect());
     for s in Strategy::ALL {
-        let (mut radix, mut list) = (Record::default(), Record::default());
+        let (mut radix, mut list) = (Recorder::default(), Recorder::default());
         let (a, a_skip) =
             reserve_preserved(s, &mut RadixMap::new(&h.mem, ram, k.root), &mut radix).unwrap();
         let (b, b_skip) = reserve_preserved(s, &mut ListMap(blocks.clone()), &mut list).unwrap();
         assert_eq!((a.blocks, a.bytes), (b.blocks, b.bytes), "{s}");
         assert_eq!(a.blocks, h.preserved.len() as u64, "{s}");
         assert_eq!(a_skip, b_skip, "{s}");
-        let heads = |r: &Record| {
+        let heads = |r: &Recorder| {
             r.heads
                 .iter()
                 .copied()
