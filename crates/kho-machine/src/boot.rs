@@ -9,11 +9,15 @@
 //! |--------------------------------|-----------------------------------------|-----------------------|
 //! | [`Machine::memblock_init`]     | `e820__memblock_setup`, `early_reserve_memory`, `memblock_allow_resize`, NUMA init | after: `kho_populate` |
 //! | [`Machine::alloc_memmap`]      | `sparse_init`                           | (`kho_memory_init` may also go after it) |
-//! | [`Machine::memmap_init`]       | `memmap_init`, deferred init, `memmap_init_reserved_pages` | before: `kho_memory_init` |
-//! | [`Machine::memblock_free_all`] | `memblock_free_all`                     | after: the folios restored |
+//! | [`Machine::memmap_init`]       | `memmap_init` (from `free_area_init`) | after: `kho_memory_init` |
+//! | [`Machine::memblock_free_all`] | `memblock_free_all`: scratch-only cleared, `memmap_init_reserved_pages`, free ranges to the buddy allocator | |
+//! | [`Machine::page_alloc_init_late`] | `page_alloc_init_late`: `deferred_init_memmap` | after: the folios restored |
 //!
-//! `kho_populate` marks scratch `KHO_SCRATCH` and switches to scratch-only
-//! allocation; `kho_memory_init` reserves the preserved memory, noinit.
+//! `kho_populate` adds and marks scratch `KHO_SCRATCH` and switches to
+//! scratch-only allocation; `kho_memory_init` reserves the preserved
+//! memory, noinit (with [`MemmapMode::Lazy`], ours, it runs before
+//! `memmap_init`). The struct-page configuration is
+//! [`BootConfig::memmap`].
 //!
 //! [`Machine::boot`] runs them all. After `memblock_free_all` the buddy
 //! allocator is live ([`Machine::buddy`]).
@@ -23,7 +27,7 @@ use kho::{PhysAddr, PhysRange};
 use crate::arena::PhysMem;
 use crate::buddy::{Buddy, BuddyError};
 use crate::memblock::{Memblock, MemblockError};
-use crate::memmap::{MemMap, MemmapError, MemmapInitStats};
+use crate::memmap::{MemMap, MemmapError, MemmapInitStats, MemmapMode};
 
 const MIB: u64 = 1 << 20;
 
@@ -56,6 +60,8 @@ pub struct BootConfig {
     pub kernel: PhysRange,
     /// Low memory x86 always reserves (the first 1 MiB).
     pub low_reserve: PhysRange,
+    /// How struct pages are initialised (the kernel configuration).
+    pub memmap: MemmapMode,
 }
 
 impl Default for BootConfig {
@@ -66,6 +72,7 @@ impl Default for BootConfig {
         Self {
             kernel: r(16 * MIB, 32 * MIB),
             low_reserve: r(0, MIB),
+            memmap: MemmapMode::Eager,
         }
     }
 }
@@ -79,6 +86,9 @@ pub struct Machine<'m> {
     pub memblock: Memblock,
     memmap: Option<MemMap<'m>>,
     buddy: Option<Buddy<'m>>,
+    /// **Ours** (the `skip` strategy): preserved ranges memblock does not
+    /// know, kept from the buddy allocator (and, lazy, from `memmap_init`).
+    skip: Vec<PhysRange>,
 }
 
 impl<'m> Machine<'m> {
@@ -90,6 +100,7 @@ impl<'m> Machine<'m> {
             memblock: Memblock::new(),
             memmap: None,
             buddy: None,
+            skip: Vec::new(),
         }
     }
 
@@ -105,6 +116,7 @@ impl<'m> Machine<'m> {
         m.alloc_memmap()?;
         m.memmap_init()?;
         m.memblock_free_all()?;
+        m.page_alloc_init_late()?;
         Ok(m)
     }
 
@@ -137,46 +149,75 @@ impl<'m> Machine<'m> {
 
     /// Phase 2: `sparse_init`: the struct pages' memory from memblock.
     pub fn alloc_memmap(&mut self) -> Result<(), BootError> {
-        self.memmap = Some(MemMap::alloc(self.mem, &mut self.memblock)?);
+        self.memmap = Some(MemMap::alloc(
+            self.mem,
+            &mut self.memblock,
+            self.config.memmap,
+        )?);
         Ok(())
     }
 
     /// Phase 3: `memmap_init`: every struct page of memory initialised
     /// (reservations are not read; `PG_reserved` comes in
-    /// `memblock_free_all`). `kho_memory_init` runs after it.
+    /// `memblock_free_all`), or, deferred, those up to
+    /// `first_deferred_pfn`; lazy (ours), all but the preserved ones.
+    /// `kho_memory_init` runs after it (lazy: before).
     pub fn memmap_init(&mut self) -> Result<MemmapInitStats, BootError> {
         let memmap = self.memmap.as_ref().ok_or(BootError::Phase {
             phase: "memmap_init",
             needs: "alloc_memmap",
         })?;
-        Ok(crate::memmap::memmap_init(&self.memblock, memmap)?)
+        Ok(crate::memmap::memmap_init(
+            &self.memblock,
+            memmap,
+            &self.skip,
+        )?)
     }
 
     /// Phase 4: `memblock_free_all`: the buddy allocator takes every free
-    /// page. Returns the number of pages freed.
+    /// page (deferred: those below `first_deferred_pfn`), except the
+    /// [`Machine::set_skip`] ranges. Returns the number of pages freed.
     pub fn memblock_free_all(&mut self) -> Result<u64, BootError> {
         let memmap = self.memmap.take().ok_or(BootError::Phase {
             phase: "memblock_free_all",
             needs: "alloc_memmap",
         })?;
         let buddy = Buddy::new(memmap);
-        let freed = crate::buddy::memblock_free_all(&mut self.memblock, &buddy)?;
+        let freed =
+            crate::buddy::memblock_free_all(&mut self.memblock, &buddy, &self.skip)?;
         self.buddy = Some(buddy);
         Ok(freed)
     }
 
-    /// **Ours** (the `skip` restore strategy): [`Machine::memblock_free_all`]
-    /// that does not free the pages of `skip` (sorted, disjoint); see
-    /// `crate::buddy::memblock_free_all_except`.
+    /// **Ours** (the `skip` restore strategy): the ranges (sorted,
+    /// disjoint) that [`Machine::memblock_free_all`] and
+    /// [`Machine::page_alloc_init_late`] do not free although memblock does
+    /// not know them as reserved (see
+    /// `crate::buddy::memblock_free_all`), and that
+    /// [`Machine::memmap_init`] leaves alone under [`MemmapMode::Lazy`].
+    pub fn set_skip(&mut self, skip: &[PhysRange]) {
+        self.skip = skip.to_vec();
+    }
+
+    /// [`Machine::set_skip`] then [`Machine::memblock_free_all`].
     pub fn memblock_free_all_except(&mut self, skip: &[PhysRange]) -> Result<u64, BootError> {
-        let memmap = self.memmap.take().ok_or(BootError::Phase {
-            phase: "memblock_free_all",
-            needs: "alloc_memmap",
+        self.set_skip(skip);
+        self.memblock_free_all()
+    }
+
+    /// Phase 5: `page_alloc_init_late`: `deferred_init_memmap`, which
+    /// initialises and frees the deferred free pages (nothing without
+    /// deferred init). Returns the pages freed.
+    pub fn page_alloc_init_late(&mut self) -> Result<u64, BootError> {
+        let buddy = self.buddy.as_ref().ok_or(BootError::Phase {
+            phase: "page_alloc_init_late",
+            needs: "memblock_free_all",
         })?;
-        let buddy = Buddy::new(memmap);
-        let freed = crate::buddy::memblock_free_all_except(&mut self.memblock, &buddy, skip)?;
-        self.buddy = Some(buddy);
-        Ok(freed)
+        Ok(crate::buddy::deferred_init_memmap(
+            &self.memblock,
+            buddy,
+            &self.skip,
+        )?)
     }
 
     /// memblock and the memmap together (before `memblock_free_all`): the

@@ -665,29 +665,23 @@ fn __free_pages_memory(
     Ok(())
 }
 
-/// `memblock_free_all`: the end of memblock. Clears scratch-only mode, gives
-/// reserved regions their node (`memmap_init_reserved_pages`), then frees
-/// every free range (memory minus reserved, NOMAP excluded) to the buddy
-/// allocator (`free_low_memory_core_early`). Returns the pages freed.
-/// Struct pages must have been initialised by
-/// [`crate::memmap::memmap_init`].
-pub(crate) fn memblock_free_all(
-    memblock: &mut Memblock,
-    buddy: &Buddy<'_>,
-) -> Result<u64, BuddyError> {
-    memblock_free_all_except(memblock, buddy, &[])
-}
-
-/// **Ours, not Linux's** (the `skip` restore strategy, DESIGN.md section 4):
-/// [`memblock_free_all`], except that the pages of `skip` are not freed
-/// although memblock does not know them as reserved: every free range is
-/// cut by `skip` (sorted by start, disjoint) with one cursor, O(ranges).
+/// `memblock_free_all` (torvalds/linux@40735a68 `mm/memblock.c`): the end
+/// of memblock. Clears scratch-only mode, gives reserved regions their node
+/// and `PG_reserved` (`memmap_init_reserved_pages`, which skips
+/// `RSRV_NOINIT`), then frees every free range (memory minus reserved,
+/// NOMAP excluded) to the buddy allocator (`free_low_memory_core_early`);
+/// under deferred init only the frames below `first_deferred_pfn`
+/// (`memblock_free_pages` skips the rest). Returns the pages freed.
 ///
-/// Because memblock does not know the skipped memory, scratch-only mode
-/// stays on while `memmap_init_reserved_pages` may still allocate (an array
-/// doubling), and is cleared only before the hand-over to the buddy
-/// allocator. With an empty `skip` this is exactly [`memblock_free_all`].
-pub(crate) fn memblock_free_all_except(
+/// **Ours, not Linux's** (the `skip` restore strategy, DESIGN.md section 4):
+/// the pages of `skip` are not freed although memblock does not know them
+/// as reserved: every free range is cut by `skip` (sorted by start,
+/// disjoint) with one cursor, O(ranges). Because memblock does not know the
+/// skipped memory, scratch-only mode then stays on while
+/// `memmap_init_reserved_pages` may still allocate (an array doubling), and
+/// is cleared only before the hand-over to the buddy allocator. With an
+/// empty `skip` this is exactly Linux's.
+pub(crate) fn memblock_free_all(
     memblock: &mut Memblock,
     buddy: &Buddy<'_>,
     skip: &[PhysRange],
@@ -716,18 +710,36 @@ pub(crate) fn memblock_free_all_except(
     let ranges: Vec<_> = memblock
         .for_each_free_mem_range(MemblockFlags::NONE)
         .collect();
+    // Deferred init: memblock_free_pages skips the frames from
+    // first_deferred_pfn on (their struct pages are not initialised yet):
+    // deferred_init_memmap frees them.
+    let limit = buddy.memmap.first_deferred_pfn().map_or(u64::MAX, |p| p.as_u64());
     let mut zone = buddy.zone();
     let mut count = 0u64;
+    for_each_free_range_except(&ranges, skip, |start, end| {
+        let end = end.min(limit);
+        if start < end {
+            __free_pages_memory(&mut zone, &buddy.memmap, start, end)?;
+            count += end - start;
+        }
+        Ok(())
+    })?;
+    Ok(count)
+}
+
+/// Calls `f(start_pfn, end_pfn)` for every page range of `ranges` (free
+/// memblock ranges, ascending) minus `skip` (sorted, disjoint), with one
+/// cursor over `skip`.
+fn for_each_free_range_except(
+    ranges: &[PhysRange],
+    skip: &[PhysRange],
+    mut f: impl FnMut(u64, u64) -> Result<(), BuddyError>,
+) -> Result<(), BuddyError> {
     let mut si = 0usize;
     for r in ranges {
         let start = r.start().as_u64().div_ceil(kho::PAGE_SIZE);
         let end = r.end().as_u64() >> kho::PAGE_SHIFT;
         if start >= end {
-            continue;
-        }
-        if skip.is_empty() {
-            __free_pages_memory(&mut zone, &buddy.memmap, start, end)?;
-            count += end - start;
             continue;
         }
         let mut pos = start;
@@ -742,8 +754,7 @@ pub(crate) fn memblock_free_all_except(
                 break;
             }
             if ss > pos {
-                __free_pages_memory(&mut zone, &buddy.memmap, pos, ss)?;
-                count += ss - pos;
+                f(pos, ss)?;
             }
             pos = se.min(end);
             if se > end {
@@ -752,11 +763,63 @@ pub(crate) fn memblock_free_all_except(
             si += 1;
         }
         if pos < end {
-            __free_pages_memory(&mut zone, &buddy.memmap, pos, end)?;
-            count += end - pos;
+            f(pos, end)?;
         }
     }
+    Ok(())
+}
+
+/// `deferred_init_memmap` (linux-mm@65660710 `mm/mm_init.c`, run from
+/// `page_alloc_init_late`): for every free range (memory minus reserved,
+/// and minus `skip` for our `skip` strategy) from `first_deferred_pfn` on,
+/// in `MAX_ORDER_NR_PAGES`-aligned chunks, initialises the struct pages
+/// (`deferred_init_pages`) and frees them (`deferred_free_pages`: a whole
+/// aligned chunk at `MAX_PAGE_ORDER`, anything else page by page). Linux
+/// runs it on one thread per node and splits it with padata over the
+/// node's CPUs; here it is one thread. Returns the pages freed; a no-op
+/// when nothing was deferred.
+pub(crate) fn deferred_init_memmap(
+    memblock: &Memblock,
+    buddy: &Buddy<'_>,
+    skip: &[PhysRange],
+) -> Result<u64, BuddyError> {
+    let Some(first) = buddy.memmap.first_deferred_pfn() else {
+        return Ok(0);
+    };
+    let first = first.as_u64();
+    let ranges: Vec<_> = memblock
+        .for_each_free_mem_range(MemblockFlags::NONE)
+        .collect();
+    let mm = &buddy.memmap;
+    let max_nr = 1u64 << MAX_PAGE_ORDER;
+    let mut zone = buddy.zone();
+    let mut count = 0u64;
+    for_each_free_range_except(&ranges, skip, |start, end| {
+        let mut spfn = start.max(first);
+        while spfn < end {
+            let chunk_end = ((spfn + 1).div_ceil(max_nr) * max_nr).min(end);
+            let (s, e) = (to_pfn(spfn)?, to_pfn(chunk_end)?);
+            mm.init_range(s, e, false, false)?;
+            if chunk_end - spfn == max_nr && spfn % max_nr == 0 {
+                __free_pages_core(&mut zone, mm, s, MAX_PAGE_ORDER)?;
+            } else {
+                for p in spfn..chunk_end {
+                    __free_pages_core(&mut zone, mm, to_pfn(p)?, 0)?;
+                }
+            }
+            count += chunk_end - spfn;
+            spfn = chunk_end;
+        }
+        Ok(())
+    })?;
     Ok(count)
+}
+
+fn to_pfn(raw: u64) -> Result<Pfn, BuddyError> {
+    Pfn::new(raw).ok_or(BuddyError::BadPage {
+        pfn: Pfn::MAX,
+        reason: "pfn out of range",
+    })
 }
 
 /// hugetlb's boot pool (`alloc_bootmem_huge_page`): a gigantic block taken

@@ -60,7 +60,7 @@ pub use liveupdate::{
 };
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};
 pub use memblock::{Memblock, MemblockError, MemblockFlags, MemblockRegion, MemblockType};
-pub use memmap::{MemMap, MemmapError, StructPage};
+pub use memmap::{MemMap, MemmapError, MemmapInitStats, MemmapMode, StructPage, UnknownMemmapMode};
 pub use preserve::{PreserveError, Preserver, TreeAlloc};
 pub use scratch::{ScratchAreas, ScratchError, ScratchSizing, memparse};
 pub use workload::{Scenario, UnknownWorkload, WorkloadError, WorkloadKind};

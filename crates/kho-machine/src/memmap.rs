@@ -424,6 +424,12 @@ pub struct MemMap<'m> {
     /// The memblock allocations holding the struct pages.
     allocations: Vec<PhysRange>,
     nid: u64,
+    /// The kernel configuration of struct-page initialisation.
+    mode: MemmapMode,
+    /// `pgdat->first_deferred_pfn` (`u64::MAX`: nothing deferred).
+    first_deferred_pfn: AtomicU64,
+    /// Struct pages initialised so far (`__init_single_page` calls).
+    inited: AtomicU64,
 }
 
 impl fmt::Debug for MemMap<'_> {
@@ -431,6 +437,8 @@ impl fmt::Debug for MemMap<'_> {
         f.debug_struct("MemMap")
             .field("present_sections", &self.present_sections())
             .field("allocations", &self.allocations)
+            .field("mode", &self.mode)
+            .field("first_deferred_pfn", &self.first_deferred_pfn())
             .finish()
     }
 }
@@ -447,6 +455,85 @@ pub struct MemmapInitStats {
     pub unavailable: u64,
     /// Struct pages of `RSRV_NOINIT` memory left untouched.
     pub noinit: u64,
+    /// Struct pages of memory deferred ([`MemmapMode::Deferred`]).
+    pub deferred: u64,
+}
+
+/// The kernel configuration of struct-page initialisation (`kho run
+/// --memmap`, `kho bench --memmap`). The baseline boot of a run always uses
+/// the same one.
+///
+/// | mode | Linux | struct pages of memory before `memblock_free_all` | preserved pages |
+/// |------|-------|---------------------------------------------------|-----------------|
+/// | `eager` (default) | `CONFIG_DEFERRED_STRUCT_PAGE_INIT=n`, what mainline KHO required (`depends on !DEFERRED_STRUCT_PAGE_INIT`), torvalds/linux@40735a68 | all, by `memmap_init` | initialised by `memmap_init`; restore only sets refcounts |
+/// | `deferred` | `CONFIG_DEFERRED_STRUCT_PAGE_INIT=y` with the KHO fix that initialises preserved pages in the reserve path (`kho_get_preserved_page` -> `init_deferred_page`), linux-mm/linux-mm@65660710 | up to `first_deferred_pfn`; reserved ones later by `memmap_init_reserved_pages`; free ones by `deferred_init_memmap` in `page_alloc_init_late` | initialised by `kho_memory_init` |
+/// | `lazy` (**ours**) | not in Linux | all but `RSRV_NOINIT` reservations (and `skip`) | initialised when restored |
+///
+/// `lazy` needs these kernel changes: `kho_memory_init` before
+/// `free_area_init` (the walk needs only the direct map), `memmap_init_range`
+/// consulting `memblock.reserved` for `RSRV_NOINIT`, and
+/// `kho_restore_folio`/`kho_restore_pages` running `__init_single_page`
+/// over the block. It gives up the invariant that every struct page of
+/// memory is initialised once `mm_core_init` returns: every pfn walker
+/// that runs before the last folio is restored (`set_zone_contiguous` and
+/// `page_ext_init` at the end of `page_alloc_init_late`, compaction's
+/// scanners, `page_owner`, `/proc/kpageflags`, memory hot-remove) would
+/// read garbage there, and a preserved block nobody restores keeps
+/// uninitialised struct pages for the kernel's lifetime. See
+/// docs/methodology.md.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemmapMode {
+    /// No deferred struct-page init: `memmap_init` initialises all.
+    #[default]
+    Eager,
+    /// Deferred struct-page init with KHO's fix.
+    Deferred,
+    /// Ours: preserved struct pages initialised at restore.
+    Lazy,
+}
+
+impl MemmapMode {
+    /// Every mode, the default first.
+    pub const ALL: [MemmapMode; 3] = [Self::Eager, Self::Deferred, Self::Lazy];
+    /// Their names, for help texts.
+    pub const NAMES: &'static str = "eager, deferred, lazy";
+
+    /// The name used on the command line and in reports.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Eager => "eager",
+            Self::Deferred => "deferred",
+            Self::Lazy => "lazy",
+        }
+    }
+
+    /// Whether Linux has it (`lazy` is ours).
+    pub const fn is_linux(self) -> bool {
+        !matches!(self, Self::Lazy)
+    }
+}
+
+impl fmt::Display for MemmapMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `--memmap` value that names no [`MemmapMode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown memmap mode {0:?} (eager, deferred, lazy)")]
+pub struct UnknownMemmapMode(pub String);
+
+impl core::str::FromStr for MemmapMode {
+    type Err = UnknownMemmapMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownMemmapMode(s.to_owned()))
+    }
 }
 
 fn pfn_up(addr: u64) -> u64 {
@@ -467,7 +554,11 @@ impl<'m> MemMap<'m> {
     /// with one raw memblock allocation of `2 MiB * present sections`, PMD
     /// aligned, above `MAX_DMA_ADDRESS` (`sparse_buffer_init`). The struct
     /// pages are *not* initialised.
-    pub fn alloc(mem: &'m PhysMem, memblock: &mut Memblock) -> Result<Self, MemmapError> {
+    pub fn alloc(
+        mem: &'m PhysMem,
+        memblock: &mut Memblock,
+        mode: MemmapMode,
+    ) -> Result<Self, MemmapError> {
         let mut present: Vec<bool> = Vec::new();
         for r in memblock.for_each_mem_region() {
             let (start, end) = (pfn_down(r.base.as_u64()), pfn_up(r.range().end().as_u64()));
@@ -513,7 +604,63 @@ impl<'m> MemMap<'m> {
             section_mem_map,
             allocations,
             nid: 0,
+            mode,
+            first_deferred_pfn: AtomicU64::new(u64::MAX),
+            inited: AtomicU64::new(0),
         })
+    }
+
+    /// The kernel configuration this memmap is initialised under.
+    pub fn mode(&self) -> MemmapMode {
+        self.mode
+    }
+
+    /// `pgdat->first_deferred_pfn`: the first frame whose struct page
+    /// `memmap_init` deferred (`None`: nothing deferred).
+    pub fn first_deferred_pfn(&self) -> Option<Pfn> {
+        match self.first_deferred_pfn.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            p => Pfn::new(p),
+        }
+    }
+
+    /// Struct pages initialised so far (every `__init_single_page`).
+    pub fn inited_pages(&self) -> u64 {
+        self.inited.load(Ordering::Relaxed)
+    }
+
+    /// `early_page_initialised`: whether `memmap_init` initialised `pfn`'s
+    /// struct page (always, unless deferred init left it for later).
+    pub fn early_page_initialised(&self, pfn: Pfn) -> bool {
+        pfn.as_u64() < self.first_deferred_pfn.load(Ordering::Relaxed)
+    }
+
+    /// `init_deferred_page` (linux-mm@65660710 `mm/mm_init.c`): initialises
+    /// `pfn`'s struct page if deferred init left it uninitialised; a no-op
+    /// below `first_deferred_pfn` and without deferred init.
+    pub fn init_deferred_page(&self, pfn: Pfn) -> Result<(), MemmapError> {
+        if self.early_page_initialised(pfn) {
+            return Ok(());
+        }
+        self.pfn_to_page(pfn)?.init_single_page(self.nid);
+        self.inited.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `kho_get_preserved_page` (linux-mm@65660710
+    /// `kernel/liveupdate/kexec_handover.c`, the fix that lets KHO run with
+    /// deferred struct-page init): under [`MemmapMode::Deferred`],
+    /// `init_deferred_page` for every page of the preserved `block` before
+    /// its head info is written (`RSRV_NOINIT` then keeps
+    /// `memmap_init_reserved_pages` off it, and the deferred pass only
+    /// walks free ranges). Returns the head's struct page.
+    pub fn kho_get_preserved_page(&self, block: kho::Block) -> Result<StructPage<'m>, MemmapError> {
+        let head = block.pfn();
+        if self.mode == MemmapMode::Deferred && !self.early_page_initialised(head) {
+            let end = pfn(head.as_u64().saturating_add(block.order().pages()));
+            self.init_range(head, end, false, false)?;
+        }
+        self.pfn_to_page(head)
     }
 
     /// The physical memory.
@@ -646,6 +793,7 @@ impl<'m> MemMap<'m> {
             }
             count += p - first;
         })?;
+        self.inited.fetch_add(count, Ordering::Relaxed);
         Ok(count)
     }
 }
@@ -658,22 +806,55 @@ impl<'m> MemMap<'m> {
 /// `RSRV_NOINIT` pages are initialised like free ones. Counts go to
 /// [`MemmapInitStats::free`] (pages of memory) and
 /// [`MemmapInitStats::unavailable`] (holes).
+///
+/// Per [`MemMap::mode`]:
+/// - [`MemmapMode::Eager`]: as above.
+/// - [`MemmapMode::Deferred`]: `memmap_init_range` stops at the frame where
+///   `defer_init` says so (one section of pages initialised in the node's
+///   highest zone, then the next section boundary becomes
+///   `first_deferred_pfn`); the rest of memory is left to
+///   [`crate::buddy::deferred_init_memmap`] and to `init_deferred_page`.
+///   Holes are initialised in full, as Linux does. The deferred pages are
+///   counted in [`MemmapInitStats::deferred`].
+/// - [`MemmapMode::Lazy`] (ours): the pages of `RSRV_NOINIT` reservations
+///   and of `skip` (sorted, disjoint) are left untouched (counted in
+///   [`MemmapInitStats::noinit`]): the preserved folios' struct pages are
+///   initialised when they are restored. Needs `kho_memory_init` to have
+///   run before.
 pub(crate) fn memmap_init(
     memblock: &Memblock,
     memmap: &MemMap<'_>,
+    skip: &[PhysRange],
 ) -> Result<MemmapInitStats, MemmapError> {
     let mut st = MemmapInitStats::default();
+    let lazy_skip = match memmap.mode {
+        MemmapMode::Lazy => lazy_exclusions(memblock, skip),
+        _ => Vec::new(),
+    };
+    let mut si = 0usize;
+    let mut defer = DeferInit::default();
     let mut hole_pfn = 0u64;
     for m in memblock.for_each_mem_region() {
         let (start, end) = (pfn_up(m.base.as_u64()), pfn_down(m.range().end().as_u64()));
         if start >= end {
             continue;
         }
+        match memmap.mode {
+            MemmapMode::Eager => st.free += memmap.init_range(pfn(start), pfn(end), false, false)?,
+            MemmapMode::Deferred => {
+                let stop = defer.stop(start, end);
+                st.free += memmap.init_range(pfn(start), pfn(stop), false, false)?;
+                st.deferred += end - stop;
+            }
+            MemmapMode::Lazy => init_except(memmap, &mut st, &lazy_skip, &mut si, start, end)?,
+        }
         if hole_pfn < start {
             st.unavailable += memmap.init_range(pfn(hole_pfn), pfn(start), true, true)?;
         }
         hole_pfn = hole_pfn.max(end);
-        st.free += memmap.init_range(pfn(start), pfn(end), false, false)?;
+    }
+    if let Some(f) = defer.first_deferred_pfn {
+        memmap.first_deferred_pfn.store(f, Ordering::Relaxed);
     }
     // The tail of the last present section.
     let tail = hole_pfn.div_ceil(PAGES_PER_SECTION) * PAGES_PER_SECTION;
@@ -683,13 +864,111 @@ pub(crate) fn memmap_init(
     Ok(st)
 }
 
+/// `defer_init` (linux-mm@65660710 `mm/mm_init.c`) for the machine's one
+/// zone (`ZONE_NORMAL`, the node's highest: its end is the node's end, so
+/// deferral applies): a static count of the pages `memmap_init_range` has
+/// considered; once it exceeds `PAGES_PER_SECTION`, the first
+/// section-aligned frame becomes `first_deferred_pfn` and every later frame
+/// is deferred.
+#[derive(Debug, Default)]
+struct DeferInit {
+    nr_initialised: u64,
+    first_deferred_pfn: Option<u64>,
+}
+
+impl DeferInit {
+    /// The frame of `[start, end)` at which `memmap_init_range` stops.
+    fn stop(&mut self, start: u64, end: u64) -> u64 {
+        if self.first_deferred_pfn.is_some() {
+            return start;
+        }
+        // The first frame p >= start with nr_initialised + (p - start) + 1 >
+        // PAGES_PER_SECTION and p section-aligned.
+        let need = PAGES_PER_SECTION.saturating_sub(self.nr_initialised);
+        let earliest = start + need;
+        let p = earliest.div_ceil(PAGES_PER_SECTION) * PAGES_PER_SECTION;
+        if p < end {
+            self.nr_initialised += p - start + 1;
+            self.first_deferred_pfn = Some(p);
+            p
+        } else {
+            self.nr_initialised += end - start;
+            end
+        }
+    }
+}
+
+/// What [`MemmapMode::Lazy`] leaves uninitialised: the `RSRV_NOINIT`
+/// reservations and `skip`, as sorted, merged page ranges.
+fn lazy_exclusions(memblock: &Memblock, skip: &[PhysRange]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = memblock
+        .reserved
+        .regions()
+        .iter()
+        .filter(|r| r.flags.contains(MemblockFlags::RSRV_NOINIT))
+        .map(|r| (pfn_down(r.base.as_u64()), pfn_up(r.range().end().as_u64())))
+        .chain(
+            skip.iter()
+                .map(|r| (pfn_down(r.start().as_u64()), pfn_up(r.end().as_u64()))),
+        )
+        .filter(|(s, e)| s < e)
+        .collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (s, e) in v {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// Initialises `[start, end)` minus the `excl` ranges (sorted, merged);
+/// `si` is the cursor into `excl` (memory regions come in ascending order).
+fn init_except(
+    memmap: &MemMap<'_>,
+    st: &mut MemmapInitStats,
+    excl: &[(u64, u64)],
+    si: &mut usize,
+    start: u64,
+    end: u64,
+) -> Result<(), MemmapError> {
+    let mut pos = start;
+    while let Some(&(xs, xe)) = excl.get(*si) {
+        if xe <= pos {
+            *si += 1;
+            continue;
+        }
+        if xs >= end {
+            break;
+        }
+        if xs > pos {
+            st.free += memmap.init_range(pfn(pos), pfn(xs), false, false)?;
+        }
+        let stop = xe.min(end);
+        st.noinit += stop - xs.max(pos);
+        pos = stop;
+        if xe > end {
+            break;
+        }
+        *si += 1;
+    }
+    if pos < end {
+        st.free += memmap.init_range(pfn(pos), pfn(end), false, false)?;
+    }
+    Ok(())
+}
+
 /// The struct-page half of `memmap_init_reserved_pages`
 /// (torvalds/linux@40735a68 `mm/memblock.c`), run by `memblock_free_all`:
 /// `PG_reserved` on the pages of every NOMAP memory region and of every
 /// reserved region not flagged [`MemblockFlags::RSRV_NOINIT`]
-/// (`memmap_init_reserved_range`; without deferred init,
-/// `init_deferred_page` is a no-op). Pages of `RSRV_NOINIT` regions are
-/// left as `memmap_init` made them (counted in [`MemmapInitStats::noinit`]).
+/// (`memmap_init_reserved_range`: `init_deferred_page`, a no-op without
+/// deferred init or below `first_deferred_pfn`, then `PG_reserved`). Pages
+/// of `RSRV_NOINIT` regions are left as `memmap_init` (or, deferred,
+/// `kho_get_preserved_page`) made them (counted in
+/// [`MemmapInitStats::noinit`]).
 /// Returns the counts of this pass: `reserved` and `noinit`.
 pub(crate) fn memmap_init_reserved_pages(
     memblock: &Memblock,
@@ -701,6 +980,7 @@ pub(crate) fn memmap_init_reserved_pages(
             if !memmap.pfn_valid(pfn(p)) {
                 continue;
             }
+            memmap.init_deferred_page(pfn(p))?;
             let page = memmap.pfn_to_page(pfn(p))?;
             page.set_flag(pg::RESERVED);
             st.reserved += 1;

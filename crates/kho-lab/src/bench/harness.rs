@@ -302,6 +302,7 @@ pub fn run_workload(
                 &img.mem,
                 Ok(h),
                 a.strategy,
+                kho_machine::MemmapMode::Eager,
                 MachineScheme::by_name(kind.name()),
             )
             .map_err(|source| BenchError::NewKernel {

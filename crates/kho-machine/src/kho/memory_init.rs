@@ -289,9 +289,11 @@ impl<'a, 'm> MachineSink<'a, 'm> {
         }
     }
 
+    /// The head's struct page, through `kho_get_preserved_page` (which,
+    /// under deferred init, initialises the block's struct pages first).
     fn head(&self, block: Block) -> Result<StructPage<'m>, ReserveError> {
         self.memmap
-            .pfn_to_page(block.pfn())
+            .kho_get_preserved_page(block)
             .map_err(|source| ReserveError::Memmap {
                 phys: block.phys(),
                 source,
@@ -630,6 +632,8 @@ pub struct KhoMemoryInitStats {
     pub memblock: Duration,
     /// Regions of `memblock.reserved` afterwards.
     pub reserved_regions: u64,
+    /// Scratch pageblocks `kho_release_scratch` marks `MIGRATE_CMA`.
+    pub cma_pageblocks: u64,
 }
 
 impl KhoMemoryInitStats {
@@ -778,20 +782,20 @@ where
 // ---------------------------------------------------------------------------
 // kho_memory_init
 
-/// `kho_memory_init` (with `kho_preserved_memory_reserve`): reads the
-/// preserved-memory map and accounts it per `strategy` with
-/// [`reserve_preserved`] into the machine's memblock and memmap (a peer
-/// scheme accounts its own way: [`PeerScheme::reserve_preserved`]). Then
-/// scratch-only allocation ends, except under `skip` where memblock does
-/// not know the preserved memory: it ends in
-/// `memblock_free_all_except`.
+/// `kho_memory_init` (with `kho_preserved_memory_reserve`): releases the
+/// scratch areas ([`kho_release_scratch`]), reads the preserved-memory map
+/// and accounts it per `strategy` with [`reserve_preserved`] into the
+/// machine's memblock and memmap (a peer scheme accounts its own way:
+/// [`PeerScheme::reserve_preserved`]). Scratch-only allocation ends in
+/// `memblock_free_all`, as in Linux.
 ///
 /// Runs as Linux runs it (torvalds/linux@40735a68: `mm_core_init` calls
 /// `kho_memory_init` just before `memblock_free_all`): after `memmap_init`
-/// has initialised every struct page, so the head info it writes stays.
-/// On an error KHO is
-/// disabled ([`Kho::error`]), the scratch array's reservation and the
-/// scratch marks are dropped, and the boot goes on without KHO.
+/// has initialised every struct page, so the head info it writes stays
+/// (with [`crate::memmap::MemmapMode::Lazy`], ours, before `memmap_init`).
+/// On an error KHO is disabled ([`Kho::error`]) and the boot goes on, as
+/// Linux does when `kho_mem_retrieve` fails (it clears `kho_in.fdt_phys`):
+/// the reservations made before the error and the scratch marks stay.
 pub fn kho_memory_init(
     machine: &mut Machine<'_>,
     kho: &mut Kho,
@@ -803,31 +807,53 @@ pub fn kho_memory_init(
             ..KhoMemoryInitStats::default()
         };
     };
+    let cma_pageblocks = kho_release_scratch(machine);
     match memory_init(machine, &incoming, strategy, kho.scheme.as_deref()) {
         Ok((stats, skip)) => {
             kho.skip = skip;
-            if strategy != Strategy::Skip || kho.scheme.is_some() {
-                machine.memblock.memblock_clear_kho_scratch_only();
+            KhoMemoryInitStats {
+                cma_pageblocks,
+                ..stats
             }
-            stats
         }
         Err(e) => {
             kho.fail(e);
-            // Nothing of the hand-over is trusted: give back what
-            // kho_populate took (best effort; the boot goes on regardless).
-            let mb = &mut machine.memblock;
-            let a = incoming.scratch_array;
-            let _ = mb.memblock_phys_free(a.start(), a.size());
-            for area in &incoming.scratch {
-                let _ = mb.memblock_clear_kho_scratch(area.start(), area.size());
-            }
-            mb.memblock_clear_kho_scratch_only();
             KhoMemoryInitStats {
                 reserved_regions: machine.memblock.reserved_regions(),
+                cma_pageblocks,
                 ..KhoMemoryInitStats::default()
             }
         }
     }
+}
+
+/// `pageblock_order` on x86-64 (`HPAGE_PMD_ORDER`).
+const PAGEBLOCK_ORDER: u32 = 9;
+
+/// `kho_release_scratch` (torvalds/linux@40735a68; linux-mm@65660710 has
+/// dropped it from `kho_memory_init`): `memmap_init_kho_scratch_pages`,
+/// a no-op without deferred init (and not called at all in the deferred
+/// configuration, which is pinned to linux-mm@65660710), then every
+/// pageblock of the `KHO_SCRATCH` memory is marked `MIGRATE_CMA` so that
+/// no unmovable allocation lands there and the next kexec finds it free.
+/// The buddy allocator here has one migrate type, so the marking is
+/// counted, not stored: returns the pageblocks Linux marks (0 in the
+/// deferred configuration).
+pub(crate) fn kho_release_scratch(machine: &Machine<'_>) -> u64 {
+    if machine.config().memmap == crate::memmap::MemmapMode::Deferred {
+        return 0;
+    }
+    let pageblock = 1u64 << PAGEBLOCK_ORDER;
+    machine
+        .memblock
+        .for_each_mem_region()
+        .filter(|r| r.flags.contains(MemblockFlags::KHO_SCRATCH))
+        .map(|r| {
+            let start = r.base.as_u64() >> kho::PAGE_SHIFT;
+            let end = r.range().end().as_u64().div_ceil(kho::PAGE_SIZE);
+            end.div_ceil(pageblock) - start / pageblock
+        })
+        .sum()
 }
 
 fn memory_init(

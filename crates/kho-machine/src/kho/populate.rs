@@ -11,10 +11,12 @@ use crate::boot::Machine;
 use crate::kexec::KhoHandover;
 use crate::physio::read_bytes;
 
-/// `kho_populate`: validates the root FDT of `handover`, marks the scratch
-/// areas `KHO_SCRATCH` (they lie in RAM that `memblock_init` added: marked,
-/// not added, so they keep node 0), reserves the scratch array and switches
-/// memblock to scratch-only allocation.
+/// `kho_populate`: validates the root FDT of `handover`, adds each scratch
+/// area to `memblock.memory` and marks it `KHO_SCRATCH` (`memblock_add`
+/// then `memblock_mark_kho_scratch`, torvalds/linux@40735a68; the areas lie
+/// in RAM `memblock_init` added, so the add inserts nothing and they keep
+/// node 0), reserves the scratch array and switches memblock to
+/// scratch-only allocation.
 ///
 /// `scheme` names the tracker that wrote the handover: `None` for the
 /// built-in radix tree (`kho-v2`/`kho-v3`); a [`PeerScheme`] parses the
@@ -79,7 +81,10 @@ fn populate(
     let mut marked = 0usize;
     let mut result = Ok(());
     for area in &h.scratch {
-        if let Err(source) = mb.memblock_mark_kho_scratch(area.start(), area.size()) {
+        if let Err(source) = mb
+            .memblock_add(area.start(), area.size())
+            .and_then(|()| mb.memblock_mark_kho_scratch(area.start(), area.size()))
+        {
             result = Err(KhoError::Memblock {
                 what: "marking scratch",
                 range: *area,

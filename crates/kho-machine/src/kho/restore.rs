@@ -15,8 +15,8 @@
 use kho::{Order, PAGE_SIZE, Pfn, PhysAddr};
 
 use super::KhoError;
-use crate::buddy::{Buddy, MAX_PAGE_ORDER, prep_compound_page};
-use crate::memmap::StructPage;
+use crate::buddy::{Buddy, prep_compound_page};
+use crate::memmap::{MemmapMode, StructPage};
 
 /// `KHO_PAGE_MAGIC`: the high half of a restorable head page's `private`.
 pub const KHO_PAGE_MAGIC: u32 = 0x4b48_4f50;
@@ -81,20 +81,27 @@ pub(crate) fn kho_preserved_order(buddy: &Buddy<'_>, phys: PhysAddr) -> Option<O
     Order::try_new(info.order).ok()
 }
 
-/// `kho_restore_page`: checks `{order, magic}` of the head page at `phys`
-/// (and, if given, that the order is `expect`), then makes the block live:
-/// head refcount 1, tails 0 for a folio or 1 for pages, compound page for
-/// a folio of order > 0, managed pages counted. The struct pages are not
-/// initialised here (Linux's restore never does: memmap_init did at boot).
-fn kho_restore_page(
-    buddy: &Buddy<'_>,
-    phys: PhysAddr,
-    is_folio: bool,
-    expect: Option<Order>,
-) -> Result<(Pfn, Order), KhoError> {
-    if !phys.is_page_aligned() {
-        return Err(KhoError::Unaligned { phys });
-    }
+/// `kho_restore_page` (torvalds/linux@40735a68
+/// `kernel/liveupdate/kexec_handover.c`): the page frame of `phys`
+/// (`PHYS_PFN`, as `pfn_to_online_page`: a frame without a struct page
+/// fails) must carry the KHO magic, which also implies that it heads a
+/// block of its recorded order (only `kho_memory_init` sets it, on heads).
+/// Then, as Linux: `private` cleared so that a later restore fails, and
+/// the block made live with the recorded order: a folio's head refcount 1
+/// and tails 0, then the compound page (`kho_init_folio`); pages refcount 1
+/// each (`kho_init_pages`); managed pages counted. Those are Linux's only
+/// checks: the recorded order is trusted.
+///
+/// The struct pages are not initialised here (Linux's restore never does:
+/// `memmap_init`, or under deferred init `kho_get_preserved_page`,
+/// initialised them at boot), except under [`MemmapMode::Lazy`] (ours),
+/// where `memmap_init` left them alone and the restore runs
+/// `__init_single_page` over the block first.
+///
+/// One bound is the model's, not Linux's: a recorded order whose block runs
+/// past the memmap is refused ([`KhoError::BadOrder`]) where Linux would
+/// write struct pages out of bounds.
+fn kho_restore_page(buddy: &Buddy<'_>, phys: PhysAddr, is_folio: bool) -> Result<(Pfn, Order), KhoError> {
     let mm = buddy.memmap();
     let pfn = phys.pfn();
     let memmap_err = |source| KhoError::Memmap { phys, source };
@@ -107,35 +114,22 @@ fn kho_restore_page(
         });
     }
     let raw = info.order;
-    let bad = |reason| KhoError::BadOrder {
+    let past = || KhoError::BadOrder {
         phys,
         order: raw,
-        reason,
+        reason: "the block runs past the memmap",
     };
-    let order = Order::try_new(raw).map_err(|_| bad("beyond the largest order"))?;
-    if !is_folio && raw > MAX_PAGE_ORDER {
-        return Err(bad(
-            "pages are restored in blocks of at most MAX_PAGE_ORDER",
-        ));
-    }
-    if expect.is_some_and(|e| e != order) {
-        return Err(bad("not the order of the block asked for"));
-    }
-    if pfn.trailing_zeros() < raw {
-        return Err(bad("the address is not aligned to it"));
-    }
+    let order = Order::try_new(raw).map_err(|_| past())?;
     let nr = order.pages();
     let end = pfn
         .checked_add(nr)
         .filter(|e| e.checked_sub(1).is_some_and(|last| mm.pfn_valid(last)))
-        .ok_or_else(|| bad("the block runs past the memmap"))?;
+        .ok_or_else(past)?;
     // Clear private first, as Linux does, so a later restore fails.
     page.set_private(0);
-    // No struct-page initialisation here: memmap_init initialised every
-    // struct page of memory at boot and RSRV_NOINIT kept PG_reserved off
-    // them. Only the refcounts (kho_init_folio / kho_init_pages,
-    // torvalds/linux@40735a68): a folio's head 1 and tails 0, then the
-    // compound page; pages 1 each.
+    if mm.mode() == MemmapMode::Lazy {
+        mm.init_range(pfn, end, false, false).map_err(memmap_err)?;
+    }
     page.set_refcount(1);
     let mut p = pfn;
     while let Some(next) = p.checked_add(1).filter(|n| *n < end) {
@@ -151,30 +145,22 @@ fn kho_restore_page(
 }
 
 /// `kho_restore_folio`: the preserved folio whose head is at `phys`, as a
-/// live folio: its head pfn and order.
-///
-/// Differs from Linux in one point: orders above `MAX_PAGE_ORDER` are
-/// accepted (gigantic 1 GiB folios come back as folios, as hugetlb's boot
-/// pool makes them); Linux's `kho_restore_page` refuses them.
+/// live folio: its head pfn and order (Linux's checks only, see
+/// `kho_restore_page`; torvalds/linux@40735a68 has no `MAX_PAGE_ORDER`
+/// check, so gigantic 1 GiB folios come back as folios).
 pub fn kho_restore_folio(buddy: &Buddy<'_>, phys: PhysAddr) -> Result<(Pfn, Order), KhoError> {
-    kho_restore_page(buddy, phys, true, None)
+    kho_restore_page(buddy, phys, true)
 }
 
 /// `kho_restore_pages`: `nr_pages` order-0 pages at `phys` preserved with
-/// `kho_preserve_pages`, i.e. as the blocks of Linux's split
-/// ([`kho::split_pages`]), each page with refcount 1. Returns the first
-/// pfn. As in Linux, a block above `MAX_PAGE_ORDER` is refused.
-///
-/// Stricter than Linux: each block's recorded order must be the split's
-/// order (Linux trusts the recorded order).
+/// `kho_preserve_pages`, walked as Linux walks them: the blocks of the
+/// split ([`kho::split_pages`]), each restored with `kho_restore_page` at
+/// its recorded order, each page with refcount 1. Returns the first pfn.
 pub fn kho_restore_pages(
     buddy: &Buddy<'_>,
     phys: PhysAddr,
     nr_pages: u64,
 ) -> Result<Pfn, KhoError> {
-    if !phys.is_page_aligned() {
-        return Err(KhoError::Unaligned { phys });
-    }
     let start = phys.pfn();
     let split = kho::split_pages(start, nr_pages).map_err(|_| KhoError::BadOrder {
         phys,
@@ -182,7 +168,7 @@ pub fn kho_restore_pages(
         reason: "the page range runs past the last frame",
     })?;
     for block in split {
-        kho_restore_page(buddy, block.phys(), false, Some(block.order()))?;
+        kho_restore_page(buddy, block.phys(), false)?;
     }
     Ok(start)
 }

@@ -38,6 +38,7 @@ use kho::{PhysAddr, PhysRange};
 use super::old_kernel::DEFAULT_SEED;
 use crate::arena::{ArenaError, MemoryLayout, PhysMem};
 use crate::kho::{Strategy, UnknownStrategy};
+use crate::memmap::{MemmapMode, UnknownMemmapMode};
 use crate::scratch::{ScratchError, ScratchSizing, memparse};
 use crate::workload::{UnknownWorkload, WorkloadKind};
 
@@ -70,6 +71,9 @@ pub enum ExecError {
     /// An unknown `--strategy`.
     #[error(transparent)]
     Strategy(#[from] UnknownStrategy),
+    /// An unknown memmap mode.
+    #[error(transparent)]
+    Memmap(#[from] UnknownMemmapMode),
     /// An unknown `--workload`.
     #[error(transparent)]
     Workload(#[from] UnknownWorkload),
@@ -148,6 +152,8 @@ pub struct OldKernelArgs {
     pub machine_size: u64,
     /// `--strategy`: the new kernel's restore strategy.
     pub strategy: Strategy,
+    /// `--memmap`: the new kernel's struct-page configuration.
+    pub memmap: MemmapMode,
     /// `--workload`: the preset (scaled to the machine).
     pub workload: WorkloadKind,
     /// `--memfd-bytes`: the checkpoint's size instead of the preset's.
@@ -182,6 +188,7 @@ impl OldKernelArgs {
         Self {
             machine_size,
             strategy,
+            memmap: MemmapMode::Eager,
             workload: WorkloadKind::Default,
             memfd_bytes: None,
             vm_1g_folios: None,
@@ -199,6 +206,9 @@ impl OldKernelArgs {
     fn write(&self, out: &mut Options) {
         out.opt("machine-size", self.machine_size.to_string());
         out.opt("strategy", self.strategy.as_str());
+        if self.memmap != MemmapMode::Eager {
+            out.opt("memmap", self.memmap.as_str());
+        }
         out.opt("forget-pages", self.forget_pages.to_string());
         out.opt("scheme", &self.scheme);
         out.opt("workload", self.workload.as_str());
@@ -237,6 +247,7 @@ impl OldKernelArgs {
             match name.as_str() {
                 "machine-size" => size = Some(parse_size("machine-size", &v)?),
                 "strategy" => strategy = Some(text("strategy", &v)?.parse()?),
+                "memmap" => a.memmap = text("memmap", &v)?.parse()?,
                 "workload" => a.workload = text("workload", &v)?.parse()?,
                 "memfd-bytes" => a.memfd_bytes = Some(parse_size("memfd-bytes", &v)?),
                 "vm-1g-folios" => a.vm_1g_folios = Some(parse_number("vm-1g-folios", &v)?),
@@ -269,6 +280,8 @@ pub struct NewKernelArgs {
     pub setup_data: PhysAddr,
     /// `--strategy`: the restore strategy.
     pub strategy: Strategy,
+    /// `--memmap`: the struct-page configuration of this kernel.
+    pub memmap: MemmapMode,
     /// `--scheme`: the tracker design the old kernel handed over with
     /// (`kho`: ours).
     pub scheme: String,
@@ -289,6 +302,7 @@ impl NewKernelArgs {
             e820: mem.layout().clone(),
             setup_data,
             strategy,
+            memmap: MemmapMode::Eager,
             scheme: scheme.unwrap_or(OURS).to_owned(),
         }
     }
@@ -298,6 +312,9 @@ impl NewKernelArgs {
         out.opt("e820", format_e820(&self.e820));
         out.opt("setup-data", hex(self.setup_data.as_u64()));
         out.opt("strategy", self.strategy.as_str());
+        if self.memmap != MemmapMode::Eager {
+            out.opt("memmap", self.memmap.as_str());
+        }
         if self.scheme != OURS {
             out.opt("scheme", &self.scheme);
         }
@@ -306,6 +323,7 @@ impl NewKernelArgs {
     fn read(options: Vec<(String, OsString)>) -> Result<Self, ExecError> {
         let (mut memfd, mut e820, mut setup_data, mut strategy) = (None, None, None, None);
         let mut scheme = OURS.to_owned();
+        let mut memmap = MemmapMode::Eager;
         for (name, v) in options {
             match name.as_str() {
                 "memfd" => {
@@ -317,10 +335,12 @@ impl NewKernelArgs {
                 "setup-data" => setup_data = Some(parse_phys(text("setup-data", &v)?)?),
                 "strategy" => strategy = Some(text("strategy", &v)?.parse()?),
                 "scheme" => text("scheme", &v)?.clone_into(&mut scheme),
+                "memmap" => memmap = text("memmap", &v)?.parse()?,
                 _ => return Err(ExecError::UnknownArg(format!("--{name}"))),
             }
         }
         Ok(Self {
+            memmap,
             memfd: memfd.ok_or(ExecError::MissingArg("memfd"))?,
             e820: e820.ok_or(ExecError::MissingArg("e820"))?,
             setup_data: setup_data.ok_or(ExecError::MissingArg("setup-data"))?,

@@ -164,6 +164,7 @@ pub fn kernel_boot_config(ram_bytes: u64) -> BootConfig {
     BootConfig {
         kernel: r(16 * MIB, 16 * MIB + size),
         low_reserve: r(0, MIB),
+        memmap: crate::memmap::MemmapMode::Eager,
     }
 }
 

@@ -9,7 +9,8 @@ use kho::{PAGE_SIZE, PhysAddr, PhysRange};
 use super::exec::NewKernelArgs;
 use super::{LiveUpdateError, MANIFEST_NODE, RunReport, kernel_boot_config};
 use crate::arena::PhysMem;
-use crate::boot::{BootError, Machine};
+use crate::boot::{BootConfig, BootError, Machine};
+use crate::memmap::MemmapMode;
 use crate::buddy::Buddy;
 use crate::kexec::{KexecError, KhoHandover, read_setup_data};
 use crate::kho::{
@@ -28,7 +29,7 @@ pub fn new_kernel_main(
 ) -> Result<RunReport, LiveUpdateError> {
     let mem = args.attach()?;
     let handover = read_setup_data(&mem, args.setup_data);
-    new_kernel_boot(&mem, handover, args.strategy, scheme)
+    new_kernel_boot(&mem, handover, args.strategy, args.memmap, scheme)
 }
 
 /// Pre-faults the memmap's memory (untimed) with poison, as firmware would
@@ -48,21 +49,34 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// The new kernel's boot on `mem` with what `read_setup_data` returned:
+/// The new kernel's boot on `mem` with what `read_setup_data` returned,
+/// in Linux's order (torvalds/linux@40735a68: `setup_arch` ->
+/// `e820__memblock_setup`, `kho_populate`, `paging_init` -> `sparse_init`,
+/// `zone_sizes_init` -> `free_area_init` -> `memmap_init`; then
+/// `mm_core_init` -> `kho_memory_init`, `memblock_free_all`; later
+/// `page_alloc_init_late`):
 ///
 /// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
 ///    boots without KHO, [`RunReport::kho_error`] says why);
-/// 2. `alloc_memmap` (from scratch: scratch-only); `memmap_init`, which
-///    initialises every struct page of memory (timed into `mm_init_ms`);
-/// 3. [`kho_memory_init`] with `strategy` (walk, reservations, head info);
-/// 4. `memblock_free_all` (timed into `mm_init_ms`); from then on the buddy
-///    allocator poisons every block it hands out;
+/// 2. `alloc_memmap` (from scratch: scratch-only); `memmap_init` per
+///    `memmap` ([`MemmapMode`]: every struct page of memory, or those up to
+///    `first_deferred_pfn`);
+/// 3. [`kho_memory_init`] with `strategy` (release scratch, walk,
+///    reservations, head info; deferred: the preserved blocks' struct pages
+///    too). With [`MemmapMode::Lazy`] (ours) it runs before `memmap_init`,
+///    which then leaves the preserved struct pages alone;
+/// 4. `memblock_free_all` (scratch-only cleared, `memmap_init_reserved_pages`,
+///    free ranges to the buddy allocator); `page_alloc_init_late`
+///    (`deferred_init_memmap`); from then on the buddy allocator poisons
+///    every block it hands out. Steps 2-4 but the KHO work are timed into
+///    `mm_init_ms`;
 /// 5. the KHO metadata restored with [`kho_restore_pages`] (the FDT page,
 ///    the manifest's pages), the manifest read from the [`MANIFEST_NODE`]
 ///    subnode, every listed folio restored with [`kho_restore_folio`] and
 ///    its checksum verified (a folio that fails either is lost);
 /// 6. the baseline: a fresh boot of the same memory with nothing
-///    preserved, timed the same way (`baseline_mm_init_ms`).
+///    preserved, in the same configuration, timed the same way
+///    (`baseline_mm_init_ms`).
 ///
 /// `scheme` is the tracker that wrote the handover (`None`: ours): it
 /// parses the root FDT and accounts the preserved memory, the rest of the
@@ -71,10 +85,15 @@ pub fn new_kernel_boot(
     mem: &PhysMem,
     handover: Result<Option<KhoHandover>, KexecError>,
     strategy: Strategy,
+    memmap: MemmapMode,
     scheme: Option<Arc<dyn PeerScheme>>,
 ) -> Result<RunReport, LiveUpdateError> {
     let scheme_name = scheme.as_ref().map(|s| s.name().to_owned());
-    let mut m = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
+    let config = BootConfig {
+        memmap,
+        ..kernel_boot_config(mem.layout().ram_bytes())
+    };
+    let mut m = Machine::new(mem, config);
     m.memblock_init()?;
     let mut kho = match handover {
         Ok(Some(h)) => kho_populate(&mut m, &h, scheme),
@@ -83,45 +102,67 @@ pub fn new_kernel_boot(
     };
     m.alloc_memmap()?;
     prefault_memmap(&m)?;
-    // Linux's order: memmap_init (every struct page of memory) before
-    // kho_memory_init, which runs just before memblock_free_all.
+    let (init, memmap_init) = if memmap == MemmapMode::Lazy {
+        // Ours: the preserved memory is known before memmap_init.
+        let init = kho_memory_init(&mut m, &mut kho, strategy);
+        m.set_skip(kho.skip_ranges());
+        let t = Instant::now();
+        m.memmap_init()?;
+        (init, t.elapsed())
+    } else {
+        let t = Instant::now();
+        m.memmap_init()?;
+        let memmap_init = t.elapsed();
+        let init = kho_memory_init(&mut m, &mut kho, strategy);
+        m.set_skip(kho.skip_ranges());
+        (init, memmap_init)
+    };
     let t = Instant::now();
-    m.memmap_init()?;
-    let memmap_init = t.elapsed();
-    let init = kho_memory_init(&mut m, &mut kho, strategy);
+    m.memblock_free_all()?;
+    let free_all = t.elapsed();
     let t = Instant::now();
-    m.memblock_free_all_except(kho.skip_ranges())?;
-    let mm_init = memmap_init + t.elapsed();
+    m.page_alloc_init_late()?;
+    let deferred = t.elapsed();
+    let mm_init = memmap_init + free_all + deferred;
     let buddy = m.buddy().ok_or(BootError::Phase {
         phase: "restore",
         needs: "memblock_free_all",
     })?;
+    let memmap_inited_pages = buddy.memmap().inited_pages();
     buddy.set_poison_on_alloc(true);
 
     let (verified_bytes, lost_bytes, unpreserved) = match kho.incoming() {
         Some(k) => restore_and_verify(mem, buddy, k, init.bytes),
         None => (0, 0, 0),
     };
+    let restore_inited_pages = buddy.memmap().inited_pages() - memmap_inited_pages;
     drop(m);
 
-    // The baseline: nothing preserved.
-    let mut b = Machine::new(mem, kernel_boot_config(mem.layout().ram_bytes()));
+    // The baseline: nothing preserved, the same configuration.
+    let mut b = Machine::new(mem, config);
     b.memblock_init()?;
     b.alloc_memmap()?;
     prefault_memmap(&b)?;
     let t = Instant::now();
     b.memmap_init()?;
     b.memblock_free_all()?;
+    b.page_alloc_init_late()?;
     let baseline = t.elapsed();
+    let baseline_inited_pages = b.memmap().map_or(0, |mm| mm.inited_pages());
 
     Ok(RunReport {
         strategy,
+        memmap,
         blocks: init.blocks,
         preserved_bytes: init.bytes.saturating_add(unpreserved),
         walk_ms: ms(init.walk + init.heads),
         memblock_ms: ms(init.memblock),
         mm_init_ms: ms(mm_init),
+        deferred_init_ms: ms(deferred),
         baseline_mm_init_ms: ms(baseline),
+        memmap_inited_pages,
+        baseline_memmap_inited_pages: baseline_inited_pages,
+        restore_inited_pages,
         verified_bytes,
         lost_bytes,
         memblock_reserved_regions: init.reserved_regions,

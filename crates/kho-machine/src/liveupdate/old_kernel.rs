@@ -14,6 +14,7 @@ use crate::boot::{BootError, Machine};
 use crate::buddy::{BuddyError, MAX_PAGE_ORDER};
 use crate::kexec::write_handover;
 use crate::kho::{PeerHandover, PeerScheme, Strategy};
+use crate::memmap::MemmapMode;
 use crate::manifest::{Manifest, poison};
 use crate::physio::write_bytes;
 use crate::preserve::{Preserver, TreeAlloc};
@@ -47,6 +48,8 @@ pub struct OldKernelConfig {
     pub machine_size: u64,
     /// The new kernel's restore strategy.
     pub strategy: Strategy,
+    /// The new kernel's struct-page configuration.
+    pub memmap: MemmapMode,
     /// The workloads' sizes (with `forget_pages`, the fault injection).
     pub scenario: Scenario,
     /// Seed of the workloads and of the data pattern.
@@ -72,6 +75,7 @@ impl OldKernelConfig {
         Ok(Self {
             machine_size,
             strategy,
+            memmap: MemmapMode::Eager,
             scenario: Scenario::for_machine(machine_size),
             seed: DEFAULT_SEED,
             scratch: ScratchSizing::default(),
@@ -95,6 +99,7 @@ impl OldKernelConfig {
     ) -> Result<Self, LiveUpdateError> {
         let mut cfg = Self::new(args.machine_size, args.strategy)?;
         cfg.scratch = args.kho_scratch;
+        cfg.memmap = args.memmap;
         cfg.seed = args.seed;
         cfg.print_phases = args.print_phases;
         cfg.scheme = scheme;
@@ -219,7 +224,10 @@ pub fn old_kernel_main(cfg: &OldKernelConfig, before_exec: &mut BeforeExec<'_>) 
                 return LiveUpdateError::BeforeExec(e);
             }
             let scheme = cfg.scheme.as_ref().map(|s| s.name());
-            let args = NewKernelArgs::new(&img.mem, img.setup_data, cfg.strategy, scheme);
+            let args = NewKernelArgs {
+                memmap: cfg.memmap,
+                ..NewKernelArgs::new(&img.mem, img.setup_data, cfg.strategy, scheme)
+            };
             kexec_exec(&img.mem, &cfg.image, &args).into()
         }
         Err(e) => e,

@@ -3,12 +3,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::kho::Strategy;
+use crate::memmap::MemmapMode;
 
 /// One row of the report: what the new kernel measured for one strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     /// The restore strategy.
     pub strategy: Strategy,
+    /// The struct-page configuration of both boots (`eager`, `deferred`,
+    /// `lazy`).
+    #[serde(default)]
+    pub memmap: MemmapMode,
     /// Preserved blocks (walked in the radix tree).
     pub blocks: u64,
     /// Their bytes, plus the bytes of manifest folios that are not in the
@@ -20,10 +25,25 @@ pub struct RunReport {
     pub walk_ms: f64,
     /// Accounting the preserved memory in memblock, ms.
     pub memblock_ms: f64,
-    /// memmap_init + memblock_free_all of the KHO boot, ms.
+    /// memmap_init + memblock_free_all + page_alloc_init_late's deferred
+    /// init of the KHO boot, ms (the KHO work is not in it).
     pub mm_init_ms: f64,
+    /// Of which `deferred_init_memmap` (one thread here), ms.
+    #[serde(default)]
+    pub deferred_init_ms: f64,
     /// The same on a boot with nothing preserved, ms.
     pub baseline_mm_init_ms: f64,
+    /// Struct pages initialised before the restore (every
+    /// `__init_single_page` of `memmap_init`, deferred init, the
+    /// reserve path, `page_alloc_init_late`).
+    #[serde(default)]
+    pub memmap_inited_pages: u64,
+    /// The same on the baseline boot.
+    #[serde(default)]
+    pub baseline_memmap_inited_pages: u64,
+    /// Struct pages the restore initialised (non-zero only with `lazy`).
+    #[serde(default)]
+    pub restore_inited_pages: u64,
     /// Bytes whose contents matched the manifest.
     pub verified_bytes: u64,
     /// Bytes that did not.

@@ -174,6 +174,7 @@ fn eager_boot_struct_pages_follow_linux() {
             reserved: 0,
             unavailable: 96 + 16384,
             noinit: 0,
+            deferred: 0,
         }
     );
     let mm = m.memmap().unwrap();

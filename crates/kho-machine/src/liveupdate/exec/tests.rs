@@ -2,6 +2,7 @@ use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 
 use super::*;
+use crate::memmap::MemmapMode;
 use crate::physio::{read_bytes, write_bytes};
 use crate::testing::{MIB, mem};
 
@@ -16,6 +17,7 @@ fn command_line_round_trip() {
         e820: MemoryLayout::pc(16 << 30).unwrap(),
         setup_data: PhysAddr::new(0x1234_5000),
         strategy: Strategy::Skip,
+        memmap: MemmapMode::Deferred,
         scheme: OURS.to_owned(),
     };
     let v = KernelArgs::New(a.clone()).to_args();
@@ -116,6 +118,7 @@ fn attach_refuses_what_is_not_a_memfd() {
         e820: MemoryLayout::pc(64 * MIB).unwrap(),
         setup_data: PhysAddr::ZERO,
         strategy: Strategy::PerBlock,
+        memmap: MemmapMode::Eager,
         scheme: OURS.to_owned(),
     };
     // fd 0 of a test is never a memfd.
