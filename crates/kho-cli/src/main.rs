@@ -22,8 +22,7 @@ use kho_lab::trace::{Trace, TraceFormat};
 use kho_lab::{FdtSource, FidelityCase, InspectOptions, MapFormat, dump_old_kernel, run_case};
 use kho_machine::{
     KernelArgs, MemmapMode, NewKernelArgs, OldKernelArgs, OldKernelConfig, RunReport, Strategy,
-    WorkloadKind,
-    memparse, new_kernel_main, old_kernel_main,
+    WorkloadKind, memparse, new_kernel_main, old_kernel_main,
 };
 
 const TOUCH_PAGES_SUBCOMMAND: &str = "__touch-pages";

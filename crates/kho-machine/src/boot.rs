@@ -183,8 +183,7 @@ impl<'m> Machine<'m> {
             needs: "alloc_memmap",
         })?;
         let buddy = Buddy::new(memmap);
-        let freed =
-            crate::buddy::memblock_free_all(&mut self.memblock, &buddy, &self.skip)?;
+        let freed = crate::buddy::memblock_free_all(&mut self.memblock, &buddy, &self.skip)?;
         self.buddy = Some(buddy);
         Ok(freed)
     }

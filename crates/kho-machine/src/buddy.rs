@@ -713,7 +713,10 @@ pub(crate) fn memblock_free_all(
     // Deferred init: memblock_free_pages skips the frames from
     // first_deferred_pfn on (their struct pages are not initialised yet):
     // deferred_init_memmap frees them.
-    let limit = buddy.memmap.first_deferred_pfn().map_or(u64::MAX, |p| p.as_u64());
+    let limit = buddy
+        .memmap
+        .first_deferred_pfn()
+        .map_or(u64::MAX, |p| p.as_u64());
     let mut zone = buddy.zone();
     let mut count = 0u64;
     for_each_free_range_except(&ranges, skip, |start, end| {

@@ -481,7 +481,9 @@ pub struct MemmapInitStats {
 /// read garbage there, and a preserved block nobody restores keeps
 /// uninitialised struct pages for the kernel's lifetime. See
 /// docs/methodology.md.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MemmapMode {
     /// No deferred struct-page init: `memmap_init` initialises all.
@@ -840,7 +842,9 @@ pub(crate) fn memmap_init(
             continue;
         }
         match memmap.mode {
-            MemmapMode::Eager => st.free += memmap.init_range(pfn(start), pfn(end), false, false)?,
+            MemmapMode::Eager => {
+                st.free += memmap.init_range(pfn(start), pfn(end), false, false)?
+            }
             MemmapMode::Deferred => {
                 let stop = defer.stop(start, end);
                 st.free += memmap.init_range(pfn(start), pfn(stop), false, false)?;

@@ -135,12 +135,6 @@ pub enum KhoError {
         /// Why.
         source: MemmapError,
     },
-    /// A restore of an address that is not page aligned.
-    #[error("restore of {phys}: not page aligned")]
-    Unaligned {
-        /// The address.
-        phys: PhysAddr,
-    },
     /// The head page does not carry the KHO magic: not preserved, or
     /// already restored.
     #[error(

@@ -101,7 +101,11 @@ pub(crate) fn kho_preserved_order(buddy: &Buddy<'_>, phys: PhysAddr) -> Option<O
 /// One bound is the model's, not Linux's: a recorded order whose block runs
 /// past the memmap is refused ([`KhoError::BadOrder`]) where Linux would
 /// write struct pages out of bounds.
-fn kho_restore_page(buddy: &Buddy<'_>, phys: PhysAddr, is_folio: bool) -> Result<(Pfn, Order), KhoError> {
+fn kho_restore_page(
+    buddy: &Buddy<'_>,
+    phys: PhysAddr,
+    is_folio: bool,
+) -> Result<(Pfn, Order), KhoError> {
     let mm = buddy.memmap();
     let pfn = phys.pfn();
     let memmap_err = |source| KhoError::Memmap { phys, source };

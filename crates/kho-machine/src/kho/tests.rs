@@ -73,7 +73,7 @@ const FDT: u64 = 56 * M;
 const SCRATCH: [(u64, u64); 2] = [(32 * M, 36 * M), (36 * M, 48 * M)];
 const SCRATCH_ARRAY: u64 = 48 * M - 4 * K;
 
-fn workload() -> (Vec<Block>, Vec<Block>) {
+fn workload(machine: u64) -> (Vec<Block>, Vec<Block>) {
     let mut v = vec![
         block(64 * M, 11), // 8 MiB: above MAX_PAGE_ORDER
         block(72 * M, 9),
@@ -87,6 +87,15 @@ fn workload() -> (Vec<Block>, Vec<Block>) {
         block(80 * M, 10),
     ];
     v.extend((0..5).map(|i| block(90 * M + 8 * K * i, 0)));
+    if machine >= 512 * M {
+        // Beyond first_deferred_pfn (256 MiB) under deferred init.
+        v.extend([
+            block(300 * M, 9),
+            block(302 * M, 0),
+            block(302 * M + 8 * K, 1),
+            block(400 * M, 4),
+        ]);
+    }
     (v, vec![block(100 * M, 0)])
 }
 
@@ -102,8 +111,12 @@ enum Fault {
 
 impl Handover {
     fn build(fault: Fault) -> Self {
-        let mem = PhysMem::create(MemoryLayout::pc(128 * M).unwrap()).unwrap();
-        let (handover, folios, forgotten, preserved) = Self::write(&mem, fault);
+        Self::build_sized(128 * M, fault)
+    }
+
+    fn build_sized(machine: u64, fault: Fault) -> Self {
+        let mem = PhysMem::create(MemoryLayout::pc(machine).unwrap()).unwrap();
+        let (handover, folios, forgotten, preserved) = Self::write(&mem, machine, fault);
         Self {
             mem,
             handover,
@@ -115,14 +128,18 @@ impl Handover {
 
     /// The old kernel's work: returns (hand-over, folios, forgotten,
     /// preserved).
-    fn write(mem: &PhysMem, fault: Fault) -> (KhoHandover, Vec<Block>, Vec<Block>, Vec<Block>) {
+    fn write(
+        mem: &PhysMem,
+        machine: u64,
+        fault: Fault,
+    ) -> (KhoHandover, Vec<Block>, Vec<Block>, Vec<Block>) {
         let bump = Bump {
             mem,
             next: AtomicU64::new(48 * M),
             end: 56 * M,
         };
         let tree = RadixTree::new(&bump).unwrap();
-        let (folios, forgotten) = workload();
+        let (folios, forgotten) = workload(machine);
         let mut entries = Vec::new();
         for &b in folios.iter().chain(&forgotten) {
             let checksum: Checksum = fill_pattern(mem, b, SEED).unwrap();
@@ -642,6 +659,181 @@ fn any_map_feeds_every_strategy() {
             Strategy::Skip => {
                 assert!(radix.reserved.is_empty() && list.reserved.is_empty());
                 assert_eq!(a_skip, maximal);
+            }
+        }
+    }
+}
+
+/// What Linux's rules give a struct page after `memblock_free_all` (and
+/// `page_alloc_init_late`), from memblock's state and the preserved blocks
+/// alone: the oracle of [`struct_pages_follow_linuxs_rules_page_for_page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Untouched since the poison (lazy's preserved pages); `private` is
+    /// the KHO head info on a head.
+    Poison { private: Option<u64> },
+    /// Initialised, `PG_reserved`, refcount 1 (holes, reserved memory).
+    Reserved,
+    /// Initialised, not reserved, refcount 1, `private` the KHO head info
+    /// on a head, else 0 (preserved memory, eager and deferred).
+    Preserved { private: u64 },
+    /// Initialised and freed: not reserved, refcount 0.
+    Free,
+}
+
+fn expected_struct_page(
+    pfn: u64,
+    memory: &[crate::MemblockRegion],
+    reserved: &[crate::MemblockRegion],
+    heads: &std::collections::HashMap<u64, Order>,
+    preserved: &[Block],
+    mode: MemmapMode,
+) -> Expect {
+    let addr = pfn * PAGE_SIZE;
+    let inside = |r: &crate::MemblockRegion| r.range().contains(pa(addr));
+    if !memory.iter().any(inside) {
+        return Expect::Reserved;
+    }
+    let head_info = heads.get(&pfn).map(|o| KhoPageInfo::new(*o).to_private());
+    if preserved
+        .iter()
+        .any(|b| b.range().is_some_and(|r| r.contains(pa(addr))))
+    {
+        return match mode {
+            MemmapMode::Lazy => Expect::Poison { private: head_info },
+            _ => Expect::Preserved {
+                private: head_info.unwrap_or(0),
+            },
+        };
+    }
+    if reserved.iter().any(inside) {
+        return Expect::Reserved;
+    }
+    Expect::Free
+}
+
+#[test]
+fn struct_pages_follow_linuxs_rules_page_for_page() {
+    use crate::manifest::POISON;
+    use crate::memmap::pg;
+    for mode in MemmapMode::ALL {
+        let h = Handover::build_sized(512 * M, Fault::None);
+        let config = BootConfig {
+            memmap: mode,
+            ..BootConfig::default()
+        };
+        let mut m = Machine::new(&h.mem, config);
+        m.memblock_init().unwrap();
+        let mut kho = kho_populate(&mut m, &h.handover, None);
+        m.alloc_memmap().unwrap();
+        for r in m.memmap().unwrap().allocations() {
+            h.mem.fill(*r, POISON).unwrap();
+        }
+        if mode == MemmapMode::Lazy {
+            kho_memory_init(&mut m, &mut kho, Strategy::Bulk);
+            m.memmap_init().unwrap();
+        } else {
+            m.memmap_init().unwrap();
+            kho_memory_init(&mut m, &mut kho, Strategy::Bulk);
+        }
+        assert!(kho.error().is_none(), "{mode}");
+        let memory = m.memblock.memory.regions().to_vec();
+        let reserved = m.memblock.reserved.regions().to_vec();
+        m.memblock_free_all().unwrap();
+        m.page_alloc_init_late().unwrap();
+        let buddy = m.buddy().unwrap();
+        let mm = buddy.memmap();
+        match mode {
+            MemmapMode::Deferred => assert_eq!(mm.first_deferred_pfn(), Pfn::new(65536)),
+            _ => assert_eq!(mm.first_deferred_pfn(), None),
+        }
+        let heads: std::collections::HashMap<u64, Order> = h
+            .preserved
+            .iter()
+            .map(|b| (b.pfn().as_u64(), b.order()))
+            .collect();
+        let buddy_heads: std::collections::HashMap<u64, Order> = buddy
+            .free_lists()
+            .unwrap()
+            .into_iter()
+            .flat_map(|(o, pfns)| pfns.into_iter().map(move |p| (p.as_u64(), o)))
+            .collect();
+        let max = mm.max_pfn().as_u64();
+        let mut counts = std::collections::HashMap::<&str, u64>::new();
+        for pfn in 0..max {
+            let page = mm.pfn_to_page(Pfn::new(pfn).unwrap()).unwrap();
+            let w = page.snapshot();
+            let want = expected_struct_page(pfn, &memory, &reserved, &heads, &h.preserved, mode);
+            let what = format!("{mode}: pfn {pfn:#x} {want:?} {page:?}");
+            match want {
+                Expect::Poison { private } => {
+                    for (i, word) in w.iter().enumerate() {
+                        let expect = if i == 5 {
+                            private.unwrap_or(POISON)
+                        } else {
+                            POISON
+                        };
+                        assert_eq!(*word, expect, "{what} word {i}");
+                    }
+                    *counts.entry("poison").or_default() += 1;
+                }
+                Expect::Reserved => {
+                    assert!(page.is_reserved(), "{what}");
+                    assert_eq!((page.refcount(), page.private()), (1, 0), "{what}");
+                    assert_eq!(page.memcg_data(), 0, "{what}");
+                    *counts.entry("reserved").or_default() += 1;
+                }
+                Expect::Preserved { private } => {
+                    assert!(!page.is_reserved(), "{what}");
+                    assert_eq!((page.refcount(), page.private()), (1, private), "{what}");
+                    assert_eq!(page.memcg_data(), 0, "{what}");
+                    *counts.entry("preserved").or_default() += 1;
+                }
+                Expect::Free => {
+                    assert!(!page.is_reserved(), "{what}");
+                    assert_eq!(page.refcount(), 0, "{what}");
+                    assert_eq!(page.memcg_data(), 0, "{what}");
+                    match buddy_heads.get(&pfn) {
+                        Some(o) => {
+                            assert!(page.is_buddy(), "{what}");
+                            assert_eq!(page.buddy_order(), u64::from(o.as_u32()), "{what}");
+                        }
+                        None => assert!(!page.is_buddy() && page.private() == 0, "{what}"),
+                    }
+                    *counts.entry("free").or_default() += 1;
+                }
+            }
+        }
+        let preserved_pages: u64 = h.preserved.iter().map(|b| b.order().pages()).sum();
+        let key = if mode == MemmapMode::Lazy {
+            "poison"
+        } else {
+            "preserved"
+        };
+        assert_eq!(counts[key], preserved_pages, "{mode}: {counts:?}");
+        assert!(counts["free"] > 0 && counts["reserved"] > 0, "{mode}");
+
+        // After restore: every folio live, its struct pages initialised
+        // (under lazy, by the restore), head refcount 1, tails 0.
+        for b in &h.folios {
+            assert_eq!(
+                kho_restore_folio(buddy, b.phys()),
+                Ok((b.pfn(), b.order())),
+                "{mode}"
+            );
+            let head = mm.pfn_to_page(b.pfn()).unwrap();
+            assert_eq!((head.refcount(), head.private()), (1, 0), "{mode} {b:?}");
+            assert!(!head.is_reserved(), "{mode} {b:?}");
+            assert_eq!(
+                head.test_flag(pg::HEAD),
+                b.order().as_u32() > 0,
+                "{mode} {b:?}"
+            );
+            for i in 1..b.order().pages() {
+                let t = mm.pfn_to_page(b.pfn().checked_add(i).unwrap()).unwrap();
+                assert_eq!(t.refcount(), 0, "{mode} {b:?} tail {i}");
+                assert_eq!(t.compound_head(), Some(b.pfn()), "{mode} {b:?} tail {i}");
+                assert_eq!(t.memcg_data(), 0, "{mode} {b:?} tail {i}");
             }
         }
     }

@@ -10,7 +10,6 @@ use super::exec::NewKernelArgs;
 use super::{LiveUpdateError, MANIFEST_NODE, RunReport, kernel_boot_config};
 use crate::arena::PhysMem;
 use crate::boot::{BootConfig, BootError, Machine};
-use crate::memmap::MemmapMode;
 use crate::buddy::Buddy;
 use crate::kexec::{KexecError, KhoHandover, read_setup_data};
 use crate::kho::{
@@ -18,6 +17,7 @@ use crate::kho::{
     kho_preserved_order, kho_restore_folio, kho_restore_pages,
 };
 use crate::manifest::{Manifest, ManifestHeader, POISON, block_checksum};
+use crate::memmap::MemmapMode;
 use crate::physio::read_bytes;
 
 /// The new kernel of `args`: attaches RAM, reads the hand-over and boots
