@@ -196,16 +196,82 @@ fn boot<'m>(
     KhoMemoryInitStats,
     Vec<crate::MemblockRegion>,
 ) {
-    let mut m = Machine::new(&h.mem, BootConfig::default());
+    boot_in(h, strategy, MemmapMode::Eager)
+}
+
+/// [`boot`] in a kernel configuration, through `page_alloc_init_late`.
+fn boot_in<'m>(
+    h: &'m Handover,
+    strategy: Strategy,
+    mode: MemmapMode,
+) -> (
+    Machine<'m>,
+    Kho,
+    KhoMemoryInitStats,
+    Vec<crate::MemblockRegion>,
+) {
+    let config = BootConfig {
+        memmap: mode,
+        ..BootConfig::default()
+    };
+    let mut m = Machine::new(&h.mem, config);
     m.memblock_init().unwrap();
     let mut kho = kho_populate(&mut m, &h.handover, None);
     m.alloc_memmap().unwrap();
-    m.memmap_init().unwrap();
-    let st = kho_memory_init(&mut m, &mut kho, strategy);
+    let st = if mode == MemmapMode::Lazy {
+        let st = kho_memory_init(&mut m, &mut kho, strategy);
+        m.set_skip(kho.skip_ranges());
+        m.memmap_init().unwrap();
+        st
+    } else {
+        m.memmap_init().unwrap();
+        let st = kho_memory_init(&mut m, &mut kho, strategy);
+        m.set_skip(kho.skip_ranges());
+        st
+    };
     let reserved = m.memblock.reserved.regions().to_vec();
-    m.memblock_free_all_except(kho.skip_ranges()).unwrap();
+    m.memblock_free_all().unwrap();
+    m.page_alloc_init_late().unwrap();
     assert!(!m.memblock.kho_scratch_only());
     (m, kho, st, reserved)
+}
+
+#[test]
+fn memmap_modes_yield_the_same_buddy_and_folios() {
+    let sorted = |m: &Machine<'_>| -> FreeLists {
+        let mut l = m.buddy().unwrap().free_lists().unwrap();
+        for (_, pfns) in &mut l {
+            pfns.sort_unstable();
+        }
+        l
+    };
+    let h = Handover::build_sized(512 * M, Fault::None);
+    let (m, ..) = boot_in(&h, Strategy::PerBlock, MemmapMode::Eager);
+    let base = sorted(&m);
+    let nr_free = m.buddy().unwrap().nr_free_pages();
+    drop(m);
+    for mode in MemmapMode::ALL {
+        for s in [
+            Strategy::PerBlock,
+            Strategy::MainlineFix,
+            Strategy::Bulk,
+            Strategy::Skip,
+        ] {
+            let h = Handover::build_sized(512 * M, Fault::None);
+            let (m, kho, ..) = boot_in(&h, s, mode);
+            assert!(kho.is_enabled(), "{mode} {s}");
+            assert_eq!(sorted(&m), base, "{mode} {s}: free lists");
+            let buddy = m.buddy().unwrap();
+            assert_eq!(buddy.nr_free_pages(), nr_free, "{mode} {s}");
+            for b in &h.folios {
+                assert_eq!(
+                    kho_restore_folio(buddy, b.phys()),
+                    Ok((b.pfn(), b.order())),
+                    "{mode} {s}"
+                );
+            }
+        }
+    }
 }
 
 type FreeLists = Vec<(Order, Vec<Pfn>)>;
