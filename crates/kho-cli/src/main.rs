@@ -86,6 +86,59 @@ enum Cmd {
     },
 }
 
+/// `--json [FILE]`, the same in every subcommand: `--json` alone prints
+/// the JSON on stdout instead of the tables; `--json FILE` writes it to FILE
+/// (created before any work, so a bad path fails at once) and the tables
+/// still print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JsonOut {
+    Stdout,
+    File(PathBuf),
+}
+
+impl JsonOut {
+    /// Whether the JSON replaces the tables on stdout.
+    fn is_stdout(out: Option<&JsonOut>) -> bool {
+        matches!(out, Some(JsonOut::Stdout))
+    }
+
+    /// Creates FILE now (truncating it), so that a run never ends in
+    /// "cannot write".
+    fn create(out: Option<&JsonOut>) -> Result<Option<std::fs::File>> {
+        match out {
+            Some(JsonOut::File(p)) => std::fs::File::create(p).map(Some).map_err(|e| {
+                usage(format!(
+                    "--json {}: cannot create the file: {e}",
+                    p.display()
+                ))
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes `json` (one line) where it goes: stdout, or the file made by
+    /// [`JsonOut::create`].
+    fn write(out: Option<&JsonOut>, file: Option<std::fs::File>, json: &str) -> Result<()> {
+        match (out, file) {
+            (Some(JsonOut::File(p)), Some(mut f)) => {
+                writeln!(f, "{json}").with_context(|| format!("--json {}", p.display()))
+            }
+            (Some(JsonOut::Stdout), _) => {
+                println!("{json}");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn parse_json_out(s: &str) -> Result<JsonOut, String> {
+    Ok(match s {
+        "-" => JsonOut::Stdout,
+        p => JsonOut::File(PathBuf::from(p)),
+    })
+}
+
 /// `--strategy`: one of [`Strategy::NAMES`], or `all` (every strategy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Strategies(Vec<Strategy>);
@@ -111,9 +164,10 @@ fn map_format_parser() -> impl TypedValueParser<Value = MapFormat> {
 
 #[derive(Debug, Clone, Args)]
 struct RunArgs {
-    /// Print one JSON object {"rows": [...]} instead of a table.
-    #[arg(long)]
-    json: bool,
+    /// One JSON object {"rows": [...]}: on stdout instead of the table, or,
+    /// with FILE, written to FILE beside the table.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-", value_parser = parse_json_out)]
+    json: Option<JsonOut>,
     /// Show every table column whatever the terminal width (by default the
     /// table fits `COLUMNS` or the terminal, dropping the breakdown columns).
     #[arg(long)]
@@ -148,11 +202,11 @@ struct RunArgs {
     /// `xarray-512`: 6.16's 512-byte bitmaps), `radix-mainline` (mainline's
     /// radix tree under a mutex, per-block restore), `maple` (the range
     /// proposal). A peer restores its own way: `--strategy` is ignored.
-    #[arg(long, default_value = "kho", value_parser = parse_scheme)]
+    #[arg(long, default_value = "kho", value_parser = scheme_parser())]
     scheme: SchemeKind,
     /// The old kernel's workload: default (VM guests + memfd checkpoint),
     /// vm, memfd, dense, fragmented, mixed; scaled to --machine-size.
-    #[arg(long, default_value = "default", value_parser = parse_workload, conflicts_with = "trace")]
+    #[arg(long, default_value = "default", value_parser = workload_parser(), conflicts_with = "trace")]
     workload: WorkloadKind,
     /// Replay a trace file (binary or text, see README) instead of a
     /// workload: exactly its blocks, placed by the remap rule if needed.
@@ -161,9 +215,10 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["pids", "all"])))]
 struct CaptureArgs {
     /// A process to capture (repeatable).
-    #[arg(long = "pid", value_name = "PID", required_unless_present = "all")]
+    #[arg(long = "pid", value_name = "PID")]
     pids: Vec<u32>,
     /// Capture every process.
     #[arg(long, conflicts_with = "pids")]
@@ -209,10 +264,11 @@ struct InspectArgs {
     /// kernel image), START-END,...
     #[arg(long, value_name = "RANGES", value_parser = parse_ranges)]
     forbidden: Option<Ranges>,
-    /// Print one JSON object (format, blocks, preserved_bytes, per_order,
-    /// ranges_count, metadata_pages, subnodes, errors, ...).
-    #[arg(long, conflicts_with_all = ["blocks", "ranges"])]
-    json: bool,
+    /// One JSON object (format, blocks, preserved_bytes, per_order,
+    /// ranges_count, metadata_pages, subnodes, errors, ...): on stdout
+    /// instead of the summary, or, with FILE, written to FILE beside it.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-", value_parser = parse_json_out)]
+    json: Option<JsonOut>,
     /// List the blocks as `pfn order` lines (the plain trace format), in
     /// walk order; errors follow as `#` comments.
     #[arg(long, conflicts_with = "ranges")]
@@ -227,12 +283,23 @@ struct Ranges(Vec<PhysRange>);
 
 #[derive(Debug, Args)]
 struct FidelityArgs {
-    /// Print one JSON object {"cases": [...]} instead of a table.
-    #[arg(long)]
-    json: bool,
+    /// One JSON object {"cases": [...]}: on stdout instead of the table,
+    /// or, with FILE, written to FILE beside it.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-", value_parser = parse_json_out)]
+    json: Option<JsonOut>,
     /// Seed of the random case's pages.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+fn scheme_parser() -> impl TypedValueParser<Value = SchemeKind> {
+    PossibleValuesParser::new(["kho", "xarray", "xarray-512", "radix-mainline", "maple"])
+        .try_map(|s| parse_scheme(&s))
+}
+
+fn workload_parser() -> impl TypedValueParser<Value = WorkloadKind> {
+    PossibleValuesParser::new(["default", "vm", "memfd", "dense", "fragmented", "mixed"])
+        .try_map(|s| parse_workload(&s))
 }
 
 fn parse_scheme(s: &str) -> Result<SchemeKind, String> {
@@ -412,9 +479,11 @@ struct BenchArgs {
     /// Skip the scaling sweep.
     #[arg(long)]
     no_scaling: bool,
-    /// Write {"cells": [...], "ratios": [...], "scaling": [...]} to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    /// One JSON object {"cells": [...], "ratios": [...], "scaling": [...]}:
+    /// on stdout instead of the tables, or, with FILE, written to FILE
+    /// beside them.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-", value_parser = parse_json_out)]
+    json: Option<JsonOut>,
     /// Print the tables as wide as their content instead of fitting them to
     /// `COLUMNS` or the terminal.
     #[arg(long)]
@@ -427,13 +496,7 @@ struct BenchArgs {
 fn bench(a: &BenchArgs) -> Result<()> {
     use kho_lab::bench::{self, BenchConfig, report};
     // Outputs first: a run must not end in "cannot write".
-    if let Some(path) = &a.json {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("--json {}: cannot create the file", path.display()))?;
-    }
+    let json_file = JsonOut::create(a.json.as_ref())?;
     if let Some(dir) = &a.html {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--html {}: cannot create the directory", dir.display()))?;
@@ -519,11 +582,25 @@ fn bench(a: &BenchArgs) -> Result<()> {
     })
     .context("bench")?;
     pb.finish_and_clear();
-    let width = if a.wide { None } else { table_width() };
-    println!("{}", fit(report::cells_table(&r), 3, width));
+    if !JsonOut::is_stdout(a.json.as_ref()) {
+        print_bench_tables(&r, a.wide);
+    }
+    JsonOut::write(a.json.as_ref(), json_file, &report::json(&r)?)?;
+    if let Some(d) = &a.html {
+        report::write_html(&r, d)?;
+    }
+    eprintln!("kho bench: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The bench's tables on stdout, fitted to the terminal unless `wide`.
+fn print_bench_tables(r: &kho_lab::bench::BenchReport, wide: bool) {
+    use kho_lab::bench::report;
+    let width = if wide { None } else { table_width() };
+    println!("{}", fit(report::cells_table(r), 3, width));
     println!();
     println!("ours / peer (below 1: ours is smaller or faster); restore = walk + memblock");
-    println!("{}", fit(report::ratios_table(&r), 3, width));
+    println!("{}", fit(report::ratios_table(r), 3, width));
     if !r.scaling.is_empty() {
         println!();
         println!(
@@ -536,31 +613,25 @@ fn bench(a: &BenchArgs) -> Result<()> {
                 width
             )
         );
-        println!("{}", fit(report::scaling_table(&r), 1, width));
+        println!("{}", fit(report::scaling_table(r), 1, width));
     }
     println!();
     println!("targets (issue 6), checked against this run:");
-    for line in report::targets(&r) {
+    for line in report::targets(r) {
         println!("{}", wrap(&format!("- {line}"), "  ", width));
     }
-    if let Some(p) = &a.json {
-        std::fs::write(p, report::json(&r)?).with_context(|| p.display().to_string())?;
-    }
-    if let Some(d) = &a.html {
-        report::write_html(&r, d)?;
-    }
-    eprintln!("kho bench: {:.1} s", started.elapsed().as_secs_f64());
-    Ok(())
 }
 
 fn memblock_fidelity(a: &FidelityArgs) -> Result<()> {
+    let json_file = JsonOut::create(a.json.as_ref())?;
     let mut results = Vec::new();
     for case in FidelityCase::ALL {
         eprintln!("memblock fidelity: {} ...", case.name());
         results.push(run_case(case, a.seed).with_context(|| case.name())?);
     }
-    if a.json {
-        println!("{}", serde_json::json!({ "cases": results }));
+    let json = serde_json::json!({ "cases": results }).to_string();
+    JsonOut::write(a.json.as_ref(), json_file, &json)?;
+    if JsonOut::is_stdout(a.json.as_ref()) {
         return Ok(());
     }
     let mut t = Table::new();
@@ -671,7 +742,9 @@ fn live_update(
             bail!(
                 "live update ({strategy}) was killed (SIGKILL), most likely by the host's \
                  out-of-memory killer: the {} machine's RAM is a memfd whose written pages \
-                 are host memory{avail}; try a smaller --machine-size",
+                 are host memory, and this run needed up to {} of it{avail}; try a smaller \
+                 --machine-size",
+                bytes(a.machine_size),
                 bytes(a.machine_size)
             );
         }
@@ -714,6 +787,7 @@ fn check_machine_size(machine_size: u64) -> Result<()> {
 
 fn run(a: &RunArgs) -> Result<()> {
     check_machine_size(a.machine_size)?;
+    let json_file = JsonOut::create(a.json.as_ref())?;
     // The machine's RAM is a memfd: every page written is host memory. The
     // workload writes part of it (4.3 GiB of a 16 GiB machine by default),
     // so a size over MemAvailable is a risk, not a certainty.
@@ -763,7 +837,7 @@ fn run(a: &RunArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    if a.json {
+    if a.json.is_some() {
         // Every row carries the same keys: the report's, plus what the run
         // was (scheme, workload, machine size) and the next-boot total.
         let workload = match &a.trace {
@@ -784,8 +858,10 @@ fn run(a: &RunArgs) -> Result<()> {
             }
             out.push(v);
         }
-        println!("{}", serde_json::json!({ "rows": out }));
-    } else {
+        let json = serde_json::json!({ "rows": out }).to_string();
+        JsonOut::write(a.json.as_ref(), json_file, &json)?;
+    }
+    if !JsonOut::is_stdout(a.json.as_ref()) {
         print_table(&rows, a.machine_size, a.memmap, a.wide);
     }
     Ok(())
@@ -807,6 +883,15 @@ fn bytes(b: u64) -> String {
         }
     }
     format!("{b} B")
+}
+
+/// `n` and `noun`, plural unless `n` is 1: `1 segment`, `3 segments`.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", thousands(n))
+    }
 }
 
 /// An integer with thousands separators: `1234567` -> `1,234,567`.
@@ -1027,6 +1112,13 @@ fn print_table(rows: &[RunReport], machine_size: u64, memmap: MemmapMode, wide: 
 }
 
 fn inspect(a: &InspectArgs) -> Result<()> {
+    if JsonOut::is_stdout(a.json.as_ref()) && (a.blocks || a.ranges) {
+        return Err(usage(
+            "--json without FILE prints the JSON on stdout: it cannot be combined with \
+             --blocks or --ranges (use --json FILE)",
+        ));
+    }
+    let json_file = JsonOut::create(a.json.as_ref())?;
     let file = std::fs::File::open(&a.mem).with_context(|| format!("--mem {}", a.mem.display()))?;
     let opened = match a.base {
         Some(base) => MemImage::open_raw(Source::File(file), PhysAddr::new(base)),
@@ -1058,6 +1150,9 @@ fn inspect(a: &InspectArgs) -> Result<()> {
         max_blocks: None,
     };
     let out = kho_lab::inspect(&image, &src, &opts);
+    if json_file.is_some() {
+        JsonOut::write(a.json.as_ref(), json_file, &serde_json::to_string(&out)?)?;
+    }
     match write_inspection(a, &image, &out) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         r => r.context("writing to stdout")?,
@@ -1074,7 +1169,7 @@ fn write_inspection(
     out: &kho_lab::Inspection,
 ) -> std::io::Result<()> {
     let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-    if a.json {
+    if JsonOut::is_stdout(a.json.as_ref()) {
         serde_json::to_writer(&mut w, out)?;
         writeln!(w)?;
     } else if a.blocks {
@@ -1115,8 +1210,8 @@ fn print_inspection(
     let ram: u64 = image.ram().iter().map(|r| r.size()).sum();
     writeln!(
         w,
-        "image          {} segments, {} of memory",
-        image.segments().len(),
+        "image          {}, {} of memory",
+        plural(image.segments().len() as u64, "segment"),
         bytes(ram)
     )?;
     match &out.fdt {
