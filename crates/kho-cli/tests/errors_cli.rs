@@ -88,9 +88,18 @@ fn an_oversize_trace_is_refused_from_its_size() {
 
 #[test]
 fn an_unwritable_output_fails_before_the_run() {
-    let (code, err) = fails(&["bench", "--tiny", "--json", "/nonexistent/x.json"]);
-    assert_eq!(code, 1, "{err}");
-    assert!(err.contains("--json /nonexistent/x.json"), "{err}");
+    // --json FILE is created before any work, in every subcommand: a usage
+    // error (exit 2) naming the flag and the path.
+    for args in [
+        &["bench", "--tiny", "--json", "/nonexistent/x.json"][..],
+        &["run", "--machine-size", "64M", "--json", "/nonexistent/x.json"][..],
+        &["memblock-fidelity", "--json", "/nonexistent/x.json"][..],
+    ] {
+        let (code, err) = fails(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--json /nonexistent/x.json"), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -13,8 +13,13 @@ fn run(extra: &[&str]) -> Vec<Value> {
     run_rows(&args)
 }
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 19] = [
     "strategy",
+    "memmap",
+    "memmap_inited_pages",
+    "baseline_memmap_inited_pages",
+    "restore_inited_pages",
+    "deferred_init_ms",
     "blocks",
     "preserved_bytes",
     "walk_ms",
@@ -60,6 +65,32 @@ fn every_strategy_verifies_everything_across_two_processes() {
         assert!(u(row, "preserved_bytes") >= 384 * 4096);
         assert_eq!(u(row, "verified_bytes"), u(row, "preserved_bytes"));
         assert_eq!(u(row, "lost_bytes"), 0);
+        // eager: every struct page initialised once, as on the baseline.
+        assert_eq!(row["memmap"], "eager");
+        assert_eq!(
+            u(row, "memmap_inited_pages"),
+            u(row, "baseline_memmap_inited_pages")
+        );
+        assert_eq!(u(row, "restore_inited_pages"), 0);
+    }
+}
+
+#[test]
+fn every_memmap_mode_verifies_everything() {
+    for mode in ["deferred", "lazy"] {
+        let rows = run(&["--memmap", mode, "--strategy", "bulk"]);
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!(row["memmap"], mode);
+        assert_eq!(u(row, "lost_bytes"), 0, "{mode}");
+        assert_eq!(u(row, "verified_bytes"), u(row, "preserved_bytes"), "{mode}");
+        let before = u(row, "memmap_inited_pages");
+        let restore = u(row, "restore_inited_pages");
+        let baseline = u(row, "baseline_memmap_inited_pages");
+        match mode {
+            "lazy" => assert!(restore > 0 && before + restore <= baseline, "{row}"),
+            _ => assert_eq!((before, restore), (baseline, 0), "{row}"),
+        }
     }
 }
 

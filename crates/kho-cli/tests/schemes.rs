@@ -54,6 +54,10 @@ fn an_unknown_scheme_is_refused() {
         .args(["run", "--scheme", "btree"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'btree' for '--scheme") && err.contains("radix-mainline"),
+        "{err}"
+    );
 }
