@@ -200,8 +200,10 @@ struct RunArgs {
     /// The tracker design: `kho` (ours, every restore strategy), `xarray`
     /// (Linux 6.16's xarrays of bitmaps and kho-v1 chunk list, page bitmaps;
     /// `xarray-512`: 6.16's 512-byte bitmaps), `radix-mainline` (mainline's
-    /// radix tree under a mutex, per-block restore), `maple` (the range
-    /// proposal). A peer restores its own way: `--strategy` is ignored.
+    /// radix tree under a mutex), `maple` (the range proposal). A peer runs
+    /// the strategies of --strategy its handover can feed (xarray,
+    /// xarray-512: per-block, coalesced, bulk; radix-mainline: per-block and
+    /// the mainline-fix steps; maple: coalesced, bulk).
     #[arg(long, default_value = "kho", value_parser = scheme_parser())]
     scheme: SchemeKind,
     /// The old kernel's workload: default (VM guests + memfd checkpoint),
@@ -445,8 +447,8 @@ fn real_main() -> Result<()> {
 
 #[derive(Debug, Clone, Args)]
 struct BenchArgs {
-    /// The reduced matrix (256M and 1G machines, one rep, sweep 2^10..2^16
-    /// every other power): under 2 minutes on 2 cores.
+    /// The reduced matrix (256M and 1G machines, one rep, sweep 2^10..2^20
+    /// every other power, no curve exempt from the cap).
     #[arg(long)]
     quick: bool,
     /// A tiny matrix (dense and fragmented at 64M, sweep 2^8 and 2^10): a
@@ -460,9 +462,16 @@ struct BenchArgs {
     /// Adds a trace (binary or text) as a workload; repeatable.
     #[arg(long = "trace", value_name = "FILE")]
     traces: Vec<PathBuf>,
-    /// Stop a strategy of the scaling sweep after its first point over this.
+    /// Stop a curve of the scaling sweep after its first point over this,
+    /// or before a point its last two points predict over it; the table
+    /// says where the cap was hit.
     #[arg(long, default_value_t = 5.0)]
     cap_seconds: f64,
+    /// Measure mainline (radix-mainline per-block) at every sweep point up
+    /// to 2^N whatever the cap (default 18: about 80-90 s of Linux's
+    /// memblock code at 2^18; none with --quick; 0: none).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=40))]
+    mainline_pow: Option<u32>,
     /// Largest sweep point, as a power of two, 10..=40 (default 24; 16 with
     /// --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(10..=40))]
@@ -557,6 +566,11 @@ fn bench(a: &BenchArgs) -> Result<()> {
     if let Some(p) = a.max_pow {
         cfg.sweep.retain(|n| n.trailing_zeros() <= p);
     }
+    match a.mainline_pow {
+        Some(0) => cfg.reference = None,
+        Some(p) => cfg.reference = Some(bench::Reference::mainline(p)),
+        None => {}
+    }
     if a.no_scaling {
         cfg.sweep.clear();
     }
@@ -597,7 +611,29 @@ fn bench(a: &BenchArgs) -> Result<()> {
 fn print_bench_tables(r: &kho_lab::bench::BenchReport, wide: bool) {
     use kho_lab::bench::report;
     let width = if wide { None } else { table_width() };
-    println!("{}", fit(report::cells_table(r), 3, width));
+    println!(
+        "{}",
+        wrap(
+            "tracker x strategy per workload: rows are trackers with their own costs \
+             (preserve ns/block with 1 and 2 threads, handover preparation ms, metadata); \
+             strategy columns hold the next boot's memblock ms (-: the tracker's handover \
+             cannot feed that strategy). Every cell's full figures: --json or --html.",
+            "",
+            width
+        )
+    );
+    for w in report::workloads(&r.cells) {
+        println!();
+        println!("{w}:");
+        println!(
+            "{}",
+            fit(
+                report::pivot_table(r, &w, report::PivotValue::Memblock),
+                1,
+                width
+            )
+        );
+    }
     println!();
     println!("ours / peer (below 1: ours is smaller or faster); restore = walk + memblock");
     println!("{}", fit(report::ratios_table(r), 3, width));
@@ -608,15 +644,19 @@ fn print_bench_tables(r: &kho_lab::bench::BenchReport, wide: bool) {
             wrap(
                 "scaling: restore (walk + memblock) of scattered order-0 blocks (every other page), \
                  median of 5 runs per point up to 2^14, one above; exponent = least-squares log-log slope; \
-                 2^20 extrapolated from the last three points where not measured",
+                 2^20 marked measured or extrapolated (from the last three points); \
+                 the note says where the cap stopped a curve",
                 "",
                 width
             )
         );
-        println!("{}", fit(report::scaling_table(r), 1, width));
+        println!("{}", fit(report::scaling_table(r), 2, width));
+        println!();
+        println!("the trackers' own costs in the sweep:");
+        println!("{}", fit(report::tracker_scaling_table(r), 2, width));
     }
     println!();
-    println!("targets (issue 6), checked against this run:");
+    println!("targets (issues 6 and 12), checked against this run:");
     for line in report::targets(r) {
         println!("{}", wrap(&format!("- {line}"), "  ", width));
     }
@@ -812,10 +852,27 @@ fn run(a: &RunArgs) -> Result<()> {
         );
     }
     let exe = std::env::current_exe().context("locating this binary")?;
-    let strategies = match a.scheme.strategy() {
-        Some(s) => vec![s],
-        None => a.strategy.0.clone(),
-    };
+    let strategies: Vec<Strategy> = a
+        .strategy
+        .0
+        .iter()
+        .copied()
+        .filter(|&s| a.scheme.feeds(s))
+        .collect();
+    if strategies.is_empty() {
+        let feeds: Vec<&str> = a.scheme.strategies().iter().map(|s| s.as_str()).collect();
+        return Err(usage(format!(
+            "--scheme {}: cannot feed --strategy {} (it feeds: {})",
+            a.scheme,
+            a.strategy
+                .0
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            feeds.join(", ")
+        )));
+    }
     // One live update per strategy; a progress bar on stderr (hidden when
     // stderr is not a terminal) says which one is running.
     let bar = indicatif::ProgressBar::new(strategies.len() as u64).with_style(

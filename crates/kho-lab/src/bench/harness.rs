@@ -11,8 +11,9 @@
 //!    validated (`walk ms`), the preserved memory accounted by the strategy
 //!    (`memblock ms`), `memmap_init` + `memblock_free_all` (`mm init ms`),
 //!    every preserved byte verified, then a boot of the same memory with
-//!    nothing preserved (`baseline ms`)). Ours runs every strategy, each
-//!    peer its own reservation granularity;
+//!    nothing preserved (`baseline ms`)), once per restore strategy the
+//!    scheme's handover can feed ([`SchemeKind::strategies`]: the tracker
+//!    x strategy matrix);
 //! 3. repetitions interleave the cells of the workload (`for rep { for
 //!    cell }`), rep 0 is a warm-up and is dropped, each figure is the median;
 //! 4. the old-kernel side (preserve ns/block with 1 and 2 threads, finalize
@@ -20,7 +21,12 @@
 //!    [`run_scheme`] over a [`VecArena`] with the same blocks, in the
 //!    preserved order (2 threads: the blocks split in halves, ours through
 //!    one [`kho::Cursor`] per thread, the peers through their `&self`
-//!    preserve); median of the same reps.
+//!    preserve); median of the same reps. The restore peak heap is the
+//!    strategy's (the coalesced list), read from the same arena.
+//!
+//! A cell's tracker costs (preserve, metadata, handover preparation) are
+//! the same for every strategy of its scheme; its next-boot costs (walk,
+//! memblock, mm init) are the pair's.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -82,9 +88,12 @@ pub fn human(size: u64) -> String {
 pub struct Cell {
     /// Workload name.
     pub workload: String,
-    /// Scheme name.
+    /// Scheme name (the tracker).
     pub scheme: String,
-    /// Restore strategy.
+    /// The tracker (= `scheme`): what decides preserve, metadata and
+    /// handover preparation.
+    pub tracker: String,
+    /// Restore strategy: what decides the next boot's memblock work.
     pub strategy: String,
     /// Preserved blocks (as the next kernel found them).
     pub blocks: u64,
@@ -118,21 +127,20 @@ pub struct Cell {
     pub restore_peak_bytes: u64,
     /// Bytes the next kernel lost (must be 0).
     pub lost_bytes: u64,
-    /// Ours only: this cell's restore (walk + memblock) over each peer's
-    /// on the same workload, by peer name (filled by [`super::run`]).
+    /// Ours only: this cell's restore (walk + memblock) over each peer
+    /// cell's on the same workload, by `tracker/strategy` (filled by
+    /// [`super::run`]).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub restore_vs_peer: BTreeMap<String, f64>,
-    /// Ours only: metadata bytes over each peer's, by peer name.
+    /// Ours only: metadata bytes over each peer tracker's, by tracker.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata_vs_peer: BTreeMap<String, f64>,
 }
 
-/// The cells of one (workload, scheme): the strategies that apply.
+/// The cells of one (workload, scheme): the strategies its handover can
+/// feed.
 pub fn strategies(kind: SchemeKind) -> Vec<Strategy> {
-    match kind.strategy() {
-        None => Strategy::ALL.to_vec(),
-        Some(s) => vec![s],
-    }
+    kind.strategies().to_vec()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -148,9 +156,20 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// The old-kernel side of one rep: preserve ns/block (1 thread, 2 threads),
-/// finalize ms, metadata bytes, restore peak bytes.
-type OldSide = (f64, f64, f64, u64, u64);
+/// The old-kernel side of one rep.
+#[derive(Debug, Clone)]
+struct OldSide {
+    /// Preserve ns/block, one thread.
+    preserve_1t: f64,
+    /// The same, two threads.
+    preserve_2t: f64,
+    /// Finalize ms.
+    finalize_ms: f64,
+    /// Metadata bytes.
+    metadata: u64,
+    /// Restore peak heap bytes, per strategy of the scheme.
+    peak: Vec<(Strategy, u64)>,
+}
 
 fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, BenchError> {
     let lo = blocks
@@ -179,9 +198,16 @@ fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, BenchErr
     };
     let map = RamMap::new(&ram, &[])?;
     let arena = VecArena::new(PhysAddr::new(base), pages);
+    let strategies = kind.strategies();
+    let first = strategies.first().copied().unwrap_or(Strategy::PerBlock);
     let mut rec = Recorder::default();
-    let r = run_scheme(kind, &arena, map, blocks, &mut rec)?;
+    let r = run_scheme(kind, first, &arena, map, blocks, &mut rec)?;
     let md = r.metadata.pages.len() as u64 * PAGE_SIZE + r.metadata.object_bytes;
+    let mut peak = vec![(first, r.restore.peak_bytes)];
+    for &s in strategies.iter().skip(1) {
+        let (st, _) = kind.restore(s, &arena, map, r.root, &mut Recorder::default())?;
+        peak.push((s, st.peak_bytes));
+    }
 
     // Two threads.
     let arena2 = VecArena::new(PhysAddr::new(base), pages);
@@ -223,13 +249,13 @@ fn old_side_once(kind: SchemeKind, blocks: &[Block]) -> Result<OldSide, BenchErr
         t.elapsed()
     };
     let n = blocks.len().max(1) as f64;
-    Ok((
-        r.preserve_ms * 1e6 / n,
-        t2.as_secs_f64() * 1e9 / n,
-        r.finalize_ms,
-        md,
-        r.restore.peak_bytes,
-    ))
+    Ok(OldSide {
+        preserve_1t: r.preserve_ms * 1e6 / n,
+        preserve_2t: t2.as_secs_f64() * 1e9 / n,
+        finalize_ms: r.finalize_ms,
+        metadata: md,
+        peak,
+    })
 }
 
 struct Acc {
@@ -346,8 +372,11 @@ pub fn run_workload(
             let mut v: Vec<f64> = o.iter().map(f).collect();
             median(&mut v)
         };
-        let md = o.first().map_or(0, |x| x.3);
-        let peak = o.first().map_or(0, |x| x.4);
+        let md = o.first().map_or(0, |x| x.metadata);
+        let peak = o
+            .first()
+            .and_then(|x| x.peak.iter().find(|(s, _)| *s == a.strategy))
+            .map_or(0, |x| x.1);
         let walk = median(&mut a.walk);
         let memblock = median(&mut a.memblock);
         let mm = median(&mut a.mm);
@@ -356,12 +385,13 @@ pub fn run_workload(
         cells.push(Cell {
             workload: w.name.clone(),
             scheme: a.kind.name().to_owned(),
+            tracker: a.kind.name().to_owned(),
             strategy: a.strategy.as_str().to_owned(),
             blocks: a.blocks,
             pages,
-            preserve_ns_per_block: col(|x| x.0),
-            preserve_ns_per_block_2t: col(|x| x.1),
-            prepare_ms: col(|x| x.2),
+            preserve_ns_per_block: col(|x| x.preserve_1t),
+            preserve_ns_per_block_2t: col(|x| x.preserve_2t),
+            prepare_ms: col(|x| x.finalize_ms),
             metadata_bytes: md,
             metadata_bits_per_page: md as f64 * 8.0 / pages.max(1) as f64,
             walk_ms: walk,

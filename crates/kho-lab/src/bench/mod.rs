@@ -1,6 +1,8 @@
-//! `kho bench`: every scheme x every restore strategy that applies x every
-//! workload, side by side in one run, plus a scaling sweep with fitted
-//! growth exponents, rendered as a table, JSON and an offline HTML report.
+//! `kho bench`: every tracker x every restore strategy its handover can
+//! feed x every workload, side by side in one run, plus a scaling sweep of
+//! the same pairs with fitted growth exponents, rendered as tables (rows:
+//! trackers with their own costs; columns: strategies), JSON and an
+//! offline HTML report.
 //!
 //! - [`harness`]: the matrix cells (whole in-process machine boots);
 //! - [`scaling`]: restore time against the number of scattered blocks;
@@ -18,7 +20,7 @@ use serde::Serialize;
 
 pub use harness::{Cell, Workload};
 pub use report::Ratio;
-pub use scaling::{Point, Scaling, SweepStrategy};
+pub use scaling::{Point, Reference, Scaling, Stop, SweepStrategy};
 
 use crate::peers::{SchemeError, SchemeKind};
 
@@ -112,34 +114,44 @@ pub struct BenchConfig {
     pub reps: usize,
     /// Sizes of the scaling sweep (ascending); empty: no sweep.
     pub sweep: Vec<u64>,
-    /// The sweep's strategies.
+    /// The sweep's curves.
     pub sweep_strategies: Vec<SweepStrategy>,
-    /// A strategy stops after a point over this.
+    /// A curve stops after a point over this, or before a point its last
+    /// two predict over it.
     pub cap: Duration,
+    /// The curve measured whatever the cap up to its limit.
+    pub reference: Option<Reference>,
 }
+
+/// The reference's limit in the default run: mainline per-block measured
+/// in full at 2^18 scattered blocks.
+pub const REFERENCE_POW: u32 = 18;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 
 impl BenchConfig {
     /// The default matrix: vm, memfd, dense, fragmented, mixed at 1 GiB and
-    /// 4 GiB; sweep 2^10..=2^24.
+    /// 4 GiB; sweep 2^10..=2^24, mainline per-block measured to 2^18.
     pub fn full(traces: &[(String, Vec<Block>)]) -> Self {
-        Self::with(
+        let mut c = Self::with(
             &[GIB, 4 * GIB],
             3,
             (10..=24).map(|k| 1 << k).collect(),
             traces,
-        )
+        );
+        c.reference = Some(Reference::mainline(REFERENCE_POW));
+        c
     }
 
     /// The reduced matrix of `--quick`: vm, memfd, dense, fragmented at
-    /// 256 MiB and 1 GiB, one rep, sweep 2^10, 2^12, 2^14, 2^16.
+    /// 256 MiB and 1 GiB, one rep, sweep 2^10..2^20 every other power (the
+    /// quadratic curves stop at the cap; the linear ones reach 2^20).
     pub fn quick(traces: &[(String, Vec<Block>)]) -> Self {
         let mut c = Self::with(
             &[256 * MIB, GIB],
             1,
-            (10..=16).step_by(2).map(|k| 1 << k).collect(),
+            (10..=20).step_by(2).map(|k| 1 << k).collect(),
             traces,
         );
         c.workloads.retain(|w| !w.name.starts_with("mixed"));
@@ -159,6 +171,7 @@ impl BenchConfig {
             sweep: vec![],
             sweep_strategies: SweepStrategy::all(),
             cap: Duration::from_secs(5),
+            reference: None,
         }
     }
 
@@ -187,6 +200,7 @@ impl BenchConfig {
             sweep,
             sweep_strategies: SweepStrategy::all(),
             cap: Duration::from_secs(5),
+            reference: None,
         }
     }
 
@@ -239,12 +253,15 @@ pub struct BenchReport {
     pub cells: Vec<Cell>,
     /// Ours against each peer, per workload.
     pub ratios: Vec<Ratio>,
-    /// One per swept strategy.
+    /// One per swept (tracker, strategy).
     pub scaling: Vec<Scaling>,
     /// The measured repetitions per cell.
     pub reps: usize,
     /// The cap of the sweep, seconds.
     pub cap_seconds: f64,
+    /// The reference curve's limit (`None`: no curve exempt from the cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_max_blocks: Option<u64>,
 }
 
 /// Runs the matrix then the sweep; `progress` is called once per step.
@@ -254,13 +271,20 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
         cells.extend(harness::run_workload(w, &cfg.schemes, cfg.reps, progress)?);
     }
     report::fill_cell_ratios(&mut cells);
-    let scaling = scaling::sweep(&cfg.sweep, &cfg.sweep_strategies, cfg.cap, progress)?;
+    let scaling = scaling::sweep(
+        &cfg.sweep,
+        &cfg.sweep_strategies,
+        cfg.cap,
+        cfg.reference,
+        progress,
+    )?;
     Ok(BenchReport {
         ratios: report::ratios(&cells),
         cells,
         scaling,
         reps: cfg.reps,
         cap_seconds: cfg.cap.as_secs_f64(),
+        reference_max_blocks: cfg.reference.map(|r| r.max_blocks),
     })
 }
 

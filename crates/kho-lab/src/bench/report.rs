@@ -11,8 +11,8 @@ use kho_machine::Strategy;
 
 use super::{BenchError, BenchReport, Cell};
 
-/// Ours against one peer on one workload (ours / peer: below 1 is ours
-/// better).
+/// Ours against one peer cell (a tracker under a strategy) on one workload
+/// (ours / peer: below 1 is ours better).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ratio {
     /// Workload.
@@ -22,8 +22,10 @@ pub struct Ratio {
     pub ours: String,
     /// The strategy behind `ours`.
     pub ours_strategy: String,
-    /// The peer scheme.
+    /// The peer tracker.
     pub peer: String,
+    /// The peer's strategy.
+    pub peer_strategy: String,
     /// (walk + memblock) ours / peer.
     pub restore_ratio: f64,
     /// Next-boot init ours / peer.
@@ -36,57 +38,71 @@ fn restore_ms(c: &Cell) -> f64 {
     c.walk_ms + c.memblock_ms
 }
 
-/// Fills every one of our cells' `restore_vs_peer` and `metadata_vs_peer`
-/// from the peers' cells of the same workload.
+/// `tracker/strategy`.
+fn pair(c: &Cell) -> String {
+    format!("{}/{}", c.tracker, c.strategy)
+}
+
+/// Mainline or a step of its smallest fix (Linux's strategies, not ours).
+fn linux_strategy(strategy: &str) -> bool {
+    strategy
+        .parse::<Strategy>()
+        .is_ok_and(Strategy::is_mainline)
+}
+
+/// Fills every one of our cells' `restore_vs_peer` (by `tracker/strategy`)
+/// and `metadata_vs_peer` (by tracker) from the peers' cells of the same
+/// workload.
 pub fn fill_cell_ratios(cells: &mut [Cell]) {
-    let peers: Vec<(String, String, f64, u64)> = cells
+    let peers: Vec<(String, String, String, f64, u64)> = cells
         .iter()
-        .filter(|c| c.scheme != "kho")
+        .filter(|c| c.tracker != "kho")
         .map(|c| {
             (
                 c.workload.clone(),
-                c.scheme.clone(),
+                c.tracker.clone(),
+                pair(c),
                 restore_ms(c),
                 c.metadata_bytes,
             )
         })
         .collect();
-    for c in cells.iter_mut().filter(|c| c.scheme == "kho") {
+    for c in cells.iter_mut().filter(|c| c.tracker == "kho") {
         let ours = restore_ms(c);
-        for (w, p, ms, md) in &peers {
+        for (w, t, p, ms, md) in &peers {
             if *w == c.workload {
                 c.restore_vs_peer.insert(p.clone(), ours / ms);
                 c.metadata_vs_peer
-                    .insert(p.clone(), c.metadata_bytes as f64 / (*md).max(1) as f64);
+                    .insert(t.clone(), c.metadata_bytes as f64 / (*md).max(1) as f64);
             }
         }
     }
 }
 
-/// For each workload: ours (best, bulk, skip) / each peer.
+/// The workloads of `cells`, in run order.
+pub fn workloads(cells: &[Cell]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in cells {
+        if !out.contains(&c.workload) {
+            out.push(c.workload.clone());
+        }
+    }
+    out
+}
+
+/// For each workload: ours (best, bulk, skip: our tree under our
+/// strategies) / each peer cell (every other tracker under each strategy
+/// it feeds).
 pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    let mut workloads: Vec<&str> = cells.iter().map(|c| c.workload.as_str()).collect();
-    workloads.dedup();
-    for w in workloads {
-        // Ours are our tree under our strategies; mainline's strategies
-        // (per-block and the mainline-fix steps) on our tree are Linux's,
-        // so mainline-fix counts as a peer (named by its strategy).
-        let linux = |c: &Cell| {
-            c.strategy
-                .parse::<Strategy>()
-                .is_ok_and(Strategy::is_mainline)
-        };
+    for w in workloads(cells) {
         let ours: Vec<&Cell> = cells
             .iter()
-            .filter(|c| c.workload == w && c.scheme == "kho" && !linux(c))
+            .filter(|c| c.workload == w && c.tracker == "kho" && !linux_strategy(&c.strategy))
             .collect();
         let peers: Vec<&Cell> = cells
             .iter()
-            .filter(|c| {
-                c.workload == w
-                    && (c.scheme != "kho" || c.strategy == Strategy::MainlineFix.as_str())
-            })
+            .filter(|c| c.workload == w && c.tracker != "kho")
             .collect();
         let best = ours
             .iter()
@@ -103,14 +119,11 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
         for (label, o) in picks {
             for p in &peers {
                 out.push(Ratio {
-                    workload: w.to_owned(),
+                    workload: w.clone(),
                     ours: label.to_owned(),
                     ours_strategy: o.strategy.clone(),
-                    peer: if p.scheme == "kho" {
-                        p.strategy.clone()
-                    } else {
-                        p.scheme.clone()
-                    },
+                    peer: p.tracker.clone(),
+                    peer_strategy: p.strategy.clone(),
                     restore_ratio: restore_ms(o) / restore_ms(p),
                     init_ratio: o.next_boot_init_ms / p.next_boot_init_ms,
                     metadata_ratio: o.metadata_bytes as f64 / p.metadata_bytes.max(1) as f64,
@@ -135,7 +148,7 @@ pub fn cells_table(r: &BenchReport) -> Table {
     t.load_preset(ASCII_MARKDOWN);
     t.set_header(vec![
         "workload",
-        "scheme",
+        "tracker",
         "strategy",
         "blocks",
         "pres ns/blk",
@@ -154,7 +167,7 @@ pub fn cells_table(r: &BenchReport) -> Table {
     for c in &r.cells {
         t.add_row(vec![
             TCell::new(&c.workload),
-            TCell::new(&c.scheme),
+            TCell::new(&c.tracker),
             TCell::new(&c.strategy),
             TCell::new(c.blocks),
             TCell::new(f(c.preserve_ns_per_block, 0)),
@@ -174,94 +187,201 @@ pub fn cells_table(r: &BenchReport) -> Table {
     t
 }
 
-/// Ours / peers, per workload: one row per (workload, ours), two columns
-/// per peer (restore and metadata, ours / peer).
-pub fn ratios_table(r: &BenchReport) -> Table {
+/// What a strategy column of [`pivot_table`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PivotValue {
+    /// The memblock work, ms (what the strategy decides).
+    Memblock,
+    /// Restore = walk + memblock, ms.
+    Restore,
+    /// Next-boot init = walk + memblock + mm init, ms.
+    Init,
+}
+
+impl PivotValue {
+    /// What the columns hold, for a title.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Memblock => "memblock ms",
+            Self::Restore => "restore (walk + memblock) ms",
+            Self::Init => "next-boot init (walk + memblock + mm init) ms",
+        }
+    }
+
+    fn of(self, c: &Cell) -> f64 {
+        match self {
+            Self::Memblock => c.memblock_ms,
+            Self::Restore => restore_ms(c),
+            Self::Init => c.next_boot_init_ms,
+        }
+    }
+}
+
+/// The strategies present in `cells`, in [`Strategy::ALL`] order.
+fn strategies_of(cells: &[&Cell]) -> Vec<&'static str> {
+    Strategy::NAMES
+        .into_iter()
+        .filter(|s| cells.iter().any(|c| c.strategy == *s))
+        .collect()
+}
+
+/// The tracker x strategy table of workload `w`: one row per tracker with
+/// its own costs (preserve ns/block with 1 and 2 threads, handover
+/// preparation, metadata), one column per strategy holding `value` ("-":
+/// the tracker's handover cannot feed it).
+pub fn pivot_table(r: &BenchReport, w: &str, value: PivotValue) -> Table {
+    let cells: Vec<&Cell> = r.cells.iter().filter(|c| c.workload == w).collect();
+    let strategies = strategies_of(&cells);
     let mut t = Table::new();
     t.load_preset(ASCII_MARKDOWN);
-    let mut peers: Vec<String> = r.ratios.iter().map(|x| x.peer.clone()).collect();
-    peers.sort();
-    peers.dedup();
-    let mut header = vec!["workload".to_owned(), "ours".to_owned()];
-    for p in &peers {
-        header.push(format!("restore vs {p}"));
-        header.push(format!("md vs {p}"));
-    }
+    let mut header: Vec<String> = [
+        "tracker",
+        "pres ns/blk",
+        "pres 2t",
+        "prep ms",
+        "md bytes",
+        "bits/page",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.extend(strategies.iter().map(|s| s.to_string()));
     t.set_header(header);
-    let mut keys: Vec<(String, String)> = r
-        .ratios
-        .iter()
-        .map(|x| (x.workload.clone(), x.ours.clone()))
-        .collect();
-    keys.dedup();
-    for (w, o) in keys {
-        let rows: Vec<&Ratio> = r
-            .ratios
-            .iter()
-            .filter(|x| x.workload == w && x.ours == o)
-            .collect();
-        let label = match rows.first() {
-            Some(x) if o == "best" => format!("best ({})", x.ours_strategy),
-            _ => o.clone(),
-        };
-        let mut row = vec![w.clone(), label];
-        for p in &peers {
-            match rows.iter().find(|x| &x.peer == p) {
-                Some(x) => {
-                    row.push(f(x.restore_ratio, 4));
-                    row.push(f(x.metadata_ratio, 2));
-                }
-                None => row.extend(["-".to_owned(), "-".to_owned()]),
-            }
+    let mut trackers: Vec<&str> = Vec::new();
+    for c in &cells {
+        if !trackers.contains(&c.tracker.as_str()) {
+            trackers.push(&c.tracker);
         }
-        t.add_row(row);
+    }
+    for tr in trackers {
+        let row: Vec<&&Cell> = cells.iter().filter(|c| c.tracker == tr).collect();
+        let Some(first) = row.first() else { continue };
+        let mut out = vec![
+            tr.to_owned(),
+            f(first.preserve_ns_per_block, 0),
+            f(first.preserve_ns_per_block_2t, 0),
+            f(first.prepare_ms, 3),
+            first.metadata_bytes.to_string(),
+            f(first.metadata_bits_per_page, 3),
+        ];
+        for s in &strategies {
+            out.push(
+                row.iter()
+                    .find(|c| c.strategy == *s)
+                    .map_or("-".to_owned(), |c| f(value.of(c), 2)),
+            );
+        }
+        t.add_row(out);
     }
     t
 }
 
-/// The issue's targets, checked against this run's figures: one line each,
-/// `met`, `NOT met` or `n/a` (not measured in this run).
+/// Ours / peers: one row per (workload, peer tracker, peer strategy); the
+/// restore of ours (best, bulk, skip) over the peer's, and metadata.
+pub fn ratios_table(r: &BenchReport) -> Table {
+    let mut t = Table::new();
+    t.load_preset(ASCII_MARKDOWN);
+    t.set_header(vec![
+        "workload",
+        "peer tracker",
+        "peer strategy",
+        "best of ours",
+        "restore best/peer",
+        "restore bulk/peer",
+        "restore skip/peer",
+        "init best/peer",
+        "md ours/peer",
+    ]);
+    let mut keys: Vec<(String, String, String)> = Vec::new();
+    for x in &r.ratios {
+        let k = (x.workload.clone(), x.peer.clone(), x.peer_strategy.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    for (w, p, ps) in keys {
+        let find = |ours: &str| {
+            r.ratios
+                .iter()
+                .find(|x| x.workload == w && x.peer == p && x.peer_strategy == ps && x.ours == ours)
+        };
+        let best = find("best");
+        t.add_row(vec![
+            w.clone(),
+            p.clone(),
+            ps.clone(),
+            best.map_or("-".into(), |x| x.ours_strategy.clone()),
+            best.map_or("-".into(), |x| f(x.restore_ratio, 4)),
+            find("bulk").map_or("-".into(), |x| f(x.restore_ratio, 4)),
+            find("skip").map_or("-".into(), |x| f(x.restore_ratio, 4)),
+            best.map_or("-".into(), |x| f(x.init_ratio, 3)),
+            best.map_or("-".into(), |x| f(x.metadata_ratio, 2)),
+        ]);
+    }
+    t
+}
+
+fn mark(extrapolated: bool) -> &'static str {
+    if extrapolated {
+        " (extrapolated)"
+    } else {
+        " (measured)"
+    }
+}
+
+/// The issues' targets (6 and 12), checked against this run's figures: one
+/// line each, `met`, `NOT met` or `informational`; every figure says
+/// whether it was measured or extrapolated.
 pub fn targets(r: &BenchReport) -> Vec<String> {
     let mut out = Vec::new();
-    let find = |scheme: &str, strategy: &str| {
+    let find = |tracker: &str, strategy: &str| {
         r.scaling
             .iter()
-            .find(|s| s.scheme == scheme && s.strategy == strategy)
+            .find(|s| s.tracker == tracker && s.strategy == strategy)
     };
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    let mainline = find("radix-mainline", "per-block");
+    let fix = find("radix-mainline", Strategy::MainlineFix.as_str());
     // 1. 100x at 2^20 against mainline per-block.
-    if let Some(pb) =
-        find("kho", "per-block").and_then(|s| s.ms_at_2_20.map(|m| (m, s.extrapolated)))
-    {
+    if let Some(pb) = mainline.and_then(|s| s.ms_at_2_20.map(|m| (m, s.extrapolated))) {
         for ours in ["bulk", "skip"] {
             if let Some(o) =
                 find("kho", ours).and_then(|s| s.ms_at_2_20.map(|m| (m, s.extrapolated)))
             {
                 let x = pb.0 / o.0;
                 out.push(format!(
-                    "restore of 2^20 scattered order-0 blocks: per-block {:.0} ms{} / {ours} {:.1} ms{} = {x:.0}x (target >= 100x): {}",
+                    "restore of 2^20 scattered order-0 blocks: mainline per-block {:.0} ms{} / {ours} {:.1} ms{} = {x:.0}x{} (target >= 100x): {}",
                     pb.0,
-                    if pb.1 { " (extrapolated)" } else { "" },
+                    mark(pb.1),
                     o.0,
-                    if o.1 { " (extrapolated)" } else { "" },
+                    mark(o.1),
+                    if pb.1 || o.1 { " (extrapolated)" } else { "" },
                     verdict(x >= 100.0)
                 ));
             }
         }
     }
-    // Issue 12: ours (best of bulk and skip) over the smallest mainline fix,
-    // at each measured power of two from 2^16 (measured points only).
-    if let Some(fix) = find("kho", Strategy::MainlineFix.as_str()) {
+    // Issue 12: bulk at 2^20 measured.
+    if let Some(b) = find("kho", "bulk").filter(|s| !s.points.is_empty()) {
+        out.push(match b.at(1 << 20) {
+            Some(p) => format!(
+                "bulk at 2^20 scattered order-0 blocks: {:.2} ms (measured)",
+                p.ms
+            ),
+            None => format!(
+                "bulk at 2^20 scattered order-0 blocks: not measured in this run{}",
+                b.ms_at_2_20
+                    .map(|m| format!(" (~{m:.1} ms extrapolated)"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    // Issue 12: mainline-fix over the best of ours, at each measured power
+    // of two from 2^16 (measured points only).
+    if let Some(fix) = fix {
         for p in fix.points.iter().filter(|p| p.blocks >= 1 << 16) {
-            let best = ["bulk", "skip"]
+            let best = ["coalesced", "bulk", "skip"]
                 .into_iter()
-                .filter_map(|o| {
-                    find("kho", o)?
-                        .points
-                        .iter()
-                        .find(|q| q.blocks == p.blocks)
-                        .map(|q| (o, q.ms))
-                })
+                .filter_map(|o| Some((o, find("kho", o)?.at(p.blocks)?.ms)))
                 .min_by(|a, b| a.1.total_cmp(&b.1));
             if let Some((o, ms)) = best {
                 let x = p.ms / ms;
@@ -279,6 +399,32 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
             }
         }
     }
+    // Issue 12: the same on every shipped real trace (matrix cells).
+    for w in workloads(&r.cells)
+        .iter()
+        .filter(|w| w.starts_with("trace:"))
+    {
+        let cell = |tracker: &str, strategy: &str| {
+            r.cells
+                .iter()
+                .find(|c| c.workload == *w && c.tracker == tracker && c.strategy == strategy)
+        };
+        let best = ["coalesced", "bulk", "skip"]
+            .into_iter()
+            .filter_map(|s| cell("kho", s))
+            .min_by(|a, b| restore_ms(a).total_cmp(&restore_ms(b)));
+        if let (Some(fx), Some(b)) = (cell("radix-mainline", Strategy::MainlineFix.as_str()), best)
+        {
+            out.push(format!(
+                "{w}: restore mainline-fix {:.2} ms / best of ours ({}) {:.2} ms = {:.1}x (goal >= 10x): {}",
+                restore_ms(fx),
+                b.strategy,
+                restore_ms(b),
+                restore_ms(fx) / restore_ms(b),
+                verdict(restore_ms(fx) / restore_ms(b) >= 10.0)
+            ));
+        }
+    }
     for ours in ["bulk", "skip"] {
         if let Some(s) = find("kho", ours).filter(|s| s.points.len() >= 2) {
             out.push(format!(
@@ -288,13 +434,12 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
             ));
         }
     }
-    if let Some(s) = find("kho", "per-block").filter(|s| s.points.len() >= 2) {
-        out.push(format!(
-            "growth exponent of per-block (mainline): {:.2}",
-            s.exponent
-        ));
+    for (name, c) in [("per-block (mainline)", mainline), ("mainline-fix", fix)] {
+        if let Some(s) = c.filter(|s| s.points.len() >= 2) {
+            out.push(format!("growth exponent of {name}: {:.2}", s.exponent));
+        }
     }
-    // Metadata at the largest sweep point every scheme reached.
+    // Metadata at the largest sweep point every tracker reached.
     if let Some(n) = r
         .scaling
         .iter()
@@ -304,14 +449,14 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
         let mut seen: Vec<String> = Vec::new();
         let mut parts = Vec::new();
         for s in &r.scaling {
-            if seen.contains(&s.scheme) {
+            if seen.contains(&s.tracker) {
                 continue;
             }
-            if let Some(p) = s.points.iter().find(|p| p.blocks == n) {
-                seen.push(s.scheme.clone());
+            if let Some(p) = s.at(n) {
+                seen.push(s.tracker.clone());
                 parts.push(format!(
                     "{} {:.3}",
-                    s.scheme,
+                    s.tracker,
                     p.metadata_bytes as f64 * 8.0 / n as f64
                 ));
             }
@@ -322,14 +467,16 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
             parts.join(", ")
         ));
     }
-    // 2. Dense and VM: within 1.2x of maple.
+    // 2. Dense and VM: within 1.2x of maple restoring as its authors did
+    // (one reservation per range: coalesced).
     for x in r.ratios.iter().filter(|x| {
         x.ours == "best"
             && x.peer == "maple"
+            && x.peer_strategy == "coalesced"
             && (x.workload.starts_with("dense") || x.workload.starts_with("vm"))
     }) {
         out.push(format!(
-            "{}: restore best of ours ({}) / maple = {:.2}x (target <= 1.2x): {}",
+            "{}: restore best of ours ({}) / maple coalesced = {:.2}x (target <= 1.2x): {}",
             x.workload,
             x.ours_strategy,
             x.restore_ratio,
@@ -337,14 +484,13 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
         ));
     }
     // 3. Next-boot init within 1.1x of a boot with nothing preserved.
-    let mut workloads: Vec<&str> = r.cells.iter().map(|c| c.workload.as_str()).collect();
-    workloads.dedup();
+    let workloads = workloads(&r.cells);
     for w in &workloads {
         for ours in ["bulk", "skip"] {
             if let Some(c) = r
                 .cells
                 .iter()
-                .find(|c| c.workload == *w && c.scheme == "kho" && c.strategy == ours)
+                .find(|c| c.workload == *w && c.tracker == "kho" && c.strategy == ours)
             {
                 out.push(format!(
                     "{w}: next-boot init with {ours} {:.2} ms / baseline {:.2} ms = {:.2}x (target <= 1.1x): {}",
@@ -358,10 +504,10 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
     }
     // 4. Metadata bits per page: ours = radix-mainline < xarray chunks.
     for w in &workloads {
-        let bits = |scheme: &str| {
+        let bits = |tracker: &str| {
             r.cells
                 .iter()
-                .find(|c| c.workload == *w && c.scheme == scheme)
+                .find(|c| c.workload == *w && c.tracker == tracker)
                 .map(|c| c.metadata_bits_per_page)
         };
         if let (Some(k), Some(m), Some(x), Some(x5)) = (
@@ -379,7 +525,39 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
     out
 }
 
-/// The sweep.
+/// Why a curve stopped, or nothing.
+fn stop_note(r: &BenchReport, s: &super::Scaling) -> String {
+    let mut notes = Vec::new();
+    if s.reference {
+        notes.push(match r.reference_max_blocks {
+            Some(n) => format!(
+                "reference: measured to 2^{} whatever the cap",
+                n.trailing_zeros()
+            ),
+            None => "reference".to_owned(),
+        });
+    }
+    if let Some(st) = s.stop {
+        notes.push(match st.predicted_ms {
+            Some(ms) => format!(
+                "cap hit: stopped after 2^{} (2^{} predicted {:.1} s > cap {} s)",
+                st.after.trailing_zeros(),
+                st.after.trailing_zeros() + 1,
+                ms / 1e3,
+                r.cap_seconds
+            ),
+            None => format!(
+                "cap hit: stopped after 2^{} (over cap {} s)",
+                st.after.trailing_zeros(),
+                r.cap_seconds
+            ),
+        });
+    }
+    notes.join("; ")
+}
+
+/// The sweep: one row per (tracker, strategy), ms per size; the 2^20
+/// column says whether it is measured or extrapolated.
 pub fn scaling_table(r: &BenchReport) -> Table {
     let mut t = Table::new();
     t.load_preset(ASCII_MARKDOWN);
@@ -390,37 +568,73 @@ pub fn scaling_table(r: &BenchReport) -> Table {
         .collect();
     sizes.sort_unstable();
     sizes.dedup();
-    let mut header = vec!["scheme".to_owned(), "strategy".to_owned()];
+    let mut header = vec!["tracker".to_owned(), "strategy".to_owned()];
     header.extend(sizes.iter().map(|n| format!("2^{} ms", n.trailing_zeros())));
     header.extend(["exponent".into(), "2^20 ms".into(), "note".into()]);
     t.set_header(header);
     for s in &r.scaling {
-        let mut row = vec![s.scheme.clone(), s.strategy.clone()];
+        let mut row = vec![s.tracker.clone(), s.strategy.clone()];
         for n in &sizes {
-            row.push(
-                s.points
-                    .iter()
-                    .find(|p| p.blocks == *n)
-                    .map_or("-".into(), |p| f(p.ms, 2)),
-            );
+            row.push(s.at(*n).map_or("-".into(), |p| f(p.ms, 2)));
         }
         row.push(f(s.exponent, 2));
         row.push(s.ms_at_2_20.map_or("-".into(), |x| {
             if s.extrapolated {
                 format!("~{} (extrapolated)", f(x, 1))
             } else {
-                f(x, 2)
+                format!("{} (measured)", f(x, 2))
             }
         }));
-        row.push(match s.capped_after {
-            Some(n) => format!(
-                "stopped after 2^{}: over cap ({} s)",
-                n.trailing_zeros(),
-                r.cap_seconds
-            ),
-            None => String::new(),
-        });
+        row.push(stop_note(r, s));
         t.add_row(row);
+    }
+    t
+}
+
+/// The trackers' own costs in the sweep (the same for every strategy):
+/// preserve and finalize ms and metadata, one row per (tracker, size) at
+/// 2^16, 2^18, 2^20 and the largest size it reached.
+pub fn tracker_scaling_table(r: &BenchReport) -> Table {
+    let mut t = Table::new();
+    t.load_preset(ASCII_MARKDOWN);
+    t.set_header(vec![
+        "tracker",
+        "blocks",
+        "preserve ms",
+        "preserve ns/blk",
+        "finalize ms",
+        "md bytes",
+        "bits/page",
+    ]);
+    let mut seen: Vec<&str> = Vec::new();
+    for s in &r.scaling {
+        if seen.contains(&s.tracker.as_str()) {
+            continue;
+        }
+        seen.push(&s.tracker);
+        // The tracker's longest curve carries every size it reached.
+        let curve = r
+            .scaling
+            .iter()
+            .filter(|c| c.tracker == s.tracker)
+            .max_by_key(|c| c.points.len())
+            .unwrap_or(s);
+        let last = curve.points.last().map_or(0, |p| p.blocks);
+        for p in curve
+            .points
+            .iter()
+            .filter(|p| [1 << 16, 1 << 18, 1 << 20, last].contains(&p.blocks))
+        {
+            t.add_row(vec![
+                s.tracker.clone(),
+                format!("2^{}", p.blocks.trailing_zeros()),
+                f(p.preserve_ms, 2),
+                f(p.preserve_ms * 1e6 / p.blocks.max(1) as f64, 0),
+                f(p.finalize_ms, 3),
+                p.metadata_bytes.to_string(),
+                f(p.metadata_bytes as f64 * 8.0 / p.blocks.max(1) as f64, 3),
+            ]);
+        }
     }
     t
 }
@@ -430,13 +644,25 @@ pub fn json(r: &BenchReport) -> Result<String, BenchError> {
     Ok(serde_json::to_string_pretty(r)?)
 }
 
+/// The curves the scaling plot draws: mainline and every step of its
+/// smallest fix, our strategies on our tree, and the peers' trackers under
+/// `bulk` (the table lists every curve).
+pub fn plotted(s: &super::Scaling) -> bool {
+    match s.tracker.as_str() {
+        "radix-mainline" => true,
+        "kho" => ["coalesced", "bulk", "skip"].contains(&s.strategy.as_str()),
+        "maple" | "xarray" => s.strategy == "bulk",
+        _ => false,
+    }
+}
+
 fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
+    let curves: Vec<&super::Scaling> = r.scaling.iter().filter(|s| plotted(s)).collect();
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (900, 560)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (1000, 620)).into_drawing_area();
         root.fill(&WHITE)?;
-        let pts: Vec<(f64, f64)> = r
-            .scaling
+        let pts: Vec<(f64, f64)> = curves
             .iter()
             .flat_map(|s| s.points.iter().map(|p| (p.blocks as f64, p.ms.max(1e-4))))
             .collect();
@@ -449,7 +675,7 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
         let (x0, y0) = (x0.min(x1 / 2.0), y0.min(y1 / 10.0));
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "restore (walk + memblock) vs scattered order-0 blocks",
+                "restore (walk + memblock) vs scattered order-0 blocks, measured points",
                 ("sans-serif", 18),
             )
             .margin(10)
@@ -462,7 +688,7 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
             .x_desc("blocks")
             .y_desc("ms")
             .draw()?;
-        for (i, s) in r.scaling.iter().enumerate() {
+        for (i, s) in curves.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let data: Vec<(f64, f64)> = s
                 .points
@@ -472,8 +698,15 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
             chart
                 .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))?
                 .label(format!(
-                    "{} {} (exp {:.2})",
-                    s.scheme, s.strategy, s.exponent
+                    "{}/{} (exp {:.2}{})",
+                    s.tracker,
+                    s.strategy,
+                    s.exponent,
+                    if s.stop.is_some() {
+                        ", stopped at the cap"
+                    } else {
+                        ""
+                    }
                 ))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
             chart.draw_series(data.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
@@ -567,6 +800,26 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The workloads in the report's order: memfd, fragmented and the real
+/// traces first (the debate's cases), then the rest.
+fn report_order(r: &BenchReport) -> Vec<String> {
+    let all = workloads(&r.cells);
+    let rank = |w: &str| {
+        if w.starts_with("memfd") {
+            0
+        } else if w.starts_with("fragmented") {
+            1
+        } else if w.starts_with("trace:") {
+            2
+        } else {
+            3
+        }
+    };
+    let mut v = all.clone();
+    v.sort_by_key(|w| rank(w));
+    v
+}
+
 /// Writes `dir/index.html`: self-contained, inline SVG, no external
 /// reference.
 pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
@@ -576,45 +829,80 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
     };
     std::fs::create_dir_all(dir).map_err(write_err)?;
     let mut h = String::new();
-    h.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kho bench</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}pre{font-size:12px}</style></head><body>\n<h1>kho bench</h1>\n");
+    h.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kho bench</title>\n<style>body{font-family:sans-serif;margin:2em;max-width:1300px}pre{font-size:12px;overflow-x:auto}h3{margin-bottom:0.2em}</style></head><body>\n<h1>kho bench</h1>\n");
     let _ = writeln!(
         h,
-        "<p>{} cells, median of {} repetitions after a warm-up; sweep cap {} s.</p>",
+        "<p>{} cells (tracker x strategy x workload), median of {} repetitions after a warm-up; sweep cap {} s{}. Rows are trackers, with what the tracker decides (preserve, handover preparation, metadata); columns are restore strategies, with what the strategy decides (the next boot's memblock work). Every figure is measured except those marked <b>extrapolated</b>.</p>",
         r.cells.len(),
         r.reps,
-        r.cap_seconds
+        r.cap_seconds,
+        r.reference_max_blocks
+            .map(|n| format!(
+                "; mainline per-block measured to 2^{} whatever the cap",
+                n.trailing_zeros()
+            ))
+            .unwrap_or_default()
     );
+    let targets = targets(r);
+    if !targets.is_empty() {
+        h.push_str("<h2>Targets, checked against this run</h2>\n<ul>\n");
+        for t in &targets {
+            let _ = writeln!(h, "<li>{}</li>", esc(t));
+        }
+        h.push_str("</ul>\n");
+    }
+    if !r.cells.is_empty() {
+        h.push_str("<h2>Tracker x strategy, per workload</h2>\n");
+        for w in report_order(r) {
+            let _ = writeln!(h, "<h3>{}</h3>", esc(&w));
+            for v in [PivotValue::Memblock, PivotValue::Restore] {
+                let _ = writeln!(
+                    h,
+                    "<p>strategy columns: {}</p>\n<pre>{}</pre>",
+                    v.describe(),
+                    esc(&pivot_table(r, &w, v).to_string())
+                );
+            }
+        }
+    }
     if !r.scaling.is_empty() {
         h.push_str("<h2>Restore time vs blocks (log-log)</h2>\n");
         h.push_str(&svg_loglog(r)?);
-        let _ = writeln!(h, "<pre>{}</pre>", esc(&scaling_table(r).to_string()));
+        let _ = writeln!(
+            h,
+            "<p>Every tracker x strategy pair; the plot draws mainline and the steps of its fix, ours, and the peers under bulk. A curve stops where the cap says (note column); a 2^20 figure not measured is marked extrapolated.</p>\n<pre>{}</pre>",
+            esc(&scaling_table(r).to_string())
+        );
+        let _ = writeln!(
+            h,
+            "<h3>The trackers' own costs in the sweep</h3>\n<pre>{}</pre>",
+            esc(&tracker_scaling_table(r).to_string())
+        );
     }
     if !r.cells.is_empty() {
-        h.push_str("<h2>Metadata bytes per scheme per workload</h2>\n");
+        h.push_str("<h2>Metadata bytes per tracker per workload</h2>\n");
         h.push_str(&svg_by_workload(
             r,
             "metadata bytes",
             "bytes",
-            |c| (c.strategy == "coalesced" || c.scheme != "kho").then(|| c.scheme.clone()),
+            // One point per tracker: its first strategy's cell.
+            |c| {
+                crate::peers::SchemeKind::from_name(&c.tracker)
+                    .filter(|k| k.strategies().first().map(|s| s.as_str()) == Some(&c.strategy))
+                    .map(|_| c.tracker.clone())
+            },
             |c| c.metadata_bytes as f64,
         )?);
-        h.push_str("<h2>Next-boot memory init per scheme and strategy</h2>\n");
-        h.push_str(&svg_by_workload(
-            r,
-            "next-boot init (walk + memblock + mm init), ms",
-            "ms",
-            |c| Some(format!("{} {}", c.scheme, c.strategy)),
-            |c| c.next_boot_init_ms,
-        )?);
-        let _ = writeln!(
-            h,
-            "<h2>Cells</h2>\n<pre>{}</pre>",
-            esc(&cells_table(r).to_string())
-        );
         let _ = writeln!(
             h,
             "<h2>Ours / peers</h2>\n<pre>{}</pre>",
             esc(&ratios_table(r).to_string())
+        );
+        let _ = writeln!(
+            h,
+            "<h2>Every cell</h2>\n<details><summary>{} cells</summary><pre>{}</pre></details>",
+            r.cells.len(),
+            esc(&cells_table(r).to_string())
         );
     }
     h.push_str("</body></html>\n");

@@ -1,72 +1,98 @@
 //! The scaling sweep: restore (walk + memblock) of `n` scattered order-0
 //! blocks (every other page from 4 GiB up: as many ranges as blocks, the
-//! worst case for memblock) per scheme and strategy, for `n` = 2^k.
+//! worst case for memblock) per tracker and strategy, for `n` = 2^k.
 //!
 //! What is measured, per point (the median of five runs up to 2^14
 //! blocks, one run above):
-//! - the tracker is built once per `n` (preserve through the scheme into a
-//!   [`VecArena`]) and finalized; then, into a fresh Linux-faithful
-//!   [`Memblock`] holding the machine's RAM (resizable arrays):
-//! - every strategy is the machine's own accounting,
-//!   [`kho_machine::reserve_preserved`], into that memblock (a bare
-//!   memblock is a [`kho_machine::ReservationSink`]); the peers through
-//!   [`SchemeKind::restore`], ours per strategy over our tree (`per-block`
-//!   reads it the way mainline does: the `radix-mainline` reader, same
-//!   format);
+//! - the tracker is built once per `n` and scheme (preserve through the
+//!   scheme into a [`VecArena`], timed: `preserve_ms`) and finalized
+//!   (`finalize_ms`); then, into a fresh Linux-faithful [`Memblock`]
+//!   holding the machine's RAM (resizable arrays), each strategy its
+//!   handover can feed runs the machine's own accounting,
+//!   [`kho_machine::reserve_preserved`], through [`SchemeKind::restore`]
+//!   (a bare memblock is a [`kho_machine::ReservationSink`]);
 //! - the time of a point is the accounting's own: walk + heads + memblock.
 //!
 //! Head pages are not written here (no memmap): every strategy writes the
 //! same heads, so they do not change the comparison.
 //!
-//! A strategy stops after the first point whose time exceeds the cap; the
-//! growth exponent is the least-squares slope of ln(ms) against ln(n).
+//! # The cap
+//!
+//! A curve stops after its first point over the cap, and does not run a
+//! point that its last two points predict (log-log line) over the cap: the
+//! curve says so (`stop`). One curve, the reference ([`Reference`]:
+//! mainline, `radix-mainline` under `per-block`), is measured at every
+//! point up to its own limit whatever the cap. Every figure at 2^20 that
+//! was not measured is extrapolated from the last three points and says
+//! so (`extrapolated`). The growth exponent is the least-squares slope of
+//! ln(ms) against ln(n).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kho::{Block, PAGE_SIZE, PhysAddr, PhysRange, RamMap, VecArena};
-use kho_machine::{Memblock, RadixMap, Strategy, reserve_preserved};
+use kho_machine::{Memblock, Strategy};
 use serde::Serialize;
 
 use super::BenchError;
-use crate::peers::{SchemeError, SchemeKind};
+use crate::peers::SchemeKind;
 
 const ARENA_BASE: u64 = 1 << 20;
 const BLOCKS_AT: u64 = 4 << 30;
 /// Points up to this many blocks are measured five times (median).
 const SMALL_POINT: u64 = 1 << 14;
+/// 2^20.
+const N20: u64 = 1 << 20;
 
-/// One strategy of the sweep.
+/// One curve of the sweep: a tracker under a strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SweepStrategy {
-    /// The scheme.
+    /// The tracker.
     pub scheme: SchemeKind,
-    /// Its restore strategy (a peer's: the one its report names,
-    /// [`SchemeKind::strategy`]).
+    /// The restore strategy (one of [`SchemeKind::strategies`]).
     pub strategy: Strategy,
 }
 
 impl SweepStrategy {
-    /// Every swept strategy: ours four, each peer its own.
+    /// Every pair: each scheme (report order) under each strategy its
+    /// handover can feed.
     pub fn all() -> Vec<Self> {
-        let mut v: Vec<Self> = Strategy::ALL
+        SchemeKind::ALL
             .into_iter()
-            .map(|strategy| Self {
-                scheme: SchemeKind::Kho,
-                strategy,
+            .flat_map(|scheme| {
+                scheme
+                    .strategies()
+                    .iter()
+                    .map(move |&strategy| Self { scheme, strategy })
             })
-            .collect();
-        for scheme in [
-            SchemeKind::RadixMainline,
-            SchemeKind::XarrayPage,
-            SchemeKind::Xarray512,
-            SchemeKind::Maple,
-        ] {
-            v.push(Self {
-                scheme,
-                strategy: scheme.strategy().unwrap_or(Strategy::Coalesced),
-            });
+            .collect()
+    }
+
+    /// The curve's name, `tracker/strategy`.
+    pub fn label(self) -> String {
+        format!("{}/{}", self.scheme, self.strategy)
+    }
+}
+
+/// The curve measured at every point up to `max_blocks` whatever the cap
+/// (the default run: mainline per-block to 2^18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reference {
+    /// The curve.
+    pub curve: SweepStrategy,
+    /// Its last point exempt from the cap.
+    pub max_blocks: u64,
+}
+
+impl Reference {
+    /// Mainline (`radix-mainline` under `per-block`) up to 2^`pow`.
+    pub fn mainline(pow: u32) -> Self {
+        Self {
+            curve: SweepStrategy {
+                scheme: SchemeKind::RadixMainline,
+                strategy: Strategy::PerBlock,
+            },
+            max_blocks: 1u64.checked_shl(pow).unwrap_or(u64::MAX),
         }
-        v
     }
 }
 
@@ -80,26 +106,55 @@ pub struct Point {
     /// The scheme's metadata for these blocks (simulated pages x 4096 +
     /// modelled kernel objects), bytes.
     pub metadata_bytes: u64,
+    /// The tracker's preserve of these blocks, ms (one thread).
+    pub preserve_ms: f64,
+    /// Its finalize (handover preparation), ms.
+    pub finalize_ms: f64,
 }
 
-/// One strategy's curve.
+/// Why a curve stopped before the sweep's last size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stop {
+    /// The last size measured.
+    pub after: u64,
+    /// The next size's time as its last two points predict it, ms
+    /// (`None`: the last point itself went over the cap).
+    pub predicted_ms: Option<f64>,
+}
+
+/// One curve.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Scaling {
-    /// Scheme name.
+    /// Scheme name (the tracker).
     pub scheme: String,
+    /// The tracker (= `scheme`).
+    pub tracker: String,
     /// Strategy name.
     pub strategy: String,
     /// Least-squares log-log slope (NaN with fewer than two points).
     pub exponent: f64,
     /// The measured points.
     pub points: Vec<Point>,
-    /// The last measured size when a point went over the cap.
+    /// The last measured size when the cap stopped the curve.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capped_after: Option<u64>,
+    /// How the cap stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// Whether this is the reference curve (measured whatever the cap up to
+    /// `reference_max_blocks`).
+    pub reference: bool,
     /// ms at 2^20 blocks: measured, or extrapolated from the fit.
     pub ms_at_2_20: Option<f64>,
     /// Whether `ms_at_2_20` is extrapolated.
     pub extrapolated: bool,
+}
+
+impl Scaling {
+    /// The measured point at `blocks`.
+    pub fn at(&self, blocks: u64) -> Option<&Point> {
+        self.points.iter().find(|p| p.blocks == blocks)
+    }
 }
 
 /// Least-squares slope and intercept of ln(y) against ln(x).
@@ -151,12 +206,23 @@ fn fresh_memblock(ram_end: u64) -> Result<Memblock, BenchError> {
     Ok(mb)
 }
 
-/// Restore time of `n` scattered blocks for every strategy in `strategies`
-/// (one tree per scheme), with the scheme's metadata bytes, in order.
-pub fn measure_point(
-    n: u64,
-    strategies: &[SweepStrategy],
-) -> Result<Vec<(Duration, u64)>, BenchError> {
+/// One curve at one point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Measured {
+    /// Walk + heads + memblock.
+    pub restore: Duration,
+    /// The tracker's metadata, bytes.
+    pub metadata_bytes: u64,
+    /// The tracker's preserve.
+    pub preserve: Duration,
+    /// Its finalize.
+    pub finalize: Duration,
+}
+
+/// Restore time of `n` scattered blocks for every curve in `strategies`
+/// (one tracker per run of curves of one scheme), with the tracker's own
+/// costs, in order.
+pub fn measure_point(n: u64, strategies: &[SweepStrategy]) -> Result<Vec<Measured>, BenchError> {
     let blocks = scattered(n);
     let arena_pages = usize::try_from(n / 64 + 2048).unwrap_or(usize::MAX);
     let ram_end = BLOCKS_AT + 2 * n * PAGE_SIZE + (1 << 30);
@@ -166,71 +232,114 @@ pub fn measure_point(
     )?];
     let map = RamMap::new(&ram, &[])?;
     let mut out = Vec::with_capacity(strategies.len());
-    let mut cache: Option<(SchemeKind, VecArena, PhysAddr, u64)> = None;
+    // The tracker of the last scheme: (scheme, arena, root, metadata,
+    // preserve, finalize).
+    let mut cache: Option<(SchemeKind, VecArena, PhysAddr, u64, Duration, Duration)> = None;
     for s in strategies {
-        let (arena, root, md) = match &mut cache {
-            Some((scheme, arena, root, md)) if *scheme == s.scheme => (&*arena, *root, *md),
-            cache => {
-                let arena = VecArena::new(PhysAddr::new(ARENA_BASE), arena_pages);
-                let (root, md) = {
-                    let mut t = s.scheme.tracker(&arena)?;
-                    for &b in &blocks {
-                        t.preserve(b)?;
-                    }
-                    let root = t.finalize()?.root;
-                    let m = t.metadata();
-                    (root, m.pages.len() as u64 * PAGE_SIZE + m.object_bytes)
-                };
-                let (_, arena, ..) = cache.insert((s.scheme, arena, root, md));
-                (&*arena, root, md)
-            }
+        if cache.as_ref().is_none_or(|c| c.0 != s.scheme) {
+            // The previous tracker's memory goes before the next is built.
+            drop(cache.take());
+            let arena = VecArena::new(PhysAddr::new(ARENA_BASE), arena_pages);
+            let (root, md, pres, fin) = {
+                let mut t = s.scheme.tracker(&arena)?;
+                let start = Instant::now();
+                for &b in &blocks {
+                    t.preserve(b)?;
+                }
+                let pres = start.elapsed();
+                let start = Instant::now();
+                let root = t.finalize()?.root;
+                let fin = start.elapsed();
+                let m = t.metadata();
+                (
+                    root,
+                    m.pages.len() as u64 * PAGE_SIZE + m.object_bytes,
+                    pres,
+                    fin,
+                )
+            };
+            cache = Some((s.scheme, arena, root, md, pres, fin));
+        }
+        let Some((_, arena, root, md, pres, fin)) = &cache else {
+            unreachable!("just built");
         };
         let mut mb = fresh_memblock(ram_end)?;
-        let st = match (s.scheme, s.strategy) {
-            (SchemeKind::Kho, Strategy::PerBlock) => {
-                SchemeKind::RadixMainline.restore(arena, map, root, &mut mb)?
-            }
-            (SchemeKind::Kho, strategy) => {
-                let (st, skip) =
-                    reserve_preserved(strategy, &mut RadixMap::new(arena, map, root), &mut mb)
-                        .map_err(SchemeError::from)?;
-                std::hint::black_box(&skip);
-                st
-            }
-            (k, _) => k.restore(arena, map, root, &mut mb)?,
-        };
-        out.push((st.time(), md));
+        let (st, skip) = s.scheme.restore(s.strategy, arena, map, *root, &mut mb)?;
+        std::hint::black_box(&skip);
+        out.push(Measured {
+            restore: st.time(),
+            metadata_bytes: *md,
+            preserve: *pres,
+            finalize: *fin,
+        });
         drop(mb);
     }
     Ok(out)
 }
 
-/// Sweeps `sizes` (ascending) for `strategies`, stopping a strategy after
-/// its first point over `cap`. `progress` is called once per point.
+/// The time at `n` that the last two points of `points` predict (a line
+/// through them in log-log), ms.
+pub fn predict(points: &[Point], n: u64) -> Option<f64> {
+    let [a, b] = points.get(points.len().checked_sub(2)?..)? else {
+        return None;
+    };
+    let xy = [(a.blocks as f64, a.ms), (b.blocks as f64, b.ms)];
+    let (slope, icpt) = fit_loglog(&xy)?;
+    Some((icpt + slope * (n as f64).ln()).exp())
+}
+
+/// Sweeps `sizes` (ascending) for `strategies` under `cap` (see the module
+/// doc), `reference` exempt up to its limit. `progress` is called once
+/// per point.
 pub fn sweep(
     sizes: &[u64],
     strategies: &[SweepStrategy],
     cap: Duration,
+    reference: Option<Reference>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Scaling>, BenchError> {
     if sizes.is_empty() {
         return Ok(Vec::new());
     }
+    let is_ref = |s: &SweepStrategy| reference.is_some_and(|r| r.curve == *s);
+    let exempt =
+        |s: &SweepStrategy, n: u64| reference.is_some_and(|r| r.curve == *s && n <= r.max_blocks);
     let mut res: Vec<Scaling> = strategies
         .iter()
         .map(|s| Scaling {
             scheme: s.scheme.name().to_owned(),
+            tracker: s.scheme.name().to_owned(),
             strategy: s.strategy.as_str().to_owned(),
             exponent: f64::NAN,
             points: Vec::new(),
             capped_after: None,
+            stop: None,
+            reference: is_ref(s),
             ms_at_2_20: None,
             extrapolated: false,
         })
         .collect();
+    let cap_ms = cap.as_secs_f64() * 1e3;
     for &n in sizes {
+        // A curve runs this point unless it stopped, or its last two points
+        // predict it over the cap (the reference up to its limit runs).
+        for (i, s) in strategies.iter().enumerate() {
+            let c = &mut res[i];
+            if c.stop.is_some() || exempt(s, n) {
+                continue;
+            }
+            if let Some(ms) = predict(&c.points, n).filter(|&ms| ms > cap_ms)
+                && let Some(last) = c.points.last()
+            {
+                c.stop = Some(Stop {
+                    after: last.blocks,
+                    predicted_ms: Some(ms),
+                });
+                c.capped_after = Some(last.blocks);
+            }
+        }
         let live: Vec<usize> = (0..strategies.len())
-            .filter(|&i| res[i].capped_after.is_none())
+            .filter(|&i| res[i].stop.is_none())
             .collect();
         if live.is_empty() {
             break;
@@ -239,32 +348,36 @@ pub fn sweep(
         progress(&format!("scaling 2^{}", n.trailing_zeros()));
         // Small points are noise-prone (microseconds): the median of 5.
         let runs = if n <= SMALL_POINT { 5 } else { 1 };
-        let mut all: Vec<Vec<(Duration, u64)>> = Vec::with_capacity(runs);
+        let mut all: Vec<Vec<Measured>> = Vec::with_capacity(runs);
         for _ in 0..runs {
             all.push(measure_point(n, &sel)?);
         }
-        let times: Vec<(Duration, u64)> = (0..sel.len())
-            .map(|j| {
-                let mut v: Vec<(Duration, u64)> = all.iter().map(|r| r[j]).collect();
-                v.sort();
-                v[v.len() / 2]
-            })
-            .collect();
-        for (&i, (d, md)) in live.iter().zip(times) {
-            res[i].points.push(Point {
+        for (j, &i) in live.iter().enumerate() {
+            let mut v: Vec<Measured> = all.iter().map(|r| r[j]).collect();
+            v.sort();
+            let m = v[v.len() / 2];
+            let c = &mut res[i];
+            c.points.push(Point {
                 blocks: n,
-                ms: d.as_secs_f64() * 1e3,
-                metadata_bytes: md,
+                ms: m.restore.as_secs_f64() * 1e3,
+                metadata_bytes: m.metadata_bytes,
+                preserve_ms: m.preserve.as_secs_f64() * 1e3,
+                finalize_ms: m.finalize.as_secs_f64() * 1e3,
             });
-            if d > cap {
-                res[i].capped_after = Some(n);
+            // The reference goes on to its limit even over the cap.
+            let goes_on = reference.is_some_and(|r| r.curve == strategies[i] && n < r.max_blocks);
+            if m.restore > cap && !goes_on {
+                c.stop = Some(Stop {
+                    after: n,
+                    predicted_ms: None,
+                });
+                c.capped_after = Some(n);
             }
         }
     }
     for s in &mut res {
         s.exponent = exponent(&s.points);
-        const N20: u64 = 1 << 20;
-        if let Some(p) = s.points.iter().find(|p| p.blocks == N20) {
+        if let Some(p) = s.at(N20) {
             s.ms_at_2_20 = Some(p.ms);
         } else {
             // Fit on the largest points (the small ones are dominated by

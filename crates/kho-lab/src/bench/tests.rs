@@ -46,6 +46,7 @@ fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
         for k in [
             "workload",
             "scheme",
+            "tracker",
             "strategy",
             "blocks",
             "preserve_ns_per_block",
@@ -60,14 +61,56 @@ fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
             assert!(c.get(k).is_some(), "cell without {k}: {c}");
         }
     }
-    for c in cells.iter().filter(|c| c["scheme"] == "kho") {
-        assert_eq!(c["restore_vs_peer"].as_object().unwrap().len(), 4, "{c}");
+    // The pairs the issue names are all there.
+    for (tracker, strategy) in [
+        ("maple", "bulk"),
+        ("xarray", "coalesced"),
+        ("xarray", "bulk"),
+        ("radix-mainline", "mainline-fix"),
+        ("kho", "mainline-fix"),
+    ] {
+        assert!(
+            cells
+                .iter()
+                .any(|c| c["tracker"] == tracker && c["strategy"] == strategy),
+            "no cell {tracker}/{strategy}"
+        );
+    }
+    for c in cells.iter().filter(|c| c["tracker"] == "kho") {
+        // Every peer cell: xarray and xarray-512 3 each, mainline 4, maple 2.
+        assert_eq!(c["restore_vs_peer"].as_object().unwrap().len(), 12, "{c}");
+        assert_eq!(c["metadata_vs_peer"].as_object().unwrap().len(), 4, "{c}");
         assert_eq!(c["metadata_vs_peer"]["radix-mainline"], 1.0, "{c}");
+    }
+    // A tracker's own costs are one figure for all its strategies.
+    for k in SchemeKind::ALL {
+        let md: BTreeSet<u64> = r
+            .cells
+            .iter()
+            .filter(|c| c.tracker == k.name() && c.workload == r.cells[0].workload)
+            .map(|c| c.metadata_bytes)
+            .collect();
+        assert_eq!(md.len(), 1, "{k}");
+    }
+    let w = &r.cells[0].workload;
+    let pivot = report::pivot_table(&r, w, report::PivotValue::Memblock).to_string();
+    for k in SchemeKind::ALL {
+        assert!(pivot.contains(k.name()), "{pivot}");
+    }
+    for s in Strategy::NAMES {
+        assert!(pivot.contains(s), "{pivot}");
     }
     let scaling = v["scaling"].as_array().unwrap();
     assert_eq!(scaling.len(), 2);
     for s in scaling {
-        for k in ["scheme", "strategy", "exponent", "points"] {
+        for k in [
+            "scheme",
+            "tracker",
+            "strategy",
+            "exponent",
+            "points",
+            "extrapolated",
+        ] {
             assert!(s.get(k).is_some(), "scaling entry without {k}: {s}");
         }
         assert_eq!(s["points"].as_array().unwrap().len(), 2);
@@ -77,6 +120,7 @@ fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
     report::write_html(&r, &dir).unwrap();
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     assert!(html.contains("<svg"));
+    assert!(html.contains("Tracker x strategy"));
     assert!(!html.contains("http://") && !html.contains("https://"));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,10 +11,11 @@
 //! (1) 6.16's format: the blob's header gives its length. (2) This lab's
 //! own: the proposal defined none.
 //!
-//! The new kernel's accounting is the scheme's [`SchemeKind::restore`]:
-//! its map read by the machine's one accounting
-//! ([`kho_machine::reserve_preserved`]) into the machine's memblock and
-//! head pages, timed like the machine's `per-block` strategy.
+//! The new kernel's accounting is the scheme's [`SchemeKind::restore`]
+//! under the strategy the new kernel was given (one of
+//! [`SchemeKind::strategies`]): its map read by the machine's one
+//! accounting ([`kho_machine::reserve_preserved`]) into the machine's
+//! memblock and head pages, timed as the machine times ours.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +28,7 @@ use kho::{
 };
 use kho_machine::{
     KhoMemoryInitStats, PeerError, PeerFdt, PeerHandover, PeerScheme, PhysMem, ReservationSink,
-    TreeAlloc,
+    Strategy, TreeAlloc,
 };
 
 use super::{MAPLE_COMPATIBLE, SchemeError, SchemeKind};
@@ -217,13 +218,22 @@ impl PeerScheme for MachineScheme {
         MachineScheme::parse_fdt(*self, bytes).map_err(PeerError::new)
     }
 
+    fn strategies(&self) -> &'static [Strategy] {
+        self.0.strategies()
+    }
+
     fn reserve_preserved(
         &self,
+        strategy: Strategy,
         mem: &PhysMem,
         ram: RamMap<'_>,
         root: PhysAddr,
         sink: &mut dyn ReservationSink,
     ) -> Result<KhoMemoryInitStats, PeerError> {
-        self.0.restore(mem, ram, root, sink).map_err(PeerError::new)
+        // Never `skip` (not in its strategies): no ranges to hand back.
+        self.0
+            .restore(strategy, mem, ram, root, sink)
+            .map(|(st, _)| st)
+            .map_err(PeerError::new)
     }
 }

@@ -315,4 +315,9 @@ impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, '_, M> {
         }
         Ok(summary)
     }
+
+    /// Touching extents merged as read ([`super::coalesce_as_read`]).
+    fn coalesced(&mut self) -> Result<(Vec<kho::PhysRange>, MapSummary), SchemeError> {
+        super::coalesce_as_read(self)
+    }
 }

@@ -41,7 +41,7 @@
 
 use std::time::Instant;
 
-use kho::{Block, MemError, PageAlloc, PageMap, PhysAddr, RamMap};
+use kho::{Block, MemError, PageAlloc, PageMap, PhysAddr, PhysRange, RamMap};
 use kho_machine::{
     KhoMemoryInitStats, PreservedMap, RadixMap, RadixMapError, ReservationSink, ReserveError,
     Strategy,
@@ -147,9 +147,23 @@ pub enum SchemeError {
         /// The scheme's.
         want: &'static str,
     },
+    /// A restore strategy the scheme's handover cannot feed
+    /// ([`SchemeKind::strategies`]).
+    #[error("scheme {scheme} cannot feed the {strategy} strategy (it feeds: {list})", list = strategy_list(*scheme))]
+    Strategy {
+        /// The scheme.
+        scheme: SchemeKind,
+        /// The strategy refused.
+        strategy: Strategy,
+    },
     /// Finalize was called twice, or preserve after finalize.
     #[error("the tracker is finalized")]
     Finalized,
+}
+
+fn strategy_list(scheme: SchemeKind) -> String {
+    let names: Vec<&str> = scheme.strategies().iter().map(|s| s.as_str()).collect();
+    names.join(", ")
 }
 
 /// A tracker design (the `--scheme` of `kho run`).
@@ -222,31 +236,51 @@ impl SchemeKind {
         })
     }
 
-    /// The restore strategy a report names for the scheme: its
-    /// reservation granularity (per block; maple per range). `None` for
-    /// ours, which the machine restores with every strategy.
-    pub const fn strategy(self) -> Option<Strategy> {
+    /// The restore strategies its handover can feed, in report order
+    /// ([`Strategy::ALL`]'s): the bitmaps (one extent per set bit) per
+    /// block, coalesced and bulk; maple's ranges coalesced (one
+    /// reservation per maximal range: its records, merged where records of
+    /// two orders touch) and bulk; mainline's radix tree per block and the
+    /// steps of its smallest fix; ours every strategy. `skip` needs the
+    /// machine's own path (the buddy hand-over skips the ranges), so only
+    /// ours has it.
+    pub const fn strategies(self) -> &'static [Strategy] {
+        use Strategy::{Bulk, Coalesced, MainlineFix, MainlineFixA, MainlineFixAb, PerBlock};
         match self {
-            Self::Kho => None,
-            Self::Maple => Some(Strategy::Coalesced),
-            Self::Xarray512 | Self::XarrayPage | Self::RadixMainline => Some(Strategy::PerBlock),
+            Self::Xarray512 | Self::XarrayPage => &[PerBlock, Coalesced, Bulk],
+            Self::RadixMainline => &[PerBlock, MainlineFixA, MainlineFixAb, MainlineFix],
+            Self::Maple => &[Coalesced, Bulk],
+            Self::Kho => &Strategy::ALL,
         }
+    }
+
+    /// Whether its handover can feed `strategy` ([`SchemeKind::strategies`]).
+    pub fn feeds(self, strategy: Strategy) -> bool {
+        self.strategies().contains(&strategy)
     }
 
     /// The new kernel's restore: reads the handover whose map is at `root`
     /// from `mem` (checked against `ram`) as the scheme's [`PreservedMap`],
-    /// and accounts every preserved block in `sink` with the machine's
-    /// [`kho_machine::reserve_preserved`], as the scheme's authors did: the
-    /// peers one reservation per extent as read (`per-block`: per set bit;
-    /// maple per record), ours `coalesced`.
+    /// and accounts every preserved block in `sink` per `strategy` with the
+    /// machine's one accounting, [`kho_machine::reserve_preserved`]: the
+    /// tracker decides what is read (its format and reader), the strategy
+    /// what memblock does. Returns the accounting's figures and, for `skip`
+    /// (ours only), the ranges the buddy hand-over must skip. A strategy
+    /// the handover cannot feed is refused before anything is read.
     pub fn restore<M: PageMap + ?Sized, S: ReservationSink + ?Sized>(
         self,
+        strategy: Strategy,
         mem: &M,
         ram: RamMap<'_>,
         root: PhysAddr,
         sink: &mut S,
-    ) -> Result<KhoMemoryInitStats, SchemeError> {
-        use Strategy::{Coalesced, PerBlock};
+    ) -> Result<(KhoMemoryInitStats, Vec<PhysRange>), SchemeError> {
+        if !self.feeds(strategy) {
+            return Err(SchemeError::Strategy {
+                scheme: self,
+                strategy,
+            });
+        }
         match self {
             Self::Xarray512 | Self::XarrayPage => {
                 let size = match self {
@@ -254,13 +288,13 @@ impl SchemeKind {
                     _ => kho::BitmapSize::Page,
                 };
                 let mut list = xarray::ChunkList::new(mem, ram, root, size);
-                reserve(PerBlock, &mut list, sink)
+                reserve(strategy, &mut list, sink)
             }
             Self::RadixMainline => radix::under_tree_lock(|| {
-                reserve(PerBlock, &mut RadixMap::new(mem, ram, root), sink)
+                reserve(strategy, &mut RadixMap::new(mem, ram, root), sink)
             }),
-            Self::Maple => reserve(PerBlock, &mut maple::ChunkList::new(mem, ram, root), sink),
-            Self::Kho => reserve(Coalesced, &mut RadixMap::new(mem, ram, root), sink),
+            Self::Maple => reserve(strategy, &mut maple::ChunkList::new(mem, ram, root), sink),
+            Self::Kho => reserve(strategy, &mut RadixMap::new(mem, ram, root), sink),
         }
     }
 }
@@ -328,20 +362,52 @@ pub trait Scheme: Send + Sync {
     fn metadata(&self) -> Metadata;
 }
 
-/// [`kho_machine::reserve_preserved`] of `map` per `strategy`, for a
-/// scheme (no `skip`: the ranges it keeps would be dropped).
+/// [`kho_machine::reserve_preserved`] of `map` per `strategy`.
 fn reserve<M, S>(
     strategy: Strategy,
     map: &mut M,
     sink: &mut S,
-) -> Result<KhoMemoryInitStats, SchemeError>
+) -> Result<(KhoMemoryInitStats, Vec<PhysRange>), SchemeError>
 where
     M: PreservedMap + ?Sized,
     S: ReservationSink + ?Sized,
     SchemeError: From<M::Error>,
 {
-    debug_assert_ne!(strategy, Strategy::Skip);
-    Ok(kho_machine::reserve_preserved(strategy, map, sink)?.0)
+    Ok(kho_machine::reserve_preserved(strategy, map, sink)?)
+}
+
+/// [`PreservedMap::coalesced`] of a chunk list whose extents come
+/// ascending within runs (per order for the bitmaps; the whole list for
+/// maple): touching extents merged as they are read, then the runs merged
+/// (sorted) if they are not in order already. The heap holds the merged
+/// runs, not one range per extent.
+fn coalesce_as_read<M: PreservedMap + ?Sized>(
+    map: &mut M,
+) -> Result<(Vec<PhysRange>, kho_machine::MapSummary), M::Error> {
+    let mut ranges: Vec<PhysRange> = Vec::new();
+    let mut sorted = true;
+    let summary = map.for_each_extent(|e| {
+        let Some(r) = e.range() else {
+            return Ok(());
+        };
+        match ranges.last_mut() {
+            Some(last) if last.end() == r.start() => {
+                *last = PhysRange::new(last.start(), r.end()).unwrap_or(*last);
+            }
+            Some(last) => {
+                sorted &= last.end() < r.start();
+                ranges.push(r);
+            }
+            None => ranges.push(r),
+        }
+        Ok(())
+    })?;
+    let ranges = if sorted {
+        ranges
+    } else {
+        kho::merge_ranges(ranges)
+    };
+    Ok((ranges, summary))
 }
 
 impl From<vm_fdt::Error> for SchemeError {
@@ -372,14 +438,17 @@ pub struct SchemeRun {
     pub finalize_ms: f64,
     /// Metadata after finalize.
     pub metadata: Metadata,
+    /// The handover's map (read again for other strategies).
+    pub root: PhysAddr,
     /// The restore.
     pub restore: KhoMemoryInitStats,
 }
 
 /// Preserves `blocks` through `kind` with memory from `mem`, finalizes and
-/// restores into `sink` from the same memory.
+/// restores into `sink` from the same memory per `strategy`.
 pub fn run_scheme<M: PageAlloc + PageMap + Sync + ?Sized>(
     kind: SchemeKind,
+    strategy: Strategy,
     mem: &M,
     ram: RamMap<'_>,
     blocks: &[Block],
@@ -396,12 +465,14 @@ pub fn run_scheme<M: PageAlloc + PageMap + Sync + ?Sized>(
     let finalize = t.elapsed();
     let metadata = s.metadata();
     drop(s);
-    let restore = kind.restore(mem, ram, h.root, sink)?;
+    let (restore, skip) = kind.restore(strategy, mem, ram, h.root, sink)?;
+    std::hint::black_box(skip);
     Ok(SchemeRun {
         kind,
         preserve_ms: preserve.as_secs_f64() * 1e3,
         finalize_ms: finalize.as_secs_f64() * 1e3,
         metadata,
+        root: h.root,
         restore,
     })
 }

@@ -2,8 +2,9 @@ use std::collections::BTreeSet;
 
 use kho::{BitmapSize, Block, Order, PAGE_SIZE, PhysAddr, PhysRange, RamMap, VecArena};
 use kho_machine::MemblockError;
+use kho_machine::Strategy;
 use proptest::prelude::*;
-use proptest::strategy::Strategy;
+use proptest::strategy::Strategy as _;
 
 use super::maple::maple_nodes;
 use super::xarray::XArray;
@@ -33,11 +34,16 @@ fn words(a: &VecArena, phys: PhysAddr) -> [u64; 512] {
     a.page(phys).unwrap().snapshot()
 }
 
-fn run(kind: SchemeKind, a: &VecArena, blocks: &[Block]) -> (SchemeRun, Recorder) {
+fn run(
+    kind: SchemeKind,
+    strategy: Strategy,
+    a: &VecArena,
+    blocks: &[Block],
+) -> (SchemeRun, Recorder) {
     let ram = [a.range()];
     let map = RamMap::new(&ram, &[]).unwrap();
     let mut rec = Recorder::default();
-    let r = run_scheme(kind, a, map, blocks, &mut rec).unwrap();
+    let r = run_scheme(kind, strategy, a, map, blocks, &mut rec).unwrap();
     (r, rec)
 }
 
@@ -46,22 +52,30 @@ fn run(kind: SchemeKind, a: &VecArena, blocks: &[Block]) -> (SchemeRun, Recorder
 
 #[test]
 fn xarray_height_grows_with_the_largest_index() {
-    let mut x: XArray<u64> = XArray::new();
-    x.store(0, 10);
+    let x: XArray<u64> = XArray::new();
+    assert_eq!(x.cmpxchg_empty(0, 10), Ok(&10));
     assert_eq!((x.height(), x.nodes()), (0, 0), "index 0 lives in the head");
-    x.store(63, 11);
+    x.cmpxchg_empty(63, 11).unwrap();
     assert_eq!((x.height(), x.nodes()), (1, 1));
-    x.store(64, 12);
+    x.cmpxchg_empty(64, 12).unwrap();
     assert_eq!((x.height(), x.nodes()), (2, 3));
-    x.store(64 * 64 * 64, 13);
+    x.cmpxchg_empty(64 * 64 * 64, 13).unwrap();
     assert_eq!(x.height(), 4);
     let mut seen = Vec::new();
     x.for_each(|i, &v| seen.push((i, v)));
     assert_eq!(seen, [(0, 10), (63, 11), (64, 12), (64 * 64 * 64, 13)]);
-    assert_eq!(x.load_mut(64).copied(), Some(12));
-    assert_eq!(x.load_mut(65), None);
-    let mut y: XArray<u64> = XArray::new();
-    y.store(4096, 1);
+    assert_eq!(x.load(64), Some(&12));
+    assert_eq!(x.load(65), None);
+    assert_eq!(
+        x.load(0),
+        Some(&10),
+        "the old head is slot 0 of the new root"
+    );
+    // xa_cmpxchg(NULL -> new) on an occupied slot hands back the winner.
+    assert_eq!(x.cmpxchg_empty(64, 99), Err(&12));
+    assert_eq!(x.load(64), Some(&12));
+    let y: XArray<u64> = XArray::new();
+    y.cmpxchg_empty(4096, 1).unwrap();
     assert_eq!(
         (y.height(), y.nodes()),
         (3, 3),
@@ -225,7 +239,13 @@ fn maple_restore_rejects_a_bad_count() {
     let ram = [a.range()];
     let map = RamMap::new(&ram, &[]).unwrap();
     let e = SchemeKind::Maple
-        .restore(&a, map, chunk, &mut Recorder::default())
+        .restore(
+            Strategy::Coalesced,
+            &a,
+            map,
+            chunk,
+            &mut Recorder::default(),
+        )
         .unwrap_err();
     assert!(matches!(e, SchemeError::Maple { .. }), "{e}");
 }
@@ -254,7 +274,7 @@ fn scheme_names_round_trip() {
 /// Random disjoint blocks in the block half of the arena: pick a slot per
 /// 2 MiB (so blocks of orders 0..=9 cannot collide across slots), then a
 /// sub-allocation within it.
-fn workload() -> impl Strategy<Value = (Vec<Block>, Vec<usize>)> {
+fn workload() -> impl proptest::strategy::Strategy<Value = (Vec<Block>, Vec<usize>)> {
     let slot = (
         0u64..8,
         prop::collection::vec((0u8..=9, any::<u16>()), 1..12),
@@ -292,8 +312,9 @@ fn workload() -> impl Strategy<Value = (Vec<Block>, Vec<usize>)> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Every scheme restores exactly the blocks preserved (less those
-    /// unpreserved) and the same coalesced ranges.
+    /// Every scheme, under every strategy its handover feeds, restores
+    /// exactly the blocks preserved (less those unpreserved) and keeps the
+    /// same coalesced ranges.
     #[test]
     fn every_scheme_restores_the_same_blocks((blocks, unp) in workload()) {
         let removed: BTreeSet<usize> = unp.into_iter().collect();
@@ -318,20 +339,25 @@ proptest! {
             let h = s.finalize().unwrap();
             prop_assert_eq!(h.compatible, kind.compatible());
             let md = s.metadata();
-            let mut rec = Recorder::default();
-            let st = kind.restore(&a, map, h.root, &mut rec).unwrap();
-            let got: BTreeSet<Block> = rec.heads.iter().copied().collect();
-            prop_assert_eq!(got.len(), rec.heads.len(), "{}: a head twice", kind);
-            prop_assert_eq!(&got, &want, "{}", kind);
-            prop_assert_eq!(st.blocks, want.len() as u64);
-            let ranges = kho::merge_ranges(rec.reserved.clone());
-            prop_assert_eq!(&ranges, &want_ranges, "{}", kind);
-            let reserved: u64 = rec.reserved.iter().map(|r| r.size()).sum();
-            prop_assert_eq!(reserved, want.iter().map(|b| b.size()).sum::<u64>(), "{}", kind);
-            match kind {
-                SchemeKind::Kho => prop_assert_eq!(st.reservations, want_ranges.len() as u64),
-                SchemeKind::Maple => prop_assert!(st.reservations >= want_ranges.len() as u64),
-                _ => prop_assert_eq!(st.reservations, want.len() as u64),
+            for &strategy in kind.strategies() {
+                let mut rec = Recorder::default();
+                let (st, skip) = kind.restore(strategy, &a, map, h.root, &mut rec).unwrap();
+                let got: BTreeSet<Block> = rec.heads.iter().copied().collect();
+                prop_assert_eq!(got.len(), rec.heads.len(), "{}/{}: a head twice", kind, strategy);
+                prop_assert_eq!(&got, &want, "{}/{}", kind, strategy);
+                prop_assert_eq!(st.blocks, want.len() as u64);
+                let kept = if strategy == Strategy::Skip { &skip } else { &rec.reserved };
+                let ranges = kho::merge_ranges(kept.clone());
+                prop_assert_eq!(&ranges, &want_ranges, "{}/{}", kind, strategy);
+                let bytes: u64 = kept.iter().map(|r| r.size()).sum();
+                prop_assert_eq!(bytes, want.iter().map(|b| b.size()).sum::<u64>(), "{}/{}", kind, strategy);
+                let n = want_ranges.len() as u64;
+                match strategy {
+                    Strategy::Skip => prop_assert_eq!(st.reservations, 0),
+                    Strategy::Coalesced | Strategy::Bulk => prop_assert_eq!(st.reservations, n),
+                    Strategy::PerBlock => prop_assert_eq!(st.reservations, want.len() as u64),
+                    _ => prop_assert!((n..=want.len() as u64).contains(&st.reservations)),
+                }
             }
             // Metadata pages are exactly what the tracker took from the arena.
             prop_assert_eq!(md.pages.len(), a.allocated() - PAGES / 2, "{}", kind);
@@ -347,18 +373,49 @@ proptest! {
 fn run_scheme_reports_costs() {
     let a = arena();
     let blocks: Vec<Block> = (0..600).map(|i| b(BLOCKS_AT + i * PAGE_SIZE, 0)).collect();
-    let (r, rec) = run(SchemeKind::Xarray512, &a, &blocks);
+    let (r, rec) = run(SchemeKind::Xarray512, Strategy::PerBlock, &a, &blocks);
     assert_eq!(r.restore.blocks, 600);
     assert_eq!(rec.reserved.len(), 600);
     assert_eq!(r.restore.peak_bytes, 0);
+    // The same bitmaps under our strategy: one range.
     let a = arena();
-    let (r, rec) = run(SchemeKind::Kho, &a, &blocks);
+    let (r, rec) = run(SchemeKind::Xarray512, Strategy::Bulk, &a, &blocks);
     assert_eq!(rec.reserved.len(), 1);
     assert!((16..=64).contains(&r.restore.peak_bytes));
     let a = arena();
-    let (r, _) = run(SchemeKind::Maple, &a, &blocks);
+    let (r, rec) = run(SchemeKind::Kho, Strategy::Coalesced, &a, &blocks);
+    assert_eq!(rec.reserved.len(), 1);
+    assert!((16..=64).contains(&r.restore.peak_bytes));
+    // Mainline's fix (a) merges the run of one order: one reservation.
+    let a = arena();
+    let (r, rec) = run(
+        SchemeKind::RadixMainline,
+        Strategy::MainlineFix,
+        &a,
+        &blocks,
+    );
+    assert_eq!((rec.reserved.len(), r.restore.reservations), (1, 1));
+    let a = arena();
+    let (r, _) = run(SchemeKind::Maple, Strategy::Coalesced, &a, &blocks);
     assert_eq!(r.restore.reservations, 1);
     assert_eq!(r.metadata.total_pages(), 2);
+    // A strategy the handover cannot feed is refused, naming both.
+    let a = arena();
+    let ram = [a.range()];
+    let map = RamMap::new(&ram, &[]).unwrap();
+    let e = run_scheme(
+        SchemeKind::Maple,
+        Strategy::PerBlock,
+        &a,
+        map,
+        &blocks,
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "scheme maple cannot feed the per-block strategy (it feeds: coalesced, bulk)"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -372,15 +429,19 @@ fn corrupt_handovers_are_refused() {
     let outside = PhysAddr::new(BASE - PAGE_SIZE);
     let mut rec = Recorder::default();
     for kind in [SchemeKind::Xarray512, SchemeKind::XarrayPage] {
-        let e = kind.restore(&a, map, outside, &mut rec).unwrap_err();
+        let e = kind
+            .restore(Strategy::PerBlock, &a, map, outside, &mut rec)
+            .unwrap_err();
         assert!(matches!(e, SchemeError::V1(_)), "{kind}: {e}");
     }
     for kind in [SchemeKind::RadixMainline, SchemeKind::Kho] {
-        let e = kind.restore(&a, map, outside, &mut rec).unwrap_err();
+        let e = kind
+            .restore(Strategy::PerBlock, &a, map, outside, &mut rec)
+            .unwrap_err();
         assert!(matches!(e, SchemeError::Walk(_)), "{kind}: {e}");
     }
     let e = SchemeKind::Maple
-        .restore(&a, map, outside, &mut rec)
+        .restore(Strategy::Coalesced, &a, map, outside, &mut rec)
         .unwrap_err();
     assert!(matches!(e, SchemeError::Maple { .. }), "{e}");
     assert!(rec.reserved.is_empty() && rec.heads.is_empty());
@@ -436,8 +497,11 @@ fn a_refused_reservation_stops_the_restore() {
         let a = arena();
         let ram = [a.range()];
         let map = RamMap::new(&ram, &[]).unwrap();
-        let e = run_scheme(kind, &a, map, &[b(BLOCKS_AT, 0)], &mut Refuse).unwrap_err();
-        assert!(matches!(e, SchemeError::Reserve { .. }), "{kind}: {e}");
+        for &s in kind.strategies().iter().filter(|&&s| s != Strategy::Skip) {
+            let a = arena();
+            let e = run_scheme(kind, s, &a, map, &[b(BLOCKS_AT, 0)], &mut Refuse).unwrap_err();
+            assert!(matches!(e, SchemeError::Reserve { .. }), "{kind}/{s}: {e}");
+        }
     }
 }
 
@@ -505,7 +569,7 @@ fn side_by_side() {
         ];
         let map = RamMap::new(&ram, &[]).unwrap();
         let mut rec = Recorder::default();
-        let r = run_scheme(kind, &a, map, &blocks, &mut rec).unwrap();
+        let r = run_scheme(kind, kind.strategies()[0], &a, map, &blocks, &mut rec).unwrap();
         assert_eq!(r.restore.blocks, blocks.len() as u64);
         println!(
             "{:<15} {:>10.1} {:>11.3} {:>9} {:>12} {:>13} {:>11.1} {:>12}",

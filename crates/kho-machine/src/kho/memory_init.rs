@@ -874,7 +874,7 @@ fn memory_init(
             &mut sink,
         )?),
         Some(s) => s
-            .reserve_preserved(mem, ram, k.root, &mut sink)
+            .reserve_preserved(strategy, mem, ram, k.root, &mut sink)
             .map(|st| (st, Vec::new()))
             .map_err(|source| KhoError::Scheme {
                 scheme: s.name(),

@@ -4,15 +4,16 @@
 //! proposal) is written and read through a [`PeerScheme`], implemented in
 //! kho-lab: [`super::kho_populate`] lets it parse the root FDT (its own
 //! compatible), and [`super::kho_memory_init`] lets it account the
-//! preserved memory through [`super::reserve_preserved`] the way its
-//! authors did.
+//! preserved memory through [`super::reserve_preserved`] under any restore
+//! [`Strategy`] its handover can feed ([`PeerScheme::strategies`]): the
+//! tracker decides what is read, the strategy what memblock does.
 
 use std::fmt;
 use std::sync::Arc;
 
 use kho::{Block, KhoVersion, PhysAddr, RamMap};
 
-use super::{KhoMemoryInitStats, ReservationSink};
+use super::{KhoMemoryInitStats, ReservationSink, Strategy};
 use crate::arena::PhysMem;
 use crate::preserve::TreeAlloc;
 
@@ -34,12 +35,16 @@ pub trait PeerScheme: fmt::Debug + Send + Sync {
     /// The new kernel: parses the root FDT, refusing any compatible but
     /// the scheme's.
     fn parse_fdt(&self, bytes: &[u8]) -> Result<PeerFdt, PeerError>;
+    /// The restore strategies its handover can feed (never `skip`: that
+    /// is the machine's own path).
+    fn strategies(&self) -> &'static [Strategy];
     /// The new kernel's accounting for this scheme: reads the handover
     /// whose map is at `root` in `mem` (checked against `ram`) and accounts
-    /// it in `sink` with [`super::reserve_preserved`], as the scheme's
-    /// authors did.
+    /// it in `sink` with [`super::reserve_preserved`] per `strategy`;
+    /// refuses a strategy not in [`PeerScheme::strategies`].
     fn reserve_preserved(
         &self,
+        strategy: Strategy,
         mem: &PhysMem,
         ram: RamMap<'_>,
         root: PhysAddr,
