@@ -111,15 +111,31 @@ use crate::name::FdtName;
 use crate::phys::{PAGE_BYTES, PhysReader, ReadError};
 use crate::tracker::{Tracker, Unpreserved, expect_page};
 
-pub mod kvm;
-pub mod memfd;
+pub(crate) mod kvm;
+pub(crate) mod memfd;
 #[cfg(feature = "alloc")]
-pub mod state;
+pub(crate) mod state;
 #[cfg(feature = "alloc")]
-pub mod writer;
+pub(crate) mod writer;
 
-pub use kvm::{GuestMemfdFile, KvmFile};
-pub use memfd::{FolioEntry, Folios, HandlerError, MemfdFile, MemfdVersion};
+pub use kvm::{
+    GUEST_MEMFD_LUO_FH_COMPATIBLE, GUEST_MEMFD_LUO_FLAG_INIT_SHARED, GUEST_MEMFD_LUO_FLAG_MMAP,
+    GUEST_MEMFD_LUO_FOLIO_UPTODATE, GUEST_MEMFD_LUO_SUPPORTED_FLAGS, GuestMemfdFile,
+    GuestMemfdLuoFolioSer, GuestMemfdLuoSer, KVM_LUO_FH_COMPATIBLE, KvmFile, KvmLuoMemAttr,
+    KvmLuoSer,
+};
+pub use memfd::{
+    FolioEntry, Folios, HandlerError, MEMFD_LUO_ALL_SEALS, MEMFD_LUO_FOLIO_DIRTY,
+    MEMFD_LUO_FOLIO_UPTODATE, MEMFD_V1_COMPATIBLE, MEMFD_V2_COMPATIBLE, MemfdFile,
+    MemfdLuoFolioSer, MemfdLuoSer, MemfdLuoSerV1, MemfdVersion,
+};
+#[cfg(feature = "alloc")]
+pub use state::{AreaPages, FileData, FileState, LuoState, SessionState};
+#[cfg(feature = "alloc")]
+pub use writer::{
+    FileSpec, FlbSpec, FolioSpec, GuestMemfdSpec, KvmSpec, LuoBuilder, LuoWritten, MemfdSpec,
+    RecordWritten, SessionSpec, write_guest_memfd, write_kvm, write_memfd,
+};
 
 /// The root FDT subnode LUO registers.
 pub const LUO_KHO_ENTRY_NAME: &str = "LUO";
