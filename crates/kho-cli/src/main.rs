@@ -146,6 +146,16 @@ struct RunArgs {
     /// workload: exactly its blocks, placed by the remap rule if needed.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// The handover the old kernel writes: kho-v4 (root `kho-v4`, the memfd
+    /// checkpoint and each VM guest as LUO sessions of memfd, guest_memfd
+    /// and kvm files) or kho-v3 (every folio preserved directly). With a
+    /// peer --scheme the peer's format, no LUO.
+    #[arg(long, default_value = "kho-v4", value_parser = parse_abi)]
+    abi: kho::KhoVersion,
+}
+
+fn parse_abi(s: &str) -> Result<kho::KhoVersion, String> {
+    kho_machine::parse_abi(s).map_err(|_| format!("unknown ABI {s:?} (kho-v3, kho-v4)"))
 }
 
 #[derive(Debug, Args)]
@@ -636,6 +646,7 @@ fn live_update(
         workload: a.workload,
         trace: a.trace.clone(),
         dump_core: dump_core.cloned(),
+        abi: a.abi,
         ..OldKernelArgs::new(a.machine_size, strategy)
     };
     let out = Command::new(exe)
@@ -1007,6 +1018,46 @@ fn print_table(rows: &[RunReport], machine_size: u64, wide: bool) {
         if let Some(e) = &r.kho_error {
             println!("{}: booted without KHO: {e}", r.strategy);
         }
+        if let Some(e) = &r.luo_error {
+            println!("{}: LUO not retrieved: {e}", r.strategy);
+        }
+    }
+    print_luo_files(rows);
+}
+
+/// One line per LUO file: its bytes verified and lost over every live
+/// update of the run (the same files in each).
+fn print_luo_files(rows: &[RunReport]) {
+    let Some(first) = rows.first() else { return };
+    for (i, f) in first.luo_files.iter().enumerate() {
+        let same = |r: &&RunReport| {
+            r.luo_files
+                .get(i)
+                .is_some_and(|g| g.session == f.session && g.token == f.token)
+        };
+        let all = rows.iter().filter(same).count();
+        let verified = rows
+            .iter()
+            .filter(same)
+            .filter_map(|r| r.luo_files.get(i))
+            .map(|g| g.bytes_verified)
+            .min()
+            .unwrap_or(0);
+        let lost: u64 = rows
+            .iter()
+            .filter_map(|r| r.luo_files.get(i))
+            .map(|g| g.bytes_lost)
+            .sum();
+        println!(
+            "LUO {} / token {} ({}): {} verified, lost {} ({} of {} live updates)",
+            f.session,
+            f.token,
+            f.compatible,
+            bytes(verified),
+            bytes(lost),
+            all,
+            rows.len()
+        );
     }
 }
 
