@@ -218,6 +218,9 @@ struct InspectArgs {
     /// List the coalesced ranges as `start end` lines (hex, end exclusive).
     #[arg(long)]
     ranges: bool,
+    /// In the tree, list the first N folios of each LUO file.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    folios: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -1137,7 +1140,7 @@ fn write_inspection(
             writeln!(w, "# error {e}")?;
         }
     } else {
-        print_inspection(&mut w, image, out)?;
+        print_inspection(&mut w, image, out, a.folios)?;
     }
     w.flush()
 }
@@ -1146,6 +1149,7 @@ fn print_inspection(
     w: &mut impl Write,
     image: &MemImage,
     out: &kho_lab::Inspection,
+    folios: usize,
 ) -> std::io::Result<()> {
     let ram: u64 = image.ram().iter().map(|r| r.size()).sum();
     writeln!(
@@ -1174,6 +1178,13 @@ fn print_inspection(
     for s in &out.subnodes {
         let size = s.size.map_or("-".to_owned(), |n| format!("{n} bytes"));
         writeln!(w, "  {:<24} blob {:#x}, {size}", s.name, s.phys)?;
+        if s.name == kho::LUO_KHO_ENTRY_NAME
+            && let Some(l) = &out.luo
+        {
+            for line in kho_lab::inspect::luo_tree(l, folios) {
+                writeln!(w, "  {line}")?;
+            }
+        }
     }
     writeln!(
         w,
@@ -1186,6 +1197,16 @@ fn print_inspection(
     }
     writeln!(w, "ranges         {} coalesced", out.ranges_count)?;
     writeln!(w, "metadata pages {}", out.metadata_pages)?;
+    if let Some(o) = &out.orphans {
+        writeln!(
+            w,
+            "orphans        {} blocks ({}){}{}",
+            o.blocks,
+            bytes(o.bytes),
+            if o.first.is_empty() { "" } else { ", first " },
+            o.first.join(" ")
+        )?;
+    }
     if out.errors.is_empty() {
         writeln!(w, "errors         none")?;
     } else {

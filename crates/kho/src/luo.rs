@@ -687,6 +687,51 @@ pub enum LuoError {
     },
 }
 
+impl LuoError {
+    /// The address the error names (`None`: a null header pointer).
+    pub fn phys(&self) -> Option<PhysAddr> {
+        match *self {
+            Self::NullBlob => None,
+            Self::Read { phys, .. } | Self::NotPreserved { phys, .. } => Some(phys),
+            Self::BlobUnaligned { blob }
+            | Self::FdtEra { blob, .. }
+            | Self::CompatibleNotTerminated { blob }
+            | Self::CompatibleNotText { blob }
+            | Self::Compat { blob, .. }
+            | Self::UnknownCompatible { blob, .. }
+            | Self::UnknownSubComponent { blob, .. }
+            | Self::Truncated { blob, .. }
+            | Self::Oversized { blob, .. } => Some(blob),
+            Self::Block { source, .. } => Some(source.phys()),
+            Self::SessionNameNotTerminated { entry, .. }
+            | Self::HandlerNotTerminated { entry, .. }
+            | Self::FlbNameNotTerminated { entry, .. } => Some(entry),
+            Self::FilesWithoutChain { .. } => None,
+            Self::FileCountMismatch { head, .. } => Some(head),
+            Self::FlbUnaligned { header }
+            | Self::FlbPageCount { header, .. }
+            | Self::FlbCountOverflow { header, .. } => Some(header),
+            Self::Handler { source, .. } => source.phys(),
+        }
+    }
+
+    /// Where in the LUO tree the error lies.
+    pub fn path(&self) -> LuoPath {
+        match *self {
+            Self::Read { path, .. }
+            | Self::NotPreserved { path, .. }
+            | Self::Block { path, .. }
+            | Self::SessionNameNotTerminated { path, .. }
+            | Self::HandlerNotTerminated { path, .. }
+            | Self::FilesWithoutChain { path, .. }
+            | Self::FileCountMismatch { path, .. }
+            | Self::Handler { path, .. }
+            | Self::FlbNameNotTerminated { path, .. } => path,
+            _ => LuoPath::ROOT,
+        }
+    }
+}
+
 /// The validated `struct luo_ser`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LuoHeader {
