@@ -214,6 +214,16 @@ struct RunArgs {
     /// workload: exactly its blocks, placed by the remap rule if needed.
     #[arg(long, value_name = "FILE")]
     trace: Option<PathBuf>,
+    /// The handover the old kernel writes: kho-v4 (root `kho-v4`, the memfd
+    /// checkpoint and each VM guest as LUO sessions of memfd, guest_memfd
+    /// and kvm files) or kho-v3 (every folio preserved directly). With a
+    /// peer --scheme the peer's format, no LUO.
+    #[arg(long, default_value = "kho-v4", value_parser = parse_abi)]
+    abi: kho::KhoVersion,
+}
+
+fn parse_abi(s: &str) -> Result<kho::KhoVersion, String> {
+    kho_machine::parse_abi(s).map_err(|_| format!("unknown ABI {s:?} (kho-v3, kho-v4)"))
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +288,9 @@ struct InspectArgs {
     /// List the coalesced ranges as `start end` lines (hex, end exclusive).
     #[arg(long)]
     ranges: bool,
+    /// In the tree, list the first N folios of each LUO file.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    folios: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -760,6 +773,7 @@ fn live_update(
         trace: a.trace.clone(),
         dump_core: dump_core.cloned(),
         memmap: a.memmap,
+        abi: a.abi,
         ..OldKernelArgs::new(a.machine_size, strategy)
     };
     let out = Command::new(exe)
@@ -1165,6 +1179,46 @@ fn print_table(rows: &[RunReport], machine_size: u64, memmap: MemmapMode, wide: 
         if let Some(e) = &r.kho_error {
             println!("{}: booted without KHO: {e}", r.strategy);
         }
+        if let Some(e) = &r.luo_error {
+            println!("{}: LUO not retrieved: {e}", r.strategy);
+        }
+    }
+    print_luo_files(rows);
+}
+
+/// One line per LUO file: its bytes verified and lost over every live
+/// update of the run (the same files in each).
+fn print_luo_files(rows: &[RunReport]) {
+    let Some(first) = rows.first() else { return };
+    for (i, f) in first.luo_files.iter().enumerate() {
+        let same = |r: &&RunReport| {
+            r.luo_files
+                .get(i)
+                .is_some_and(|g| g.session == f.session && g.token == f.token)
+        };
+        let all = rows.iter().filter(same).count();
+        let verified = rows
+            .iter()
+            .filter(same)
+            .filter_map(|r| r.luo_files.get(i))
+            .map(|g| g.bytes_verified)
+            .min()
+            .unwrap_or(0);
+        let lost: u64 = rows
+            .iter()
+            .filter_map(|r| r.luo_files.get(i))
+            .map(|g| g.bytes_lost)
+            .sum();
+        println!(
+            "LUO {} / token {} ({}): {} verified, lost {} ({} of {} live updates)",
+            f.session,
+            f.token,
+            f.compatible,
+            bytes(verified),
+            bytes(lost),
+            all,
+            rows.len()
+        );
     }
 }
 
@@ -1254,7 +1308,7 @@ fn write_inspection(
             writeln!(w, "# error {e}")?;
         }
     } else {
-        print_inspection(&mut w, image, out)?;
+        print_inspection(&mut w, image, out, a.folios)?;
     }
     w.flush()
 }
@@ -1263,6 +1317,7 @@ fn print_inspection(
     w: &mut impl Write,
     image: &MemImage,
     out: &kho_lab::Inspection,
+    folios: usize,
 ) -> std::io::Result<()> {
     let ram: u64 = image.ram().iter().map(|r| r.size()).sum();
     writeln!(
@@ -1291,6 +1346,13 @@ fn print_inspection(
     for s in &out.subnodes {
         let size = s.size.map_or("-".to_owned(), |n| format!("{n} bytes"));
         writeln!(w, "  {:<24} blob {:#x}, {size}", s.name, s.phys)?;
+        if s.name == kho::LUO_KHO_ENTRY_NAME
+            && let Some(l) = &out.luo
+        {
+            for line in kho_lab::inspect::luo_tree(l, folios) {
+                writeln!(w, "  {line}")?;
+            }
+        }
     }
     writeln!(
         w,
@@ -1303,6 +1365,16 @@ fn print_inspection(
     }
     writeln!(w, "ranges         {} coalesced", out.ranges_count)?;
     writeln!(w, "metadata pages {}", out.metadata_pages)?;
+    if let Some(o) = &out.orphans {
+        writeln!(
+            w,
+            "orphans        {} blocks ({}){}{}",
+            o.blocks,
+            bytes(o.bytes),
+            if o.first.is_empty() { "" } else { ", first " },
+            o.first.join(" ")
+        )?;
+    }
     if out.errors.is_empty() {
         writeln!(w, "errors         none")?;
     } else {

@@ -39,11 +39,16 @@ use std::str::FromStr;
 use kho::KhoserMemChunk;
 use kho::{
     BitmapSize, Block, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS, PAGE_SIZE,
-    PageMap, PhysAddr, PhysRange, RadixReader, RamMap, V1Error, V1Reader, WalkError,
+    PageMap, PhysAddr, PhysRange, PreservedSet, RadixReader, RamMap, TrackerPages, V1Error,
+    V1Reader, WalkError,
 };
 use serde::Serialize;
 
 use crate::image::{ImageError, Location, MemImage, Source};
+
+mod stack;
+
+pub use stack::{FileInfo, FlagCount, FlbInfo, FolioRow, LuoInfo, OrphanInfo, SessionInfo, luo_tree};
 
 /// How the memory map is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -247,6 +252,17 @@ pub struct Inspection {
     pub fdt: Option<FdtInfo>,
     /// Remarks that are not errors (how the format was chosen).
     pub notes: Vec<String>,
+    /// The `LUO` subnode's sessions, files and FLBs, when there is one and
+    /// the map was read to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub luo: Option<LuoInfo>,
+    /// Preserved blocks no structure read names (the core's cross-layer
+    /// check), when the map was read to its end.
+    pub orphans: Option<OrphanInfo>,
+    /// The root FDT's address: `--fdt-phys`, or the one preserved page
+    /// that holds the FDT file's bytes.
+    #[serde(skip)]
+    pub fdt_phys: Option<PhysAddr>,
     /// The blocks, in walk (list) order.
     #[serde(skip)]
     pub block_list: Vec<Block>,
@@ -453,7 +469,7 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
         }
     };
     out.fdt = Some(FdtInfo {
-        compatible: fdt.version().compatible().to_owned(),
+        compatible: fdt.compat().to_string(),
         preserved_memory_map: fdt.root().as_u64(),
         size: u64::try_from(fdt.total_size()).unwrap_or(0),
     });
@@ -517,9 +533,13 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
     if !complete {
         return out;
     }
-    if let FdtSource::Phys(p) = fdt_src {
-        check_preserved(&mut out, *p, 1, "the root FDT");
-    }
+    let given = match fdt_src {
+        FdtSource::Phys(p) => {
+            check_preserved(&mut out, *p, 1, "the root FDT");
+            Some(*p)
+        }
+        FdtSource::File(_) => None,
+    };
     let blobs: Vec<_> = out
         .subnodes
         .iter()
@@ -534,6 +554,21 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
             &format!("subnode {name:?} blob"),
         );
     }
+    // Above the tracker: LUO, memblock, the cross-layer check.
+    let tree_pages = if format.and_then(MapFormat::bitmap_size).is_none() {
+        match PreservedSet::read_tree(image, map, root, NodeBudget::for_ram(&map)) {
+            Ok((_, pages)) => pages,
+            Err(_) => TrackerPages::new(),
+        }
+    } else {
+        TrackerPages::new()
+    };
+    let st = stack::read_stack(image, map, &fdt, &bytes, given, &out.block_list, &tree_pages);
+    out.errors.extend(st.errors);
+    out.notes.extend(st.notes);
+    out.luo = st.luo;
+    out.orphans = st.orphans;
+    out.fdt_phys = st.fdt_phys;
     out
 }
 

@@ -152,6 +152,31 @@ impl<'c, 't, M: PageAlloc + PageMap> Preserver<'c, 't, M> {
         Ok(())
     }
 
+    /// Writes the data of `blocks` and lists them, without preserving them:
+    /// folios a file handler preserves itself (`memfd_luo_preserve`,
+    /// `kvm_gmem_luo_preserve` call `kho_preserve_folio`), which the
+    /// caller records with [`Preserver::preserved_by_handler`].
+    pub fn listed(&mut self, blocks: &[Block]) -> Result<(), PreserveError> {
+        for &b in blocks {
+            self.check(b)?;
+        }
+        let sums = fill_parallel(self.mem, blocks, self.seed)?;
+        self.entries.extend(
+            blocks
+                .iter()
+                .zip(sums)
+                .map(|(&block, checksum)| ManifestEntry { block, checksum }),
+        );
+        Ok(())
+    }
+
+    /// Records blocks a file handler preserved in the same tracker (its
+    /// folios, records, chains and arrays): they join
+    /// [`Preserver::preserved`].
+    pub fn preserved_by_handler(&mut self, blocks: &[Block]) {
+        self.preserved.extend_from_slice(blocks);
+    }
+
     /// Refuses a block in scratch.
     fn check(&self, block: Block) -> Result<(), PreserveError> {
         let range = block

@@ -577,6 +577,21 @@ pub(crate) struct VmStats {
     pub folios: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// With [`FolioOwner::Handler`], each existing guest's number and its
+    /// order-0 pages (guest 0 first), filled and listed but left for its
+    /// guest_memfd handler to preserve; empty with [`FolioOwner::Direct`].
+    pub guest_pages: Vec<(usize, Vec<Block>)>,
+}
+
+/// Who preserves the folios a file handler can own (the memfd
+/// checkpoint's folios, a guest's order-0 pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FolioOwner {
+    /// The workload itself, directly (`kho_preserve_folio`, kho-v3 runs).
+    Direct,
+    /// The file's LUO handler (memfd, guest_memfd), after the workload
+    /// filled and listed them: the workload does not preserve them.
+    Handler,
 }
 
 fn alloc(buddy: &Buddy<'_>, order: Order, what: &'static str) -> Result<Pfn, WorkloadError> {
@@ -593,6 +608,7 @@ pub(crate) fn vm<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     gigantic: &[Pfn],
     scenario: &Scenario,
+    owner: FolioOwner,
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<VmStats, WorkloadError> {
     if gigantic.is_empty() && scenario.vm_2m_folios == 0 {
@@ -602,12 +618,14 @@ pub(crate) fn vm<M: PageAlloc + PageMap>(
     for &head in gigantic {
         blocks.push(block(head, GIGANTIC_ORDER)?);
     }
+    let mut meta = [Vec::new(), Vec::new()];
     for _ in 0..VM_META_PAGES {
-        blocks.push(block(
+        meta[0].push(block(
             alloc(buddy, Order::ZERO, "guest 0 metadata")?,
             Order::ZERO,
         )?);
     }
+    blocks.extend(meta[0].iter().copied());
     for _ in 0..scenario.vm_2m_folios {
         blocks.push(block(
             alloc(buddy, THP_ORDER, "guest 1 2 MiB folio")?,
@@ -615,15 +633,40 @@ pub(crate) fn vm<M: PageAlloc + PageMap>(
         )?);
     }
     for _ in 0..VM_META_PAGES {
-        blocks.push(block(
+        meta[1].push(block(
             alloc(buddy, Order::ZERO, "guest 1 metadata")?,
             Order::ZERO,
         )?);
     }
-    p.folios(&blocks)?;
+    blocks.extend(meta[1].iter().copied());
+    // A guest exists when it has RAM; only an existing guest's pages can
+    // belong to its guest_memfd.
+    let exists = [!gigantic.is_empty(), scenario.vm_2m_folios > 0];
+    let guest_pages: Vec<(usize, Vec<Block>)> = match owner {
+        FolioOwner::Direct => Vec::new(),
+        FolioOwner::Handler => meta
+            .iter()
+            .zip(exists)
+            .enumerate()
+            .filter(|&(_, (_, e))| e)
+            .map(|(i, (m, _))| (i, m.clone()))
+            .collect(),
+    };
+    let handled: Vec<Block> = guest_pages
+        .iter()
+        .flat_map(|(_, m)| m.iter().copied())
+        .collect();
+    let direct: Vec<Block> = blocks
+        .iter()
+        .copied()
+        .filter(|b| !handled.contains(b))
+        .collect();
+    p.folios(&direct)?;
+    p.listed(&handled)?;
     let stats = VmStats {
         folios: u64::try_from(blocks.len()).unwrap_or(u64::MAX),
         bytes: blocks.iter().map(|b| b.size()).sum(),
+        guest_pages,
     };
     Ok(stats)
 }
@@ -642,6 +685,8 @@ pub(crate) struct MemfdStats {
     pub churn_ops: u64,
     /// Most pages the churn held at once.
     pub churn_peak_pages: u64,
+    /// The checkpoint's folios, in allocation order.
+    pub blocks: Vec<Block>,
 }
 
 /// The aging churn: blocks of orders 0..=3 held, released at random.
@@ -719,6 +764,7 @@ pub(crate) fn memfd_checkpoint<M: PageAlloc + PageMap>(
     buddy: &Buddy<'_>,
     scenario: &Scenario,
     seed: u64,
+    owner: FolioOwner,
     p: &mut Preserver<'_, '_, M>,
 ) -> Result<MemfdStats, WorkloadError> {
     if scenario.memfd_bytes == 0 {
@@ -768,7 +814,11 @@ pub(crate) fn memfd_checkpoint<M: PageAlloc + PageMap>(
             churn.step(&mut rng, target)?;
         }
     }
-    p.folios(&blocks)?;
+    match owner {
+        FolioOwner::Direct => p.folios(&blocks)?,
+        FolioOwner::Handler => p.listed(&blocks)?,
+    }
+    stats.blocks = blocks;
     stats.churn_peak_pages = churn.peak;
     churn.release_all()?;
     stats.churn_ops = churn.ops;

@@ -179,6 +179,21 @@ pub enum BlockError {
     },
 }
 
+impl BlockError {
+    /// The block the error names.
+    pub fn phys(&self) -> PhysAddr {
+        match *self {
+            Self::Unaligned { block }
+            | Self::Read { block, .. }
+            | Self::NotPreserved { block, .. }
+            | Self::Cycle { block }
+            | Self::TooManyBlocks { block, .. }
+            | Self::Empty { block }
+            | Self::CountOverflow { block, .. } => block,
+        }
+    }
+}
+
 /// Brent's cycle detection over a chain of addresses: no memory, finds a
 /// loop within a few trips around it.
 #[derive(Debug, Clone, Copy)]

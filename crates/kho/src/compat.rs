@@ -138,7 +138,7 @@ impl<'a> Compound<'a> {
 
 /// The size of the fixed array that holds `s` and its NUL, rounded up to 8
 /// bytes (`KHO_COMPAT_ALIGN`); `None` if it would overflow.
-pub const fn aligned_len(s: &str) -> Option<usize> {
+pub(crate) const fn aligned_len(s: &str) -> Option<usize> {
     match s.len().checked_add(1 + 7) {
         Some(n) => Some(n & !7),
         None => None,
@@ -147,7 +147,7 @@ pub const fn aligned_len(s: &str) -> Option<usize> {
 
 /// Copies `s` into `out` followed by NUL bytes; `false` (and `out`
 /// untouched) if `s` and its NUL do not fit.
-pub fn write_c_string(s: &str, out: &mut [u8]) -> bool {
+pub(crate) fn write_c_string(s: &str, out: &mut [u8]) -> bool {
     let bytes = s.as_bytes();
     if bytes.len() >= out.len() || bytes.contains(&0) {
         return false;

@@ -146,7 +146,7 @@ impl fmt::Display for KhoVersion {
 pub enum KhoSubCompat {
     /// `radix-v1`: the radix tree of `preserved-memory-map`.
     Radix,
-    /// `vmalloc-v1`: preserved vmalloc areas ([`crate::vmalloc`]).
+    /// `vmalloc-v1`: preserved vmalloc areas ([`VmallocBlocks`](crate::VmallocBlocks)).
     Vmalloc,
 }
 

@@ -166,43 +166,61 @@ pub use walk::{
     VisitedSet, Walk, WalkError,
 };
 
-// ---- kho-v4 / LUO (issue 16): modules and re-exports --------------------
-pub mod block;
-pub mod compat;
+mod block;
+mod compat;
 #[cfg(feature = "alloc")]
-pub mod crosscheck;
-pub mod luo;
-pub mod memblock;
-pub mod phys;
-pub mod tracker;
-pub mod vmalloc;
+mod crosscheck;
+mod luo;
+mod memblock;
+mod phys;
+mod tracker;
+mod vmalloc;
 
-pub use block::{BlockChain, BlockEntry, BlockError, KhoBlockHeaderSer};
-pub use compat::{CompatError, Compound};
+#[cfg(feature = "alloc")]
+pub use block::write_chain;
+pub use block::{
+    BlockChain, BlockEntry, BlockError, KHO_BLOCK_COMPATIBLE, KHO_BLOCK_HEADER_SIZE,
+    KHO_BLOCK_SIZE, KHO_MAX_BLOCKS, KhoBlockHeaderSer, capacity as block_capacity,
+};
+pub use compat::{CompatError, Compound, SEPARATOR as COMPAT_SEPARATOR};
 #[cfg(feature = "alloc")]
 pub use crosscheck::{Claim, ClaimKind, CrossCheck, CrossReport, Expect, Finding, Orphans};
 pub use fdt::{KhoCompat, KhoSubCompat};
 #[cfg(feature = "alloc")]
-pub use luo::state::{AreaPages, FileData, FileState, LuoState, SessionState};
-#[cfg(feature = "alloc")]
-pub use luo::writer::{
-    FolioSpec, GuestMemfdSpec, KvmSpec, LuoBuilder, LuoWritten, MemfdSpec, RecordWritten,
+pub use luo::{
+    AreaPages, FileData, FileSpec, FileState, FlbSpec, FolioSpec, GuestMemfdSpec, KvmSpec,
+    LuoBuilder, LuoState, LuoWritten, MemfdSpec, RecordWritten, SessionSpec, SessionState,
     write_guest_memfd, write_kvm, write_memfd,
 };
 pub use luo::{
-    FileContent, Flb, FolioEntry, GuestMemfdFile, HandlerError, HandlerKind, KvmFile,
-    LUO_KHO_ENTRY_NAME, LuoCompat, LuoError, LuoFile, LuoHeader, LuoPath, MemfdFile, MemfdVersion,
-    Session,
+    CName, FileContent, Files, Flb, FlbName, Flbs, FolioEntry, Folios,
+    GUEST_MEMFD_LUO_FH_COMPATIBLE, GUEST_MEMFD_LUO_FLAG_INIT_SHARED, GUEST_MEMFD_LUO_FLAG_MMAP,
+    GUEST_MEMFD_LUO_FOLIO_UPTODATE, GUEST_MEMFD_LUO_SUPPORTED_FLAGS, GuestMemfdFile,
+    GuestMemfdLuoFolioSer, GuestMemfdLuoSer, HandlerError, HandlerKind, HandlerName,
+    KVM_LUO_FH_COMPATIBLE, KvmFile, KvmLuoMemAttr, KvmLuoSer, LIVEUPDATE_FLB_COMPAT_LENGTH,
+    LIVEUPDATE_HNDL_COMPAT_LENGTH, LIVEUPDATE_SESSION_NAME_LENGTH, LUO_ABI_COMPAT_BASE,
+    LUO_FLB_MAX, LUO_FLB_PGCNT, LUO_KHO_ENTRY_NAME, LuoCompat, LuoError, LuoFile, LuoFileSer,
+    LuoFileSetSer, LuoFlbHeaderSer, LuoFlbSer, LuoHeader, LuoPath, LuoSerTail, LuoSerV5,
+    LuoSerV5Block, LuoSessionSer, MEMFD_LUO_ALL_SEALS, MEMFD_LUO_FOLIO_DIRTY,
+    MEMFD_LUO_FOLIO_UPTODATE, MEMFD_V1_COMPATIBLE, MEMFD_V2_COMPATIBLE, MemfdFile,
+    MemfdLuoFolioSer, MemfdLuoSer, MemfdLuoSerV1, MemfdVersion, Session, SessionName, Sessions,
 };
-pub use memblock::{MemblockError, MemblockFdt, ReserveMem};
+pub use memblock::{
+    MEMBLOCK_KHO_FDT, MEMBLOCK_KHO_NODE_COMPATIBLE, MemblockError, MemblockFdt,
+    RESERVE_MEM_KHO_NODE_COMPATIBLE, ReserveMem,
+};
+#[cfg(feature = "alloc")]
+pub use memblock::{build_memblock_fdt, write_memblock};
+pub use phys::{PAGE_BYTES, PhysReader, ReadError};
 #[cfg(feature = "alloc")]
 pub use phys::{PageWriter, WriteError};
-pub use phys::{PhysReader, ReadError};
 pub use tracker::{PreservedLookup, Tracker, Unpreserved};
 #[cfg(feature = "alloc")]
 pub use tracker::{PreservedSet, TrackerError, TrackerPages};
 pub use vmalloc::{
-    KhoVmalloc, KhoVmallocChunk, VmallocArray, VmallocBlock, VmallocBlocks, VmallocError,
-    VmallocPage, VmallocPages,
+    ArrayEntry, KHO_VMALLOC_ALLOC, KHO_VMALLOC_COMPATIBLE, KHO_VMALLOC_HUGE_VMAP, KHO_VMALLOC_SIZE,
+    KHO_VMALLOC_SUPPORTED_FLAGS, KhoVmalloc, KhoVmallocChunk, VmallocArray, VmallocBlock,
+    VmallocBlocks, VmallocError, VmallocPage, VmallocPages,
 };
-// ---- end kho-v4 / LUO ------------------------------------------------------
+#[cfg(feature = "alloc")]
+pub use vmalloc::{VmallocWritten, write_vmalloc_blocks, write_vmalloc_bytes};

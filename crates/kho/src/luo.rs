@@ -111,15 +111,31 @@ use crate::name::FdtName;
 use crate::phys::{PAGE_BYTES, PhysReader, ReadError};
 use crate::tracker::{Tracker, Unpreserved, expect_page};
 
-pub mod kvm;
-pub mod memfd;
+pub(crate) mod kvm;
+pub(crate) mod memfd;
 #[cfg(feature = "alloc")]
-pub mod state;
+pub(crate) mod state;
 #[cfg(feature = "alloc")]
-pub mod writer;
+pub(crate) mod writer;
 
-pub use kvm::{GuestMemfdFile, KvmFile};
-pub use memfd::{FolioEntry, Folios, HandlerError, MemfdFile, MemfdVersion};
+pub use kvm::{
+    GUEST_MEMFD_LUO_FH_COMPATIBLE, GUEST_MEMFD_LUO_FLAG_INIT_SHARED, GUEST_MEMFD_LUO_FLAG_MMAP,
+    GUEST_MEMFD_LUO_FOLIO_UPTODATE, GUEST_MEMFD_LUO_SUPPORTED_FLAGS, GuestMemfdFile,
+    GuestMemfdLuoFolioSer, GuestMemfdLuoSer, KVM_LUO_FH_COMPATIBLE, KvmFile, KvmLuoMemAttr,
+    KvmLuoSer,
+};
+pub use memfd::{
+    FolioEntry, Folios, HandlerError, MEMFD_LUO_ALL_SEALS, MEMFD_LUO_FOLIO_DIRTY,
+    MEMFD_LUO_FOLIO_UPTODATE, MEMFD_V1_COMPATIBLE, MEMFD_V2_COMPATIBLE, MemfdFile,
+    MemfdLuoFolioSer, MemfdLuoSer, MemfdLuoSerV1, MemfdVersion,
+};
+#[cfg(feature = "alloc")]
+pub use state::{AreaPages, FileData, FileState, LuoState, SessionState};
+#[cfg(feature = "alloc")]
+pub use writer::{
+    FileSpec, FlbSpec, FolioSpec, GuestMemfdSpec, KvmSpec, LuoBuilder, LuoWritten, MemfdSpec,
+    RecordWritten, SessionSpec, write_guest_memfd, write_kvm, write_memfd,
+};
 
 /// The root FDT subnode LUO registers.
 pub const LUO_KHO_ENTRY_NAME: &str = "LUO";
@@ -669,6 +685,51 @@ pub enum LuoError {
         /// The rule broken.
         source: HandlerError,
     },
+}
+
+impl LuoError {
+    /// The address the error names (`None`: a null header pointer).
+    pub fn phys(&self) -> Option<PhysAddr> {
+        match *self {
+            Self::NullBlob => None,
+            Self::Read { phys, .. } | Self::NotPreserved { phys, .. } => Some(phys),
+            Self::BlobUnaligned { blob }
+            | Self::FdtEra { blob, .. }
+            | Self::CompatibleNotTerminated { blob }
+            | Self::CompatibleNotText { blob }
+            | Self::Compat { blob, .. }
+            | Self::UnknownCompatible { blob, .. }
+            | Self::UnknownSubComponent { blob, .. }
+            | Self::Truncated { blob, .. }
+            | Self::Oversized { blob, .. } => Some(blob),
+            Self::Block { source, .. } => Some(source.phys()),
+            Self::SessionNameNotTerminated { entry, .. }
+            | Self::HandlerNotTerminated { entry, .. }
+            | Self::FlbNameNotTerminated { entry, .. } => Some(entry),
+            Self::FilesWithoutChain { .. } => None,
+            Self::FileCountMismatch { head, .. } => Some(head),
+            Self::FlbUnaligned { header }
+            | Self::FlbPageCount { header, .. }
+            | Self::FlbCountOverflow { header, .. } => Some(header),
+            Self::Handler { source, .. } => source.phys(),
+        }
+    }
+
+    /// Where in the LUO tree the error lies.
+    pub fn path(&self) -> LuoPath {
+        match *self {
+            Self::Read { path, .. }
+            | Self::NotPreserved { path, .. }
+            | Self::Block { path, .. }
+            | Self::SessionNameNotTerminated { path, .. }
+            | Self::HandlerNotTerminated { path, .. }
+            | Self::FilesWithoutChain { path, .. }
+            | Self::FileCountMismatch { path, .. }
+            | Self::Handler { path, .. }
+            | Self::FlbNameNotTerminated { path, .. } => path,
+            _ => LuoPath::ROOT,
+        }
+    }
 }
 
 /// The validated `struct luo_ser`.

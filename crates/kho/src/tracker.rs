@@ -67,7 +67,10 @@ pub enum Unpreserved {
 }
 
 /// Checks that `tracker` holds exactly `expected`.
-pub fn expect_block(tracker: &dyn PreservedLookup, expected: Block) -> Result<(), Unpreserved> {
+pub(crate) fn expect_block(
+    tracker: &dyn PreservedLookup,
+    expected: Block,
+) -> Result<(), Unpreserved> {
     match tracker.block_containing(expected.phys()) {
         None => Err(Unpreserved::Missing { expected }),
         Some(found) if found == expected => Ok(()),
@@ -77,7 +80,7 @@ pub fn expect_block(tracker: &dyn PreservedLookup, expected: Block) -> Result<()
 
 /// Checks that the page at `phys` is preserved as an order-0 block, as
 /// `kho_alloc_preserve()` leaves every structure page.
-pub fn expect_page(tracker: Tracker<'_>, phys: PhysAddr) -> Result<(), Unpreserved> {
+pub(crate) fn expect_page(tracker: Tracker<'_>, phys: PhysAddr) -> Result<(), Unpreserved> {
     match (tracker, Block::new(phys, Order::ZERO)) {
         (Some(t), Ok(b)) => expect_block(t, b),
         _ => Ok(()),

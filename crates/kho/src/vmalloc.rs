@@ -366,6 +366,27 @@ pub enum VmallocError {
     },
 }
 
+impl VmallocError {
+    /// The address the error names: the broken page or its chunk (`None`:
+    /// a descriptor error, at the owner's record).
+    pub fn phys(&self) -> Option<PhysAddr> {
+        match *self {
+            Self::PageUnaligned { page, .. } => Some(page),
+            Self::PageOutsideRam { block, .. } => Some(block.phys()),
+            Self::ChunkUnaligned { chunk }
+            | Self::ChunkRead { chunk, .. }
+            | Self::ChunkNotPreserved { chunk, .. }
+            | Self::ChunkCycle { chunk }
+            | Self::PageNotPreserved { chunk, .. }
+            | Self::CountOverflow { chunk, .. }
+            | Self::Unterminated { chunk }
+            | Self::EarlyTerminator { chunk, .. }
+            | Self::TrailingEntry { chunk, .. } => Some(chunk),
+            _ => None,
+        }
+    }
+}
+
 /// One entry of an area: `2^order` pages, with where it is listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmallocBlock {

@@ -19,7 +19,7 @@ use crate::physio::read_bytes;
 /// scratch-only allocation.
 ///
 /// `scheme` names the tracker that wrote the handover: `None` for the
-/// built-in radix tree (`kho-v2`/`kho-v3`); a [`PeerScheme`] parses the
+/// built-in radix tree (`kho-v2`..`kho-v4`); a [`PeerScheme`] parses the
 /// root FDT itself (its own compatible), and [`super::kho_memory_init`]
 /// accounts the memory through it.
 ///
@@ -63,7 +63,7 @@ fn populate(
         None => {
             let parsed = KhoFdt::parse(&bytes).map_err(|source| KhoError::Fdt { fdt, source })?;
             let version = parsed.version();
-            if !matches!(version, KhoVersion::V2 | KhoVersion::V3) {
+            if !matches!(version, KhoVersion::V2 | KhoVersion::V3 | KhoVersion::V4) {
                 return Err(KhoError::Compatible {
                     fdt,
                     found: version,

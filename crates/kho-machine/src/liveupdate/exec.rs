@@ -33,7 +33,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kho::{PhysAddr, PhysRange};
+use kho::{KhoVersion, PhysAddr, PhysRange};
 
 use super::old_kernel::DEFAULT_SEED;
 use crate::arena::{ArenaError, MemoryLayout, PhysMem};
@@ -178,6 +178,8 @@ pub struct OldKernelArgs {
     /// `--dump-core`: write the memory (ELF core) and FILE.fdt just before
     /// the exec.
     pub dump_core: Option<PathBuf>,
+    /// `--abi`: the handover the old kernel writes ([`parse_abi`]).
+    pub abi: KhoVersion,
 }
 
 impl OldKernelArgs {
@@ -200,6 +202,7 @@ impl OldKernelArgs {
             scheme: OURS.to_owned(),
             trace: None,
             dump_core: None,
+            abi: KhoVersion::V4,
         }
     }
 
@@ -237,6 +240,9 @@ impl OldKernelArgs {
         if self.print_phases {
             out.arg("--phases");
         }
+        if self.abi != KhoVersion::V4 {
+            out.opt("abi", self.abi.compatible());
+        }
     }
 
     fn read(options: Vec<(String, OsString)>) -> Result<Self, ExecError> {
@@ -259,12 +265,26 @@ impl OldKernelArgs {
                 "scheme" => text("scheme", &v)?.clone_into(&mut a.scheme),
                 "trace" => a.trace = Some(v.into()),
                 "dump-core" => a.dump_core = Some(v.into()),
+                "abi" => a.abi = parse_abi(text("abi", &v)?)?,
                 _ => return Err(ExecError::UnknownArg(format!("--{name}"))),
             }
         }
         a.machine_size = size.ok_or(ExecError::MissingArg("machine-size"))?;
         a.strategy = strategy.ok_or(ExecError::MissingArg("strategy"))?;
         Ok(a)
+    }
+}
+
+/// `--abi`: `kho-v4` (the default: root `kho-v4`, the scenario's files as
+/// LUO sessions) or `kho-v3` (root `kho-v3`, every folio preserved
+/// directly).
+pub fn parse_abi(s: &str) -> Result<KhoVersion, ExecError> {
+    match KhoVersion::from_compatible(s) {
+        Some(v @ (KhoVersion::V3 | KhoVersion::V4)) => Ok(v),
+        _ => Err(ExecError::BadArg {
+            what: "abi (kho-v3, kho-v4)",
+            value: s.to_owned(),
+        }),
     }
 }
 

@@ -21,6 +21,7 @@
 //! |--------------|----------------------------------------------------------------------|
 //! | `exec`       | the exec protocol: both processes' argv ([`KernelArgs`]), the exec   |
 //! | `old_kernel` | [`old_kernel_boot`] and [`old_kernel_main`]                          |
+//! | `luo`        | the LUO sessions: written by the old kernel, retrieved by the new    |
 //! | `new_kernel` | [`new_kernel_boot`] and [`new_kernel_main`]                          |
 //! | `report`     | the new kernel's one JSON line ([`RunReport`])                       |
 //!
@@ -76,14 +77,16 @@ use crate::scratch::ScratchError;
 use crate::workload::WorkloadError;
 
 mod exec;
+mod luo;
 mod new_kernel;
 mod old_kernel;
 mod report;
 
 pub use exec::{
     ExecError, KernelArgs, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, OLD_KERNEL_SUBCOMMAND,
-    OldKernelArgs,
+    OldKernelArgs, parse_abi,
 };
+pub use luo::LuoFileReport;
 pub use new_kernel::{new_kernel_boot, new_kernel_main};
 pub use old_kernel::{
     BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,
@@ -136,6 +139,9 @@ pub enum LiveUpdateError {
     /// The radix tree refused an operation.
     #[error("radix tree: {0}")]
     Radix(#[from] kho::RadixError),
+    /// The LUO sessions could not be written.
+    #[error("LUO: {0}")]
+    Luo(#[from] kho::WriteError),
     /// The root FDT could not be built.
     #[error("root FDT: {0}")]
     FdtBuild(#[from] kho::FdtBuildError),

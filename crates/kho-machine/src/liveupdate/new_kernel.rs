@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use kho::{PAGE_SIZE, PhysAddr, PhysRange};
 
 use super::exec::NewKernelArgs;
+use super::luo::{LuoRestore, restore_luo};
 use super::{LiveUpdateError, MANIFEST_NODE, RunReport, kernel_boot_config};
 use crate::arena::PhysMem;
 use crate::boot::{BootConfig, BootError, Machine};
@@ -131,9 +132,9 @@ pub fn new_kernel_boot(
     let memmap_inited_pages = buddy.memmap().inited_pages();
     buddy.set_poison_on_alloc(true);
 
-    let (verified_bytes, lost_bytes, unpreserved) = match kho.incoming() {
+    let (verified_bytes, lost_bytes, unpreserved, luo) = match kho.incoming() {
         Some(k) => restore_and_verify(mem, buddy, k, init.bytes),
-        None => (0, 0, 0),
+        None => (0, 0, 0, LuoRestore::default()),
     };
     let restore_inited_pages = buddy.memmap().inited_pages() - memmap_inited_pages;
     drop(m);
@@ -168,6 +169,8 @@ pub fn new_kernel_boot(
         memblock_reserved_regions: init.reserved_regions,
         kho_error: kho.error().map(|e| e.to_string()),
         scheme: scheme_name,
+        luo_files: luo.files,
+        luo_error: luo.error,
     })
 }
 
@@ -190,7 +193,7 @@ fn restore_and_verify(
     buddy: &Buddy<'_>,
     k: &KhoIn,
     preserved: u64,
-) -> (u64, u64, u64) {
+) -> (u64, u64, u64, LuoRestore) {
     let mut verified = 0u64;
     let mut lost = 0u64;
     let mut unpreserved = 0u64;
@@ -202,10 +205,10 @@ fn restore_and_verify(
     // kho-v1 subnodes carry no size (6.16's `fdt` names a self-describing
     // FDT): the manifest's header gives it.
     let Some((blob, size)) = k.subnode(MANIFEST_NODE) else {
-        return (verified, preserved.saturating_sub(verified), 0);
+        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
     };
     let Some(size) = size.or_else(|| manifest_size(mem, blob)) else {
-        return (verified, preserved.saturating_sub(verified), 0);
+        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
     };
     // The manifest's pages: preserved either with kho_preserve_pages
     // (Linux's split of its pages) or as one block of a larger order.
@@ -220,10 +223,17 @@ fn restore_and_verify(
         .and_then(|_| PhysRange::from_start_size(blob, size).ok())
         .and_then(|r| Manifest::read(mem, r).ok());
     let Some(manifest) = manifest else {
-        return (verified, preserved.saturating_sub(verified), 0);
+        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
     };
     verified += nr * PAGE_SIZE;
+    // One owner per folio: a LUO file's folios are restored there.
+    let luo = restore_luo(mem, buddy, k, &manifest);
+    verified += luo.verified;
+    lost += luo.lost;
     for e in &manifest.entries {
+        if luo.owns(e.block.phys()) {
+            continue;
+        }
         let restored = kho_restore_folio(buddy, e.block.phys());
         if matches!(restored, Err(KhoError::BadMagic { .. })) {
             unpreserved += e.block.size();
@@ -236,5 +246,5 @@ fn restore_and_verify(
             lost += e.block.size();
         }
     }
-    (verified, lost, unpreserved)
+    (verified, lost, unpreserved, luo)
 }

@@ -5,9 +5,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kho::{Block, KhoFdtBuilder, Order, PAGE_SIZE, PhysAddr, PhysRange, RadixTree, split_pages};
+use std::collections::HashSet;
+
+use kho::{
+    Block, KhoFdtBuilder, KhoVersion, LUO_KHO_ENTRY_NAME, Order, PAGE_SIZE, PhysAddr, PhysRange,
+    RadixTree, split_pages,
+};
 
 use super::exec::{NewKernelArgs, OldKernelArgs, kexec_exec};
+use super::luo::{LuoFiles, preserve_sessions};
 use super::{LiveUpdateError, MANIFEST_NODE, MIB, kernel_boot_config};
 use crate::arena::{MemoryLayout, PhysMem};
 use crate::boot::{BootError, Machine};
@@ -19,7 +25,7 @@ use crate::memmap::MemmapMode;
 use crate::physio::write_bytes;
 use crate::preserve::{Preserver, TreeAlloc};
 use crate::scratch::{KernReserved, ScratchAreas, ScratchSizing, kho_reserve_scratch};
-use crate::workload::{self, Scenario};
+use crate::workload::{self, FolioOwner, Scenario};
 
 /// `kho_data.fdt_size`: the root FDT occupies (and is preserved as) one page.
 pub(crate) const FDT_SIZE: u64 = PAGE_SIZE;
@@ -63,6 +69,11 @@ pub struct OldKernelConfig {
     /// The peer scheme that tracks the preserved memory (`None`: ours, the
     /// lock-free radix tree).
     pub scheme: Option<Arc<dyn PeerScheme>>,
+    /// The handover's ABI: `kho-v4` (root `kho-v4`, the memfd checkpoint
+    /// and the VM guests as LUO sessions, `super::luo`) or `kho-v3` (every
+    /// folio preserved directly). A peer scheme writes its own format and
+    /// no LUO sessions.
+    pub abi: KhoVersion,
 }
 
 impl OldKernelConfig {
@@ -82,6 +93,7 @@ impl OldKernelConfig {
             image: PathBuf::new(),
             print_phases: false,
             scheme: None,
+            abi: KhoVersion::V4,
         })
     }
 }
@@ -104,6 +116,7 @@ impl OldKernelConfig {
         cfg.print_phases = args.print_phases;
         cfg.scheme = scheme;
         cfg.image = image;
+        cfg.abi = args.abi;
         cfg.scenario = match replay {
             Some(replay) => Scenario {
                 replay,
@@ -142,6 +155,9 @@ pub struct OldKernelImage {
     /// The manifest blob's bytes (the subnode's `preserved-data`,
     /// `blob-size`).
     pub manifest_blob: PhysRange,
+    /// The `LUO` subnode's header (`preserved-data`, `blob-size`), in a
+    /// `kho-v4` run.
+    pub luo: Option<PhysRange>,
     /// Every block preserved: the workload's, the manifest pages', the FDT
     /// page.
     pub preserved: Vec<Block>,
@@ -173,6 +189,7 @@ impl OldKernelImage {
             radix_root: PhysAddr::ZERO,
             manifest: Manifest::default(),
             manifest_blob: PhysRange::default(),
+            luo: None,
             preserved: Vec::new(),
             tree_pages: Vec::new(),
             scratch: ScratchAreas::default(),
@@ -376,11 +393,34 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
     let tree = RadixTree::new(&tree_alloc)?;
     let mut p = Preserver::new(mem, tree.cursor(), scratch, cfg.seed);
     workload::replay(&replayed, &mut p)?;
-    workload::vm(buddy, &gigantic, scenario, &mut p)?;
+    let luo_abi = cfg.abi == KhoVersion::V4 && cfg.scheme.is_none();
+    let owner = if luo_abi {
+        FolioOwner::Handler
+    } else {
+        FolioOwner::Direct
+    };
+    let vm = workload::vm(buddy, &gigantic, scenario, owner, &mut p)?;
     phases.mark("replay, vm workload");
-    workload::memfd_checkpoint(buddy, scenario, cfg.seed, &mut p)?;
+    let ckpt = workload::memfd_checkpoint(buddy, scenario, cfg.seed, owner, &mut p)?;
     workload::forget_pages(buddy, scenario.forget_pages, &mut p)?;
     phases.mark("memfd checkpoint workload");
+    // 5b. kho-v4: the handlers preserve their files' folios, arrays and
+    // records; LUO its sessions and header.
+    let luo = if luo_abi {
+        let files = LuoFiles {
+            memfd: &ckpt.blocks,
+            guests: &vm.guest_pages,
+        };
+        let w = preserve_sessions(&tree, &files)?;
+        for b in &w.preserved {
+            scratch.check_preserve(b.range().unwrap_or_default())?;
+        }
+        p.preserved_by_handler(&w.preserved);
+        phases.mark("LUO sessions");
+        Some(w)
+    } else {
+        None
+    };
     let (entries, mut preserved) = p.finish();
     img.manifest = Manifest {
         seed: cfg.seed,
@@ -428,8 +468,11 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
     let peer_alloc = TreeAlloc::new(buddy);
     let (fdt_bytes, peer) = match &cfg.scheme {
         None => {
-            let mut builder = KhoFdtBuilder::new(tree.root());
+            let mut builder = KhoFdtBuilder::new(tree.root()).version(cfg.abi);
             builder.add_subnode(MANIFEST_NODE, manifest_blob.start(), manifest_blob.size());
+            if let Some(l) = &luo {
+                builder.add_subnode(LUO_KHO_ENTRY_NAME, l.header, l.size);
+            }
             (builder.build()?, None)
         }
         Some(s) => {
@@ -455,8 +498,21 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
 
     // 8. Poison everything else (a peer scheme's radix tree above is
     // scratch work: its pages are poisoned, the peer's metadata is kept).
+    // The LUO writer's pages came from the tree's allocator: preserved
+    // blocks, not tree pages.
+    let luo_pages: HashSet<PhysAddr> = luo.iter().flat_map(|l| l.pages.iter().copied()).collect();
+    img.luo = luo
+        .as_ref()
+        .and_then(|l| PhysRange::from_start_size(l.header, l.size).ok());
     (img.tree_pages, img.radix_root) = match &peer {
-        None => (tree_alloc.pages(), tree.root()),
+        None => (
+            tree_alloc
+                .pages()
+                .into_iter()
+                .filter(|p| !luo_pages.contains(p))
+                .collect(),
+            tree.root(),
+        ),
         Some(h) => (peer_alloc.pages(), h.root),
     };
     let mut keep: Vec<PhysRange> = preserved.iter().filter_map(|b| b.range()).collect();

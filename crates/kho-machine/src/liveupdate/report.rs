@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::LuoFileReport;
 use crate::kho::Strategy;
 use crate::memmap::MemmapMode;
 
@@ -59,4 +60,12 @@ pub struct RunReport {
     /// reservation per range, `coalesced`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
+    /// Per LUO file (kho-v4 runs): session, token, handler, bytes of its
+    /// folios verified and lost; their bytes are part of `verified_bytes`
+    /// and `lost_bytes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub luo_files: Vec<LuoFileReport>,
+    /// Why the LUO handover could not be read (`None`: read, or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub luo_error: Option<String>,
 }

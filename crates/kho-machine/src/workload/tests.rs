@@ -51,8 +51,8 @@ fn run(
     let tree = RadixTree::new(&tree_alloc).unwrap();
     let mut p = Preserver::new(&mem, tree.cursor(), &scratch, seed);
     let s = scenario();
-    vm(buddy, &[], &s, &mut p).unwrap();
-    let stats = memfd_checkpoint(buddy, &s, seed, &mut p).unwrap();
+    vm(buddy, &[], &s, FolioOwner::Direct, &mut p).unwrap();
+    let stats = memfd_checkpoint(buddy, &s, seed, FolioOwner::Direct, &mut p).unwrap();
     forget_pages(buddy, s.forget_pages, &mut p).unwrap();
     let (entries, preserved) = p.finish();
 
@@ -149,7 +149,7 @@ fn the_vm_workload_gives_guests_their_folios() {
         forget_pages: 0,
         replay: Vec::new(),
     };
-    let stats = vm(buddy, &giga, &s, &mut p).unwrap();
+    let stats = vm(buddy, &giga, &s, FolioOwner::Direct, &mut p).unwrap();
     assert_eq!(stats.folios, 1 + 2 + 2 * VM_META_PAGES);
     assert_eq!(
         stats.bytes,

@@ -301,6 +301,24 @@ pub enum HandlerError {
     },
 }
 
+impl HandlerError {
+    /// The address the error names: the broken entry, array page or record
+    /// (`None`: a null handle).
+    pub fn phys(&self) -> Option<PhysAddr> {
+        match *self {
+            Self::NullData { .. } => None,
+            Self::FolioFlags { entry, .. } => Some(entry),
+            Self::Array { ser, source, .. } => source.phys().or(Some(ser)),
+            Self::Unaligned { ser, .. }
+            | Self::Read { ser, .. }
+            | Self::NotPreserved { ser, .. }
+            | Self::UnknownSeals { ser, .. }
+            | Self::UnknownFlags { ser, .. }
+            | Self::BadSize { ser, .. } => Some(ser),
+        }
+    }
+}
+
 /// Reads a handler's record: non-null, page aligned, readable, preserved.
 pub(crate) fn read_record<T, M>(
     reader: PhysReader<'_, '_, M>,
