@@ -182,6 +182,15 @@ struct RunArgs {
     /// restore; see docs/methodology.md for what it needs and gives up).
     #[arg(long, default_value = "eager", value_parser = memmap_parser())]
     memmap: MemmapMode,
+    /// CPUs of the new kernel's node (default: this host's): `deferred`'s
+    /// `deferred_init_memmap` splits over them as Linux's padata does; the
+    /// baseline boot uses the same.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    /// Ours: split `memmap_init` over --threads too (Linux runs it on the
+    /// boot CPU, before the other CPUs are up).
+    #[arg(long)]
+    parallel_memmap_init: bool,
     /// RAM of the simulated machine (16M..=1T, a multiple of 2M; a size too
     /// small for the memmap and KHO scratch areas, today below 28M, is
     /// refused naming the computed minimum).
@@ -759,6 +768,14 @@ fn new_kernel(a: &NewKernelArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--threads`, by default the host's CPUs.
+fn run_threads(a: &RunArgs) -> usize {
+    a.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    )
+}
+
 /// One live update: spawn the old kernel, collect the new kernel's report.
 fn live_update(
     exe: &PathBuf,
@@ -773,6 +790,8 @@ fn live_update(
         trace: a.trace.clone(),
         dump_core: dump_core.cloned(),
         memmap: a.memmap,
+        threads: run_threads(a),
+        parallel_memmap_init: a.parallel_memmap_init,
         abi: a.abi,
         ..OldKernelArgs::new(a.machine_size, strategy)
     };
@@ -933,7 +952,7 @@ fn run(a: &RunArgs) -> Result<()> {
         JsonOut::write(a.json.as_ref(), json_file, &json)?;
     }
     if !JsonOut::is_stdout(a.json.as_ref()) {
-        print_table(&rows, a.machine_size, a.memmap, a.wide);
+        print_table(&rows, a.machine_size, a.memmap, run_threads(a), a.wide);
     }
     Ok(())
 }
@@ -1161,12 +1180,19 @@ fn run_table(rows: &[RunReport], width: Option<u16>) -> Table {
     t
 }
 
-fn print_table(rows: &[RunReport], machine_size: u64, memmap: MemmapMode, wide: bool) {
+fn print_table(
+    rows: &[RunReport],
+    machine_size: u64,
+    memmap: MemmapMode,
+    threads: usize,
+    wide: bool,
+) {
     let width = if wide { None } else { table_width() };
     let mut t = run_table(rows, width);
     println!(
-        "live update on a {} machine, struct pages {memmap}",
-        bytes(machine_size)
+        "live update on a {} machine, struct pages {memmap}, {}",
+        bytes(machine_size),
+        plural(threads as u64, "CPU")
     );
     println!("{t}");
     if t.column_count() < 12 {

@@ -92,12 +92,21 @@ fn an_unwritable_output_fails_before_the_run() {
     // error (exit 2) naming the flag and the path.
     for args in [
         &["bench", "--tiny", "--json", "/nonexistent/x.json"][..],
-        &["run", "--machine-size", "64M", "--json", "/nonexistent/x.json"][..],
+        &[
+            "run",
+            "--machine-size",
+            "64M",
+            "--json",
+            "/nonexistent/x.json",
+        ][..],
         &["memblock-fidelity", "--json", "/nonexistent/x.json"][..],
     ] {
         let (code, err) = fails(args);
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(err.contains("--json /nonexistent/x.json"), "{args:?}: {err}");
+        assert!(
+            err.contains("--json /nonexistent/x.json"),
+            "{args:?}: {err}"
+        );
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }

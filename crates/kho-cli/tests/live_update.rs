@@ -83,7 +83,11 @@ fn every_memmap_mode_verifies_everything() {
         let row = &rows[0];
         assert_eq!(row["memmap"], mode);
         assert_eq!(u(row, "lost_bytes"), 0, "{mode}");
-        assert_eq!(u(row, "verified_bytes"), u(row, "preserved_bytes"), "{mode}");
+        assert_eq!(
+            u(row, "verified_bytes"),
+            u(row, "preserved_bytes"),
+            "{mode}"
+        );
         let before = u(row, "memmap_inited_pages");
         let restore = u(row, "restore_inited_pages");
         let baseline = u(row, "baseline_memmap_inited_pages");

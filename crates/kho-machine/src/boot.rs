@@ -62,6 +62,12 @@ pub struct BootConfig {
     pub low_reserve: PhysRange,
     /// How struct pages are initialised (the kernel configuration).
     pub memmap: MemmapMode,
+    /// CPUs of the node: `deferred_init_memmap` splits over them (Linux's
+    /// padata); 1 by default.
+    pub threads: usize,
+    /// **Ours**: `memmap_init` split over `threads` too (Linux runs it on
+    /// the boot CPU before `smp_init`).
+    pub parallel_memmap_init: bool,
 }
 
 impl Default for BootConfig {
@@ -73,6 +79,8 @@ impl Default for BootConfig {
             kernel: r(16 * MIB, 32 * MIB),
             low_reserve: r(0, MIB),
             memmap: MemmapMode::Eager,
+            threads: 1,
+            parallel_memmap_init: false,
         }
     }
 }
@@ -149,10 +157,12 @@ impl<'m> Machine<'m> {
 
     /// Phase 2: `sparse_init`: the struct pages' memory from memblock.
     pub fn alloc_memmap(&mut self) -> Result<(), BootError> {
-        self.memmap = Some(MemMap::alloc(
+        self.memmap = Some(MemMap::alloc_with(
             self.mem,
             &mut self.memblock,
             self.config.memmap,
+            self.config.threads,
+            self.config.parallel_memmap_init,
         )?);
         Ok(())
     }

@@ -777,10 +777,11 @@ fn for_each_free_range_except(
 /// and minus `skip` for our `skip` strategy) from `first_deferred_pfn` on,
 /// in `MAX_ORDER_NR_PAGES`-aligned chunks, initialises the struct pages
 /// (`deferred_init_pages`) and frees them (`deferred_free_pages`: a whole
-/// aligned chunk at `MAX_PAGE_ORDER`, anything else page by page). Linux
-/// runs it on one thread per node and splits it with padata over the
-/// node's CPUs; here it is one thread. Returns the pages freed; a no-op
-/// when nothing was deferred.
+/// aligned chunk at `MAX_PAGE_ORDER`, anything else page by page). As
+/// Linux does, the work is split into section-aligned jobs run on the
+/// node's CPUs (`padata_do_multithreaded`; here the memmap's threads,
+/// `--threads`); the frees serialise on the zone lock. Returns the pages
+/// freed; a no-op when nothing was deferred.
 pub(crate) fn deferred_init_memmap(
     memblock: &Memblock,
     buddy: &Buddy<'_>,
@@ -795,14 +796,32 @@ pub(crate) fn deferred_init_memmap(
         .collect();
     let mm = &buddy.memmap;
     let max_nr = 1u64 << MAX_PAGE_ORDER;
-    let mut zone = buddy.zone();
-    let mut count = 0u64;
+    // The chunks deferred_init_memmap_chunk would visit, grouped by
+    // section: padata's jobs (align and min_chunk PAGES_PER_SECTION).
+    let mut jobs: Vec<Vec<(u64, u64)>> = Vec::new();
+    let mut section = u64::MAX;
     for_each_free_range_except(&ranges, skip, |start, end| {
         let mut spfn = start.max(first);
         while spfn < end {
             let chunk_end = ((spfn + 1).div_ceil(max_nr) * max_nr).min(end);
+            let sec = spfn / crate::memmap::PAGES_PER_SECTION;
+            if sec != section || jobs.is_empty() {
+                jobs.push(Vec::new());
+                section = sec;
+            }
+            if let Some(job) = jobs.last_mut() {
+                job.push((spfn, chunk_end));
+            }
+            spfn = chunk_end;
+        }
+        Ok(())
+    })?;
+    let count = AtomicU64::new(0);
+    mm.run_jobs(&jobs, |job| {
+        for &(spfn, chunk_end) in job {
             let (s, e) = (to_pfn(spfn)?, to_pfn(chunk_end)?);
             mm.init_range(s, e, false, false)?;
+            let mut zone = buddy.zone();
             if chunk_end - spfn == max_nr && spfn % max_nr == 0 {
                 __free_pages_core(&mut zone, mm, s, MAX_PAGE_ORDER)?;
             } else {
@@ -810,12 +829,11 @@ pub(crate) fn deferred_init_memmap(
                     __free_pages_core(&mut zone, mm, to_pfn(p)?, 0)?;
                 }
             }
-            count += chunk_end - spfn;
-            spfn = chunk_end;
+            count.fetch_add(chunk_end - spfn, Ordering::Relaxed);
         }
-        Ok(())
+        Ok::<(), BuddyError>(())
     })?;
-    Ok(count)
+    Ok(count.into_inner())
 }
 
 fn to_pfn(raw: u64) -> Result<Pfn, BuddyError> {

@@ -54,9 +54,9 @@ pub use kho::{
 };
 pub use liveupdate::{
     BeforeExec, DEFAULT_SEED, ExecError, KernelArgs, LiveUpdateError, LuoFileReport, MANIFEST_NODE,
-    NEW_KERNEL_SUBCOMMAND, NewKernelArgs, OLD_KERNEL_SUBCOMMAND, OldKernelArgs, OldKernelConfig,
-    OldKernelImage, RunReport, early_boot_fits, kernel_boot_config, new_kernel_boot,
-    new_kernel_main, old_kernel_boot, old_kernel_main, parse_abi,
+    NEW_KERNEL_SUBCOMMAND, NewKernelArgs, NewKernelConfig, OLD_KERNEL_SUBCOMMAND, OldKernelArgs,
+    OldKernelConfig, OldKernelImage, RunReport, early_boot_fits, kernel_boot_config,
+    new_kernel_boot, new_kernel_main, old_kernel_boot, old_kernel_main, parse_abi,
 };
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};
 pub use memblock::{Memblock, MemblockError, MemblockFlags, MemblockRegion, MemblockType};

@@ -430,6 +430,12 @@ pub struct MemMap<'m> {
     first_deferred_pfn: AtomicU64,
     /// Struct pages initialised so far (`__init_single_page` calls).
     inited: AtomicU64,
+    /// The CPUs of the node (`--threads`): `deferred_init_memmap` splits
+    /// its work over them as Linux's padata does; `None`: one.
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+    /// **Ours** (`--parallel-memmap-init`): `memmap_init` split over the
+    /// same threads (Linux runs it on the boot CPU, before `smp_init`).
+    parallel_init: bool,
 }
 
 impl fmt::Debug for MemMap<'_> {
@@ -561,6 +567,18 @@ impl<'m> MemMap<'m> {
         memblock: &mut Memblock,
         mode: MemmapMode,
     ) -> Result<Self, MemmapError> {
+        Self::alloc_with(mem, memblock, mode, 1, false)
+    }
+
+    /// [`MemMap::alloc`] for a node of `threads` CPUs (at least 1), and,
+    /// with `parallel_init` (ours), a `memmap_init` split over them.
+    pub fn alloc_with(
+        mem: &'m PhysMem,
+        memblock: &mut Memblock,
+        mode: MemmapMode,
+        threads: usize,
+        parallel_init: bool,
+    ) -> Result<Self, MemmapError> {
         let mut present: Vec<bool> = Vec::new();
         for r in memblock.for_each_mem_region() {
             let (start, end) = (pfn_down(r.base.as_u64()), pfn_up(r.range().end().as_u64()));
@@ -609,7 +627,35 @@ impl<'m> MemMap<'m> {
             mode,
             first_deferred_pfn: AtomicU64::new(u64::MAX),
             inited: AtomicU64::new(0),
+            pool: (threads > 1)
+                .then(|| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .ok()
+                        .map(std::sync::Arc::new)
+                })
+                .flatten(),
+            parallel_init,
         })
+    }
+
+    /// The threads the node's CPUs give (`--threads`): 1 without a pool.
+    pub fn threads(&self) -> usize {
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
+    }
+
+    /// Runs `f` over `jobs` on the node's threads (in order on one).
+    pub(crate) fn run_jobs<T: Sync, E: Send>(
+        &self,
+        jobs: &[T],
+        f: impl Fn(&T) -> Result<(), E> + Sync + Send,
+    ) -> Result<(), E> {
+        use rayon::prelude::*;
+        match &self.pool {
+            Some(pool) if jobs.len() > 1 => pool.install(|| jobs.par_iter().try_for_each(&f)),
+            _ => jobs.iter().try_for_each(f),
+        }
     }
 
     /// The kernel configuration this memmap is initialised under.
@@ -833,6 +879,8 @@ pub(crate) fn memmap_init(
         MemmapMode::Lazy => lazy_exclusions(memblock, skip),
         _ => Vec::new(),
     };
+    // The plan: (start, end, hole) page ranges to initialise, in order.
+    let mut plan: Vec<(u64, u64, bool)> = Vec::new();
     let mut si = 0usize;
     let mut defer = DeferInit::default();
     let mut hole_pfn = 0u64;
@@ -842,18 +890,18 @@ pub(crate) fn memmap_init(
             continue;
         }
         match memmap.mode {
-            MemmapMode::Eager => {
-                st.free += memmap.init_range(pfn(start), pfn(end), false, false)?
-            }
+            MemmapMode::Eager => plan.push((start, end, false)),
             MemmapMode::Deferred => {
                 let stop = defer.stop(start, end);
-                st.free += memmap.init_range(pfn(start), pfn(stop), false, false)?;
+                plan.push((start, stop, false));
                 st.deferred += end - stop;
             }
-            MemmapMode::Lazy => init_except(memmap, &mut st, &lazy_skip, &mut si, start, end)?,
+            MemmapMode::Lazy => {
+                st.noinit += plan_except(&mut plan, &lazy_skip, &mut si, start, end);
+            }
         }
         if hole_pfn < start {
-            st.unavailable += memmap.init_range(pfn(hole_pfn), pfn(start), true, true)?;
+            plan.push((hole_pfn, start, true));
         }
         hole_pfn = hole_pfn.max(end);
     }
@@ -863,8 +911,46 @@ pub(crate) fn memmap_init(
     // The tail of the last present section.
     let tail = hole_pfn.div_ceil(PAGES_PER_SECTION) * PAGES_PER_SECTION;
     if hole_pfn < tail {
-        st.unavailable += memmap.init_range(pfn(hole_pfn), pfn(tail), true, true)?;
+        plan.push((hole_pfn, tail, true));
     }
+    plan.retain(|(s, e, _)| s < e);
+    let counts = if memmap.parallel_init && memmap.threads() > 1 {
+        // Ours: one job per section of each piece, over the node's threads.
+        let jobs: Vec<(u64, u64, bool)> = plan
+            .iter()
+            .flat_map(|&(s, e, hole)| {
+                let mut v = Vec::new();
+                let mut p = s;
+                while p < e {
+                    let q = ((p / PAGES_PER_SECTION + 1) * PAGES_PER_SECTION).min(e);
+                    v.push((p, q, hole));
+                    p = q;
+                }
+                v
+            })
+            .collect();
+        let free = AtomicU64::new(0);
+        let holes = AtomicU64::new(0);
+        memmap.run_jobs(&jobs, |&(s, e, hole)| {
+            let n = memmap.init_range(pfn(s), pfn(e), hole, hole)?;
+            if hole { &holes } else { &free }.fetch_add(n, Ordering::Relaxed);
+            Ok::<(), MemmapError>(())
+        })?;
+        (free.into_inner(), holes.into_inner())
+    } else {
+        let (mut free, mut holes) = (0, 0);
+        for &(s, e, hole) in &plan {
+            let n = memmap.init_range(pfn(s), pfn(e), hole, hole)?;
+            if hole {
+                holes += n;
+            } else {
+                free += n;
+            }
+        }
+        (free, holes)
+    };
+    st.free += counts.0;
+    st.unavailable += counts.1;
     Ok(st)
 }
 
@@ -928,16 +1014,17 @@ fn lazy_exclusions(memblock: &Memblock, skip: &[PhysRange]) -> Vec<(u64, u64)> {
     out
 }
 
-/// Initialises `[start, end)` minus the `excl` ranges (sorted, merged);
-/// `si` is the cursor into `excl` (memory regions come in ascending order).
-fn init_except(
-    memmap: &MemMap<'_>,
-    st: &mut MemmapInitStats,
+/// Plans `[start, end)` minus the `excl` ranges (sorted, merged) into
+/// `plan`; `si` is the cursor into `excl` (memory regions come in
+/// ascending order). Returns the pages left out.
+fn plan_except(
+    plan: &mut Vec<(u64, u64, bool)>,
     excl: &[(u64, u64)],
     si: &mut usize,
     start: u64,
     end: u64,
-) -> Result<(), MemmapError> {
+) -> u64 {
+    let mut left_out = 0;
     let mut pos = start;
     while let Some(&(xs, xe)) = excl.get(*si) {
         if xe <= pos {
@@ -948,10 +1035,10 @@ fn init_except(
             break;
         }
         if xs > pos {
-            st.free += memmap.init_range(pfn(pos), pfn(xs), false, false)?;
+            plan.push((pos, xs, false));
         }
         let stop = xe.min(end);
-        st.noinit += stop - xs.max(pos);
+        left_out += stop - xs.max(pos);
         pos = stop;
         if xe > end {
             break;
@@ -959,9 +1046,9 @@ fn init_except(
         *si += 1;
     }
     if pos < end {
-        st.free += memmap.init_range(pfn(pos), pfn(end), false, false)?;
+        plan.push((pos, end, false));
     }
-    Ok(())
+    left_out
 }
 
 /// The struct-page half of `memmap_init_reserved_pages`

@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 
 use kho::{
-    Block, CrossCheck, FileData, FolioEntry, HandlerKind, KhoFdt, LUO_KHO_ENTRY_NAME,
-    LuoPath, LuoState, MEMBLOCK_KHO_FDT, MemblockFdt, PAGE_BYTES, PhysAddr, PhysReader,
-    PreservedLookup, PreservedSet, RamMap, TrackerPages,
+    Block, CrossCheck, FileData, FolioEntry, HandlerKind, KhoFdt, LUO_KHO_ENTRY_NAME, LuoPath,
+    LuoState, MEMBLOCK_KHO_FDT, MemblockFdt, PAGE_BYTES, PhysAddr, PhysReader, PreservedLookup,
+    PreservedSet, RamMap, TrackerPages,
 };
 use serde::Serialize;
 
@@ -309,7 +309,8 @@ pub(super) fn read_stack(
     }
     let report = check.run();
     for f in &report.findings {
-        let at = finding_phys(f).or_else(|| finding_path(f).and_then(|p| path_phys(state.as_ref(), &p)));
+        let at =
+            finding_phys(f).or_else(|| finding_path(f).and_then(|p| path_phys(state.as_ref(), &p)));
         out.errors
             .push(Finding::phys(at.unwrap_or(PhysAddr::ZERO), f));
     }
@@ -325,7 +326,8 @@ pub(super) fn read_stack(
     });
     if report.orphans.blocks > 0 && out.fdt_phys.is_none() {
         out.notes.push(
-            "the root FDT's address is unknown (--fdt-phys): its page counts as an orphan".to_owned(),
+            "the root FDT's address is unknown (--fdt-phys): its page counts as an orphan"
+                .to_owned(),
         );
     }
     out
@@ -334,9 +336,9 @@ pub(super) fn read_stack(
 fn finding_phys(f: &kho::Finding) -> Option<PhysAddr> {
     use kho::Finding as F;
     match f {
-        F::NotPreserved { claim }
-        | F::OtherOrder { claim, .. }
-        | F::NotHead { claim, .. } => Some(claim.range.start()),
+        F::NotPreserved { claim } | F::OtherOrder { claim, .. } | F::NotHead { claim, .. } => {
+            Some(claim.range.start())
+        }
         F::Uncovered { page, .. } | F::TrackerPage { page, .. } => Some(*page),
         F::Overlap { second, .. } => Some(second.range.start()),
         _ => None,
@@ -370,7 +372,9 @@ pub fn luo_tree(luo: &LuoInfo, folios: usize) -> Vec<String> {
     for s in &luo.sessions {
         out.push(format!("    session `{}`: {} files", s.name, s.files.len()));
         for f in &s.files {
-            let size = f.size.map_or_else(String::new, |s| format!(", size {s:#x}"));
+            let size = f
+                .size
+                .map_or_else(String::new, |s| format!(", size {s:#x}"));
             let what = match (&f.record, &f.data) {
                 (Some(r), _) => format!("record {r}"),
                 (None, Some(d)) => format!("unknown handler, data {d}"),

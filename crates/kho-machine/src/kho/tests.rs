@@ -214,6 +214,21 @@ fn boot_in<'m>(
         memmap: mode,
         ..BootConfig::default()
     };
+    boot_with(h, strategy, config)
+}
+
+/// [`boot`] with a whole boot configuration.
+fn boot_with<'m>(
+    h: &'m Handover,
+    strategy: Strategy,
+    config: BootConfig,
+) -> (
+    Machine<'m>,
+    Kho,
+    KhoMemoryInitStats,
+    Vec<crate::MemblockRegion>,
+) {
+    let mode = config.memmap;
     let mut m = Machine::new(&h.mem, config);
     m.memblock_init().unwrap();
     let mut kho = kho_populate(&mut m, &h.handover, None);
@@ -609,7 +624,7 @@ fn new_kernel_boot_verifies_every_byte_for_every_strategy_and_memmap_mode() {
 }
 
 #[test]
-fn report_json_has_the_fifteen_keys_and_kho_error_only_when_set() {
+fn report_json_has_the_seventeen_keys_and_kho_error_only_when_set() {
     let h = Handover::build(Fault::None);
     let r = new_kernel_boot(
         &h.mem,
@@ -621,7 +636,7 @@ fn report_json_has_the_fifteen_keys_and_kho_error_only_when_set() {
     .unwrap();
     let v: serde_json::Value = serde_json::to_value(&r).unwrap();
     let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(keys.len(), 15, "{keys:?}");
+    assert_eq!(keys.len(), 17, "{keys:?}");
     for k in ["memmap", "memmap_inited_pages", "restore_inited_pages"] {
         assert!(v.get(k).is_some(), "{k} in {keys:?}");
     }
@@ -900,6 +915,46 @@ fn struct_pages_follow_linuxs_rules_page_for_page() {
                 assert_eq!(t.refcount(), 0, "{mode} {b:?} tail {i}");
                 assert_eq!(t.compound_head(), Some(b.pfn()), "{mode} {b:?} tail {i}");
                 assert_eq!(t.memcg_data(), 0, "{mode} {b:?} tail {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn results_are_independent_of_the_thread_count() {
+    let sorted = |m: &Machine<'_>| -> FreeLists {
+        let mut l = m.buddy().unwrap().free_lists().unwrap();
+        for (_, pfns) in &mut l {
+            pfns.sort_unstable();
+        }
+        l
+    };
+    for mode in MemmapMode::ALL {
+        for s in [Strategy::PerBlock, Strategy::Bulk, Strategy::Skip] {
+            let mut seen = Vec::new();
+            for (threads, parallel_memmap_init) in [(1, false), (2, false), (2, true), (4, true)] {
+                let h = Handover::build_sized(512 * M, Fault::None);
+                let config = BootConfig {
+                    memmap: mode,
+                    threads,
+                    parallel_memmap_init,
+                    ..BootConfig::default()
+                };
+                let (m, kho, st, reserved) = boot_with(&h, s, config);
+                assert!(kho.is_enabled());
+                assert_eq!(m.memmap().unwrap().threads(), threads);
+                let buddy = m.buddy().unwrap();
+                let restores: Restores = h
+                    .folios
+                    .iter()
+                    .map(|b| kho_restore_folio(buddy, b.phys()))
+                    .collect();
+                assert!(restores.iter().all(Result::is_ok), "{mode} {s} {threads}");
+                let inited = buddy.memmap().inited_pages();
+                seen.push((sorted(&m), restores, reserved, st.blocks, inited));
+            }
+            for (i, o) in seen.iter().enumerate().skip(1) {
+                assert_eq!(o, &seen[0], "{mode} {s}: run {i} differs from one thread");
             }
         }
     }

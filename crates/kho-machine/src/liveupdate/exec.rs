@@ -136,7 +136,7 @@ impl KernelArgs {
         let Some(first) = args.next() else {
             return Ok(None);
         };
-        let options = || read_options(args, &["phases"]);
+        let options = || read_options(args, &["phases", "parallel-memmap-init"]);
         Ok(match first.to_str() {
             Some(OLD_KERNEL_SUBCOMMAND) => Some(Self::Old(OldKernelArgs::read(options()?)?)),
             Some(NEW_KERNEL_SUBCOMMAND) => Some(Self::New(NewKernelArgs::read(options()?)?)),
@@ -154,6 +154,10 @@ pub struct OldKernelArgs {
     pub strategy: Strategy,
     /// `--memmap`: the new kernel's struct-page configuration.
     pub memmap: MemmapMode,
+    /// `--threads`: the new kernel's CPUs (deferred init's padata split).
+    pub threads: usize,
+    /// `--parallel-memmap-init`: ours, `memmap_init` over the threads too.
+    pub parallel_memmap_init: bool,
     /// `--workload`: the preset (scaled to the machine).
     pub workload: WorkloadKind,
     /// `--memfd-bytes`: the checkpoint's size instead of the preset's.
@@ -191,6 +195,8 @@ impl OldKernelArgs {
             machine_size,
             strategy,
             memmap: MemmapMode::Eager,
+            threads: 1,
+            parallel_memmap_init: false,
             workload: WorkloadKind::Default,
             memfd_bytes: None,
             vm_1g_folios: None,
@@ -211,6 +217,12 @@ impl OldKernelArgs {
         out.opt("strategy", self.strategy.as_str());
         if self.memmap != MemmapMode::Eager {
             out.opt("memmap", self.memmap.as_str());
+        }
+        if self.threads != 1 {
+            out.opt("threads", self.threads.to_string());
+        }
+        if self.parallel_memmap_init {
+            out.arg("--parallel-memmap-init");
         }
         out.opt("forget-pages", self.forget_pages.to_string());
         out.opt("scheme", &self.scheme);
@@ -254,6 +266,8 @@ impl OldKernelArgs {
                 "machine-size" => size = Some(parse_size("machine-size", &v)?),
                 "strategy" => strategy = Some(text("strategy", &v)?.parse()?),
                 "memmap" => a.memmap = text("memmap", &v)?.parse()?,
+                "threads" => a.threads = parse_threads(&v)?,
+                "parallel-memmap-init" => a.parallel_memmap_init = true,
                 "workload" => a.workload = text("workload", &v)?.parse()?,
                 "memfd-bytes" => a.memfd_bytes = Some(parse_size("memfd-bytes", &v)?),
                 "vm-1g-folios" => a.vm_1g_folios = Some(parse_number("vm-1g-folios", &v)?),
@@ -302,6 +316,10 @@ pub struct NewKernelArgs {
     pub strategy: Strategy,
     /// `--memmap`: the struct-page configuration of this kernel.
     pub memmap: MemmapMode,
+    /// `--threads`: this kernel's CPUs.
+    pub threads: usize,
+    /// `--parallel-memmap-init`: ours, `memmap_init` over the threads.
+    pub parallel_memmap_init: bool,
     /// `--scheme`: the tracker design the old kernel handed over with
     /// (`kho`: ours).
     pub scheme: String,
@@ -323,6 +341,8 @@ impl NewKernelArgs {
             setup_data,
             strategy,
             memmap: MemmapMode::Eager,
+            threads: 1,
+            parallel_memmap_init: false,
             scheme: scheme.unwrap_or(OURS).to_owned(),
         }
     }
@@ -335,6 +355,12 @@ impl NewKernelArgs {
         if self.memmap != MemmapMode::Eager {
             out.opt("memmap", self.memmap.as_str());
         }
+        if self.threads != 1 {
+            out.opt("threads", self.threads.to_string());
+        }
+        if self.parallel_memmap_init {
+            out.arg("--parallel-memmap-init");
+        }
         if self.scheme != OURS {
             out.opt("scheme", &self.scheme);
         }
@@ -344,6 +370,7 @@ impl NewKernelArgs {
         let (mut memfd, mut e820, mut setup_data, mut strategy) = (None, None, None, None);
         let mut scheme = OURS.to_owned();
         let mut memmap = MemmapMode::Eager;
+        let (mut threads, mut parallel_memmap_init) = (1, false);
         for (name, v) in options {
             match name.as_str() {
                 "memfd" => {
@@ -356,11 +383,15 @@ impl NewKernelArgs {
                 "strategy" => strategy = Some(text("strategy", &v)?.parse()?),
                 "scheme" => text("scheme", &v)?.clone_into(&mut scheme),
                 "memmap" => memmap = text("memmap", &v)?.parse()?,
+                "threads" => threads = parse_threads(&v)?,
+                "parallel-memmap-init" => parallel_memmap_init = true,
                 _ => return Err(ExecError::UnknownArg(format!("--{name}"))),
             }
         }
         Ok(Self {
             memmap,
+            threads,
+            parallel_memmap_init,
             memfd: memfd.ok_or(ExecError::MissingArg("memfd"))?,
             e820: e820.ok_or(ExecError::MissingArg("e820"))?,
             setup_data: setup_data.ok_or(ExecError::MissingArg("setup-data"))?,
@@ -491,6 +522,15 @@ fn parse_u64(what: &'static str, s: &str) -> Result<u64, ExecError> {
         Some(h) => u64::from_str_radix(h, 16).map_err(|_| bad(what, s)),
         None => s.parse().map_err(|_| bad(what, s)),
     }
+}
+
+/// `--threads`: 1..=1024 CPUs.
+fn parse_threads(v: &OsStr) -> Result<usize, ExecError> {
+    let s = text("threads", v)?;
+    s.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| bad("threads", s))
 }
 
 fn parse_number(what: &'static str, v: &OsStr) -> Result<u64, ExecError> {

@@ -87,7 +87,7 @@ pub use exec::{
     OldKernelArgs, parse_abi,
 };
 pub use luo::LuoFileReport;
-pub use new_kernel::{new_kernel_boot, new_kernel_main};
+pub use new_kernel::{NewKernelConfig, new_kernel_boot, new_kernel_main};
 pub use old_kernel::{
     BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,
     old_kernel_main,
@@ -171,6 +171,8 @@ pub fn kernel_boot_config(ram_bytes: u64) -> BootConfig {
         kernel: r(16 * MIB, 16 * MIB + size),
         low_reserve: r(0, MIB),
         memmap: crate::memmap::MemmapMode::Eager,
+        threads: 1,
+        parallel_memmap_init: false,
     }
 }
 

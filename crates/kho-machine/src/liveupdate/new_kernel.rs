@@ -30,7 +30,34 @@ pub fn new_kernel_main(
 ) -> Result<RunReport, LiveUpdateError> {
     let mem = args.attach()?;
     let handover = read_setup_data(&mem, args.setup_data);
-    new_kernel_boot(&mem, handover, args.strategy, args.memmap, scheme)
+    let config = NewKernelConfig {
+        memmap: args.memmap,
+        threads: args.threads,
+        parallel_memmap_init: args.parallel_memmap_init,
+    };
+    new_kernel_boot(&mem, handover, args.strategy, config, scheme)
+}
+
+/// The new kernel's configuration: its struct-page init and its CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewKernelConfig {
+    /// How struct pages are initialised ([`MemmapMode`]).
+    pub memmap: MemmapMode,
+    /// CPUs of the node: `deferred_init_memmap` splits over them.
+    pub threads: usize,
+    /// **Ours**: `memmap_init` split over the threads too.
+    pub parallel_memmap_init: bool,
+}
+
+impl From<MemmapMode> for NewKernelConfig {
+    /// `memmap` on one CPU.
+    fn from(memmap: MemmapMode) -> Self {
+        Self {
+            memmap,
+            threads: 1,
+            parallel_memmap_init: false,
+        }
+    }
 }
 
 /// Pre-faults the memmap's memory (untimed) with poison, as firmware would
@@ -59,6 +86,9 @@ fn ms(d: Duration) -> f64 {
 ///
 /// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
 ///    boots without KHO, [`RunReport::kho_error`] says why);
+/// `config` is the kernel configuration ([`NewKernelConfig`], or just a
+/// [`MemmapMode`] on one CPU); the baseline boot uses the same.
+///
 /// 2. `alloc_memmap` (from scratch: scratch-only); `memmap_init` per
 ///    `memmap` ([`MemmapMode`]: every struct page of memory, or those up to
 ///    `first_deferred_pfn`);
@@ -86,12 +116,16 @@ pub fn new_kernel_boot(
     mem: &PhysMem,
     handover: Result<Option<KhoHandover>, KexecError>,
     strategy: Strategy,
-    memmap: MemmapMode,
+    config: impl Into<NewKernelConfig>,
     scheme: Option<Arc<dyn PeerScheme>>,
 ) -> Result<RunReport, LiveUpdateError> {
     let scheme_name = scheme.as_ref().map(|s| s.name().to_owned());
+    let k = config.into();
+    let memmap = k.memmap;
     let config = BootConfig {
         memmap,
+        threads: k.threads.max(1),
+        parallel_memmap_init: k.parallel_memmap_init,
         ..kernel_boot_config(mem.layout().ram_bytes())
     };
     let mut m = Machine::new(mem, config);
@@ -154,6 +188,8 @@ pub fn new_kernel_boot(
     Ok(RunReport {
         strategy,
         memmap,
+        threads: config.threads,
+        parallel_memmap_init: config.parallel_memmap_init,
         blocks: init.blocks,
         preserved_bytes: init.bytes.saturating_add(unpreserved),
         walk_ms: ms(init.walk + init.heads),
@@ -205,10 +241,20 @@ fn restore_and_verify(
     // kho-v1 subnodes carry no size (6.16's `fdt` names a self-describing
     // FDT): the manifest's header gives it.
     let Some((blob, size)) = k.subnode(MANIFEST_NODE) else {
-        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
+        return (
+            verified,
+            preserved.saturating_sub(verified),
+            0,
+            LuoRestore::default(),
+        );
     };
     let Some(size) = size.or_else(|| manifest_size(mem, blob)) else {
-        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
+        return (
+            verified,
+            preserved.saturating_sub(verified),
+            0,
+            LuoRestore::default(),
+        );
     };
     // The manifest's pages: preserved either with kho_preserve_pages
     // (Linux's split of its pages) or as one block of a larger order.
@@ -223,7 +269,12 @@ fn restore_and_verify(
         .and_then(|_| PhysRange::from_start_size(blob, size).ok())
         .and_then(|r| Manifest::read(mem, r).ok());
     let Some(manifest) = manifest else {
-        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
+        return (
+            verified,
+            preserved.saturating_sub(verified),
+            0,
+            LuoRestore::default(),
+        );
     };
     verified += nr * PAGE_SIZE;
     // One owner per folio: a LUO file's folios are restored there.

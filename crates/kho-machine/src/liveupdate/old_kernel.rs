@@ -56,6 +56,10 @@ pub struct OldKernelConfig {
     pub strategy: Strategy,
     /// The new kernel's struct-page configuration.
     pub memmap: MemmapMode,
+    /// The new kernel's CPUs.
+    pub threads: usize,
+    /// Ours: the new kernel's `memmap_init` split over its CPUs.
+    pub parallel_memmap_init: bool,
     /// The workloads' sizes (with `forget_pages`, the fault injection).
     pub scenario: Scenario,
     /// Seed of the workloads and of the data pattern.
@@ -87,6 +91,8 @@ impl OldKernelConfig {
             machine_size,
             strategy,
             memmap: MemmapMode::Eager,
+            threads: 1,
+            parallel_memmap_init: false,
             scenario: Scenario::for_machine(machine_size),
             seed: DEFAULT_SEED,
             scratch: ScratchSizing::default(),
@@ -112,6 +118,8 @@ impl OldKernelConfig {
         let mut cfg = Self::new(args.machine_size, args.strategy)?;
         cfg.scratch = args.kho_scratch;
         cfg.memmap = args.memmap;
+        cfg.threads = args.threads;
+        cfg.parallel_memmap_init = args.parallel_memmap_init;
         cfg.seed = args.seed;
         cfg.print_phases = args.print_phases;
         cfg.scheme = scheme;
@@ -243,6 +251,8 @@ pub fn old_kernel_main(cfg: &OldKernelConfig, before_exec: &mut BeforeExec<'_>) 
             let scheme = cfg.scheme.as_ref().map(|s| s.name());
             let args = NewKernelArgs {
                 memmap: cfg.memmap,
+                threads: cfg.threads,
+                parallel_memmap_init: cfg.parallel_memmap_init,
                 ..NewKernelArgs::new(&img.mem, img.setup_data, cfg.strategy, scheme)
             };
             kexec_exec(&img.mem, &cfg.image, &args).into()

@@ -6,6 +6,10 @@ use super::LuoFileReport;
 use crate::kho::Strategy;
 use crate::memmap::MemmapMode;
 
+fn one() -> usize {
+    1
+}
+
 /// One row of the report: what the new kernel measured for one strategy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -15,6 +19,12 @@ pub struct RunReport {
     /// `lazy`).
     #[serde(default)]
     pub memmap: MemmapMode,
+    /// CPUs of both boots (`deferred_init_memmap`'s padata split).
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Ours: `memmap_init` split over the threads too.
+    #[serde(default)]
+    pub parallel_memmap_init: bool,
     /// Preserved blocks (walked in the radix tree).
     pub blocks: u64,
     /// Their bytes, plus the bytes of manifest folios that are not in the

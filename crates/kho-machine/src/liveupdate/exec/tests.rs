@@ -18,6 +18,8 @@ fn command_line_round_trip() {
         setup_data: PhysAddr::new(0x1234_5000),
         strategy: Strategy::Skip,
         memmap: MemmapMode::Deferred,
+        threads: 4,
+        parallel_memmap_init: true,
         scheme: OURS.to_owned(),
     };
     let v = KernelArgs::New(a.clone()).to_args();
@@ -119,6 +121,8 @@ fn attach_refuses_what_is_not_a_memfd() {
         setup_data: PhysAddr::ZERO,
         strategy: Strategy::PerBlock,
         memmap: MemmapMode::Eager,
+        threads: 1,
+        parallel_memmap_init: false,
         scheme: OURS.to_owned(),
     };
     // fd 0 of a test is never a memfd.
