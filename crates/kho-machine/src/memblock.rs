@@ -1365,7 +1365,11 @@ impl Memblock {
         flags: MemblockFlags,
     ) -> Result<(), MemblockError> {
         let old = core::mem::take(&mut self.reserved.regions);
-        let mut out: Vec<MemblockRegion> = Vec::with_capacity(old.len());
+        let ranges = ranges.into_iter();
+        // One allocation for the result in the common case (no regrowth
+        // copies): the old regions plus one per input range.
+        let mut out: Vec<MemblockRegion> =
+            Vec::with_capacity(old.len().saturating_add(ranges.size_hint().0));
         let mut scanned = 0usize;
 
         fn emit(out: &mut Vec<MemblockRegion>, r: MemblockRegion) {
