@@ -48,7 +48,9 @@ use crate::image::{ImageError, Location, MemImage, Source};
 
 mod stack;
 
-pub use stack::{FileInfo, FlagCount, FlbInfo, FolioRow, LuoInfo, OrphanInfo, SessionInfo, luo_tree};
+pub use stack::{
+    FileInfo, FlagCount, FlbInfo, FolioRow, LuoInfo, OrphanInfo, SessionInfo, luo_tree,
+};
 
 /// How the memory map is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -563,7 +565,15 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
     } else {
         TrackerPages::new()
     };
-    let st = stack::read_stack(image, map, &fdt, &bytes, given, &out.block_list, &tree_pages);
+    let st = stack::read_stack(
+        image,
+        map,
+        &fdt,
+        &bytes,
+        given,
+        &out.block_list,
+        &tree_pages,
+    );
     out.errors.extend(st.errors);
     out.notes.extend(st.notes);
     out.luo = st.luo;

@@ -359,3 +359,6 @@ fn retrieve<'s>(state: &'s LuoState, name: &str, token: u64) -> Option<&'s FileS
         .iter()
         .find(|f| f.file.token == token)
 }
+
+#[cfg(test)]
+mod tests;

@@ -164,10 +164,20 @@ fn restore_and_verify(
     // kho-v1 subnodes carry no size (6.16's `fdt` names a self-describing
     // FDT): the manifest's header gives it.
     let Some((blob, size)) = k.subnode(MANIFEST_NODE) else {
-        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
+        return (
+            verified,
+            preserved.saturating_sub(verified),
+            0,
+            LuoRestore::default(),
+        );
     };
     let Some(size) = size.or_else(|| manifest_size(mem, blob)) else {
-        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
+        return (
+            verified,
+            preserved.saturating_sub(verified),
+            0,
+            LuoRestore::default(),
+        );
     };
     // The manifest's pages: preserved either with kho_preserve_pages
     // (Linux's split of its pages) or as one block of a larger order.
@@ -182,7 +192,12 @@ fn restore_and_verify(
         .and_then(|_| PhysRange::from_start_size(blob, size).ok())
         .and_then(|r| Manifest::read(mem, r).ok());
     let Some(manifest) = manifest else {
-        return (verified, preserved.saturating_sub(verified), 0, LuoRestore::default());
+        return (
+            verified,
+            preserved.saturating_sub(verified),
+            0,
+            LuoRestore::default(),
+        );
     };
     verified += nr * PAGE_SIZE;
     // One owner per folio: a LUO file's folios are restored there.
