@@ -13,7 +13,7 @@ fn run(extra: &[&str]) -> Vec<Value> {
     run_rows(&args)
 }
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 15] = [
     "strategy",
     "blocks",
     "preserved_bytes",
@@ -28,6 +28,8 @@ const KEYS: [&str; 14] = [
     "workload",
     "machine_size",
     "next_boot_init_ms",
+    // kho-v4 (the default): one entry per LUO file.
+    "luo_files",
 ];
 
 #[test]
@@ -60,6 +62,9 @@ fn every_strategy_verifies_everything_across_two_processes() {
         assert!(u(row, "preserved_bytes") >= 384 * 4096);
         assert_eq!(u(row, "verified_bytes"), u(row, "preserved_bytes"));
         assert_eq!(u(row, "lost_bytes"), 0);
+        for f in row["luo_files"].as_array().unwrap() {
+            assert_eq!(u(f, "bytes_lost"), 0, "{f}");
+        }
     }
 }
 

@@ -271,15 +271,7 @@ pub(super) fn read_stack(
             return out;
         }
     };
-    out.fdt_phys = fdt_phys.or_else(|| {
-        let p = locate_fdt(image, blocks, fdt_bytes);
-        if let Some(p) = p {
-            out.notes.push(format!(
-                "root FDT page located at {p}: the one preserved page holding the FDT file's bytes"
-            ));
-        }
-        p
-    });
+    out.fdt_phys = fdt_phys.or_else(|| locate_fdt(image, blocks, fdt_bytes));
     let reader = PhysReader::new(image, map);
     let state = fdt.subnode(LUO_KHO_ENTRY_NAME).and_then(|n| {
         match LuoState::read(reader, Some(&tracker), n.data(), n.size()) {
@@ -335,12 +327,6 @@ pub(super) fn read_stack(
             .map(|b| format!("{:#x}", b.phys().as_u64()))
             .collect(),
     });
-    if report.orphans.blocks > 0 && out.fdt_phys.is_none() {
-        out.notes.push(
-            "the root FDT's address is unknown (--fdt-phys): its page counts as an orphan"
-                .to_owned(),
-        );
-    }
     out
 }
 

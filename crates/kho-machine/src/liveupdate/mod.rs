@@ -86,7 +86,7 @@ pub use exec::{
     ExecError, KernelArgs, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, OLD_KERNEL_SUBCOMMAND,
     OldKernelArgs, parse_abi,
 };
-pub use luo::LuoFileReport;
+pub use luo::{LuoFileReport, LuoFileWritten};
 pub use new_kernel::{new_kernel_boot, new_kernel_main};
 pub use old_kernel::{
     BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,
