@@ -212,3 +212,68 @@ fn a_kho_v4_core_inspects_to_exactly_the_luo_files_written() {
         }
     }
 }
+
+/// Errors above the tracker name the address and the LUO path: a memfd
+/// folio entry pointed at an unpreserved page, then a session name without
+/// its NUL.
+#[test]
+fn luo_errors_name_the_address_and_the_path() {
+    let mut cfg = OldKernelConfig::new(64 << 20, Strategy::Bulk).unwrap();
+    cfg.abi = KhoVersion::V4;
+    let img = old_kernel_boot(&cfg).unwrap();
+    let word = |p: kho::PhysAddr, i: usize| {
+        img.mem.words(p, i + 1).unwrap()[i].load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let store = |p: kho::PhysAddr, i: usize, v: u64| {
+        img.mem.words(p, i + 1).unwrap()[i].store(v, std::sync::atomic::Ordering::Relaxed);
+    };
+    let memfd = &img.luo_files[0];
+    // memfd_luo_ser.folios.first at byte 32; the chunk's phys[0] at byte 8:
+    // the array's first page; entry 2's first word at byte 32.
+    let chunk = kho::PhysAddr::new(word(memfd.record, 4));
+    let array = kho::PhysAddr::new(word(chunk, 1));
+    let entry = word(array, 4);
+    // The scratch area's first page: RAM, never preserved.
+    let bogus = img.scratch.as_slice()[1].start();
+    store(array, 4, (entry & !((1 << 52) - 1)) | bogus.pfn().as_u64());
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("luo-bad.core");
+    dump_old_kernel(&img, &path).unwrap();
+    let image = MemImage::open_elf(Source::File(std::fs::File::open(&path).unwrap())).unwrap();
+    let src = FdtSource::Phys(img.fdt.start());
+    let out = inspect(&image, &src, &InspectOptions::default());
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.address == bogus.as_u64())
+        .unwrap_or_else(|| panic!("{:?}", out.errors));
+    assert!(
+        e.message
+            .contains("session 0 `kho-run-memfd` / file 0 (token 0x1) / folio 2")
+            && e.message.contains("not preserved"),
+        "{e}"
+    );
+    // The folio it replaced is no LUO file's now, but the simulator's
+    // manifest still lists it: not an orphan.
+    assert_eq!(out.orphans.as_ref().unwrap().blocks, 0);
+
+    // A session name filled to its end: the reader stops there, naming the
+    // entry and the session.
+    store(array, 4, entry);
+    let luo = img.luo.unwrap().start();
+    // luo_ser.sessions_pa at byte 16 (`luo-v5`: an 8-byte compatible).
+    let sessions = kho::PhysAddr::new(word(luo, 2));
+    // The first entry after the 16-byte block header: 64 name bytes.
+    for i in 2..10 {
+        store(sessions, i, u64::from_le_bytes(*b"xxxxxxxx"));
+    }
+    dump_old_kernel(&img, &path).unwrap();
+    let image = MemImage::open_elf(Source::File(std::fs::File::open(&path).unwrap())).unwrap();
+    let out = inspect(&image, &src, &InspectOptions::default());
+    assert!(out.luo.is_none());
+    let e = out
+        .errors
+        .iter()
+        .find(|e| e.message.contains("session name is not NUL-terminated"))
+        .unwrap_or_else(|| panic!("{:?}", out.errors));
+    assert_eq!(e.address, sessions.as_u64() + 16);
+}
