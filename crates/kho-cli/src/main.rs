@@ -1158,15 +1158,28 @@ fn print_inspection(
     match &out.fdt {
         Some(f) => writeln!(
             w,
-            "root FDT       compatible {:?}, {} bytes, preserved-memory-map {:#x}",
-            f.compatible, f.size, f.preserved_memory_map
+            "root FDT       compatible {:?}, {} bytes{}, preserved-memory-map {:#x}",
+            f.compatible,
+            f.size,
+            out.fdt_phys
+                .map_or_else(String::new, |p| format!(" at {p}")),
+            f.preserved_memory_map
         )?,
         None => writeln!(w, "root FDT       -")?,
     }
+    let v4 = out
+        .fdt
+        .as_ref()
+        .is_some_and(|f| f.compatible.starts_with("kho-v4"));
     writeln!(
         w,
-        "format         {}",
-        out.format.as_deref().unwrap_or("undetermined")
+        "format         {}{}",
+        out.format.as_deref().unwrap_or("undetermined"),
+        if v4 && out.format.as_deref() == Some("kho-v3") {
+            " (the radix tree kho-v4 keeps)"
+        } else {
+            ""
+        }
     )?;
     for n in &out.notes {
         writeln!(w, "               ({n})")?;
