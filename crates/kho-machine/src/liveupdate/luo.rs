@@ -68,7 +68,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arena::PhysMem;
 use crate::buddy::Buddy;
-use crate::kho::{KhoIn, kho_restore_folio, kho_restore_pages};
+use crate::kho::{KhoError, KhoIn, kho_restore_folio, kho_restore_pages};
 use crate::manifest::{Manifest, block_checksum};
 
 /// The checkpoint's session.
@@ -279,6 +279,9 @@ pub(crate) struct LuoRestore {
     pub verified: u64,
     /// Bytes lost.
     pub lost: u64,
+    /// Bytes of listed folios that are no preserved head at all (lost, and
+    /// not in what the walk counted: as the manifest path counts them).
+    pub unpreserved: u64,
     /// Why the LUO handover could not be read (`None`: read, or absent).
     pub error: Option<String>,
     owned: HashSet<PhysAddr>,
@@ -376,7 +379,11 @@ pub(crate) fn restore_luo(
                 let bytes = expected.map_or(PAGE_SIZE, |(b, _)| b.size());
                 // Restored at the order the manifest lists, with the
                 // contents the old kernel wrote.
-                let ok = kho_restore_folio(buddy, phys).is_ok_and(|(_, order)| {
+                let restored = kho_restore_folio(buddy, phys);
+                if matches!(restored, Err(KhoError::BadMagic { .. })) {
+                    out.unpreserved = out.unpreserved.saturating_add(bytes);
+                }
+                let ok = restored.is_ok_and(|(_, order)| {
                     expected.is_some_and(|(b, sum)| {
                         b.order() == order
                             && block_checksum(mem, b).is_ok_and(|got| got.as_u64() == sum)

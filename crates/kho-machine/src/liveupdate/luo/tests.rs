@@ -234,3 +234,28 @@ fn the_memfd_layout_is_dense_and_aligned() {
     assert_eq!(got, [(16, 0), (4, 16), (1, 20), (2, 21)]);
     assert_eq!(size, 22 * PAGE_SIZE);
 }
+
+/// A memfd entry pointed at a page nobody preserved: that page is lost in
+/// the file (and counted as unpreserved), while the folio it replaced,
+/// which no LUO file lists any more, is restored by the manifest path.
+#[test]
+fn an_entry_naming_an_unpreserved_page_is_lost_in_its_file() {
+    let img = boot(KhoVersion::V4);
+    let (_, _, state) = read_back(&img);
+    let FileData::Memfd { area, .. } = &state.sessions[0].files[0].data else {
+        panic!()
+    };
+    let array = area.blocks[0].phys();
+    let w = &img.mem.words(array, 5).unwrap()[4];
+    let old = w.load(Ordering::Relaxed);
+    let bogus = img.scratch.as_slice()[1].start();
+    w.store(
+        (old & !((1 << 52) - 1)) | bogus.pfn().as_u64(),
+        Ordering::Relaxed,
+    );
+    let h = read_setup_data(&img.mem, img.setup_data);
+    let r = new_kernel_boot(&img.mem, h, Strategy::Bulk, None).unwrap();
+    assert_eq!(r.luo_files[0].bytes_lost, PAGE_SIZE);
+    assert_eq!(r.lost_bytes, PAGE_SIZE);
+    assert_eq!(r.verified_bytes + r.lost_bytes, r.preserved_bytes);
+}
