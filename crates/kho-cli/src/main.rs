@@ -1054,7 +1054,7 @@ fn print_luo_files(rows: &[RunReport]) {
             f.session,
             f.token,
             f.compatible,
-            f.folios,
+            thousands(f.folios),
             bytes(verified),
             bytes(lost)
         );
