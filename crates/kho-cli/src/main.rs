@@ -1212,38 +1212,35 @@ fn print_table(
     print_luo_files(rows);
 }
 
-/// One line per LUO file: its bytes verified and lost over every live
-/// update of the run (the same files in each).
+/// One line per LUO file: the bytes of its folios verified (the least of
+/// any live update of the run) and lost (the most), each live update
+/// retrieving the same files.
 fn print_luo_files(rows: &[RunReport]) {
-    let Some(first) = rows.first() else { return };
+    let Some(first) = rows.first().filter(|r| !r.luo_files.is_empty()) else {
+        return;
+    };
+    println!("LUO files (each live update):");
     for (i, f) in first.luo_files.iter().enumerate() {
-        let same = |r: &&RunReport| {
-            r.luo_files
-                .get(i)
-                .is_some_and(|g| g.session == f.session && g.token == f.token)
+        let same: Vec<_> = rows
+            .iter()
+            .filter_map(|r| r.luo_files.get(i))
+            .filter(|g| g.session == f.session && g.token == f.token)
+            .collect();
+        let verified = same.iter().map(|g| g.bytes_verified).min().unwrap_or(0);
+        let lost = same.iter().map(|g| g.bytes_lost).max().unwrap_or(0);
+        let missing = if same.len() < rows.len() {
+            format!(" (absent from {} live updates)", rows.len() - same.len())
+        } else {
+            String::new()
         };
-        let all = rows.iter().filter(same).count();
-        let verified = rows
-            .iter()
-            .filter(same)
-            .filter_map(|r| r.luo_files.get(i))
-            .map(|g| g.bytes_verified)
-            .min()
-            .unwrap_or(0);
-        let lost: u64 = rows
-            .iter()
-            .filter_map(|r| r.luo_files.get(i))
-            .map(|g| g.bytes_lost)
-            .sum();
         println!(
-            "LUO {} / token {} ({}): {} verified, lost {} ({} of {} live updates)",
+            "  {} token {} {}: {} folios, {} verified, lost {}{missing}",
             f.session,
             f.token,
             f.compatible,
+            thousands(f.folios),
             bytes(verified),
-            bytes(lost),
-            all,
-            rows.len()
+            bytes(lost)
         );
     }
 }
@@ -1355,15 +1352,28 @@ fn print_inspection(
     match &out.fdt {
         Some(f) => writeln!(
             w,
-            "root FDT       compatible {:?}, {} bytes, preserved-memory-map {:#x}",
-            f.compatible, f.size, f.preserved_memory_map
+            "root FDT       compatible {:?}, {} bytes{}, preserved-memory-map {:#x}",
+            f.compatible,
+            f.size,
+            out.fdt_phys
+                .map_or_else(String::new, |p| format!(" at {p}")),
+            f.preserved_memory_map
         )?,
         None => writeln!(w, "root FDT       -")?,
     }
+    let v4 = out
+        .fdt
+        .as_ref()
+        .is_some_and(|f| f.compatible.starts_with("kho-v4"));
     writeln!(
         w,
-        "format         {}",
-        out.format.as_deref().unwrap_or("undetermined")
+        "format         {}{}",
+        out.format.as_deref().unwrap_or("undetermined"),
+        if v4 && out.format.as_deref() == Some("kho-v3") {
+            " (the radix tree kho-v4 keeps)"
+        } else {
+            ""
+        }
     )?;
     for n in &out.notes {
         writeln!(w, "               ({n})")?;

@@ -104,3 +104,76 @@ fn dump_core_then_inspect() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--base"));
 }
+
+/// Acceptance: `kho run --dump-core` of the default scenario (kho-v4)
+/// inspects to exactly the LUO sessions, files and folios the new kernel
+/// retrieved; nothing orphaned, no error.
+#[test]
+fn a_kho_v4_dump_inspects_to_the_luo_files_the_new_kernel_verified() {
+    let core = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli-luo.core");
+    let core_s = core.to_str().unwrap();
+    let fdt_s = format!("{core_s}.fdt");
+    let out = kho(&[
+        "run",
+        "--json",
+        "--machine-size",
+        "64M",
+        "--strategy",
+        "per-block",
+        "--dump-core",
+        core_s,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &run["rows"][0];
+    assert_eq!(row["lost_bytes"].as_u64(), Some(0));
+    let verified = row["luo_files"].as_array().unwrap().clone();
+    assert_eq!(verified.len(), 3, "memfd, kvm, guest_memfd: {row}");
+
+    let out = kho(&["inspect", "--fdt", &fdt_s, "--mem", core_s, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["fdt"]["compatible"], "kho-v4");
+    assert_eq!(v["errors"].as_array().map(Vec::len), Some(0));
+    assert_eq!(v["orphans"]["blocks"].as_u64(), Some(0), "{}", v["orphans"]);
+    assert_eq!(v["luo"]["compatible"], "luo-v5");
+    let mut files = Vec::new();
+    for s in v["luo"]["sessions"].as_array().unwrap() {
+        for f in s["files"].as_array().unwrap() {
+            files.push((s["name"].clone(), f.clone()));
+        }
+    }
+    assert_eq!(files.len(), verified.len());
+    for ((session, f), r) in files.iter().zip(&verified) {
+        assert_eq!(session, &r["session"]);
+        assert_eq!(f["token"], r["token"]);
+        assert_eq!(f["compatible"], r["compatible"]);
+        assert_eq!(f["folios"], r["folios"], "{f} {r}");
+        assert_eq!(f["bytes"], r["bytes_verified"], "{f} {r}");
+        assert_eq!(r["bytes_lost"].as_u64(), Some(0));
+    }
+
+    // The text tree names every session and file.
+    let out = kho(&["inspect", "--fdt", &fdt_s, "--mem", core_s]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for r in &verified {
+        assert!(
+            text.contains(&format!("session `{}`", r["session"].as_str().unwrap())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("`{}`", r["compatible"].as_str().unwrap())),
+            "{text}"
+        );
+    }
+    assert!(text.contains("orphans        0 blocks"), "{text}");
+}

@@ -13,13 +13,15 @@ fn run(extra: &[&str]) -> Vec<Value> {
     run_rows(&args)
 }
 
-const KEYS: [&str; 19] = [
+const KEYS: [&str; 20] = [
     "strategy",
     "memmap",
     "memmap_inited_pages",
     "baseline_memmap_inited_pages",
     "restore_inited_pages",
     "deferred_init_ms",
+    // kho-v4 (the default): one entry per LUO file.
+    "luo_files",
     "blocks",
     "preserved_bytes",
     "walk_ms",
@@ -33,6 +35,8 @@ const KEYS: [&str; 19] = [
     "workload",
     "machine_size",
     "next_boot_init_ms",
+    // kho-v4 (the default): one entry per LUO file.
+    "luo_files",
 ];
 
 #[test]
@@ -65,6 +69,9 @@ fn every_strategy_verifies_everything_across_two_processes() {
         assert!(u(row, "preserved_bytes") >= 384 * 4096);
         assert_eq!(u(row, "verified_bytes"), u(row, "preserved_bytes"));
         assert_eq!(u(row, "lost_bytes"), 0);
+        for f in row["luo_files"].as_array().unwrap() {
+            assert_eq!(u(f, "bytes_lost"), 0, "{f}");
+        }
         // eager: every struct page initialised once, as on the baseline.
         assert_eq!(row["memmap"], "eager");
         assert_eq!(

@@ -26,8 +26,14 @@
 //!    ([`RadixReader`]) or the chunk reader ([`V1Reader`], then its overlap
 //!    check), stopping at the first error; at most `max_blocks` blocks
 //!    (default: the RAM's pages, which no valid map can exceed);
-//! 4. every subnode's blob (and a `--fdt-phys` FDT page) lies in preserved
-//!    memory.
+//! 4. above the tracker ([`stack`](self)): the `LUO` subnode's sessions,
+//!    files and folios ([`kho::LuoState`]), the `memblock` subnode, the
+//!    simulator's `kho-run` manifest; then the core's cross-layer check
+//!    ([`kho::CrossCheck`]): every subnode's blob, the root FDT's page
+//!    (when its address is known: `--fdt-phys`, or the one preserved page
+//!    holding the FDT file's bytes), every LUO structure and folio and
+//!    every listed block preserved as it must be, no two claims sharing
+//!    memory, and the preserved blocks nothing names ([`OrphanInfo`]).
 //!
 //! Every [`Finding`] carries an address: a physical address, or an offset
 //! in the FDT or image file.
@@ -535,27 +541,12 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
     if !complete {
         return out;
     }
+    // The FDT page and every blob must survive the kexec: the cross-layer
+    // check claims them, with LUO's structures and memblock's regions.
     let given = match fdt_src {
-        FdtSource::Phys(p) => {
-            check_preserved(&mut out, *p, 1, "the root FDT");
-            Some(*p)
-        }
+        FdtSource::Phys(p) => Some(*p),
         FdtSource::File(_) => None,
     };
-    let blobs: Vec<_> = out
-        .subnodes
-        .iter()
-        .map(|s| (s.name.clone(), s.phys, s.size))
-        .collect();
-    for (name, phys, size) in blobs {
-        // kho-v1 subnodes name a sub-FDT of unknown size: its first page.
-        check_preserved(
-            &mut out,
-            PhysAddr::new(phys),
-            size.unwrap_or(1),
-            &format!("subnode {name:?} blob"),
-        );
-    }
     // Above the tracker: LUO, memblock, the cross-layer check.
     let tree_pages = if format.and_then(MapFormat::bitmap_size).is_none() {
         match PreservedSet::read_tree(image, map, root, NodeBudget::for_ram(&map)) {
@@ -662,21 +653,6 @@ fn summarize(out: &mut Inspection) {
         .fold(0u64, u64::saturating_add);
     out.ranges = kho::merge_ranges(out.block_list.iter().filter_map(|b| b.range()).collect());
     out.ranges_count = u64::try_from(out.ranges.len()).unwrap_or(u64::MAX);
-}
-
-/// A finding unless `[phys, phys + bytes)` lies in preserved memory.
-fn check_preserved(out: &mut Inspection, phys: PhysAddr, bytes: u64, what: &str) {
-    let want = PhysRange::from_start_size(phys.align_down(PAGE_SIZE), bytes.max(1))
-        .ok()
-        .and_then(|r| PhysRange::new(r.start(), r.end().checked_align_up(PAGE_SIZE)?).ok());
-    let i = out.ranges.partition_point(|r| r.end() <= phys);
-    let covered = want.is_some_and(|w| out.ranges.get(i).is_some_and(|r| r.contains_range(w)));
-    if !covered {
-        out.errors.push(Finding::phys(
-            phys,
-            format!("{what} at {phys} ({bytes:#x} bytes) is not (wholly) preserved"),
-        ));
-    }
 }
 
 /// Opens an image from bytes, as the fuzz target and the tests do.

@@ -53,9 +53,10 @@ pub use kho::{
     kho_memory_init, kho_populate, kho_restore_folio, kho_restore_pages, reserve_preserved,
 };
 pub use liveupdate::{
-    BeforeExec, DEFAULT_SEED, ExecError, KernelArgs, LiveUpdateError, LuoFileReport, MANIFEST_NODE,
-    NEW_KERNEL_SUBCOMMAND, NewKernelArgs, NewKernelConfig, OLD_KERNEL_SUBCOMMAND, OldKernelArgs,
-    OldKernelConfig, OldKernelImage, RunReport, early_boot_fits, kernel_boot_config,
+    BeforeExec, DEFAULT_SEED, ExecError, KernelArgs, LiveUpdateError, LuoFileReport,
+    LuoFileWritten, MANIFEST_NODE, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, NewKernelConfig,
+    OLD_KERNEL_SUBCOMMAND, OldKernelArgs, OldKernelConfig, OldKernelImage, RunReport,
+    early_boot_fits, kernel_boot_config,
     new_kernel_boot, new_kernel_main, old_kernel_boot, old_kernel_main, parse_abi,
 };
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};

@@ -93,6 +93,9 @@ pub enum ClaimKind {
     ArrayPage(LuoPath),
     /// A folio of a file: its slot in the folio array.
     Folio(LuoPath, u64),
+    /// A block a subnode's blob lists, in a format the caller reads (not
+    /// one of this crate's): the index of the block in that list.
+    Listed(FdtName, u64),
 }
 
 impl fmt::Display for ClaimKind {
@@ -109,6 +112,7 @@ impl fmt::Display for ClaimKind {
             Self::ArrayChunk(p) => write!(f, "{p}: array chunk"),
             Self::ArrayPage(p) => write!(f, "{p}: array page"),
             Self::Folio(p, slot) => write!(f, "{p} / folio {slot}"),
+            Self::Listed(n, i) => write!(f, "subnode `{n}` / block {i}"),
         }
     }
 }
@@ -365,6 +369,17 @@ impl<'t> CrossCheck<'t> {
     /// The root FDT's page, preserved at order 0.
     pub fn root_fdt(mut self, phys: PhysAddr) -> Self {
         self.page(phys, ClaimKind::RootFdt);
+        self
+    }
+
+    /// Block `index` of the list in subnode `name`'s blob, a format the
+    /// caller parsed: preserved as exactly this block.
+    pub fn listed(mut self, name: &str, index: u64, block: Block) -> Self {
+        self.claim(
+            block.range(),
+            ClaimKind::Listed(FdtName::new(name), index),
+            Expect::Block(block.order()),
+        );
         self
     }
 

@@ -2,16 +2,21 @@
 //! `memblock` subnode's regions, and the core's cross-layer check
 //! ([`kho::CrossCheck`]) with its orphans, for `kho inspect`.
 //!
+//! The simulator's own `kho-run` subnode is read too: its manifest's
+//! blocks that no LUO file lists count as referenced, so on a healthy
+//! `kho run --dump-core` core nothing is orphaned.
+//!
 //! Every error names an address and, inside LUO, the structure path
 //! (session / file / folio slot), as the core's errors do.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use kho::{
     Block, CrossCheck, FileData, FolioEntry, HandlerKind, KhoFdt, LUO_KHO_ENTRY_NAME, LuoPath,
     LuoState, MEMBLOCK_KHO_FDT, MemblockFdt, PAGE_BYTES, PhysAddr, PhysReader, PreservedLookup,
     PreservedSet, RamMap, TrackerPages,
 };
+use kho_machine::{MANIFEST_NODE, Manifest};
 use serde::Serialize;
 
 use super::{Finding, OrderCount, hex};
@@ -266,15 +271,7 @@ pub(super) fn read_stack(
             return out;
         }
     };
-    out.fdt_phys = fdt_phys.or_else(|| {
-        let p = locate_fdt(image, blocks, fdt_bytes);
-        if let Some(p) = p {
-            out.notes.push(format!(
-                "root FDT page located at {p}: the one preserved page holding the FDT file's bytes"
-            ));
-        }
-        p
-    });
+    out.fdt_phys = fdt_phys.or_else(|| locate_fdt(image, blocks, fdt_bytes));
     let reader = PhysReader::new(image, map);
     let state = fdt.subnode(LUO_KHO_ENTRY_NAME).and_then(|n| {
         match LuoState::read(reader, Some(&tracker), n.data(), n.size()) {
@@ -307,6 +304,12 @@ pub(super) fn read_stack(
     if let Some(m) = &memblock {
         check = check.memblock(m);
     }
+    let (check, listed) = simulator_manifest(image, fdt, state.as_ref(), check, &mut out);
+    if let Some(n) = listed {
+        out.notes.push(format!(
+            "subnode `{MANIFEST_NODE}`: {n} directly preserved blocks its manifest lists are referenced"
+        ));
+    }
     let report = check.run();
     for f in &report.findings {
         let at =
@@ -324,13 +327,55 @@ pub(super) fn read_stack(
             .map(|b| format!("{:#x}", b.phys().as_u64()))
             .collect(),
     });
-    if report.orphans.blocks > 0 && out.fdt_phys.is_none() {
-        out.notes.push(
-            "the root FDT's address is unknown (--fdt-phys): its page counts as an orphan"
-                .to_owned(),
-        );
-    }
     out
+}
+
+/// The simulator's own `kho-run` subnode (`kho run --dump-core`): the
+/// manifest lists every workload folio; those no LUO file lists are claims
+/// (preserved directly by the workload). A manifest that does not parse is
+/// a finding. Returns how many blocks it claimed.
+fn simulator_manifest<'t>(
+    image: &MemImage,
+    fdt: &KhoFdt<'_>,
+    state: Option<&LuoState>,
+    mut check: CrossCheck<'t>,
+    out: &mut Stack,
+) -> (CrossCheck<'t>, Option<u64>) {
+    let Some(n) = fdt.subnode(MANIFEST_NODE) else {
+        return (check, None);
+    };
+    let len = n
+        .size()
+        .and_then(|s| usize::try_from(s).ok())
+        .unwrap_or(PAGE_BYTES);
+    let manifest = image
+        .read(n.data(), len)
+        .ok_or_else(|| format!("{len} bytes are not in the image"))
+        .and_then(|b| Manifest::from_bytes(&b).map_err(|e| e.to_string()));
+    let manifest = match manifest {
+        Ok(m) => m,
+        Err(e) => {
+            out.errors.push(Finding::phys(
+                n.data(),
+                format!("subnode `{MANIFEST_NODE}`: manifest: {e}"),
+            ));
+            return (check, None);
+        }
+    };
+    let in_luo: HashSet<PhysAddr> = state
+        .iter()
+        .flat_map(|s| s.files())
+        .flat_map(|(_, f)| f.data.folios().iter().filter_map(|e| e.pfn))
+        .map(|p| p.phys())
+        .collect();
+    let mut claimed = 0u64;
+    for (i, e) in (0u64..).zip(&manifest.entries) {
+        if !in_luo.contains(&e.block.phys()) {
+            check = check.listed(MANIFEST_NODE, i, e.block);
+            claimed += 1;
+        }
+    }
+    (check, Some(claimed))
 }
 
 fn finding_phys(f: &kho::Finding) -> Option<PhysAddr> {

@@ -82,8 +82,14 @@ fn an_unpreserved_blob_and_a_forbidden_block_are_reported() {
     b.add_subnode("half", PhysAddr::new(0x10_0000 + 12 * 4096), 8192);
     let fdt = b.build().unwrap();
     let out = inspect(&elf(&f), &FdtSource::File(fdt), &InspectOptions::default());
+    // "lost" is not preserved; "half"'s second page is not; both claim
+    // page 13.
     let addrs: Vec<u64> = out.errors.iter().map(|e| e.address).collect();
-    assert_eq!(addrs, [0x10_0000 + 13 * 4096, 0x10_0000 + 12 * 4096]);
+    assert_eq!(addrs, [0x10_0000 + 13 * 4096; 3], "{:?}", out.errors);
+    let text: Vec<String> = out.errors.iter().map(|e| e.message.clone()).collect();
+    assert!(text[0].contains("subnode `lost` blob") && text[0].contains("not preserved"));
+    assert!(text[1].contains("subnode `half` blob"), "{text:?}");
+    assert!(text[2].contains("claim the same memory"), "{text:?}");
 
     let opts = InspectOptions {
         forbidden: vec![

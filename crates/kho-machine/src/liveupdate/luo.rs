@@ -68,7 +68,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::arena::PhysMem;
 use crate::buddy::Buddy;
-use crate::kho::{KhoIn, kho_restore_folio, kho_restore_pages};
+use crate::kho::{KhoError, KhoIn, kho_restore_folio, kho_restore_pages};
 use crate::manifest::{Manifest, block_checksum};
 
 /// The checkpoint's session.
@@ -106,6 +106,25 @@ pub(crate) struct LuoWrittenAll {
     /// The pages the writer allocated (all but the folios), which the
     /// tracker's page allocator recorded as its own.
     pub pages: Vec<PhysAddr>,
+    /// The files, in session and chain order.
+    pub files: Vec<LuoFileWritten>,
+}
+
+/// One file the old kernel preserved through LUO, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LuoFileWritten {
+    /// Its session's name.
+    pub session: String,
+    /// Its token.
+    pub token: u64,
+    /// Its handler.
+    pub compatible: &'static str,
+    /// The handler record's address (the file's data handle).
+    pub record: PhysAddr,
+    /// The file size the record holds (`None`: kvm).
+    pub size: Option<u64>,
+    /// Its folios, in array order.
+    pub folios: Vec<FolioSpec>,
 }
 
 fn record_blocks(r: &RecordWritten, out: &mut LuoWrittenAll) {
@@ -155,6 +174,14 @@ pub(crate) fn preserve_sessions<M: PageAlloc + PageMap>(
         out.preserved.extend(folios.iter().map(|f| f.block));
         luo.session(MEMFD_SESSION)
             .file(MEMFD_V2_COMPATIBLE, rec.ser.as_u64(), MEMFD_TOKEN);
+        out.files.push(LuoFileWritten {
+            session: MEMFD_SESSION.to_owned(),
+            token: MEMFD_TOKEN,
+            compatible: MEMFD_V2_COMPATIBLE,
+            record: rec.ser,
+            size: Some(size),
+            folios,
+        });
     }
     for (i, pages) in files.guests {
         let vm = write_kvm(
@@ -185,7 +212,24 @@ pub(crate) fn preserve_sessions<M: PageAlloc + PageMap>(
         )?;
         record_blocks(&gmem, &mut out);
         out.preserved.extend(folios.iter().map(|f| f.block));
-        luo.session(&format!("{VM_SESSION_PREFIX}{i}"))
+        let session = format!("{VM_SESSION_PREFIX}{i}");
+        out.files.push(LuoFileWritten {
+            session: session.clone(),
+            token: KVM_TOKEN,
+            compatible: KVM_LUO_FH_COMPATIBLE,
+            record: vm.ser,
+            size: None,
+            folios: Vec::new(),
+        });
+        out.files.push(LuoFileWritten {
+            session: session.clone(),
+            token: GUEST_MEMFD_TOKEN,
+            compatible: GUEST_MEMFD_LUO_FH_COMPATIBLE,
+            record: gmem.ser,
+            size: Some(size),
+            folios,
+        });
+        luo.session(&session)
             .file(KVM_LUO_FH_COMPATIBLE, vm.ser.as_u64(), KVM_TOKEN)
             .file(
                 GUEST_MEMFD_LUO_FH_COMPATIBLE,
@@ -218,6 +262,8 @@ pub struct LuoFileReport {
     pub token: u64,
     /// Its handler.
     pub compatible: String,
+    /// Folios it lists (holes left out).
+    pub folios: u64,
     /// Bytes of its folios restored whose contents match the manifest.
     pub bytes_verified: u64,
     /// Bytes of its folios that could not be restored or do not match.
@@ -233,6 +279,9 @@ pub(crate) struct LuoRestore {
     pub verified: u64,
     /// Bytes lost.
     pub lost: u64,
+    /// Bytes of listed folios that are no preserved head at all (lost, and
+    /// not in what the walk counted: as the manifest path counts them).
+    pub unpreserved: u64,
     /// Why the LUO handover could not be read (`None`: read, or absent).
     pub error: Option<String>,
     owned: HashSet<PhysAddr>,
@@ -317,18 +366,24 @@ pub(crate) fn restore_luo(
                 session: name.clone(),
                 token: file.file.token,
                 compatible: file.file.compatible.to_string(),
+                folios: 0,
                 bytes_verified: 0,
                 bytes_lost: 0,
             };
             for e in file.data.folios() {
                 let Some(pfn) = e.pfn else { continue };
+                row.folios += 1;
                 let phys = pfn.phys();
                 out.owned.insert(phys);
                 let expected = listed.get(&phys).copied();
                 let bytes = expected.map_or(PAGE_SIZE, |(b, _)| b.size());
                 // Restored at the order the manifest lists, with the
                 // contents the old kernel wrote.
-                let ok = kho_restore_folio(buddy, phys).is_ok_and(|(_, order)| {
+                let restored = kho_restore_folio(buddy, phys);
+                if matches!(restored, Err(KhoError::BadMagic { .. })) {
+                    out.unpreserved = out.unpreserved.saturating_add(bytes);
+                }
+                let ok = restored.is_ok_and(|(_, order)| {
                     expected.is_some_and(|(b, sum)| {
                         b.order() == order
                             && block_checksum(mem, b).is_ok_and(|got| got.as_u64() == sum)
@@ -359,3 +414,6 @@ fn retrieve<'s>(state: &'s LuoState, name: &str, token: u64) -> Option<&'s FileS
         .iter()
         .find(|f| f.file.token == token)
 }
+
+#[cfg(test)]
+mod tests;

@@ -37,15 +37,23 @@
 //!   allocates from scratch.
 //! - **`kho_data.fdt_addr/size`**: the KHO root FDT, one 4 KiB page
 //!   (`FDT_SIZE`) built by [`kho::KhoFdtBuilder`]: `compatible =
-//!   "kho-v3"`, `preserved-memory-map` = the [`kho::RadixTree`] root.
+//!   "kho-v4"` (`"kho-v3"` with `--abi kho-v3`), `preserved-memory-map` =
+//!   the [`kho::RadixTree`] root.
+//! - **subnode `LUO`** (`kho-v4`): `preserved-data` = the `luo_ser` header,
+//!   `blob-size` = its size; the memfd checkpoint and each VM guest as LUO
+//!   files (`luo`'s module doc: sessions, tokens, what each handler
+//!   writes). Their folios are listed in the manifest too (the checksums)
+//!   but restored by the LUO path only.
 //! - **subnode [`MANIFEST_NODE`]**: `preserved-data` = the manifest blob's
 //!   phys, `blob-size` = its byte length ([`crate::Manifest::write`]'s
 //!   range).
 //! - **preserved (radix tree)**: every workload folio (its order as
 //!   allocated: 18, 9, 0, 2..=4; a replayed trace's blocks with their
 //!   orders), the manifest's pages (the `kho_preserve_pages` split), the
-//!   FDT page (order 0).
-//! - **manifest**: the workload's folios only, each with its checksum;
+//!   FDT page (order 0), and (`kho-v4`) the LUO pages: header, chains, FLB
+//!   page, handler records, vmalloc chunks and array pages (order 0).
+//! - **manifest**: the workload's folios only (LUO files' included), each
+//!   with its checksum;
 //!   forgotten pages (fault injection) are listed but not preserved (they
 //!   must come out lost).
 //! - **not keys**: the radix tree's own pages, never preserved, kept from
@@ -86,7 +94,7 @@ pub use exec::{
     ExecError, KernelArgs, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, OLD_KERNEL_SUBCOMMAND,
     OldKernelArgs, parse_abi,
 };
-pub use luo::LuoFileReport;
+pub use luo::{LuoFileReport, LuoFileWritten};
 pub use new_kernel::{NewKernelConfig, new_kernel_boot, new_kernel_main};
 pub use old_kernel::{
     BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,

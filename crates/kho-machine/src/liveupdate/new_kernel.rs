@@ -281,6 +281,7 @@ fn restore_and_verify(
     let luo = restore_luo(mem, buddy, k, &manifest);
     verified += luo.verified;
     lost += luo.lost;
+    unpreserved += luo.unpreserved;
     for e in &manifest.entries {
         if luo.owns(e.block.phys()) {
             continue;

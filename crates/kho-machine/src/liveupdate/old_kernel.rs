@@ -13,7 +13,7 @@ use kho::{
 };
 
 use super::exec::{NewKernelArgs, OldKernelArgs, kexec_exec};
-use super::luo::{LuoFiles, preserve_sessions};
+use super::luo::{LuoFileWritten, LuoFiles, preserve_sessions};
 use super::{LiveUpdateError, MANIFEST_NODE, MIB, kernel_boot_config};
 use crate::arena::{MemoryLayout, PhysMem};
 use crate::boot::{BootError, Machine};
@@ -166,6 +166,8 @@ pub struct OldKernelImage {
     /// The `LUO` subnode's header (`preserved-data`, `blob-size`), in a
     /// `kho-v4` run.
     pub luo: Option<PhysRange>,
+    /// The files preserved through LUO, as written (`kho-v4`).
+    pub luo_files: Vec<LuoFileWritten>,
     /// Every block preserved: the workload's, the manifest pages', the FDT
     /// page.
     pub preserved: Vec<Block>,
@@ -198,6 +200,7 @@ impl OldKernelImage {
             manifest: Manifest::default(),
             manifest_blob: PhysRange::default(),
             luo: None,
+            luo_files: Vec::new(),
             preserved: Vec::new(),
             tree_pages: Vec::new(),
             scratch: ScratchAreas::default(),
@@ -514,6 +517,7 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
     img.luo = luo
         .as_ref()
         .and_then(|l| PhysRange::from_start_size(l.header, l.size).ok());
+    img.luo_files = luo.map(|l| l.files).unwrap_or_default();
     (img.tree_pages, img.radix_root) = match &peer {
         None => (
             tree_alloc

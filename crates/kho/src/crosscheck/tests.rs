@@ -94,6 +94,42 @@ fn unclaimed_blocks_are_orphans() {
     );
 }
 
+/// A block a subnode's list names (a format the caller parsed) is claimed
+/// as exactly that block: the orphan goes away; at another order, or
+/// unpreserved, it is a finding.
+#[test]
+fn listed_blocks_are_claims_of_their_order() {
+    let (m, w) = handover(LuoCompat::V5);
+    let (set, pages) = tracker(&m, &w);
+    let state = read(&m, &w).unwrap();
+    let fdt = KhoFdt::parse(&w.fdt).unwrap();
+    let base = || {
+        CrossCheck::new(&set)
+            .tracker_pages(&pages)
+            .kho_fdt(&fdt, Some(w.fdt_phys))
+            .luo(&state)
+    };
+    // Without memblock the reserve_mem region's block is an orphan ...
+    let r = base().run();
+    assert_eq!(r.orphans.first, [block(60, 1)]);
+    // ... and a list naming it claims it.
+    let r = base().listed("list", 0, block(60, 1)).run();
+    assert_eq!(r.findings, []);
+    assert_eq!(r.orphans, Orphans::default());
+    // Named at order 0 it is preserved at another order.
+    let r = base().listed("list", 3, block(60, 0)).run();
+    assert!(
+        has(&r, |f| matches!(f, Finding::OtherOrder { claim, .. }
+            if matches!(claim.kind, ClaimKind::Listed(n, 3) if n.as_str() == "list"))),
+        "{:#?}",
+        r.findings
+    );
+    // An unpreserved block is not preserved.
+    let r = base().listed("list", 1, block(47, 0)).run();
+    assert!(has(&r, |f| matches!(f, Finding::NotPreserved { claim }
+        if matches!(claim.kind, ClaimKind::Listed(_, 1)))));
+}
+
 #[test]
 fn a_memfd_that_lists_no_folio_leaks_its_array_and_folios() {
     let (m, w) = handover(LuoCompat::V5);

@@ -68,6 +68,7 @@ fn old_kernel_command_line_round_trip() {
     a.scheme = "maple".to_owned();
     a.trace = Some("t.trace".into());
     a.dump_core = Some("x.core".into());
+    a.abi = kho::KhoVersion::V3;
     let v = KernelArgs::Old(a.clone()).to_args();
     assert_eq!(v[0], OLD_KERNEL_SUBCOMMAND);
     assert_eq!(KernelArgs::parse(v).unwrap(), Some(KernelArgs::Old(a)));
@@ -108,6 +109,10 @@ fn old_kernel_command_line_round_trip() {
     assert!(matches!(
         old(&["--machine-size", "64X", "--strategy", "skip"]),
         Err(ExecError::BadArg { .. })
+    ));
+    assert!(matches!(
+        old(&["--machine-size", "64M", "--strategy", "skip", "--abi", "kho-v2"]),
+        Err(ExecError::BadArg { what, .. }) if what.starts_with("abi")
     ));
     assert_eq!(KernelArgs::parse(args(&["run", "--json"])).unwrap(), None);
     assert_eq!(KernelArgs::parse(args(&[])).unwrap(), None);
