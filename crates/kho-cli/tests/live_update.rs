@@ -13,9 +13,11 @@ fn run(extra: &[&str]) -> Vec<Value> {
     run_rows(&args)
 }
 
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 23] = [
     "strategy",
     "memmap",
+    "threads",
+    "parallel_memmap_init",
     "memmap_inited_pages",
     "baseline_memmap_inited_pages",
     "restore_inited_pages",

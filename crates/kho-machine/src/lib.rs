@@ -56,8 +56,8 @@ pub use liveupdate::{
     BeforeExec, DEFAULT_SEED, ExecError, KernelArgs, LiveUpdateError, LuoFileReport,
     LuoFileWritten, MANIFEST_NODE, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, NewKernelConfig,
     OLD_KERNEL_SUBCOMMAND, OldKernelArgs, OldKernelConfig, OldKernelImage, RunReport,
-    early_boot_fits, kernel_boot_config,
-    new_kernel_boot, new_kernel_main, old_kernel_boot, old_kernel_main, parse_abi,
+    early_boot_fits, kernel_boot_config, new_kernel_boot, new_kernel_main, old_kernel_boot,
+    old_kernel_main, parse_abi,
 };
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};
 pub use memblock::{Memblock, MemblockError, MemblockFlags, MemblockRegion, MemblockType};

@@ -13,6 +13,7 @@ use crate::kho::Strategy;
 use crate::liveupdate::{
     MANIFEST_NODE, OldKernelConfig, OldKernelImage, new_kernel_boot, old_kernel_boot,
 };
+use crate::memmap::MemmapMode;
 use crate::physio::read_bytes;
 
 const MIB: u64 = 1 << 20;
@@ -160,7 +161,7 @@ fn the_luo_pages_are_preserved_blocks_not_tree_pages() {
 fn the_new_kernel_retrieves_and_verifies_every_file() {
     let img = boot(KhoVersion::V4);
     let h = read_setup_data(&img.mem, img.setup_data);
-    let r = new_kernel_boot(&img.mem, h, Strategy::Bulk, None).unwrap();
+    let r = new_kernel_boot(&img.mem, h, Strategy::Bulk, MemmapMode::Eager, None).unwrap();
     assert_eq!(r.kho_error, None);
     assert_eq!(r.luo_error, None);
     assert_eq!(r.lost_bytes, 0);
@@ -200,7 +201,7 @@ fn a_damaged_folio_is_lost_in_its_file_only() {
     let w = &img.mem.words(b.phys(), 1).unwrap()[0];
     w.store(!w.load(Ordering::Relaxed), Ordering::Relaxed);
     let h = read_setup_data(&img.mem, img.setup_data);
-    let r = new_kernel_boot(&img.mem, h, Strategy::PerBlock, None).unwrap();
+    let r = new_kernel_boot(&img.mem, h, Strategy::PerBlock, MemmapMode::Eager, None).unwrap();
     assert_eq!(r.luo_files[0].bytes_lost, b.size());
     assert_eq!(r.lost_bytes, b.size());
     assert_eq!(r.verified_bytes + r.lost_bytes, r.preserved_bytes);
@@ -216,7 +217,7 @@ fn kho_v3_writes_no_luo() {
     assert!(fdt.subnode(MANIFEST_NODE).is_some());
     assert_eq!(img.luo, None);
     let h = read_setup_data(&img.mem, img.setup_data);
-    let r = new_kernel_boot(&img.mem, h, Strategy::Bulk, None).unwrap();
+    let r = new_kernel_boot(&img.mem, h, Strategy::Bulk, MemmapMode::Eager, None).unwrap();
     assert!(r.luo_files.is_empty());
     assert_eq!(r.lost_bytes, 0);
 }
@@ -254,7 +255,7 @@ fn an_entry_naming_an_unpreserved_page_is_lost_in_its_file() {
         Ordering::Relaxed,
     );
     let h = read_setup_data(&img.mem, img.setup_data);
-    let r = new_kernel_boot(&img.mem, h, Strategy::Bulk, None).unwrap();
+    let r = new_kernel_boot(&img.mem, h, Strategy::Bulk, MemmapMode::Eager, None).unwrap();
     assert_eq!(r.luo_files[0].bytes_lost, PAGE_SIZE);
     assert_eq!(r.lost_bytes, PAGE_SIZE);
     assert_eq!(r.verified_bytes + r.lost_bytes, r.preserved_bytes);
