@@ -380,9 +380,15 @@ struct BenchArgs {
     /// --quick).
     #[arg(long, value_parser = parse_reps)]
     reps: Option<usize>,
-    /// Adds a trace (binary or text) as a workload; repeatable.
+    /// Adds a trace (binary or text) as a workload; repeatable. The
+    /// shipped real traces (traces/ in the repository, built into the
+    /// binary) are workloads too unless --no-shipped-traces.
     #[arg(long = "trace", value_name = "FILE")]
     traces: Vec<PathBuf>,
+    /// Leave out the shipped real traces (bash.txt, python-100m.trace,
+    /// rustc-kho-machine.trace).
+    #[arg(long)]
+    no_shipped_traces: bool,
     /// Stop a curve of the scaling sweep after its first point over this,
     /// or before a point its last two points predict over it; the table
     /// says where the cap was hit.
@@ -421,6 +427,20 @@ struct BenchArgs {
     html: Option<PathBuf>,
 }
 
+/// The real traces shipped in traces/, built in: `kho bench` replays them
+/// by default.
+const SHIPPED_TRACES: [(&str, &[u8]); 3] = [
+    ("bash.txt", include_bytes!("../../../traces/bash.txt")),
+    (
+        "python-100m.trace",
+        include_bytes!("../../../traces/python-100m.trace"),
+    ),
+    (
+        "rustc-kho-machine.trace",
+        include_bytes!("../../../traces/rustc-kho-machine.trace"),
+    ),
+];
+
 fn bench(a: &BenchArgs) -> Result<()> {
     use kho_lab::bench::{self, BenchConfig, report};
     // Outputs first: a run must not end in "cannot write".
@@ -436,6 +456,13 @@ fn bench(a: &BenchArgs) -> Result<()> {
             .with_context(|| format!("--html {}: cannot create the directory", dir.display()))?;
     }
     let mut traces = Vec::new();
+    if !a.no_shipped_traces && !a.tiny {
+        for (name, bytes) in SHIPPED_TRACES {
+            let t = kho_lab::trace::Trace::parse(bytes)
+                .with_context(|| format!("shipped trace {name}"))?;
+            traces.push((name.to_owned(), t.into_blocks()));
+        }
+    }
     for path in &a.traces {
         let t = read_trace(path)?;
         let name = path.file_name().map_or_else(

@@ -354,7 +354,7 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
                     mark(pb.1),
                     o.0,
                     mark(o.1),
-                    if pb.1 || o.1 { " (extrapolated)" } else { "" },
+                    if pb.1 || o.1 { ", from extrapolated figures" } else { "" },
                     verdict(x >= 100.0)
                 ));
             }
@@ -439,20 +439,28 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
             out.push(format!("growth exponent of {name}: {:.2}", s.exponent));
         }
     }
-    // Metadata at the largest sweep point every tracker reached.
-    if let Some(n) = r
-        .scaling
-        .iter()
-        .filter_map(|s| s.points.last().map(|p| p.blocks))
-        .min()
-    {
+    // Metadata at the largest sweep point every tracker reached (under any
+    // of its strategies: metadata is the tracker's).
+    let reach = |tracker: &str| {
+        r.scaling
+            .iter()
+            .filter(|s| s.tracker == tracker)
+            .filter_map(|s| s.points.last().map(|p| p.blocks))
+            .max()
+    };
+    if let Some(n) = r.scaling.iter().filter_map(|s| reach(&s.tracker)).min() {
         let mut seen: Vec<String> = Vec::new();
         let mut parts = Vec::new();
         for s in &r.scaling {
             if seen.contains(&s.tracker) {
                 continue;
             }
-            if let Some(p) = s.at(n) {
+            if let Some(p) = r
+                .scaling
+                .iter()
+                .filter(|c| c.tracker == s.tracker)
+                .find_map(|c| c.at(n))
+            {
                 seen.push(s.tracker.clone());
                 parts.push(format!(
                     "{} {:.3}",
