@@ -508,7 +508,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         } else {
             a.workloads.clone()
         };
-        let biggest = sizes.iter().copied().max().unwrap_or(1 << 30);
+        let biggest = bench::trace_machine(sizes.iter().copied().max().unwrap_or(1 << 30));
         cfg.workloads = bench::workloads(&sizes, &names)?;
         for (name, blocks) in &traces {
             cfg.workloads
