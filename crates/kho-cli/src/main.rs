@@ -68,8 +68,8 @@ enum Cmd {
     /// Check the memblock model's mainline per-block path against Linux's own
     /// memblock timings (the honesty check behind every per-block figure).
     MemblockFidelity(FidelityArgs),
-    /// Every scheme x restore strategy x workload side by side in one run,
-    /// plus a scaling sweep with fitted growth exponents.
+    /// Every tracker x every restore strategy it feeds x workload side by
+    /// side in one run, plus a scaling sweep with fitted growth exponents.
     Bench(BenchArgs),
     /// Decode and validate a KHO handover from a memory image (ELF core or
     /// raw) and its root FDT.

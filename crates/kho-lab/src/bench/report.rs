@@ -707,7 +707,6 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .right_y_label_area_size(10)
             .build_cartesian_2d(x0 - 0.3..x1 + 0.3, (y0 / 1.5..y1 * 2.0).log_scale())?;
         chart
             .configure_mesh()
@@ -739,7 +738,9 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
                     s.tracker,
                     s.strategy,
                     s.exponent,
-                    if s.stop.is_some() {
+                    if s.reference {
+                        ", the reference: measured whatever the cap"
+                    } else if s.stop.is_some() {
                         ", stopped at the cap"
                     } else {
                         ""
