@@ -68,8 +68,8 @@ enum Cmd {
     /// Check the memblock model's mainline per-block path against Linux's own
     /// memblock timings (the honesty check behind every per-block figure).
     MemblockFidelity(FidelityArgs),
-    /// Every scheme x restore strategy x workload side by side in one run,
-    /// plus a scaling sweep with fitted growth exponents.
+    /// Every tracker x every restore strategy it feeds x workload side by
+    /// side in one run, plus a scaling sweep with fitted growth exponents.
     Bench(BenchArgs),
     /// Decode and validate a KHO handover from a memory image (ELF core or
     /// raw) and its root FDT.
@@ -481,9 +481,15 @@ struct BenchArgs {
     /// --quick).
     #[arg(long, value_parser = parse_reps)]
     reps: Option<usize>,
-    /// Adds a trace (binary or text) as a workload; repeatable.
+    /// Adds a trace (binary or text) as a workload; repeatable. The
+    /// shipped real traces (traces/ in the repository, built into the
+    /// binary) are workloads too unless --no-shipped-traces.
     #[arg(long = "trace", value_name = "FILE")]
     traces: Vec<PathBuf>,
+    /// Leave out the shipped real traces (bash.txt, python-100m.trace,
+    /// rustc-kho-machine.trace).
+    #[arg(long)]
+    no_shipped_traces: bool,
     /// Stop a curve of the scaling sweep after its first point over this,
     /// or before a point its last two points predict over it; the table
     /// says where the cap was hit.
@@ -524,6 +530,20 @@ struct BenchArgs {
     html: Option<PathBuf>,
 }
 
+/// The real traces shipped in traces/, built in: `kho bench` replays them
+/// by default.
+const SHIPPED_TRACES: [(&str, &[u8]); 3] = [
+    ("bash.txt", include_bytes!("../../../traces/bash.txt")),
+    (
+        "python-100m.trace",
+        include_bytes!("../../../traces/python-100m.trace"),
+    ),
+    (
+        "rustc-kho-machine.trace",
+        include_bytes!("../../../traces/rustc-kho-machine.trace"),
+    ),
+];
+
 fn bench(a: &BenchArgs) -> Result<()> {
     use kho_lab::bench::{self, BenchConfig, report};
     // Outputs first: a run must not end in "cannot write".
@@ -533,6 +553,13 @@ fn bench(a: &BenchArgs) -> Result<()> {
             .with_context(|| format!("--html {}: cannot create the directory", dir.display()))?;
     }
     let mut traces = Vec::new();
+    if !a.no_shipped_traces && !a.tiny {
+        for (name, bytes) in SHIPPED_TRACES {
+            let t = kho_lab::trace::Trace::parse(bytes)
+                .with_context(|| format!("shipped trace {name}"))?;
+            traces.push((name.to_owned(), t.into_blocks()));
+        }
+    }
     for path in &a.traces {
         let t = read_trace(path)?;
         let name = path.file_name().map_or_else(
@@ -578,7 +605,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         } else {
             a.workloads.clone()
         };
-        let biggest = sizes.iter().copied().max().unwrap_or(1 << 30);
+        let biggest = bench::trace_machine(sizes.iter().copied().max().unwrap_or(1 << 30));
         cfg.workloads = bench::workloads(&sizes, &names)?;
         for (name, blocks) in &traces {
             cfg.workloads

@@ -29,14 +29,19 @@ fn bench_tiny_writes_table_json_and_html() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("over cap"), "{stdout}");
+    assert!(stdout.contains("cap hit"), "{stdout}");
     assert!(stdout.contains("targets"), "{stdout}");
 
     let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let cells = v["cells"].as_array().unwrap();
-    // 3 workloads (dense, fragmented, the trace) x (4 peers + 7 strategies
-    // of ours: per-block, the three mainline-fix steps, coalesced, bulk,
-    // skip).
-    assert_eq!(cells.len(), 3 * (4 + 7));
+    // 3 workloads (dense, fragmented, the trace) x every tracker under
+    // every strategy it feeds: xarray and xarray-512 3 each, radix-mainline
+    // 4, maple 2, ours 7.
+    assert_eq!(cells.len(), 3 * (3 + 3 + 4 + 2 + 7));
+    for c in cells {
+        assert_eq!(c["tracker"], c["scheme"], "{c}");
+        assert!(c["strategy"].is_string(), "{c}");
+    }
     assert!(cells.iter().any(|c| c["workload"] == "trace:bash.txt@64M"));
     let scaling = v["scaling"].as_array().unwrap();
     assert!(!scaling.is_empty());

@@ -57,7 +57,14 @@ fn the_bench_tables_fit_80_columns_stacked() {
     let t = String::from_utf8(out.stdout).expect("UTF-8");
     assert!(widest(&t) <= 80, "wider than 80:\n{t}");
     // Stacked, not dropped: every column's header is still there.
-    for h in ["pres ns/blk", "md bytes", "restore peak", "x baseline"] {
+    for h in [
+        "pres ns/blk",
+        "md bytes",
+        "mainline-fix-ab",
+        "skip",
+        "restore best/peer",
+        "preserve ns/blk",
+    ] {
         assert!(t.contains(h), "{h} missing:\n{t}");
     }
 }

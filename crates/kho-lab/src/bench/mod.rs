@@ -191,7 +191,11 @@ impl BenchConfig {
         }
         let biggest = sizes.iter().copied().max().unwrap_or(GIB);
         for (name, blocks) in traces {
-            workloads.push(Workload::trace(name, blocks.clone(), biggest));
+            workloads.push(Workload::trace(
+                name,
+                blocks.clone(),
+                trace_machine(biggest),
+            ));
         }
         Self {
             workloads,
@@ -214,6 +218,16 @@ impl BenchConfig {
         let per_workload = self.schemes.len() + cells * (self.reps + 1);
         (self.workloads.len() * per_workload + self.sweep.len()) as u64
     }
+}
+
+/// The smallest machine a trace is replayed on (the shipped traces need
+/// up to about 300 MiB).
+pub const TRACE_MACHINE_MIN: u64 = GIB;
+
+/// The machine a trace is replayed on when the matrix's largest is
+/// `biggest`: that one, or [`TRACE_MACHINE_MIN`] if larger.
+pub fn trace_machine(biggest: u64) -> u64 {
+    biggest.max(TRACE_MACHINE_MIN)
 }
 
 /// The preset workloads by name, in report order.

@@ -354,7 +354,7 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
                     mark(pb.1),
                     o.0,
                     mark(o.1),
-                    if pb.1 || o.1 { " (extrapolated)" } else { "" },
+                    if pb.1 || o.1 { ", from extrapolated figures" } else { "" },
                     verdict(x >= 100.0)
                 ));
             }
@@ -439,20 +439,28 @@ pub fn targets(r: &BenchReport) -> Vec<String> {
             out.push(format!("growth exponent of {name}: {:.2}", s.exponent));
         }
     }
-    // Metadata at the largest sweep point every tracker reached.
-    if let Some(n) = r
-        .scaling
-        .iter()
-        .filter_map(|s| s.points.last().map(|p| p.blocks))
-        .min()
-    {
+    // Metadata at the largest sweep point every tracker reached (under any
+    // of its strategies: metadata is the tracker's).
+    let reach = |tracker: &str| {
+        r.scaling
+            .iter()
+            .filter(|s| s.tracker == tracker)
+            .filter_map(|s| s.points.last().map(|p| p.blocks))
+            .max()
+    };
+    if let Some(n) = r.scaling.iter().filter_map(|s| reach(&s.tracker)).min() {
         let mut seen: Vec<String> = Vec::new();
         let mut parts = Vec::new();
         for s in &r.scaling {
             if seen.contains(&s.tracker) {
                 continue;
             }
-            if let Some(p) = s.at(n) {
+            if let Some(p) = r
+                .scaling
+                .iter()
+                .filter(|c| c.tracker == s.tracker)
+                .find_map(|c| c.at(n))
+            {
                 seen.push(s.tracker.clone());
                 parts.push(format!(
                     "{} {:.3}",
@@ -644,6 +652,20 @@ pub fn json(r: &BenchReport) -> Result<String, BenchError> {
     Ok(serde_json::to_string_pretty(r)?)
 }
 
+/// The scaling plot's colours: distinct on white.
+const CURVE_COLORS: [RGBColor; 10] = [
+    RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
+    RGBColor(188, 189, 34),
+    RGBColor(148, 103, 189),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(0, 0, 0),
+];
+
 /// The curves the scaling plot draws: mainline and every step of its
 /// smallest fix, our strategies on our tree, and the peers' trackers under
 /// `bulk` (the table lists every curve).
@@ -662,9 +684,12 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
     {
         let root = SVGBackend::with_string(&mut buf, (1000, 620)).into_drawing_area();
         root.fill(&WHITE)?;
+        // x: log2 of the blocks on a linear axis (ticks at powers of two);
+        // y: ms on a log axis.
+        let xy = |p: &super::Point| ((p.blocks.max(1) as f64).log2(), p.ms.max(1e-4));
         let pts: Vec<(f64, f64)> = curves
             .iter()
-            .flat_map(|s| s.points.iter().map(|p| (p.blocks as f64, p.ms.max(1e-4))))
+            .flat_map(|s| s.points.iter().map(xy))
             .collect();
         let (x0, x1) = pts
             .iter()
@@ -672,7 +697,8 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
         let (y0, y1) = pts
             .iter()
             .fold((f64::MAX, 1e-3f64), |a, p| (a.0.min(p.1), a.1.max(p.1)));
-        let (x0, y0) = (x0.min(x1 / 2.0), y0.min(y1 / 10.0));
+        let x0 = x0.min(x1 - 1.0);
+        let y0 = y0.min(y1 / 10.0);
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 "restore (walk + memblock) vs scattered order-0 blocks, measured points",
@@ -681,20 +707,30 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
             .margin(10)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .right_y_label_area_size(10)
-            .build_cartesian_2d((x0..x1 * 1.5).log_scale(), (y0..y1 * 2.0).log_scale())?;
+            .build_cartesian_2d(x0 - 0.3..x1 + 0.3, (y0 / 1.5..y1 * 2.0).log_scale())?;
         chart
             .configure_mesh()
-            .x_desc("blocks")
+            .x_desc("scattered order-0 blocks")
             .y_desc("ms")
+            .x_labels(((x1 - x0).round() as usize + 1).max(2))
+            .x_label_formatter(&|x| {
+                if (x - x.round()).abs() < 1e-6 {
+                    format!("2^{}", x.round())
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|y| {
+                if *y >= 1.0 {
+                    format!("{y:.0}")
+                } else {
+                    format!("{y}")
+                }
+            })
             .draw()?;
         for (i, s) in curves.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            let data: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .map(|p| (p.blocks as f64, p.ms.max(1e-4)))
-                .collect();
+            let color = CURVE_COLORS[i % CURVE_COLORS.len()].to_rgba();
+            let data: Vec<(f64, f64)> = s.points.iter().map(xy).collect();
             chart
                 .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))?
                 .label(format!(
@@ -702,7 +738,9 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
                     s.tracker,
                     s.strategy,
                     s.exponent,
-                    if s.stop.is_some() {
+                    if s.reference {
+                        ", the reference: measured whatever the cap"
+                    } else if s.stop.is_some() {
                         ", stopped at the cap"
                     } else {
                         ""
@@ -715,7 +753,7 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::LowerRight)
             .draw()?;
         root.present()?;
     }
@@ -800,6 +838,65 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// [`pivot_table`] as an HTML table: each strategy cell holds the memblock
+/// ms and, below it, the restore (walk + memblock) ms; the fastest restore
+/// of the workload is bold.
+fn pivot_html(r: &BenchReport, w: &str) -> String {
+    let cells: Vec<&Cell> = r.cells.iter().filter(|c| c.workload == w).collect();
+    let strategies = strategies_of(&cells);
+    let best = cells
+        .iter()
+        .map(|c| restore_ms(c))
+        .fold(f64::INFINITY, f64::min);
+    let mut h = String::from(
+        "<table><tr><th>tracker</th><th>preserve ns/blk</th><th>2 threads</th><th>prep ms</th><th>metadata bytes</th><th>bits/page</th>",
+    );
+    for s in &strategies {
+        let _ = write!(h, "<th class=\"s\">{s}</th>");
+    }
+    h.push_str("</tr>\n");
+    let mut trackers: Vec<&str> = Vec::new();
+    for c in &cells {
+        if !trackers.contains(&c.tracker.as_str()) {
+            trackers.push(&c.tracker);
+        }
+    }
+    for tr in trackers {
+        let row: Vec<&&Cell> = cells.iter().filter(|c| c.tracker == tr).collect();
+        let Some(first) = row.first() else { continue };
+        let _ = write!(
+            h,
+            "<tr><th>{tr}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            f(first.preserve_ns_per_block, 0),
+            f(first.preserve_ns_per_block_2t, 0),
+            f(first.prepare_ms, 3),
+            first.metadata_bytes,
+            f(first.metadata_bits_per_page, 2)
+        );
+        for s in &strategies {
+            match row.iter().find(|c| c.strategy == *s) {
+                Some(c) => {
+                    let b = if restore_ms(c) <= best {
+                        " class=\"best\""
+                    } else {
+                        ""
+                    };
+                    let _ = write!(
+                        h,
+                        "<td{b}>{}<br><small>{}</small></td>",
+                        f(c.memblock_ms, 2),
+                        f(restore_ms(c), 2)
+                    );
+                }
+                None => h.push_str("<td class=\"na\">-</td>"),
+            }
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+    h
+}
+
 /// The workloads in the report's order: memfd, fragmented and the real
 /// traces first (the debate's cases), then the rest.
 fn report_order(r: &BenchReport) -> Vec<String> {
@@ -829,10 +926,10 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
     };
     std::fs::create_dir_all(dir).map_err(write_err)?;
     let mut h = String::new();
-    h.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kho bench</title>\n<style>body{font-family:sans-serif;margin:2em;max-width:1300px}pre{font-size:12px;overflow-x:auto}h3{margin-bottom:0.2em}</style></head><body>\n<h1>kho bench</h1>\n");
+    h.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>kho bench</title>\n<style>body{font-family:sans-serif;margin:2em;max-width:1300px}pre{font-size:11px;overflow-x:auto}table{border-collapse:collapse;font-size:13px;margin:0.3em 0 1em}td,th{border:1px solid #ccc;padding:2px 7px;text-align:right}th.s{background:#eef}td.best{font-weight:bold;background:#efe}td.na{color:#aaa;text-align:center}td small{color:#666}h3{margin:1em 0 0.2em}</style></head><body>\n<h1>kho bench</h1>\n");
     let _ = writeln!(
         h,
-        "<p>{} cells (tracker x strategy x workload), median of {} repetitions after a warm-up; sweep cap {} s{}. Rows are trackers, with what the tracker decides (preserve, handover preparation, metadata); columns are restore strategies, with what the strategy decides (the next boot's memblock work). Every figure is measured except those marked <b>extrapolated</b>.</p>",
+        "<p>{} cells (tracker x strategy x workload), median of {} repetitions after a warm-up; sweep cap {} s{}. Rows are trackers, with what the tracker decides (preserve, handover preparation, metadata); columns are restore strategies, with what the strategy decides: the next boot's memblock ms, and below it restore (walk + memblock) ms; bold: the fastest restore of the workload; -: the tracker's handover cannot feed the strategy. Every figure is measured except those marked <b>extrapolated</b>.</p>",
         r.cells.len(),
         r.reps,
         r.cap_seconds,
@@ -844,9 +941,15 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
             .unwrap_or_default()
     );
     let targets = targets(r);
-    if !targets.is_empty() {
-        h.push_str("<h2>Targets, checked against this run</h2>\n<ul>\n");
-        for t in &targets {
+    // The headline: issue 12's question (how much of ours does the small
+    // mainline patch get), then the rest folded.
+    let headline: Vec<&String> = targets
+        .iter()
+        .filter(|t| t.contains("mainline-fix") || t.starts_with("bulk at 2^20"))
+        .collect();
+    if !headline.is_empty() {
+        h.push_str("<h2>Mainline's smallest fix against ours</h2>\n<ul>\n");
+        for t in &headline {
             let _ = writeln!(h, "<li>{}</li>", esc(t));
         }
         h.push_str("</ul>\n");
@@ -855,22 +958,15 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
         h.push_str("<h2>Tracker x strategy, per workload</h2>\n");
         for w in report_order(r) {
             let _ = writeln!(h, "<h3>{}</h3>", esc(&w));
-            for v in [PivotValue::Memblock, PivotValue::Restore] {
-                let _ = writeln!(
-                    h,
-                    "<p>strategy columns: {}</p>\n<pre>{}</pre>",
-                    v.describe(),
-                    esc(&pivot_table(r, &w, v).to_string())
-                );
-            }
+            h.push_str(&pivot_html(r, &w));
         }
     }
     if !r.scaling.is_empty() {
-        h.push_str("<h2>Restore time vs blocks (log-log)</h2>\n");
+        h.push_str("<h2>Restore time vs scattered blocks (log-log)</h2>\n");
         h.push_str(&svg_loglog(r)?);
         let _ = writeln!(
             h,
-            "<p>Every tracker x strategy pair; the plot draws mainline and the steps of its fix, ours, and the peers under bulk. A curve stops where the cap says (note column); a 2^20 figure not measured is marked extrapolated.</p>\n<pre>{}</pre>",
+            "<p>Every tracker x strategy pair; the plot draws mainline and the steps of its fix, ours, and the peers under bulk, measured points only. A curve stops where the cap says (note column); a 2^20 figure not measured is marked extrapolated.</p>\n<pre>{}</pre>",
             esc(&scaling_table(r).to_string())
         );
         let _ = writeln!(
@@ -878,6 +974,17 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
             "<h3>The trackers' own costs in the sweep</h3>\n<pre>{}</pre>",
             esc(&tracker_scaling_table(r).to_string())
         );
+    }
+    if !targets.is_empty() {
+        let _ = writeln!(
+            h,
+            "<h2>Every target, checked against this run</h2>\n<details><summary>{} lines</summary><ul>",
+            targets.len()
+        );
+        for t in &targets {
+            let _ = writeln!(h, "<li>{}</li>", esc(t));
+        }
+        h.push_str("</ul></details>\n");
     }
     if !r.cells.is_empty() {
         h.push_str("<h2>Metadata bytes per tracker per workload</h2>\n");
@@ -895,7 +1002,8 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
         )?);
         let _ = writeln!(
             h,
-            "<h2>Ours / peers</h2>\n<pre>{}</pre>",
+            "<h2>Ours / peers</h2>\n<details><summary>{} rows</summary><pre>{}</pre></details>",
+            r.ratios.len() / 3,
             esc(&ratios_table(r).to_string())
         );
         let _ = writeln!(

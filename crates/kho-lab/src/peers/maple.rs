@@ -1,6 +1,7 @@
 //! `maple`: the proposal to track preserved memory as ranges (a maple tree,
 //! a B-tree of ranges) instead of bits, serialized at finalize into a
-//! chunk list of 24-byte records, restored with one reservation per range.
+//! chunk list of 24-byte records, restored with one reservation per range
+//! (`coalesced`) or in one merge (`bulk`).
 //! It was never merged: no Linux handover format exists, so the compatible
 //! is this lab's own, [`MAPLE_COMPATIBLE`] = `"kho-maple-v1"`.
 //!
@@ -15,7 +16,33 @@
 //! preserved memory fails (`mtree_insert_range`'s `-EEXIST`); unpreserving
 //! splits the range. One `Mutex` stands for the tree's lock.
 //!
-//! Honest costs: the nodes live on the host heap and are counted as the
+//! # What its preserve cost models, and the bias
+//!
+//! One `preserve` is `overlaps` (a B-tree descent) then `insert` (a second
+//! descent, the neighbour merge, node splits) on a host
+//! [`rangemap::RangeMap`] (a `BTreeMap` of ranges, nodes from the host
+//! allocator), under one `Mutex`. The kernel's would be one
+//! `mtree_insert_range` under the tree's spinlock: a descent that fails
+//! with `-EEXIST` on overlap, then a store that, to stay safe for RCU
+//! readers, writes a new copy of every node it changes (`maple_node_cache`
+//! allocations, the old nodes freed after a grace period), plus the
+//! neighbour lookups and the erase of a merged neighbour. Simplifications
+//! and where each points:
+//!
+//! - no copy-on-write, no per-store node allocation or RCU free: the
+//!   model's store is cheaper than the kernel's, **in maple's favour**
+//!   (the dominant term);
+//! - a separate overlap descent before the insert: dearer than the
+//!   kernel's single descent, against maple (one extra O(log n) lookup);
+//! - one `Mutex` for the spinlock: the same serialization, neutral (the
+//!   two-thread figure serializes like the kernel's would);
+//! - node memory packed full (below): **in maple's favour**.
+//!
+//! Overall the modelled preserve and metadata are lower bounds for a
+//! kernel maple tracker: where maple loses to a bitmap or a radix tree on
+//! preserve or metadata here, it would lose by more in the kernel.
+//!
+//! Metadata: the nodes live on the host heap and are counted as the
 //! kernel's `struct maple_node` (256 bytes, 16 slots for `maple_range_64`).
 //! A maple tree stores the gaps between ranges as NULL slots, so R ranges
 //! take about 2R + 1 slots; nodes are counted as if packed full (leaves
@@ -44,8 +71,13 @@
 //! kernel), within a budget of one chunk per RAM page; `count <= 170`; per
 //! record: a valid order, `start` and `size` aligned to the block size,
 //! `size` non-zero, the range in one RAM range and clear of forbidden
-//! ranges. Then one `memblock_reserve` + mark_noinit of the range and the
-//! head page of each of its blocks. The list is read in place: no heap.
+//! ranges. Every record is one extent, in list order (ascending address).
+//! The proposal's restore, one `memblock_reserve` + mark_noinit per range
+//! and the head page of each of its blocks, is the `coalesced` strategy
+//! over this list (records merged where two of different orders touch, so
+//! never more reservations than records); `bulk` takes the same ranges in
+//! one merge. The list is read in place; the coalesced list is merged as
+//! read (one range per maximal run, not per record).
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;

@@ -11,7 +11,7 @@
 //! | finalize    | the hand-over preparation: serialization into physical memory             |
 //! | handover    | what finalize leaves: `compatible`, `preserved-memory-map` ([`Handover`]) |
 //! | metadata    | every byte the tracker holds, simulated or modelled ([`Metadata`])        |
-//! | restore     | the new kernel's side ([`SchemeKind::restore`]): the map read as a [`PreservedMap`] |
+//! | restore     | the new kernel's side ([`SchemeKind::restore`]): the map read as a [`PreservedMap`], per strategy |
 //! | reservation | `memblock_reserve` + `memblock_reserved_mark_noinit` ([`ReservationSink`]) |
 //!
 //! Finalize is zero work for the radix trees, which *are* the format; the
@@ -23,19 +23,31 @@
 //!
 //! | scheme           | tracker (old kernel)                                   | lock     |
 //! |------------------|--------------------------------------------------------|----------|
-//! | `xarray-512`     | Linux 6.16: per order an xarray of 4096-bit bitmaps    | xa_lock  |
-//! | `xarray`         | the same with 32768-bit page bitmaps (later 6.17.y)    | xa_lock  |
+//! | `xarray-512`     | Linux 6.16: per order an xarray of 4096-bit bitmaps    | `xa_lock` to install a bitmap; loads lock-free, atomic `set_bit` |
+//! | `xarray`         | the same with 32768-bit page bitmaps (later 6.17.y)    | the same |
 //! | `radix-mainline` | mainline's radix tree                                  | a mutex  |
 //! | `maple`          | the range proposal: a B-tree of ranges (merged with same-data neighbours) | tree lock |
 //! | `kho`            | ours: the lock-free radix tree                         | none     |
 //!
-//! | scheme           | handover (`compatible`, map)         | restore (new kernel)                                |
-//! |------------------|--------------------------------------|-----------------------------------------------------|
-//! | `xarray-512`     | `kho-v1`, chunk list (by finalize)   | one reservation per set bit (6.16 `deserialize_bitmap`) |
-//! | `xarray`         | `kho-v1`, chunk list (by finalize)   | one reservation per set bit                         |
-//! | `radix-mainline` | `kho-v3`, radix root                 | one reservation per set bit                         |
-//! | `maple`          | `kho-maple-v1`, chunk list (by finalize) | one reservation per range                      |
-//! | `kho`            | `kho-v3`, radix root                 | `coalesced` (the machine offers every strategy)     |
+//! # Tracker x strategy
+//!
+//! The tracker decides what the old kernel pays (preserve, metadata,
+//! finalize) and what the new kernel reads (the handover's format and its
+//! reader, a [`PreservedMap`]); the restore [`Strategy`] decides what
+//! memblock does with it. Every scheme restores through the one
+//! accounting, [`kho_machine::reserve_preserved`], under every strategy its
+//! handover can feed ([`SchemeKind::strategies`]):
+//!
+//! | scheme           | handover (`compatible`, map)             | extents as read          | strategies                                     |
+//! |------------------|------------------------------------------|--------------------------|------------------------------------------------|
+//! | `xarray-512`     | `kho-v1`, chunk list (by finalize)       | one per set bit          | per-block (6.16 `deserialize_bitmap`), coalesced, bulk |
+//! | `xarray`         | `kho-v1`, chunk list (by finalize)       | one per set bit          | per-block, coalesced, bulk                     |
+//! | `radix-mainline` | `kho-v3`, radix root                     | one per set bit          | per-block (mainline), mainline-fix-a, -ab, mainline-fix |
+//! | `maple`          | `kho-maple-v1`, chunk list (by finalize) | one per range record     | coalesced (one reservation per range: the proposal's), bulk |
+//! | `kho`            | `kho-v3`, radix root                     | one per set bit          | all seven                                      |
+//!
+//! `skip` needs the machine's buddy hand-over to skip the ranges, which
+//! only our path has.
 //!
 //! Each module opens with its format and its honest cost choices.
 

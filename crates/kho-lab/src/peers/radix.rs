@@ -9,11 +9,15 @@
 //!   ours does not during preservation.
 //! - **walk**: mainline under the same mutex; ours lock-free.
 //! - **restore**: mainline one `memblock_reserve` + mark_noinit per set
-//!   bit, as walked; ours the coalescing walker, one reservation per
-//!   maximal range (the machine also offers `bulk` and `skip`).
-//! - **restore heap**: mainline none (the walk's stack of six levels);
-//!   ours the coalesced ranges, 16 bytes each, collected before anything
-//!   is reserved (the whole tree is validated first).
+//!   bit, as walked (`per-block`), or a step of its smallest fix
+//!   (`mainline-fix-a`, `-ab`, `mainline-fix`); ours any strategy, the
+//!   ranged ones through the coalescing walker. The same format feeds
+//!   every strategy: `radix-mainline` against `kho` under one strategy
+//!   measures the tracker (the mutex), under two the strategy.
+//! - **restore heap**: the mainline strategies none (the walk's stack of
+//!   six levels); the ranged ones the coalesced ranges, 16 bytes each,
+//!   collected before anything is reserved (the whole tree is validated
+//!   first).
 
 use std::sync::Mutex;
 

@@ -584,3 +584,133 @@ fn side_by_side() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// The machine-level differential test: tracker x strategy
+
+/// What one new kernel ended with, outside the scratch areas (inside them
+/// memblock's own arrays legitimately differ: a strategy that makes more
+/// calls resizes `memblock.reserved` more often, and the arrays are
+/// allocated there): the `memblock.reserved` regions right after
+/// `kho_memory_init`, the buddy's free blocks per order as sets, and every
+/// preserved folio's restore.
+#[derive(Debug, PartialEq)]
+struct NextBoot {
+    reserved: Vec<(PhysRange, kho_machine::MemblockFlags)>,
+    free: Vec<(Order, BTreeSet<kho::Pfn>)>,
+    restores: Vec<Result<(kho::Pfn, Order), String>>,
+}
+
+fn in_scratch(scratch: &[PhysRange], r: PhysRange) -> bool {
+    scratch.iter().any(|s| s.overlaps(r))
+}
+
+fn next_boot(img: &kho_machine::OldKernelImage, kind: SchemeKind, s: Strategy) -> NextBoot {
+    use kho_machine::{Machine, kernel_boot_config, kho_memory_init, kho_populate};
+    let h = kho_machine::read_setup_data(&img.mem, img.setup_data)
+        .unwrap()
+        .unwrap();
+    let mut m = Machine::new(&img.mem, kernel_boot_config(img.mem.layout().ram_bytes()));
+    m.memblock_init().unwrap();
+    let mut kho = kho_populate(&mut m, &h, MachineScheme::by_name(kind.name()));
+    m.alloc_memmap().unwrap();
+    m.memmap_init().unwrap();
+    let st = kho_memory_init(&mut m, &mut kho, s);
+    assert!(kho.is_enabled(), "{kind}/{s}: {:?}", kho.error());
+    assert_eq!(st.blocks, img.preserved.len() as u64, "{kind}/{s}");
+    let scratch = img.scratch.as_slice();
+    let reserved = m
+        .memblock
+        .reserved
+        .regions()
+        .iter()
+        .filter(|r| !in_scratch(scratch, r.range()))
+        .map(|r| (r.range(), r.flags))
+        .collect();
+    m.memblock_free_all_except(kho.skip_ranges()).unwrap();
+    let buddy = m.buddy().unwrap();
+    let free = buddy
+        .free_lists()
+        .unwrap()
+        .into_iter()
+        .map(|(o, pfns)| {
+            let outside = pfns
+                .into_iter()
+                .filter(|p| {
+                    let r = PhysRange::from_start_size(p.phys(), o.bytes()).unwrap();
+                    !in_scratch(scratch, r)
+                })
+                .collect();
+            (o, outside)
+        })
+        .collect();
+    let restores = img
+        .preserved
+        .iter()
+        .map(|b| kho_machine::kho_restore_folio(buddy, b.phys()).map_err(|e| e.to_string()))
+        .collect();
+    NextBoot {
+        reserved,
+        free,
+        restores,
+    }
+}
+
+/// Every (tracker, strategy) pair, on the simulated machine: the same
+/// blocks come back with their orders, the same `memblock.reserved` for
+/// every strategy that reserves (`skip` reserves none of them), the same
+/// buddy free lists (as sets: their order depends on the order of the
+/// frees), outside scratch ([`NextBoot`]).
+#[test]
+fn every_tracker_under_every_strategy_ends_the_boot_alike() {
+    use kho_machine::{MemblockFlags, OldKernelConfig, Scenario, WorkloadKind, old_kernel_boot};
+    const SIZE: u64 = 64 << 20;
+    let mut base: Option<NextBoot> = None;
+    let mut pairs = 0;
+    let mut preserved: Option<Vec<Block>> = None;
+    for kind in SchemeKind::ALL {
+        let mut cfg = OldKernelConfig::new(SIZE, Strategy::Bulk).unwrap();
+        cfg.scenario = Scenario::preset(WorkloadKind::Mixed, SIZE);
+        cfg.scheme = MachineScheme::by_name(kind.name());
+        let img = old_kernel_boot(&cfg).unwrap();
+        // Every tracker is handed the same blocks.
+        match &preserved {
+            None => preserved = Some(img.preserved.clone()),
+            Some(p) => assert_eq!(p, &img.preserved, "{kind}"),
+        }
+        let orders: BTreeSet<Order> = img.preserved.iter().map(|b| b.order()).collect();
+        assert!(orders.len() > 1, "a workload of one order proves little");
+        for &s in kind.strategies() {
+            let got = next_boot(&img, kind, s);
+            for (r, b) in got.restores.iter().zip(&img.preserved) {
+                assert_eq!(r, &Ok((b.pfn(), b.order())), "{kind}/{s}");
+            }
+            pairs += 1;
+            assert!(
+                got.reserved
+                    .iter()
+                    .any(|r| r.1.contains(MemblockFlags::RSRV_NOINIT))
+                    || s == Strategy::Skip,
+                "{kind}/{s}: the preserved memory is reserved outside scratch"
+            );
+            let Some(want) = &base else {
+                assert_eq!(s, Strategy::PerBlock, "the base reserves");
+                base = Some(got);
+                continue;
+            };
+            assert_eq!(got.free, want.free, "{kind}/{s}: free lists");
+            assert_eq!(got.restores, want.restores, "{kind}/{s}: restores");
+            if s == Strategy::Skip {
+                assert!(
+                    got.reserved
+                        .iter()
+                        .all(|r| !r.1.contains(MemblockFlags::RSRV_NOINIT)),
+                    "{kind}/{s}: nothing preserved is reserved"
+                );
+            } else {
+                assert_eq!(got.reserved, want.reserved, "{kind}/{s}: memblock.reserved");
+            }
+        }
+    }
+    assert_eq!(pairs, 19);
+}
