@@ -513,6 +513,13 @@ struct BenchArgs {
     /// --quick).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
+    /// The next kernel's struct-page configuration in every cell, for the
+    /// KHO boot and its baseline alike (see `kho run --memmap`).
+    #[arg(long, default_value = "eager", value_parser = memmap_parser())]
+    memmap: MemmapMode,
+    /// The next kernel's CPUs in every cell (deferred init's padata split).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: u16,
     /// Skip the scaling sweep.
     #[arg(long)]
     no_scaling: bool,
@@ -630,6 +637,11 @@ fn bench(a: &BenchArgs) -> Result<()> {
         )));
     }
     cfg.cap = std::time::Duration::from_secs_f64(a.cap_seconds);
+    cfg.kernel = kho_machine::NewKernelConfig {
+        memmap: a.memmap,
+        threads: usize::from(a.threads),
+        parallel_memmap_init: false,
+    };
     let started = std::time::Instant::now();
     let pb = indicatif::ProgressBar::new(cfg.steps());
     pb.set_style(

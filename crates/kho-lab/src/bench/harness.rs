@@ -33,8 +33,8 @@ use std::time::Instant;
 
 use kho::{Block, PAGE_SIZE, PhysAddr, PhysRange, RadixTree, RamMap, VecArena};
 use kho_machine::{
-    OldKernelConfig, OldKernelImage, Scenario, Strategy, WorkloadKind, new_kernel_boot,
-    old_kernel_boot, read_setup_data,
+    NewKernelConfig, OldKernelConfig, OldKernelImage, Scenario, Strategy, WorkloadKind,
+    new_kernel_boot, old_kernel_boot, read_setup_data,
 };
 use serde::Serialize;
 
@@ -95,6 +95,11 @@ pub struct Cell {
     pub tracker: String,
     /// Restore strategy: what decides the next boot's memblock work.
     pub strategy: String,
+    /// The next kernel's struct-page configuration (`eager`, `deferred`,
+    /// `lazy`), the baseline's too.
+    pub memmap: String,
+    /// The next kernel's CPUs.
+    pub threads: usize,
     /// Preserved blocks (as the next kernel found them).
     pub blocks: u64,
     /// Preserved pages.
@@ -277,6 +282,7 @@ pub fn run_workload(
     w: &Workload,
     schemes: &[SchemeKind],
     reps: usize,
+    kernel: NewKernelConfig,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Vec<Cell>, BenchError> {
     let mut images: Vec<(SchemeKind, OldKernelImage)> = Vec::new();
@@ -290,6 +296,9 @@ pub fn run_workload(
         let mut cfg = OldKernelConfig::new(w.machine_size, Strategy::Bulk).map_err(old_kernel)?;
         cfg.scenario = w.scenario.clone();
         cfg.scheme = MachineScheme::by_name(kind.name());
+        // kho-v3 for every tracker: the same blocks in every row (under
+        // kho-v4 ours alone would add its LUO sessions' pages).
+        cfg.abi = kho::KhoVersion::V3;
         let img = old_kernel_boot(&cfg).map_err(old_kernel)?;
         images.push((kind, img));
     }
@@ -328,7 +337,7 @@ pub fn run_workload(
                 &img.mem,
                 Ok(h),
                 a.strategy,
-                kho_machine::MemmapMode::Eager,
+                kernel,
                 MachineScheme::by_name(kind.name()),
             )
             .map_err(|source| BenchError::NewKernel {
@@ -383,6 +392,8 @@ pub fn run_workload(
         let base = median(&mut a.base);
         let total = walk + memblock + mm;
         cells.push(Cell {
+            memmap: kernel.memmap.to_string(),
+            threads: kernel.threads,
             workload: w.name.clone(),
             scheme: a.kind.name().to_owned(),
             tracker: a.kind.name().to_owned(),

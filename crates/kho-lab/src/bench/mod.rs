@@ -121,6 +121,9 @@ pub struct BenchConfig {
     pub cap: Duration,
     /// The curve measured whatever the cap up to its limit.
     pub reference: Option<Reference>,
+    /// The next kernel's configuration for every cell (`--memmap`,
+    /// `--threads`): eager on one CPU by default.
+    pub kernel: kho_machine::NewKernelConfig,
 }
 
 /// The reference's limit in the default run: mainline per-block measured
@@ -172,6 +175,7 @@ impl BenchConfig {
             sweep_strategies: SweepStrategy::all(),
             cap: Duration::from_secs(5),
             reference: None,
+            kernel: kho_machine::MemmapMode::Eager.into(),
         }
     }
 
@@ -205,6 +209,7 @@ impl BenchConfig {
             sweep_strategies: SweepStrategy::all(),
             cap: Duration::from_secs(5),
             reference: None,
+            kernel: kho_machine::MemmapMode::Eager.into(),
         }
     }
 
@@ -282,7 +287,13 @@ pub struct BenchReport {
 pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, BenchError> {
     let mut cells = Vec::new();
     for w in &cfg.workloads {
-        cells.extend(harness::run_workload(w, &cfg.schemes, cfg.reps, progress)?);
+        cells.extend(harness::run_workload(
+            w,
+            &cfg.schemes,
+            cfg.reps,
+            cfg.kernel,
+            progress,
+        )?);
     }
     report::fill_cell_ratios(&mut cells);
     let scaling = scaling::sweep(
