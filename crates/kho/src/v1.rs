@@ -364,7 +364,9 @@ pub enum V1Error {
     },
     /// A bitmap that lies in a chunk page of the list: chunks and bitmaps
     /// are separate allocations.
-    #[error("chunk {chunk} entry {entry}: bitmap {bitmap} lies in chunk page {list_chunk} of the list")]
+    #[error(
+        "chunk {chunk} entry {entry}: bitmap {bitmap} lies in chunk page {list_chunk} of the list"
+    )]
     BitmapInChunk {
         /// The chunk of the entry.
         chunk: PhysAddr,
@@ -538,7 +540,7 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
     /// 12)` bytes, aligned) that holds a preserved page, so a span that
     /// meets RAM. Hence `sum over orders of ceil(spans meeting RAM / 255)`,
     /// never more than the RAM's pages. For 1 TiB of RAM in one range:
-    /// 598 chunks with 512-byte bitmaps, 123 with page bitmaps.
+    /// 564 chunks with 512-byte bitmaps, 115 with page bitmaps.
     pub fn chunk_cap(ram: RamMap<'_>, size: BitmapSize) -> u64 {
         let per_chunk = u64::try_from(KHOSER_BITMAP_SIZE).unwrap_or(1).max(1);
         let mut chunks = 0u64;

@@ -213,10 +213,7 @@ pub fn detect_bitmap_size<M: PageMap + ?Sized>(
         return decided(BitmapSize::Bytes512, e);
     }
     match (small_check, page_check) {
-        (Ok(_), Err(e)) => decided(
-            BitmapSize::Bytes512,
-            BitmapEvidence::PageReadingInvalid(e),
-        ),
+        (Ok(_), Err(e)) => decided(BitmapSize::Bytes512, BitmapEvidence::PageReadingInvalid(e)),
         (Err(e), Ok(_)) => decided(BitmapSize::Page, BitmapEvidence::Bytes512ReadingInvalid(e)),
         (Ok(s), Ok(_)) => match layout.bits_past {
             Some(e) => decided(BitmapSize::Page, e),
@@ -255,7 +252,10 @@ fn scan_layout<M: PageMap + ?Sized>(map: &M, head: PhysAddr, budget: u64) -> Lay
             break;
         }
         for i in 0..num {
-            let Some(w) = i.checked_mul(2).and_then(|x| x.checked_add(FIRST_ENTRY_WORD)) else {
+            let Some(w) = i
+                .checked_mul(2)
+                .and_then(|x| x.checked_add(FIRST_ENTRY_WORD))
+            else {
                 break;
             };
             let phys_start = PhysAddr::new(load(w));
