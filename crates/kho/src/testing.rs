@@ -29,6 +29,7 @@ pub mod fuzz_bytes;
 pub(crate) mod luo_fixture;
 mod tree;
 pub mod tree_fuzz;
+pub mod v1_fuzz;
 pub mod v1_input;
 mod v1_writer;
 pub mod walk_input;
@@ -57,6 +58,14 @@ pub fn fuzz_v1(data: &[u8]) {
 /// crash.
 pub fn fuzz_tree(data: &[u8]) {
     let _ = tree_fuzz::run(data);
+}
+
+/// Structure-aware fuzz entry point of the kho-v1 reader: a chunk list
+/// described by the bytes is written, mutated and checked against a
+/// reference reader ([`v1_fuzz`]). Panics on a wrong answer, not only on a
+/// crash.
+pub fn fuzz_v1_list(data: &[u8]) {
+    let _ = v1_fuzz::run(data);
 }
 
 /// Fuzz entry point of the root FDT parser: arbitrary bytes are parsed and

@@ -37,8 +37,13 @@ fn random_descriptions_agree_with_the_reference() {
             None => rejected += 1,
         }
     }
-    std::eprintln!("valid {valid} (mutated {mutated_valid}), rejected {rejected}, most blocks {most}");
-    assert!(valid > 50 && rejected > 50, "valid {valid}, rejected {rejected}");
+    std::eprintln!(
+        "valid {valid} (mutated {mutated_valid}), rejected {rejected}, most blocks {most}"
+    );
+    assert!(
+        valid > 50 && rejected > 50,
+        "valid {valid}, rejected {rejected}"
+    );
     assert!(mutated_valid > 10, "mutated yet valid: {mutated_valid}");
     assert!(most >= 32768, "no description filled a leaf: {most}");
 }
@@ -58,4 +63,54 @@ fn soak_tree() {
         let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         run(&data);
     }
+}
+
+/// Regenerates the corpus seeds of the `tree` target from the same random
+/// stream: `cargo test --release -p kho --lib -- --ignored write_tree_seeds`.
+#[test]
+#[ignore = "writes fuzz/corpus/tree"]
+fn write_tree_seeds() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/tree");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+    let mut wanted = [
+        ("valid-unmutated", 3usize),
+        ("valid-mutated", 3),
+        ("rejected", 4),
+    ];
+    for _ in 0..400 {
+        let len = (next() % 400) as usize;
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let out = run(&data);
+        let class = match (&out.walk, out.mutations) {
+            (Some(_), 0) => 0,
+            (Some(_), _) => 1,
+            (None, _) => 2,
+        };
+        let (name, left) = &mut wanted[class];
+        if *left > 0 {
+            *left -= 1;
+            std::fs::write(dir.join(std::format!("{name}-{left}")), &data).unwrap();
+        }
+    }
+}
+
+/// Each seed of fuzz/corpus/tree does what its name says.
+#[test]
+fn tree_seeds_do_what_their_names_say() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/tree");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = std::string::String::from(path.file_name().unwrap().to_str().unwrap());
+        let out = run(&std::fs::read(&path).unwrap());
+        let class = match (&out.walk, out.mutations) {
+            (Some(_), 0) => "valid-unmutated",
+            (Some(_), _) => "valid-mutated",
+            (None, _) => "rejected",
+        };
+        assert!(name.starts_with(class), "{name} is {class}");
+        n += 1;
+    }
+    assert!(n >= 10, "{n} seeds");
 }
