@@ -12,12 +12,12 @@
 
 use core::iter::{Enumerate, Take};
 use core::slice::{ChunksExact, Iter};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use crate::addr::{Block, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysRange};
-use crate::mem::{AtomicPage, MemError, PAGE_WORDS, PageMap, RamMap};
+use crate::mem::{AtomicPage, AtomicU64, MemError, PAGE_WORDS, PageMap, RamMap};
 
 /// Entries per chunk: `KHOSER_BITMAP_SIZE = (4096 - 16) / 16`.
 pub const KHOSER_BITMAP_SIZE: usize = 255;
