@@ -3,10 +3,12 @@
 //! and unpreserves on shared nodes, with the real writer code, whose atomics
 //! are loom's under `--cfg loom` (crates/kho/src/mem.rs).
 //!
-//!     RUSTFLAGS="--cfg loom" cargo test --release -p kho --test loom
+//!     RUST_BACKTRACE=0 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+//!         cargo test --release -p kho --test loom
 //!
-//! (`LOOM_MAX_PREEMPTIONS` overrides the bound set below.) Without
-//! `--cfg loom` this file is empty.
+//! (`LOOM_MAX_PREEMPTIONS` overrides the bound set below; with backtraces
+//! on, a failing model overflows loom's coroutine stack and hangs.)
+//! Without `--cfg loom` this file is empty.
 //!
 //! The models, each checked against what a sequential run gives:
 //! - two preservers of neighbouring pages in an empty tree: they race to
