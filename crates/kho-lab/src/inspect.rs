@@ -16,11 +16,14 @@
 //!    subnodes; a broken FDT stops here;
 //! 2. the format: `--format` if given, else from `compatible` (`kho-v2`,
 //!    `kho-v3`: the radix tree). `kho-v1` shipped with two bitmap sizes under
-//!    one string, so both readings are tried: if exactly one validates it is
-//!    the one; if both validate to the same blocks the size does not matter
-//!    (reported as `kho-v1`, with a note); otherwise (both validate to
-//!    different blocks, or neither validates) the caller must say
-//!    `--format`, and the finding says why;
+//!    one string: the size is decided from the evidence in the image
+//!    ([`kho::detect_bitmap_size`]: a bitmap not page aligned or a
+//!    `phys_start` off the page span means 512 bytes, a page reading
+//!    inconsistent with RAM means 512 bytes, bits past 4095 that no listed
+//!    512-byte bitmap covers mean a page), and a note names the evidence.
+//!    With no evidence both sizes give the same blocks: read as `kho-v1`,
+//!    with a note naming the flags; only when neither reading validates
+//!    and nothing decides is `--format` required, and the findings say so;
 //! 3. the memory map against the RAM map (the image's segments, or
 //!    `--ram`) and the forbidden ranges (`--forbidden`): the radix walker
 //!    ([`RadixReader`]) or the chunk reader ([`V1Reader`], then its overlap
@@ -44,9 +47,9 @@ use std::str::FromStr;
 
 use kho::KhoserMemChunk;
 use kho::{
-    BitmapSize, Block, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS, PAGE_SIZE,
-    PageMap, PhysAddr, PhysRange, PreservedSet, RadixReader, RamMap, TrackerPages, V1Error,
-    V1Reader, WalkError,
+    BitmapSize, BitmapVerdict, Block, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS,
+    PAGE_SIZE, PageMap, PhysAddr, PhysRange, PreservedSet, RadixReader, RamMap, TrackerPages,
+    Undecided, V1Error, V1Reader, WalkError,
 };
 use serde::Serialize;
 
@@ -331,7 +334,9 @@ fn v1_finding(e: &V1Error) -> Finding {
         | V1Error::BitmapOutsideRam { chunk, .. }
         | V1Error::BitmapForbidden { chunk, .. }
         | V1Error::PhysStartMisaligned { chunk, .. }
-        | V1Error::BlockOverflow { chunk, .. } => chunk,
+        | V1Error::BlockOverflow { chunk, .. }
+        | V1Error::BitmapShared { chunk, .. }
+        | V1Error::BitmapInChunk { chunk, .. } => chunk,
         V1Error::Unmapped { phys, .. } => phys,
         V1Error::BlockOutsideRam { block, .. } | V1Error::BlockForbidden { block, .. } => {
             block.phys()
@@ -398,8 +403,9 @@ fn read_v1(
             }
         }
     }
+    // Overlaps, from the entries (no second copy of the blocks).
     if out.errors.is_empty()
-        && let Err(e) = reader.read_all(head)
+        && let Err(e) = reader.check(head, |_| ())
     {
         out.errors.push(v1_finding(&e));
     }
@@ -580,7 +586,8 @@ fn read_as(image: &MemImage, map: RamMap<'_>, root: PhysAddr, f: MapFormat, max:
     }
 }
 
-/// kho-v1 without `--format`: both bitmap sizes tried (see the module doc).
+/// kho-v1 without `--format`: the bitmap size decided from the evidence
+/// in the image ([`kho::detect_bitmap_size`], see the module doc).
 fn detect_v1(
     image: &MemImage,
     map: RamMap<'_>,
@@ -588,46 +595,51 @@ fn detect_v1(
     max: u64,
     notes: &mut Vec<String>,
 ) -> (Option<MapFormat>, Reading) {
-    let small = read_v1(image, map, head, BitmapSize::Bytes512, max);
-    let page = read_v1(image, map, head, BitmapSize::Page, max);
-    match (small.errors.is_empty(), page.errors.is_empty()) {
-        (true, false) => (Some(MapFormat::V1Bytes512), small),
-        (false, true) => (Some(MapFormat::V1Page), page),
-        (true, true) if small.blocks == page.blocks => {
-            notes.push(
-                "kho-v1 bitmap size undetermined: 512-byte and page bitmaps give the same blocks"
-                    .to_owned(),
-            );
-            (Some(MapFormat::V1Page), page)
+    const FORCE: &str = "--format kho-v1-512 or --format kho-v1 forces a size";
+    match kho::detect_bitmap_size(image, map, head) {
+        BitmapVerdict::Decided { size, evidence } => {
+            let format = match size {
+                BitmapSize::Bytes512 => MapFormat::V1Bytes512,
+                BitmapSize::Page => MapFormat::V1Page,
+            };
+            notes.push(format!(
+                "kho-v1 bitmap size detected: {} ({format}), from the evidence: {evidence}",
+                bitmap_size_name(size)
+            ));
+            (Some(format), read_v1(image, map, head, size, max))
         }
-        (true, true) => {
+        BitmapVerdict::Undecided(why @ Undecided::NoEvidence { .. }) => {
+            notes.push(format!(
+                "kho-v1 bitmap size undecided, read as page bitmaps: {why}; {FORCE}"
+            ));
+            (
+                Some(MapFormat::V1Page),
+                read_v1(image, map, head, BitmapSize::Page, max),
+            )
+        }
+        BitmapVerdict::Undecided(Undecided::NeitherValidates { bytes512, page }) => {
             let mut r = Reading::default();
             r.errors.push(Finding::phys(
                 head,
                 format!(
-                    "kho-v1 bitmap size is ambiguous: 512-byte bitmaps give {} blocks, page \
-                     bitmaps {}; pass --format kho-v1-512 or --format kho-v1",
-                    small.blocks.len(),
-                    page.blocks.len()
+                    "kho-v1 bitmap size undecided: neither 512-byte nor page bitmaps validate \
+                     and the layout decides nothing (errors follow); {FORCE}"
                 ),
             ));
-            (None, r)
-        }
-        (false, false) => {
-            let mut r = Reading::default();
-            r.errors.push(Finding::phys(
-                head,
-                "kho-v1 bitmap size not detected: neither 512-byte nor page bitmaps validate \
-                 (errors follow); pass --format kho-v1-512 or --format kho-v1",
-            ));
-            for (size, reading) in [("512-byte bitmaps", small), ("page bitmaps", page)] {
-                for mut f in reading.errors {
-                    f.message = format!("as {size}: {}", f.message);
-                    r.errors.push(f);
-                }
+            for (name, e) in [("512-byte bitmaps", bytes512), ("page bitmaps", page)] {
+                let mut f = v1_finding(&e);
+                f.message = format!("as {name}: {}", f.message);
+                r.errors.push(f);
             }
             (None, r)
         }
+    }
+}
+
+fn bitmap_size_name(size: BitmapSize) -> &'static str {
+    match size {
+        BitmapSize::Bytes512 => "512-byte bitmaps",
+        BitmapSize::Page => "page bitmaps",
     }
 }
 

@@ -155,9 +155,11 @@ pub use mem::VecArena;
 pub use mem::{AtomicPage, MemError, PAGE_WORDS, PageAlloc, PageMap, RamMap, RamMapError};
 pub use name::FdtName;
 pub use radix::{CompactStats, Cursor, PageSplit, RadixError, RadixStats, RadixTree, split_pages};
+#[cfg(feature = "alloc")]
+pub use v1::{BitmapEvidence, BitmapVerdict, Undecided, V1Summary, detect_bitmap_size};
 pub use v1::{
     BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,
-    V1Blocks, V1Error, V1Reader,
+    V1Blocks, V1Error, V1Reader, V1Work,
 };
 #[cfg(feature = "alloc")]
 pub use walk::NodeSet;

@@ -4,10 +4,18 @@
 
 use core::fmt;
 use core::ops::Index;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use crate::addr::{PAGE_SIZE, PhysAddr, PhysRange};
 use crate::key::{LeafBit, TableIndex};
+
+/// The atomic word of a page and of the writer's counters: `core`'s, or
+/// loom's when the crate is built with `--cfg loom` for the model of the
+/// writer (`tests/loom.rs`, docs/testing.md). Nothing else changes.
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::AtomicU64;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicU64;
 
 /// Number of u64 words in a page.
 pub const PAGE_WORDS: usize = 512;
@@ -17,13 +25,22 @@ pub const PAGE_WORDS: usize = 512;
 #[repr(C, align(4096))]
 pub struct AtomicPage([AtomicU64; PAGE_WORDS]);
 
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<AtomicPage>() as u64 == PAGE_SIZE);
 const _: () = assert!(core::mem::align_of::<AtomicPage>() as u64 == PAGE_SIZE);
 
 impl AtomicPage {
     /// A zeroed page.
+    #[cfg(not(loom))]
     pub const fn new() -> Self {
         Self([const { AtomicU64::new(0) }; PAGE_WORDS])
+    }
+
+    /// A zeroed page (loom's atomics are made at run time, inside a
+    /// model).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self(core::array::from_fn(|_| AtomicU64::new(0)))
     }
 
     /// The 512 words.

@@ -3,11 +3,11 @@
 //! and the overlap checks are in [`RadixTree`]'s documentation.
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use crate::addr::{Block, Order, PAGE_SIZE, Pfn, PhysAddr};
 use crate::key::{LEAF_SHIFT, LeafBit, Level, PerLevel, RadixKey, TABLE_SHIFT, TableIndex};
-use crate::mem::{AtomicPage, MemError, PageAlloc, PageMap};
+use crate::mem::{AtomicPage, AtomicU64, MemError, PageAlloc, PageMap};
 
 /// Errors of the radix tree writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -23,10 +23,13 @@
 )]
 
 pub mod abi_fuzz;
+pub mod fuzz_bytes;
 #[cfg(test)]
 #[allow(clippy::panic, clippy::as_conversions, clippy::result_large_err)]
 pub(crate) mod luo_fixture;
 mod tree;
+pub mod tree_fuzz;
+pub mod v1_fuzz;
 pub mod v1_input;
 mod v1_writer;
 pub mod walk_input;
@@ -47,6 +50,22 @@ pub fn fuzz_walk(data: &[u8]) {
 /// ([`v1_input`]). Must never panic.
 pub fn fuzz_v1(data: &[u8]) {
     v1_input::run(data);
+}
+
+/// Structure-aware fuzz entry point of the walk and the coalescer: a
+/// tree described by the bytes is written, mutated and checked against a
+/// reference walk ([`tree_fuzz`]). Panics on a wrong answer, not only on a
+/// crash.
+pub fn fuzz_tree(data: &[u8]) {
+    let _ = tree_fuzz::run(data);
+}
+
+/// Structure-aware fuzz entry point of the kho-v1 reader: a chunk list
+/// described by the bytes is written, mutated and checked against a
+/// reference reader ([`v1_fuzz`]). Panics on a wrong answer, not only on a
+/// crash.
+pub fn fuzz_v1_list(data: &[u8]) {
+    let _ = v1_fuzz::run(data);
 }
 
 /// Fuzz entry point of the root FDT parser: arbitrary bytes are parsed and

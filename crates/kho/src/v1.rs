@@ -12,12 +12,12 @@
 
 use core::iter::{Enumerate, Take};
 use core::slice::{ChunksExact, Iter};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 use crate::addr::{Block, Order, PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysRange};
-use crate::mem::{AtomicPage, MemError, PAGE_WORDS, PageMap, RamMap};
+use crate::mem::{AtomicPage, AtomicU64, MemError, PAGE_WORDS, PageMap, RamMap};
 
 /// Entries per chunk: `KHOSER_BITMAP_SIZE = (4096 - 16) / 16`.
 pub const KHOSER_BITMAP_SIZE: usize = 255;
@@ -343,7 +343,42 @@ pub enum V1Error {
         /// The forbidden range it touches.
         forbidden: PhysRange,
     },
-    /// Two blocks share pages (found by [`V1Reader::read_all`]).
+    /// Two entries name the same bitmap (the same 512-byte slot, or the
+    /// same page): Linux allocates one bitmap per entry, so a shared one
+    /// is corruption (and would repeat every block it holds).
+    #[error(
+        "chunk {chunk} entry {entry}: bitmap {bitmap} is already the bitmap of chunk \
+         {first_chunk} entry {first_entry}"
+    )]
+    BitmapShared {
+        /// The bitmap.
+        bitmap: PhysAddr,
+        /// The chunk of the entry that named it first.
+        first_chunk: PhysAddr,
+        /// That entry's index.
+        first_entry: u32,
+        /// The chunk of the entry that names it again.
+        chunk: PhysAddr,
+        /// That entry's index.
+        entry: u32,
+    },
+    /// A bitmap that lies in a chunk page of the list: chunks and bitmaps
+    /// are separate allocations.
+    #[error(
+        "chunk {chunk} entry {entry}: bitmap {bitmap} lies in chunk page {list_chunk} of the list"
+    )]
+    BitmapInChunk {
+        /// The chunk of the entry.
+        chunk: PhysAddr,
+        /// The entry index.
+        entry: u32,
+        /// The bitmap.
+        bitmap: PhysAddr,
+        /// The chunk page it lies in.
+        list_chunk: PhysAddr,
+    },
+    /// Two blocks share pages (found by [`V1Reader::read_all`] and
+    /// [`V1Reader::check`]).
     #[error("blocks {first:?} and {second:?} overlap")]
     Overlap {
         /// The earlier block (by address).
@@ -351,6 +386,51 @@ pub enum V1Error {
         /// The block that starts inside it.
         second: Block,
     },
+}
+
+/// The work a chunk-list read has done, in units the tests count: chunks
+/// entered, entries checked, bitmap words loaded, blocks yielded.
+///
+/// Every unit is bounded by the one before it: at most 255 entries per
+/// chunk, [`BitmapSize::bytes`]` / 8` words per entry, 64 blocks per word;
+/// so a read of `c` chunks costs at most [`V1Work::bound`]`(size, c)`
+/// units, and the chunks are capped by the reader's chunk budget (by
+/// default [`V1Reader::chunk_cap`], what the RAM can justify). A bitmap
+/// named by two entries is rejected ([`V1Error::BitmapShared`]), so the
+/// words loaded are distinct memory: no amplification.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct V1Work {
+    /// Chunks entered.
+    pub chunks: u64,
+    /// Entries checked.
+    pub entries: u64,
+    /// Bitmap words loaded.
+    pub words: u64,
+    /// Blocks yielded.
+    pub blocks: u64,
+}
+
+impl V1Work {
+    /// All units.
+    pub const fn total(&self) -> u64 {
+        self.chunks
+            .saturating_add(self.entries)
+            .saturating_add(self.words)
+            .saturating_add(self.blocks)
+    }
+
+    /// The most units a read of `chunks` chunks of `size` bitmaps can
+    /// cost: `chunks * (1 + 255 * (1 + 65 * words))`.
+    pub const fn bound(size: BitmapSize, chunks: u64) -> u64 {
+        // Constants: 65 * 512 + 1 fits easily; the products saturate.
+        let words = match size {
+            BitmapSize::Bytes512 => 64u64,
+            BitmapSize::Page => 512u64,
+        };
+        let per_entry = words.saturating_mul(65).saturating_add(1);
+        let per_chunk = per_entry.saturating_mul(255).saturating_add(1);
+        chunks.saturating_mul(per_chunk)
+    }
 }
 
 /// Reads kho-v1 chunk lists from untrusted memory.
@@ -397,7 +477,8 @@ pub enum V1Error {
 ///
 /// The list is untrusted. [`V1Blocks`] checks, in this order, and stops at
 /// the first failure with a [`V1Error`] that carries the addresses and
-/// values:
+/// values (a whole-list check that also rejects overlaps without
+/// collecting the blocks: [`V1Reader::check`]):
 /// 1. each chunk: page aligned, wholly in RAM, clear of the forbidden ranges
 ///    (scratch, kernel, ...), within the chunk budget, not seen before
 ///    (Brent's cycle detection: no memory, detects a loop after at most two
@@ -408,12 +489,21 @@ pub enum V1Error {
 /// 3. each set bit: the block's address fits in 64 bits, the block lies in
 ///    one RAM range and clear of the forbidden ranges.
 ///
+/// Under `alloc` the stream also remembers the chunk pages and the bitmaps
+/// it entered (8 to 24 bytes per entry, bounded by the chunk budget): a
+/// bitmap named by two entries is [`V1Error::BitmapShared`] (both entries
+/// named), a bitmap inside a chunk page of the list is
+/// [`V1Error::BitmapInChunk`], and a chunk entered twice is a cycle at
+/// once. Without `alloc` only Brent's check runs.
+///
 /// Blocks come out in list order, as Linux restores them. Overlaps between
 /// blocks (the same bit in two entries, or blocks of different orders over
 /// the same pages) cannot be seen in a stream: [`V1Reader::read_all`]
 /// (under `alloc`) collects, sorts and checks them, at `O(N log N)` time and
-/// 16 bytes per block. Work is bounded: at most `budget` chunks of 255
-/// entries, each bitmap read one word at a time and each word loaded once.
+/// 16 bytes per block; [`V1Reader::check`] finds the same overlaps from the
+/// entries (24 bytes each), not the blocks. Work is bounded: at most
+/// `budget` chunks of 255 entries, each bitmap read one word at a time and
+/// each word loaded once ([`V1Work`]).
 /// A consumer must treat any error as fatal for the whole handover: with a
 /// cycle, blocks of the looping chunks may repeat before it is detected.
 #[derive(Debug)]
@@ -434,15 +524,59 @@ impl<M: ?Sized> Copy for V1Reader<'_, M> {}
 
 impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
     /// A reader over `map`, checking against `ram`, for bitmaps of `size`.
-    /// The chunk budget defaults to the number of RAM pages (distinct
-    /// chunks cannot be more).
+    /// The chunk budget defaults to [`V1Reader::chunk_cap`].
     pub fn new(map: &'a M, ram: RamMap<'a>, size: BitmapSize) -> Self {
         Self {
             map,
             ram,
             size,
-            budget: ram.ram_bytes() >> PAGE_SHIFT,
+            budget: Self::chunk_cap(ram, size),
         }
+    }
+
+    /// The most chunks a list Linux wrote for this RAM can have: Linux
+    /// starts a fresh chunk per order and fills each with 255 entries, one
+    /// per bitmap, and a bitmap exists only for a span (`bits << (order +
+    /// 12)` bytes, aligned) that holds a preserved page, so a span that
+    /// meets RAM. Hence `sum over orders of ceil(spans meeting RAM / 255)`,
+    /// never more than the RAM's pages. For 1 TiB of RAM in one range:
+    /// 564 chunks with 512-byte bitmaps, 115 with page bitmaps.
+    pub fn chunk_cap(ram: RamMap<'_>, size: BitmapSize) -> u64 {
+        let per_chunk = u64::try_from(KHOSER_BITMAP_SIZE).unwrap_or(1).max(1);
+        let mut chunks = 0u64;
+        for raw in 0..=Order::MAX.as_u32() {
+            let Ok(order) = Order::try_new(raw) else {
+                continue;
+            };
+            let shift = size.span_shift(order);
+            let spans = ram
+                .ram()
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| {
+                    let first = r.start().as_u64().checked_shr(shift).unwrap_or(0);
+                    let last = r
+                        .end()
+                        .as_u64()
+                        .saturating_sub(1)
+                        .checked_shr(shift)
+                        .unwrap_or(0);
+                    last.saturating_sub(first).saturating_add(1)
+                })
+                .fold(0u64, u64::saturating_add);
+            chunks = chunks.saturating_add(spans.div_ceil(per_chunk));
+        }
+        chunks.min(ram.ram_bytes() >> PAGE_SHIFT)
+    }
+
+    /// The chunk budget in force.
+    pub fn chunk_budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// The bitmap size this reader reads.
+    pub fn bitmap_size(&self) -> BitmapSize {
+        self.size
     }
 
     /// Stops with [`V1Error::ChunkBudget`] past `chunks` chunks.
@@ -465,6 +599,9 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
             chunk: None,
             bitmap: None,
             done: false,
+            work: V1Work::default(),
+            #[cfg(feature = "alloc")]
+            seen: Seen::default(),
         }
     }
 
@@ -478,6 +615,179 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
         blocks.sort_unstable();
         check_overlaps(&blocks)?;
         Ok(blocks)
+    }
+}
+
+/// What [`V1Reader::check`] found in a valid list.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct V1Summary {
+    /// Blocks listed.
+    pub blocks: u64,
+    /// Bytes they cover.
+    pub bytes: u64,
+    /// Entries (bitmaps) listed.
+    pub entries: u64,
+    /// The work the stream did ([`V1Work`]); the overlap pass adds at most
+    /// one word load per block and higher order present.
+    pub work: V1Work,
+}
+
+#[cfg(feature = "alloc")]
+impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
+    /// Checks the whole list at `head` as [`V1Reader::read_all`] does
+    /// (the stream's checks, then no two blocks overlapping) without
+    /// collecting the blocks: memory is 40 bytes or so per entry, not per
+    /// block, and `f` sees every block in list order.
+    ///
+    /// Overlaps are found from the entries: two entries' spans (aligned,
+    /// of power-of-two sizes) are nested or disjoint, so a block of entry
+    /// `A` can only meet a block of an entry `B` of a higher order whose
+    /// span holds `A`'s, or of an entry of `A`'s very order and
+    /// `phys_start`. Each set bit of `A` is looked up in each such `B`:
+    /// at most one word load per block and higher order present.
+    pub fn check<F: FnMut(Block)>(&self, head: PhysAddr, mut f: F) -> Result<V1Summary, V1Error> {
+        let mut it = self.blocks(head);
+        let mut summary = V1Summary::default();
+        for block in it.by_ref() {
+            let block = block?;
+            summary.blocks = summary.blocks.saturating_add(1);
+            summary.bytes = summary.bytes.saturating_add(block.size());
+            f(block);
+        }
+        summary.work = it.work;
+        let mut entries = core::mem::take(&mut it.seen.entries);
+        summary.entries = u64::try_from(entries.len()).unwrap_or(u64::MAX);
+        entries.sort_unstable_by_key(|e| (e.order, e.phys_start));
+        self.check_entry_overlaps(&entries)?;
+        Ok(summary)
+    }
+
+    /// The words of a bitmap the stream already checked.
+    fn bitmap_words(&self, bitmap: PhysAddr) -> &'a [AtomicU64] {
+        let page_phys = bitmap.align_down(PAGE_SIZE);
+        let first = bitmap
+            .offset_from(page_phys)
+            .and_then(|off| usize::try_from(off / 8).ok())
+            .unwrap_or(0);
+        self.map
+            .page(page_phys)
+            .ok()
+            .and_then(|p| p.words().get(first..first.checked_add(self.size.words())?))
+            .unwrap_or_default()
+    }
+
+    /// The block of bit `bit` of entry `e` (checked by the stream).
+    fn entry_block(e: &EntryRec, bit: u64) -> Option<Block> {
+        let off = bit.checked_shl(e.order.shift())?;
+        let phys = e.phys_start.checked_add(off)?;
+        Block::new(phys, e.order).ok()
+    }
+
+    /// See [`V1Reader::check`]; `sorted` by (order, phys_start).
+    fn check_entry_overlaps(&self, sorted: &[EntryRec]) -> Result<(), V1Error> {
+        let mut present = 0u64;
+        for e in sorted {
+            present |= 1u64.checked_shl(e.order.as_u32()).unwrap_or(0);
+        }
+        for (i, a) in sorted.iter().enumerate() {
+            let a_words = self.bitmap_words(a.bitmap);
+            // Same order and phys_start, later in the sort: a common bit
+            // is the same block twice.
+            for b in sorted.get(i.saturating_add(1)..).unwrap_or_default() {
+                if (b.order, b.phys_start) != (a.order, a.phys_start) {
+                    break;
+                }
+                let b_words = self.bitmap_words(b.bitmap);
+                for (w, (x, y)) in a_words.iter().zip(b_words).enumerate() {
+                    let common = x.load(Ordering::Relaxed) & y.load(Ordering::Relaxed);
+                    if common != 0 {
+                        let bit = u64::try_from(w)
+                            .unwrap_or(0)
+                            .saturating_mul(64)
+                            .saturating_add(u64::from(common.trailing_zeros()));
+                        if let Some(block) = Self::entry_block(a, bit) {
+                            return Err(V1Error::Overlap {
+                                first: block,
+                                second: block,
+                            });
+                        }
+                    }
+                }
+            }
+            // Higher orders, whose spans may hold this entry's span.
+            let upto = 2u64.checked_shl(a.order.as_u32()).unwrap_or(0);
+            let mut higher = present & !upto.wrapping_sub(1);
+            while higher != 0 {
+                let raw = higher.trailing_zeros();
+                higher &= higher.wrapping_sub(1);
+                let Ok(order) = Order::try_new(raw) else {
+                    continue;
+                };
+                let span_shift = self.size.span_shift(order);
+                let start = a
+                    .phys_start
+                    .as_u64()
+                    .checked_shr(span_shift)
+                    .and_then(|i| i.checked_shl(span_shift))
+                    .unwrap_or(0);
+                let key = (order, PhysAddr::new(start));
+                let lo = sorted.partition_point(|e| (e.order, e.phys_start) < key);
+                for b in sorted.get(lo..).unwrap_or_default() {
+                    if (b.order, b.phys_start) != key {
+                        break;
+                    }
+                    self.check_nested(a, a_words, b)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails if a set bit of `a` lies in a set block of `b` (of a higher
+    /// order, whose span holds `a`'s).
+    fn check_nested(
+        &self,
+        a: &EntryRec,
+        a_words: &[AtomicU64],
+        b: &EntryRec,
+    ) -> Result<(), V1Error> {
+        let b_words = self.bitmap_words(b.bitmap);
+        let b_shift = b.order.shift();
+        for (w, word) in a_words.iter().enumerate() {
+            let mut bits = word.load(Ordering::Relaxed);
+            while bits != 0 {
+                let t = bits.trailing_zeros();
+                bits &= bits.wrapping_sub(1);
+                let bit = u64::try_from(w)
+                    .unwrap_or(0)
+                    .saturating_mul(64)
+                    .saturating_add(u64::from(t));
+                let Some(small) = Self::entry_block(a, bit) else {
+                    continue;
+                };
+                let Some(b_bit) = small
+                    .phys()
+                    .offset_from(b.phys_start)
+                    .and_then(|off| off.checked_shr(b_shift))
+                else {
+                    continue;
+                };
+                let Ok(b_word) = usize::try_from(b_bit / 64) else {
+                    continue;
+                };
+                let set = b_words
+                    .get(b_word)
+                    .is_some_and(|x| x.load(Ordering::Relaxed) & (1u64 << (b_bit % 64)) != 0);
+                if set && let Some(big) = Self::entry_block(b, b_bit) {
+                    return Err(V1Error::Overlap {
+                        first: big,
+                        second: small,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -539,6 +849,28 @@ impl Brent {
     }
 }
 
+/// What the stream entered so far (under `alloc`): chunk pages, and each
+/// bitmap with the entry that named it first.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Default)]
+struct Seen {
+    chunks: alloc::collections::BTreeSet<u64>,
+    /// Bitmap address -> index in `entries`.
+    bitmaps: alloc::collections::BTreeMap<u64, usize>,
+    entries: alloc::vec::Vec<EntryRec>,
+}
+
+/// One entry entered, for [`V1Reader::check`]'s overlap pass.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, Copy)]
+struct EntryRec {
+    order: Order,
+    phys_start: PhysAddr,
+    bitmap: PhysAddr,
+    chunk: PhysAddr,
+    entry: u32,
+}
+
 /// The entries of one chunk still to read.
 #[derive(Debug)]
 struct ChunkScan<'a> {
@@ -580,9 +912,17 @@ pub struct V1Blocks<'a, M: ?Sized> {
     chunk: Option<ChunkScan<'a>>,
     bitmap: Option<BitmapScan<'a>>,
     done: bool,
+    work: V1Work,
+    #[cfg(feature = "alloc")]
+    seen: Seen,
 }
 
 impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
+    /// The work done so far.
+    pub fn work(&self) -> V1Work {
+        self.work
+    }
+
     fn page(&self, phys: PhysAddr) -> Result<&'a AtomicPage, V1Error> {
         self.map
             .page(phys)
@@ -612,6 +952,28 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
         if self.brent.visit(chunk) {
             return Err(V1Error::ChunkCycle { chunk });
         }
+        #[cfg(feature = "alloc")]
+        {
+            if !self.seen.chunks.insert(chunk.as_u64()) {
+                return Err(V1Error::ChunkCycle { chunk });
+            }
+            let end = chunk.as_u64().saturating_add(PAGE_SIZE);
+            if let Some(owner) = self
+                .seen
+                .bitmaps
+                .range(chunk.as_u64()..end)
+                .next()
+                .and_then(|(_, &i)| self.seen.entries.get(i))
+            {
+                return Err(V1Error::BitmapInChunk {
+                    chunk: owner.chunk,
+                    entry: owner.entry,
+                    bitmap: owner.bitmap,
+                    list_chunk: chunk,
+                });
+            }
+        }
+        self.work.chunks = self.work.chunks.saturating_add(1);
         let page = self.page(chunk)?;
         let words = page.words();
         let [next, packed] = [0, 1].map(|i| words.get(i).map_or(0, |w| w.load(Ordering::Relaxed)));
@@ -646,7 +1008,7 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
 
     /// Checks one entry and opens its bitmap.
     fn enter_bitmap(
-        &self,
+        &mut self,
         chunk: PhysAddr,
         order: Order,
         entry: u32,
@@ -702,6 +1064,41 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
             });
         }
         let page_phys = bitmap.align_down(PAGE_SIZE);
+        #[cfg(feature = "alloc")]
+        {
+            if self.seen.chunks.contains(&page_phys.as_u64()) {
+                return Err(V1Error::BitmapInChunk {
+                    chunk,
+                    entry,
+                    bitmap,
+                    list_chunk: page_phys,
+                });
+            }
+            if let Some(first) = self
+                .seen
+                .bitmaps
+                .get(&bitmap.as_u64())
+                .and_then(|&i| self.seen.entries.get(i))
+            {
+                return Err(V1Error::BitmapShared {
+                    bitmap,
+                    first_chunk: first.chunk,
+                    first_entry: first.entry,
+                    chunk,
+                    entry,
+                });
+            }
+            self.seen
+                .bitmaps
+                .insert(bitmap.as_u64(), self.seen.entries.len());
+            self.seen.entries.push(EntryRec {
+                order,
+                phys_start,
+                bitmap,
+                chunk,
+                entry,
+            });
+        }
         let page = self.page(page_phys)?;
         // Word offset of the bitmap in its page; in range by the alignment.
         let first = bitmap
@@ -799,7 +1196,10 @@ impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
                     bm.bits &= bm.bits.wrapping_sub(1);
                     let (ctx, word) = (bm.ctx, bm.word);
                     return match self.block(ctx, word, t) {
-                        Ok(block) => Some(Ok(block)),
+                        Ok(block) => {
+                            self.work.blocks = self.work.blocks.saturating_add(1);
+                            Some(Ok(block))
+                        }
                         Err(e) => self.fail(e),
                     };
                 }
@@ -807,6 +1207,7 @@ impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
                     Some((i, w)) => {
                         bm.word = i;
                         bm.bits = w.load(Ordering::Relaxed);
+                        self.work.words = self.work.words.saturating_add(1);
                     }
                     None => self.bitmap = None,
                 }
@@ -817,6 +1218,7 @@ impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
                     Some((i, pair)) => {
                         let (chunk, order) = (ch.phys, ch.order);
                         let entry = u32::try_from(i).unwrap_or(u32::MAX);
+                        self.work.entries = self.work.entries.saturating_add(1);
                         match self.enter_bitmap(chunk, order, entry, pair) {
                             Ok(bm) => self.bitmap = Some(bm),
                             Err(e) => return self.fail(e),
@@ -840,6 +1242,11 @@ impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
 }
 
 impl<M: PageMap + ?Sized> core::iter::FusedIterator for V1Blocks<'_, M> {}
+
+#[cfg(feature = "alloc")]
+mod detect;
+#[cfg(feature = "alloc")]
+pub use detect::{BitmapEvidence, BitmapVerdict, Undecided, detect_bitmap_size};
 
 #[cfg(all(test, feature = "alloc"))]
 mod tests;

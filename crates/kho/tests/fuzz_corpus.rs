@@ -42,6 +42,16 @@ fn v1_corpus() {
 }
 
 #[test]
+fn tree_corpus() {
+    replay("tree", kho::testing::fuzz_tree);
+}
+
+#[test]
+fn v1_list_corpus() {
+    replay("v1_list", kho::testing::fuzz_v1_list);
+}
+
+#[test]
 fn fdt_corpus() {
     replay("fdt", kho::testing::fuzz_fdt);
 }

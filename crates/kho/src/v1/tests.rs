@@ -554,21 +554,85 @@ fn error_overlap() {
             second: block(0x20_5000, 0)
         })
     );
-    // The same bitmap listed twice: every block repeats.
+    // The entry-level check finds it too, without collecting blocks.
+    assert_eq!(
+        reader.check(pa(BASE), |_| ()),
+        Err(V1Error::Overlap {
+            first: block(0x20_0000, 9),
+            second: block(0x20_5000, 0)
+        })
+    );
+    // Two entries of one order and phys_start whose bitmaps share a bit:
+    // the same block twice.
     chunk(
         &a,
         BASE + 0x1000,
         0,
         0,
-        &[(0, BASE + 0x2200), (0, BASE + 0x2200)],
+        &[(0, BASE + 0x2200), (0, BASE + 0x2400)],
     );
+    bitmap_word(&a, BASE + 0x2400, 8, 1 << 5);
     chunk(&a, BASE, BASE + 0x1000, 9, &[]);
+    let same = V1Error::Overlap {
+        first: block(0x20_5000, 0),
+        second: block(0x20_5000, 0),
+    };
+    assert_eq!(reader.read_all(pa(BASE)), Err(same));
+    assert_eq!(reader.check(pa(BASE), |_| ()), Err(same));
+}
+
+#[test]
+fn error_bitmap_shared() {
+    // The same bitmap named by two entries of two chunks: every block
+    // would repeat (the amplification of a shared all-ones page). Both
+    // entries are named.
+    let a = arena(4);
+    chunk(&a, BASE, BASE + 0x1000, 0, &[(0, BASE + 0x2000)]);
+    chunk(&a, BASE + 0x1000, 0, 0, &[(0x800_0000, BASE + 0x2000)]);
+    bitmap_word(&a, BASE + 0x2000, 0, 1);
+    for size in [BitmapSize::Bytes512, BitmapSize::Page] {
+        assert_eq!(
+            read_err(&a, size, BASE),
+            V1Error::BitmapShared {
+                bitmap: pa(BASE + 0x2000),
+                first_chunk: pa(BASE),
+                first_entry: 0,
+                chunk: pa(BASE + 0x1000),
+                entry: 0,
+            }
+        );
+    }
+    // 512-byte bitmaps may share a page (kmalloc-512 packs eight), not a
+    // slot.
+    chunk(&a, BASE + 0x1000, 0, 0, &[(0x800_0000, BASE + 0x2200)]);
+    assert_eq!(read(&a, BitmapSize::Bytes512, BASE).map(|b| b.len()), Ok(1));
+}
+
+#[test]
+fn error_bitmap_in_chunk() {
+    // A bitmap inside a chunk page of the list, before and after the
+    // chunk is entered.
+    let a = arena(4);
+    chunk(&a, BASE, BASE + 0x1000, 0, &[(0, BASE + 0x1200)]);
+    chunk(&a, BASE + 0x1000, 0, 0, &[]);
     assert_eq!(
-        reader.read_all(pa(BASE)),
-        Err(V1Error::Overlap {
-            first: block(0x20_5000, 0),
-            second: block(0x20_5000, 0)
-        })
+        read_err(&a, BitmapSize::Bytes512, BASE),
+        V1Error::BitmapInChunk {
+            chunk: pa(BASE),
+            entry: 0,
+            bitmap: pa(BASE + 0x1200),
+            list_chunk: pa(BASE + 0x1000),
+        }
+    );
+    chunk(&a, BASE, 0, 0, &[(0, BASE + 0x200)]);
+    assert_eq!(
+        read_err(&a, BitmapSize::Bytes512, BASE),
+        V1Error::BitmapInChunk {
+            chunk: pa(BASE),
+            entry: 0,
+            bitmap: pa(BASE + 0x200),
+            list_chunk: pa(BASE),
+        }
     );
 }
 
@@ -757,14 +821,10 @@ fn write_v1_seeds() {
         "block-in-scratch",
         seed(
             2,
-            &[page_of(&[
-                (1, hdr(9, 1)),
-                (2, 0),
-                (3, at(0) + 0x800),
-                (256, 1 << 1),
-                (257, 0),
-                (258, 0),
-            ])],
+            &[
+                page_of(&[(1, hdr(9, 1)), (2, 0), (3, at(1) + 0x800)]),
+                page_of(&[(256, 1 << 1)]),
+            ],
         ),
     ));
     seeds.push((
@@ -785,4 +845,146 @@ fn write_v1_seeds() {
     for (name, bytes) in seeds {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
+}
+
+// ---- bounded work: the units counted, not time ----
+
+#[test]
+fn work_of_a_valid_list_is_counted_exactly() {
+    let a = arena(4);
+    let head = golden_512(&a);
+    let reader = V1Reader::new(&a, ram(), BitmapSize::Bytes512);
+    let mut it = reader.blocks(pa(head));
+    assert_eq!(it.by_ref().filter(Result::is_ok).count(), 6);
+    let work = it.work();
+    // 2 chunks, 3 entries, 3 bitmaps of 64 words, 6 blocks.
+    assert_eq!(
+        work,
+        V1Work {
+            chunks: 2,
+            entries: 3,
+            words: 192,
+            blocks: 6
+        }
+    );
+    assert_eq!(work.total(), 203);
+    assert!(work.total() <= V1Work::bound(BitmapSize::Bytes512, 2));
+    let summary = reader.check(pa(head), |_| ()).unwrap();
+    assert_eq!(
+        (summary.blocks, summary.entries, summary.work),
+        (6, 3, work)
+    );
+}
+
+#[test]
+fn shared_all_ones_page_costs_one_bitmap() {
+    // The amplification of issue 14: chunks whose 255 entries all name
+    // one all-ones page bitmap. Unchecked, 20 chunks would yield
+    // 20 * 255 * 32768 = 167,116,800 blocks (2.7 GB at 16 bytes each) from
+    // 21 pages. The reader stops at the second entry: one bitmap read.
+    let a = arena(32);
+    let bitmap = BASE + 20 * 0x1000;
+    for w in 0..512 {
+        bitmap_word(&a, bitmap, w, !0);
+    }
+    for c in 0..20u64 {
+        let next = if c == 19 { 0 } else { BASE + (c + 1) * 0x1000 };
+        let entries: Vec<(u64, u64)> = (0..255).map(|_| (0, bitmap)).collect();
+        chunk(&a, BASE + c * 0x1000, next, 0, &entries);
+    }
+    let map = RamMap::new(&RAM, &[]).unwrap();
+    let reader = V1Reader::new(&a, map, BitmapSize::Page);
+    let mut it = reader.blocks(pa(BASE));
+    let ok = it.by_ref().take_while(Result::is_ok).count();
+    assert_eq!(ok, 32768);
+    assert_eq!(
+        it.work(),
+        V1Work {
+            chunks: 1,
+            entries: 2,
+            words: 512,
+            blocks: 32768
+        }
+    );
+    assert_eq!(
+        reader.check(pa(BASE), |_| ()),
+        Err(V1Error::BitmapShared {
+            bitmap: pa(bitmap),
+            first_chunk: pa(BASE),
+            first_entry: 0,
+            chunk: pa(BASE),
+            entry: 1,
+        })
+    );
+}
+
+#[test]
+fn looping_list_stops_at_the_first_revisit() {
+    // A tail of two chunks into a loop of three: with the visited set the
+    // first chunk entered again ends the read, so exactly five chunks are
+    // entered (Brent alone could take a few laps more).
+    let a = arena(8);
+    let at = |i: u64| BASE + i * 0x1000;
+    for i in 0..5 {
+        let next = if i == 4 { at(2) } else { at(i + 1) };
+        chunk(&a, at(i), next, 0, &[]);
+    }
+    let mut it = V1Reader::new(&a, ram(), BitmapSize::Bytes512).blocks(pa(BASE));
+    assert_eq!(
+        it.next(),
+        Some(Err(V1Error::ChunkCycle { chunk: pa(at(2)) }))
+    );
+    assert_eq!(it.work().chunks, 5);
+    assert_eq!(it.work().total(), 5);
+}
+
+#[test]
+fn huge_num_elms_reads_no_entry() {
+    let a = arena(2);
+    raw_chunk(&a, BASE, 0, 0, 0xffff_ffff, &[]);
+    let mut it = V1Reader::new(&a, ram(), BitmapSize::Page).blocks(pa(BASE));
+    assert!(matches!(
+        it.next(),
+        Some(Err(V1Error::TooManyEntries { .. }))
+    ));
+    assert_eq!(
+        it.work(),
+        V1Work {
+            chunks: 1,
+            ..V1Work::default()
+        }
+    );
+}
+
+#[test]
+fn chunk_cap_is_what_the_ram_justifies() {
+    const TIB: [PhysRange; 1] = [const_range(0, 1 << 40)];
+    let map = RamMap::new(&TIB, &[]).unwrap();
+    // 1 TiB, 512-byte bitmaps: 65,536 order-0 spans of 16 MiB (258
+    // chunks), halving per order, one chunk per order from order 9 on;
+    // page bitmaps: 8,192 spans of 128 MiB (33 chunks), ...
+    let small = V1Reader::<VecArena>::chunk_cap(map, BitmapSize::Bytes512);
+    let page = V1Reader::<VecArena>::chunk_cap(map, BitmapSize::Page);
+    assert_eq!((small, page), (564, 115));
+    // The work bound that follows: a hostile 1 TiB image cannot make the
+    // reader do more than this many units, whatever it claims.
+    assert_eq!(V1Work::bound(BitmapSize::Bytes512, small), 598_435_584);
+    assert_eq!(V1Work::bound(BitmapSize::Page, page), 975_965_440);
+    // Small RAM: never more chunks than pages.
+    let tiny = [const_range(0, 0x4000)];
+    let map = RamMap::new(&tiny, &[]).unwrap();
+    assert_eq!(V1Reader::<VecArena>::chunk_cap(map, BitmapSize::Page), 4);
+    // And the default reader enforces it.
+    let a = arena(8);
+    let at = |i: u64| BASE + i * 0x1000;
+    for i in 0..8 {
+        chunk(&a, at(i), if i == 7 { 0 } else { at(i + 1) }, 0, &[]);
+    }
+    const RAM_16M: [PhysRange; 1] = [const_range(0, BASE + 0x8000)];
+    let map = RamMap::new(&RAM_16M, &[]).unwrap();
+    let reader = V1Reader::new(&a, map, BitmapSize::Page);
+    // 16 MiB + 32 KiB of RAM: 52 orders, each at most one span of
+    // 128 MiB << order: 52 chunks.
+    assert_eq!(reader.chunk_budget(), 52);
+    assert_eq!(reader.read_all(pa(BASE)), Ok(Vec::new()));
 }

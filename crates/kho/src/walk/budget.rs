@@ -4,7 +4,8 @@
 
 use core::fmt;
 
-use crate::addr::{PAGE_SIZE, PhysAddr};
+use crate::addr::{Order, PAGE_SIZE, PhysAddr};
+use crate::key::{INNER_LEVELS, LEAF_SHIFT, Level, ORDER_0_MARKER, TABLE_SHIFT};
 use crate::mem::RamMap;
 
 /// The most nodes (root included) a walk may enter: bounds the work on
@@ -18,10 +19,43 @@ impl NodeBudget {
         Self(nodes)
     }
 
-    /// One node per page of RAM: a valid tree (distinct pages, all in RAM)
-    /// never exceeds it.
+    /// The most nodes a tree Linux wrote for this RAM can have: a node
+    /// exists only on the path of a block that was preserved, so of a
+    /// block in RAM; per order and RAM range the keys of the blocks that
+    /// fit form one interval, and the nodes of a level over an interval
+    /// are the distinct `key >> (15 + 9 * level)` in it. Summed over
+    /// orders, ranges and levels 0..=4, plus the root (spine nodes shared
+    /// by orders are counted once per order: an upper bound), and never
+    /// more than the RAM's pages (distinct pages, all in RAM). For 1 TiB
+    /// in one range: 16,541 nodes, not the 268,435,456 pages.
     pub fn for_ram(ram: &RamMap<'_>) -> Self {
-        Self(ram.ram_bytes() / PAGE_SIZE)
+        let pages = ram.ram_bytes() / PAGE_SIZE;
+        let mut nodes = 1u64;
+        for order in Order::all() {
+            let o = order.as_u32();
+            let marker = 1u64 << ORDER_0_MARKER.saturating_sub(o);
+            for r in ram.ram() {
+                // Blocks of this order wholly inside the range.
+                let first = r.start().pfn().as_u64().div_ceil(order.pages());
+                let end = r.end().pfn().as_u64() >> o;
+                let Some(last) = end.checked_sub(1).filter(|&l| l >= first) else {
+                    continue;
+                };
+                let (lo, hi) = (marker | first, marker | last);
+                // Every level below the root: a node of level `l` is named
+                // by the key bits above those it indexes.
+                for level in (0..INNER_LEVELS).filter_map(Level::new) {
+                    let shift = if level.is_leaf() {
+                        LEAF_SHIFT
+                    } else {
+                        level.shift().saturating_add(TABLE_SHIFT)
+                    };
+                    let count = (hi >> shift).saturating_sub(lo >> shift);
+                    nodes = nodes.saturating_add(count).saturating_add(1);
+                }
+            }
+        }
+        Self(nodes.min(pages))
     }
 
     /// The number of nodes.

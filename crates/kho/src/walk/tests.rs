@@ -760,3 +760,113 @@ proptest! {
 }
 
 mod seeds;
+
+// ---- bounded work: nodes counted, not time ----
+
+#[test]
+fn node_budget_for_ram_is_what_the_ram_justifies() {
+    // 1 TiB in one range: 16,398 leaves and 143 inner nodes for orders
+    // 0..=28 (larger blocks do not fit), not 2^28 pages.
+    let tib = [range(0, 1 << 40)];
+    let map = RamMap::new(&tib, &[]).unwrap();
+    assert_eq!(NodeBudget::for_ram(&map).nodes(), 16_541);
+    // Tiny RAM: never more nodes than pages.
+    let tiny = [range(0x1000, 0x5000)];
+    let map = RamMap::new(&tiny, &[]).unwrap();
+    assert_eq!(NodeBudget::for_ram(&map).nodes(), 4);
+    // A real tree always fits its budget: the writer's tree of 40 blocks
+    // of four orders spread over 1 GiB of RAM.
+    let t = TestTree::new(64);
+    for i in 0..10u64 {
+        t.insert(block(i << 26, 0));
+        t.insert(block((i << 26) + (1 << 21), 9));
+        t.insert(block((i << 26) + (1 << 22), 4));
+        t.insert(block((i << 26) + (1 << 23), 1));
+    }
+    let gib = [range(0, 1 << 30)];
+    let map = RamMap::new(&gib, &[]).unwrap();
+    let budget = NodeBudget::for_ram(&map).nodes();
+    let mut walk = t.open(map).unwrap().walk();
+    assert_eq!(walk.by_ref().filter(Result::is_ok).count(), 40);
+    assert!(walk.nodes() <= budget, "{} nodes > {budget}", walk.nodes());
+}
+
+#[test]
+fn dag_of_one_shared_child_stops_at_the_first_second_reference() {
+    // Every entry of every inner node names the same child: unchecked,
+    // 4 * 512^4 = 2^38 paths to one leaf. The reader enters the six
+    // nodes of the spine once and stops at the next reference to one of
+    // them.
+    let a = arena();
+    for n in 0..5u64 {
+        let entries = if n == 0 { 4 } else { 512 };
+        for w in 0..entries {
+            set(&a, p(n), w, p(n + 1));
+        }
+    }
+    let ram = ram();
+    let map = RamMap::new(&ram, &[]).unwrap();
+    let open = || {
+        RadixReader::open(
+            &a,
+            map,
+            PhysAddr::new(p(0)),
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
+        .unwrap()
+    };
+    let reader = open();
+    assert_eq!(reader.nodes(), 6);
+    let mut walk = reader.walk();
+    let err = walk.by_ref().find_map(Result::err).unwrap();
+    assert!(matches!(err, WalkError::NodeReachedTwice { .. }), "{err}");
+    assert_eq!(walk.nodes(), 6);
+    let mut c = open().coalesce();
+    assert!(matches!(
+        c.by_ref().find_map(Result::err),
+        Some(WalkError::NodeReachedTwice { .. })
+    ));
+    assert_eq!(c.nodes(), 6);
+}
+
+#[test]
+fn all_ones_leaves_cost_their_pages() {
+    // Sixteen leaves of all ones under one level-1 node (order 0, 2 GiB
+    // from pfn 0x10000): 524,288 blocks, one coalesced range, and exactly
+    // 5 + 16 nodes entered, the pages the tree has.
+    let a = VecArena::new(PhysAddr::new(ARENA_BASE), 32);
+    for n in 0..32 {
+        a.claim(PhysAddr::new(p(n))).unwrap();
+    }
+    set(&a, p(0), 2, p(1));
+    set(&a, p(1), 0, p(2));
+    set(&a, p(2), 0, p(3));
+    set(&a, p(3), 0, p(4));
+    for leaf in 0..16u64 {
+        set(&a, p(4), 2 + leaf as usize, p(5 + leaf));
+        for w in 0..512 {
+            set(&a, p(5 + leaf), w, !0);
+        }
+    }
+    let ram = ram();
+    let map = RamMap::new(&ram, &[]).unwrap();
+    let open = || {
+        RadixReader::open(
+            &a,
+            map,
+            PhysAddr::new(p(0)),
+            NodeSet::new(),
+            NodeBudget::for_ram(&map),
+        )
+        .unwrap()
+    };
+    let mut walk = open().walk();
+    assert_eq!(walk.by_ref().filter(Result::is_ok).count(), 16 * 32768);
+    assert_eq!(walk.nodes(), 21);
+    let mut c = open().coalesce();
+    let ranges: Vec<_> = c.by_ref().collect::<Result<_, _>>().unwrap();
+    assert_eq!(ranges, vec![range(0x1000_0000, 0x1000_0000 + (16 << 27))]);
+    assert_eq!(c.nodes(), 21);
+    assert_eq!(c.summary().counts().total(), 16 * 32768);
+}
