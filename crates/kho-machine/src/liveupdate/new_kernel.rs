@@ -82,13 +82,12 @@ fn ms(d: Duration) -> f64 {
 /// `e820__memblock_setup`, `kho_populate`, `paging_init` -> `sparse_init`,
 /// `zone_sizes_init` -> `free_area_init` -> `memmap_init`; then
 /// `mm_core_init` -> `kho_memory_init`, `memblock_free_all`; later
-/// `page_alloc_init_late`):
+/// `page_alloc_init_late`). `config` is the kernel configuration
+/// ([`NewKernelConfig`], or just a [`MemmapMode`] on one CPU); the baseline
+/// boot uses the same.
 ///
 /// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
 ///    boots without KHO, [`RunReport::kho_error`] says why);
-/// `config` is the kernel configuration ([`NewKernelConfig`], or just a
-/// [`MemmapMode`] on one CPU); the baseline boot uses the same.
-///
 /// 2. `alloc_memmap` (from scratch: scratch-only); `memmap_init` per
 ///    `memmap` ([`MemmapMode`]: every struct page of memory, or those up to
 ///    `first_deferred_pfn`);
