@@ -449,7 +449,7 @@ impl fmt::Debug for MemMap<'_> {
     }
 }
 
-/// Counts of [`memmap_init`].
+/// Counts of `memmap_init` ([`Machine::memmap_init`](crate::Machine::memmap_init)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemmapInitStats {
     /// Struct pages of free memory initialised.

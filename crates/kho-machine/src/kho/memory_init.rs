@@ -783,7 +783,7 @@ where
 // kho_memory_init
 
 /// `kho_memory_init` (with `kho_preserved_memory_reserve`): releases the
-/// scratch areas ([`kho_release_scratch`]), reads the preserved-memory map
+/// scratch areas (`kho_release_scratch`), reads the preserved-memory map
 /// and accounts it per `strategy` with [`reserve_preserved`] into the
 /// machine's memblock and memmap (a peer scheme accounts its own way:
 /// [`PeerScheme::reserve_preserved`]). Scratch-only allocation ends in
