@@ -652,19 +652,78 @@ pub fn json(r: &BenchReport) -> Result<String, BenchError> {
     Ok(serde_json::to_string_pretty(r)?)
 }
 
-/// The scaling plot's colours: distinct on white.
-const CURVE_COLORS: [RGBColor; 10] = [
-    RGBColor(214, 39, 40),
-    RGBColor(255, 127, 14),
-    RGBColor(188, 189, 34),
-    RGBColor(148, 103, 189),
+/// Distinct colours on white (matplotlib's tab20, dark shades first).
+const PALETTE: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
-    RGBColor(23, 190, 207),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
     RGBColor(0, 0, 0),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
 ];
+
+/// The one colour of a series in every chart: a tracker (`xarray`) or a
+/// tracker/strategy pair (`kho/bulk`), by its place in the canonical list
+/// (every tracker, then every pair its handover feeds).
+fn series_color(name: &str) -> RGBAColor {
+    use crate::peers::SchemeKind;
+    let mut names: Vec<String> = SchemeKind::ALL
+        .iter()
+        .map(|k| k.name().to_owned())
+        .collect();
+    let trackers = names.len();
+    for k in SchemeKind::ALL {
+        for s in k.strategies() {
+            names.push(format!("{}/{}", k.name(), s));
+        }
+    }
+    let i = match names.iter().position(|n| n == name) {
+        // Pairs take the palette from its start, trackers alone from the
+        // other end: a chart shows one kind or the other.
+        Some(i) if i >= trackers => i - trackers,
+        Some(i) => PALETTE.len() - 1 - i,
+        None => name
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b.into())),
+    };
+    PALETTE[i % PALETTE.len()].to_rgba()
+}
+
+/// Draws `entries` (label, colour, line or dot) as a legend in `area`,
+/// beside the chart, never over its data.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(String, RGBAColor, bool)],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let font = ("sans-serif", 13).into_font();
+    for (i, (label, color, line)) in entries.iter().enumerate() {
+        let y = 40 + 20 * i as i32;
+        if *line {
+            area.draw(&PathElement::new(
+                vec![(4, y), (24, y)],
+                color.stroke_width(2),
+            ))?;
+        } else {
+            area.draw(&Circle::new((14, y), 4, color.filled()))?;
+        }
+        area.draw(&Text::new(label.clone(), (30, y - 7), font.clone()))?;
+    }
+    Ok(())
+}
 
 /// The curves the scaling plot draws: mainline and every step of its
 /// smallest fix, our strategies on our tree, and the peers' trackers under
@@ -682,8 +741,10 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
     let curves: Vec<&super::Scaling> = r.scaling.iter().filter(|s| plotted(s)).collect();
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (1000, 620)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (1300, 620)).into_drawing_area();
         root.fill(&WHITE)?;
+        let (root, legend) = root.split_horizontally(900);
+        let mut entries = Vec::new();
         // x: log2 of the blocks on a linear axis (ticks at powers of two);
         // y: ms on a log axis.
         let xy = |p: &super::Point| ((p.blocks.max(1) as f64).log2(), p.ms.max(1e-4));
@@ -728,33 +789,30 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
                 }
             })
             .draw()?;
-        for (i, s) in curves.iter().enumerate() {
-            let color = CURVE_COLORS[i % CURVE_COLORS.len()].to_rgba();
+        for s in &curves {
+            let color = series_color(&format!("{}/{}", s.tracker, s.strategy));
             let data: Vec<(f64, f64)> = s.points.iter().map(xy).collect();
-            chart
-                .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))?
-                .label(format!(
+            chart.draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))?;
+            entries.push((
+                format!(
                     "{}/{} (exp {:.2}{})",
                     s.tracker,
                     s.strategy,
                     s.exponent,
                     if s.reference {
-                        ", the reference: measured whatever the cap"
+                        ", measured whatever the cap"
                     } else if s.stop.is_some() {
                         ", stopped at the cap"
                     } else {
                         ""
                     }
-                ))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+                ),
+                color,
+                true,
+            ));
             chart.draw_series(data.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()?;
+        draw_legend(&legend, &entries)?;
         root.present()?;
     }
     Ok(buf)
@@ -779,8 +837,10 @@ fn svg_by_workload(
     let y0 = vals.iter().copied().fold(f64::MAX, f64::min).min(y1 / 10.0) / 2.0;
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (900, 480)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut buf, (1150, 480)).into_drawing_area();
         root.fill(&WHITE)?;
+        let (root, legend) = root.split_horizontally(880);
+        let mut entries = Vec::new();
         let n = workloads.len().max(1) as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -804,7 +864,7 @@ fn svg_by_workload(
             .draw()?;
         let k = series.len().max(1) as f64;
         for (si, s) in series.iter().enumerate() {
-            let color = Palette99::pick(si).to_rgba();
+            let color = series_color(s);
             let off = (si as f64 - (k - 1.0) / 2.0) * 0.6 / k;
             let pts: Vec<(f64, f64)> = r
                 .cells
@@ -816,20 +876,44 @@ fn svg_by_workload(
                     (v > 0.0).then_some((i as f64 + off, v))
                 })
                 .collect();
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?
-                .label(s.clone())
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+            entries.push((s.clone(), color, false));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        draw_legend(&legend, &entries)?;
         root.present()?;
     }
     Ok(buf)
+}
+
+/// A terminal table as an HTML table (header row, then one row per line;
+/// text columns left, figures right).
+fn html_table(t: &Table) -> String {
+    let mut h = String::from("<table><tr>");
+    if let Some(head) = t.header() {
+        for c in head.cell_iter() {
+            let _ = write!(h, "<th class=\"s\">{}</th>", esc(&c.content()));
+        }
+    }
+    h.push_str("</tr>\n");
+    for row in t.row_iter() {
+        h.push_str("<tr>");
+        for c in row.cell_iter() {
+            let v = c.content();
+            let numeric = v
+                .chars()
+                .next()
+                .is_some_and(|ch| ch.is_ascii_digit() || ch == '-' || ch == '~');
+            let style = if numeric {
+                ""
+            } else {
+                " style=\"text-align:left\""
+            };
+            let _ = write!(h, "<td{style}>{}</td>", esc(&v));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>");
+    h
 }
 
 fn esc(s: &str) -> String {
@@ -966,13 +1050,13 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
         h.push_str(&svg_loglog(r)?);
         let _ = writeln!(
             h,
-            "<p>Every tracker x strategy pair; the plot draws mainline and the steps of its fix, ours, and the peers under bulk, measured points only. A curve stops where the cap says (note column); a 2^20 figure not measured is marked extrapolated.</p>\n<pre>{}</pre>",
-            esc(&scaling_table(r).to_string())
+            "<p>Every tracker x strategy pair; the plot draws mainline and the steps of its fix, ours, and the peers under bulk, measured points only. A curve stops where the cap says (note column); a 2^20 figure not measured is marked extrapolated.</p>\n{}",
+            html_table(&scaling_table(r))
         );
         let _ = writeln!(
             h,
-            "<h3>The trackers' own costs in the sweep</h3>\n<pre>{}</pre>",
-            esc(&tracker_scaling_table(r).to_string())
+            "<h3>The trackers' own costs in the sweep</h3>\n{}",
+            html_table(&tracker_scaling_table(r))
         );
     }
     if !targets.is_empty() {
@@ -1002,15 +1086,15 @@ pub fn write_html(r: &BenchReport, dir: &Path) -> Result<(), BenchError> {
         )?);
         let _ = writeln!(
             h,
-            "<h2>Ours / peers</h2>\n<details><summary>{} rows</summary><pre>{}</pre></details>",
+            "<h2>Ours / peers</h2>\n<details><summary>{} rows</summary>{}</details>",
             r.ratios.len() / 3,
-            esc(&ratios_table(r).to_string())
+            html_table(&ratios_table(r))
         );
         let _ = writeln!(
             h,
-            "<h2>Every cell</h2>\n<details><summary>{} cells</summary><pre>{}</pre></details>",
+            "<h2>Every cell</h2>\n<details><summary>{} cells</summary>{}</details>",
             r.cells.len(),
-            esc(&cells_table(r).to_string())
+            html_table(&cells_table(r))
         );
     }
     h.push_str("</body></html>\n");
