@@ -720,8 +720,8 @@ fn print_bench_tables(r: &kho_lab::bench::BenchReport, wide: bool) {
     }
     println!();
     println!("targets (issues 6 and 12), checked against this run:");
-    for line in report::targets(r) {
-        println!("{}", wrap(&format!("- {line}"), "  ", width));
+    for t in report::targets(r) {
+        println!("{}", wrap(&format!("- {}", t.text), "  ", width));
     }
 }
 

@@ -43,6 +43,16 @@ fn bench_tiny_writes_table_json_and_html() {
         assert!(c["strategy"].is_string(), "{c}");
     }
     assert!(cells.iter().any(|c| c["workload"] == "trace:bash.txt@64M"));
+    // Every target the bench checks, structured: {name, value, target, met,
+    // text}; met is a bool for a checked target, null for a listed figure.
+    let targets = v["targets"].as_array().unwrap();
+    assert!(!targets.is_empty());
+    for t in targets {
+        assert!(t["name"].is_string() && t["text"].is_string(), "{t}");
+        assert!(t["met"].is_boolean() || t["met"].is_null(), "{t}");
+        assert_eq!(t["met"].is_null(), t["target"].is_null(), "{t}");
+    }
+    assert!(targets.iter().any(|t| t["met"].is_boolean()));
     let scaling = v["scaling"].as_array().unwrap();
     assert!(!scaling.is_empty());
     for s in scaling {
