@@ -653,6 +653,8 @@ fn bench(a: &BenchArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .progress_chars("=> "),
     );
+    // The clock keeps moving through long steps (a sweep point at 2^20).
+    pb.enable_steady_tick(std::time::Duration::from_millis(250));
     let r = bench::run(&cfg, &mut |msg| {
         pb.set_message(msg.to_owned());
         pb.inc(1);
