@@ -648,16 +648,19 @@ fn bench(a: &BenchArgs) -> Result<()> {
     let pb = indicatif::ProgressBar::new(cfg.steps());
     pb.set_style(
         indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} {wide_msg}",
+            "{elapsed_precise} [{bar:40}] {percent:>3}% (eta {eta}) {wide_msg}",
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .progress_chars("=> "),
     );
     // The clock keeps moving through long steps (a sweep point at 2^20).
     pb.enable_steady_tick(std::time::Duration::from_millis(250));
-    let r = bench::run(&cfg, &mut |msg| {
+    // A step is counted when the next one starts: the bar shows work done.
+    let mut pending = 0u64;
+    let r = bench::run(&cfg, &mut |msg, weight| {
+        pb.inc(pending);
+        pending = weight;
         pb.set_message(msg.to_owned());
-        pb.inc(1);
     })
     .context("bench")?;
     pb.finish_and_clear();

@@ -283,11 +283,12 @@ pub fn run_workload(
     schemes: &[SchemeKind],
     reps: usize,
     kernel: NewKernelConfig,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&str, u64),
 ) -> Result<Vec<Cell>, BenchError> {
+    let unit = super::cell_weight(w.machine_size);
     let mut images: Vec<(SchemeKind, OldKernelImage)> = Vec::new();
     for &kind in schemes {
-        progress(&format!("{}: old kernel ({kind})", w.name));
+        progress(&format!("{}: old kernel ({kind})", w.name), unit);
         let old_kernel = |source| BenchError::OldKernel {
             workload: w.name.clone(),
             scheme: kind,
@@ -322,10 +323,10 @@ pub fn run_workload(
     let mut old: Vec<Vec<OldSide>> = vec![Vec::new(); images.len()];
     for rep in 0..=reps {
         for a in &mut accs {
-            progress(&format!(
-                "{}: {} {} (rep {rep}/{reps})",
-                w.name, a.kind, a.strategy
-            ));
+            progress(
+                &format!("{}: {} {} (rep {rep}/{reps})", w.name, a.kind, a.strategy),
+                unit,
+            );
             let (kind, img) = &images[a.img];
             let h = read_setup_data(&img.mem, img.setup_data).map_err(|source| {
                 BenchError::Handover {
@@ -365,7 +366,10 @@ pub fn run_workload(
             a.lost = a.lost.max(r.lost_bytes);
         }
         for (i, (kind, img)) in images.iter().enumerate() {
-            progress(&format!("{}: preserve ({kind}, rep {rep}/{reps})", w.name));
+            progress(
+                &format!("{}: preserve ({kind}, rep {rep}/{reps})", w.name),
+                unit,
+            );
             let o = old_side_once(*kind, &img.preserved)?;
             if rep > 0 {
                 old[i].push(o);

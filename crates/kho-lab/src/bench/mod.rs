@@ -215,14 +215,46 @@ impl BenchConfig {
 
     /// Progress steps [`run`] reports (an upper bound for the sweep).
     pub fn steps(&self) -> u64 {
-        let cells: usize = self
+        let cells: u64 = self
             .schemes
             .iter()
-            .map(|&k| harness::strategies(k).len() + 1)
+            .map(|&k| harness::strategies(k).len() as u64 + 1)
             .sum();
-        let per_workload = self.schemes.len() + cells * (self.reps + 1);
-        (self.workloads.len() * per_workload + self.sweep.len()) as u64
+        let reps = self.reps as u64 + 1;
+        let matrix: u64 = self
+            .workloads
+            .iter()
+            .map(|w| {
+                let unit = cell_weight(w.machine_size);
+                self.schemes.len() as u64 * unit + cells * reps * unit
+            })
+            .sum();
+        let sweep: u64 = self
+            .sweep
+            .iter()
+            .map(|&n| sweep_weight(n, self.reference))
+            .sum();
+        matrix + sweep
     }
+}
+
+/// The expected cost of one matrix step on a machine of `machine_size`
+/// (a boot of it; one unit is about 0.1 s here): the progress bar's
+/// weight.
+pub fn cell_weight(machine_size: u64) -> u64 {
+    (machine_size >> 29).max(1)
+}
+
+/// The expected cost of the sweep point of `n` blocks in the same units:
+/// linear for the curves that scale, plus mainline's quadratic reference
+/// where it is measured whatever the cap (2^18: about 80 s).
+pub fn sweep_weight(n: u64, reference: Option<Reference>) -> u64 {
+    let linear = (n >> 14).max(1);
+    let quadratic = match reference {
+        Some(r) if n <= r.max_blocks => (n >> 12).pow(2) / 4,
+        _ => 0,
+    };
+    linear + quadratic
 }
 
 /// The smallest machine a trace is replayed on (the shipped traces need
@@ -283,8 +315,13 @@ pub struct BenchReport {
     pub reference_max_blocks: Option<u64>,
 }
 
-/// Runs the matrix then the sweep; `progress` is called once per step.
-pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, BenchError> {
+/// Runs the matrix then the sweep; `progress(step, weight)` is called
+/// once per step with its expected cost ([`cell_weight`],
+/// [`sweep_weight`]; they sum to at most [`BenchConfig::steps`]).
+pub fn run(
+    cfg: &BenchConfig,
+    progress: &mut dyn FnMut(&str, u64),
+) -> Result<BenchReport, BenchError> {
     let mut cells = Vec::new();
     for w in &cfg.workloads {
         cells.extend(harness::run_workload(

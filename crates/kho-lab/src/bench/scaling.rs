@@ -296,7 +296,7 @@ pub fn sweep(
     strategies: &[SweepStrategy],
     cap: Duration,
     reference: Option<Reference>,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&str, u64),
 ) -> Result<Vec<Scaling>, BenchError> {
     if sizes.is_empty() {
         return Ok(Vec::new());
@@ -345,7 +345,10 @@ pub fn sweep(
             break;
         }
         let sel: Vec<SweepStrategy> = live.iter().map(|&i| strategies[i]).collect();
-        progress(&format!("scaling 2^{}", n.trailing_zeros()));
+        progress(
+            &format!("scaling 2^{}", n.trailing_zeros()),
+            super::sweep_weight(n, reference),
+        );
         // Small points are noise-prone (microseconds): the median of 5.
         let runs = if n <= SMALL_POINT { 5 } else { 1 };
         let mut all: Vec<Vec<Measured>> = Vec::with_capacity(runs);

@@ -16,9 +16,10 @@ fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
             strategy: Strategy::Coalesced,
         },
     ];
-    let mut steps = 0;
-    let r = run(&cfg, &mut |_| steps += 1).unwrap();
-    assert!(steps as u64 <= cfg.steps());
+    let mut steps = 0u64;
+    let r = run(&cfg, &mut |_, w| steps += w).unwrap();
+    assert!(steps <= cfg.steps());
+    assert!(steps > 0);
     let mut want = BTreeSet::new();
     for w in &cfg.workloads {
         for &k in &cfg.schemes {

@@ -42,7 +42,7 @@ fn a_tiny_cap_stops_a_strategy() {
         &strategies,
         Duration::ZERO,
         None,
-        &mut |_| {},
+        &mut |_, _| {},
     )
     .unwrap();
     for s in &r {
@@ -75,7 +75,7 @@ fn the_reference_runs_to_its_limit_whatever_the_cap() {
         &curves,
         Duration::ZERO,
         Some(Reference::mainline(8)),
-        &mut |_| {},
+        &mut |_, _| {},
     )
     .unwrap();
     assert!(r[0].reference && !r[1].reference);
