@@ -185,7 +185,7 @@ struct RunArgs {
     /// CPUs of the new kernel's node (default: this host's): `deferred`'s
     /// `deferred_init_memmap` splits over them as Linux's padata does; the
     /// baseline boot uses the same.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=i64::from(kho_machine::MAX_THREADS)))]
     threads: Option<u16>,
     /// Ours: split `memmap_init` over --threads too (Linux runs it on the
     /// boot CPU, before the other CPUs are up).
@@ -317,12 +317,11 @@ struct FidelityArgs {
 }
 
 fn scheme_parser() -> impl TypedValueParser<Value = SchemeKind> {
-    PossibleValuesParser::new(["kho", "xarray", "xarray-512", "radix-mainline", "maple"])
-        .try_map(|s| parse_scheme(&s))
+    PossibleValuesParser::new(SchemeKind::ALL.map(SchemeKind::name)).try_map(|s| parse_scheme(&s))
 }
 
 fn workload_parser() -> impl TypedValueParser<Value = WorkloadKind> {
-    PossibleValuesParser::new(["default", "vm", "memfd", "dense", "fragmented", "mixed"])
+    PossibleValuesParser::new(WorkloadKind::ALL.map(WorkloadKind::as_str))
         .try_map(|s| parse_workload(&s))
 }
 
@@ -520,7 +519,7 @@ struct BenchArgs {
     #[arg(long, default_value = "eager", value_parser = memmap_parser())]
     memmap: MemmapMode,
     /// The next kernel's CPUs in every cell (deferred init's padata split).
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=i64::from(kho_machine::MAX_THREADS)))]
     threads: u16,
     /// Skip the scaling sweep.
     #[arg(long)]

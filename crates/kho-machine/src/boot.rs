@@ -157,7 +157,7 @@ impl<'m> Machine<'m> {
 
     /// Phase 2: `sparse_init`: the struct pages' memory from memblock.
     pub fn alloc_memmap(&mut self) -> Result<(), BootError> {
-        self.memmap = Some(MemMap::alloc_with(
+        self.memmap = Some(MemMap::alloc(
             self.mem,
             &mut self.memblock,
             self.config.memmap,

@@ -732,41 +732,19 @@ pub(crate) fn memblock_free_all(
 
 /// Calls `f(start_pfn, end_pfn)` for every page range of `ranges` (free
 /// memblock ranges, ascending) minus `skip` (sorted, disjoint), with one
-/// cursor over `skip`.
+/// cursor over `skip` ([`crate::memmap::for_each_piece_outside`]).
 fn for_each_free_range_except(
     ranges: &[PhysRange],
     skip: &[PhysRange],
     mut f: impl FnMut(u64, u64) -> Result<(), BuddyError>,
 ) -> Result<(), BuddyError> {
-    let mut si = 0usize;
+    let excl = crate::memmap::page_ranges(skip);
+    let mut cursor = 0usize;
     for r in ranges {
         let start = r.start().as_u64().div_ceil(kho::PAGE_SIZE);
         let end = r.end().as_u64() >> kho::PAGE_SHIFT;
-        if start >= end {
-            continue;
-        }
-        let mut pos = start;
-        while let Some(s) = skip.get(si) {
-            let ss = s.start().as_u64() >> kho::PAGE_SHIFT;
-            let se = s.end().as_u64().div_ceil(kho::PAGE_SIZE);
-            if se <= pos {
-                si += 1;
-                continue;
-            }
-            if ss >= end {
-                break;
-            }
-            if ss > pos {
-                f(pos, ss)?;
-            }
-            pos = se.min(end);
-            if se > end {
-                break;
-            }
-            si += 1;
-        }
-        if pos < end {
-            f(pos, end)?;
+        if start < end {
+            crate::memmap::for_each_piece_outside(start, end, &excl, &mut cursor, &mut f)?;
         }
     }
     Ok(())

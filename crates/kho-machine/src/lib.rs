@@ -54,10 +54,10 @@ pub use kho::{
 };
 pub use liveupdate::{
     BeforeExec, DEFAULT_SEED, ExecError, KernelArgs, LiveUpdateError, LuoFileReport,
-    LuoFileWritten, MANIFEST_NODE, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, NewKernelConfig,
-    OLD_KERNEL_SUBCOMMAND, OldKernelArgs, OldKernelConfig, OldKernelImage, RunReport,
-    early_boot_fits, kernel_boot_config, new_kernel_boot, new_kernel_main, old_kernel_boot,
-    old_kernel_main, parse_abi,
+    LuoFileWritten, MANIFEST_NODE, MAX_THREADS, NEW_KERNEL_SUBCOMMAND, NewKernelArgs,
+    NewKernelConfig, OLD_KERNEL_SUBCOMMAND, OldKernelArgs, OldKernelConfig, OldKernelImage,
+    RunReport, early_boot_fits, kernel_boot_config, new_kernel_boot, new_kernel_main,
+    old_kernel_boot, old_kernel_main, parse_abi,
 };
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};
 pub use memblock::{Memblock, MemblockError, MemblockFlags, MemblockRegion, MemblockType};

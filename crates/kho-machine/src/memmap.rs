@@ -530,7 +530,7 @@ impl fmt::Display for MemmapMode {
 
 /// A `--memmap` value that names no [`MemmapMode`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown memmap mode {0:?} (eager, deferred, lazy)")]
+#[error("unknown memmap mode {0:?} ({names})", names = MemmapMode::NAMES)]
 pub struct UnknownMemmapMode(pub String);
 
 impl core::str::FromStr for MemmapMode {
@@ -562,17 +562,10 @@ impl<'m> MemMap<'m> {
     /// with one raw memblock allocation of `2 MiB * present sections`, PMD
     /// aligned, above `MAX_DMA_ADDRESS` (`sparse_buffer_init`). The struct
     /// pages are *not* initialised.
+    ///
+    /// The node has `threads` CPUs (at least 1); with `parallel_init`
+    /// (ours), `memmap_init` is split over them.
     pub fn alloc(
-        mem: &'m PhysMem,
-        memblock: &mut Memblock,
-        mode: MemmapMode,
-    ) -> Result<Self, MemmapError> {
-        Self::alloc_with(mem, memblock, mode, 1, false)
-    }
-
-    /// [`MemMap::alloc`] for a node of `threads` CPUs (at least 1), and,
-    /// with `parallel_init` (ours), a `memmap_init` split over them.
-    pub fn alloc_with(
         mem: &'m PhysMem,
         memblock: &mut Memblock,
         mode: MemmapMode,
@@ -897,7 +890,11 @@ pub(crate) fn memmap_init(
                 st.deferred += end - stop;
             }
             MemmapMode::Lazy => {
-                st.noinit += plan_except(&mut plan, &lazy_skip, &mut si, start, end);
+                st.noinit += for_each_piece_outside(start, end, &lazy_skip, &mut si, |s, e| {
+                    plan.push((s, e, false));
+                    Ok::<(), core::convert::Infallible>(())
+                })
+                .unwrap_or_else(|never| match never {});
             }
         }
         if hole_pfn < start {
@@ -991,51 +988,50 @@ impl DeferInit {
 /// What [`MemmapMode::Lazy`] leaves uninitialised: the `RSRV_NOINIT`
 /// reservations and `skip`, as sorted, merged page ranges.
 fn lazy_exclusions(memblock: &Memblock, skip: &[PhysRange]) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = memblock
+    let noinit = memblock
         .reserved
         .regions()
         .iter()
         .filter(|r| r.flags.contains(MemblockFlags::RSRV_NOINIT))
-        .map(|r| (pfn_down(r.base.as_u64()), pfn_up(r.range().end().as_u64())))
-        .chain(
-            skip.iter()
-                .map(|r| (pfn_down(r.start().as_u64()), pfn_up(r.end().as_u64()))),
-        )
-        .filter(|(s, e)| s < e)
-        .collect();
-    v.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
-    for (s, e) in v {
-        match out.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
-        }
-    }
-    out
+        .map(|r| r.range());
+    page_ranges(&kho::merge_ranges(
+        noinit.chain(skip.iter().copied()).collect(),
+    ))
 }
 
-/// Plans `[start, end)` minus the `excl` ranges (sorted, merged) into
-/// `plan`; `si` is the cursor into `excl` (memory regions come in
-/// ascending order). Returns the pages left out.
-fn plan_except(
-    plan: &mut Vec<(u64, u64, bool)>,
-    excl: &[(u64, u64)],
-    si: &mut usize,
+/// The page frames `ranges` touch, as `(first, end)` pfn pairs (start
+/// rounded down, end up), in order.
+pub(crate) fn page_ranges(ranges: &[PhysRange]) -> Vec<(u64, u64)> {
+    ranges
+        .iter()
+        .map(|r| (pfn_down(r.start().as_u64()), pfn_up(r.end().as_u64())))
+        .filter(|(s, e)| s < e)
+        .collect()
+}
+
+/// Calls `f` on each piece of the pfn range `[start, end)` outside `excl`
+/// (pfn ranges sorted by start); `cursor` is the place in `excl`, carried
+/// across calls with ascending ranges so that a whole pass is one walk of
+/// `excl`. Returns the pages left out.
+pub(crate) fn for_each_piece_outside<E>(
     start: u64,
     end: u64,
-) -> u64 {
+    excl: &[(u64, u64)],
+    cursor: &mut usize,
+    mut f: impl FnMut(u64, u64) -> Result<(), E>,
+) -> Result<u64, E> {
     let mut left_out = 0;
     let mut pos = start;
-    while let Some(&(xs, xe)) = excl.get(*si) {
+    while let Some(&(xs, xe)) = excl.get(*cursor) {
         if xe <= pos {
-            *si += 1;
+            *cursor += 1;
             continue;
         }
         if xs >= end {
             break;
         }
         if xs > pos {
-            plan.push((pos, xs, false));
+            f(pos, xs)?;
         }
         let stop = xe.min(end);
         left_out += stop - xs.max(pos);
@@ -1043,12 +1039,12 @@ fn plan_except(
         if xe > end {
             break;
         }
-        *si += 1;
+        *cursor += 1;
     }
     if pos < end {
-        plan.push((pos, end, false));
+        f(pos, end)?;
     }
-    left_out
+    Ok(left_out)
 }
 
 /// The struct-page half of `memmap_init_reserved_pages`

@@ -27,6 +27,8 @@ pub mod fuzz_bytes;
 #[cfg(test)]
 #[allow(clippy::panic, clippy::as_conversions, clippy::result_large_err)]
 pub(crate) mod luo_fixture;
+#[cfg(test)]
+mod random_inputs;
 mod tree;
 pub mod tree_fuzz;
 pub mod v1_fuzz;

@@ -524,12 +524,12 @@ fn parse_u64(what: &'static str, s: &str) -> Result<u64, ExecError> {
     }
 }
 
-/// `--threads`: 1..=1024 CPUs.
+/// `--threads`: 1..=[`super::MAX_THREADS`] CPUs.
 fn parse_threads(v: &OsStr) -> Result<usize, ExecError> {
     let s = text("threads", v)?;
     s.parse::<usize>()
         .ok()
-        .filter(|n| (1..=1024).contains(n))
+        .filter(|n| (1..=usize::from(super::MAX_THREADS)).contains(n))
         .ok_or_else(|| bad("threads", s))
 }
 

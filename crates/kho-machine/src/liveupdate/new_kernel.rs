@@ -38,6 +38,9 @@ pub fn new_kernel_main(
     new_kernel_boot(&mem, handover, args.strategy, config, scheme)
 }
 
+/// The most CPUs a new kernel's node is given (`--threads`).
+pub const MAX_THREADS: u16 = 1024;
+
 /// The new kernel's configuration: its struct-page init and its CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewKernelConfig {

@@ -246,6 +246,24 @@ impl LuoState {
     }
 }
 
+/// The pages of a file's folio array (memfd, guest_memfd), an error
+/// naming the handler `what` and its record `ser`.
+fn folio_area<M: PageMap + ?Sized>(
+    reader: PhysReader<'_, '_, M>,
+    tracker: Tracker<'_>,
+    what: &'static str,
+    ser: PhysAddr,
+    desc: KhoVmalloc,
+    records: u64,
+) -> Result<AreaPages, HandlerError> {
+    AreaPages::read(reader, tracker, desc, records).map_err(|source| HandlerError::Array {
+        what,
+        ser,
+        array: "folio array",
+        source,
+    })
+}
+
 fn read_data<M: PageMap + ?Sized>(
     reader: PhysReader<'_, '_, M>,
     tracker: Tracker<'_>,
@@ -256,30 +274,28 @@ fn read_data<M: PageMap + ?Sized>(
             let folios = rec
                 .folios(reader, tracker)?
                 .collect::<Result<Vec<_>, _>>()?;
-            let area =
-                AreaPages::read(reader, tracker, rec.folios, rec.nr_folios).map_err(|source| {
-                    HandlerError::Array {
-                        what: MemfdFile::WHAT,
-                        ser: rec.ser,
-                        array: "folio array",
-                        source,
-                    }
-                })?;
+            let area = folio_area(
+                reader,
+                tracker,
+                MemfdFile::WHAT,
+                rec.ser,
+                rec.folios,
+                rec.nr_folios,
+            )?;
             FileData::Memfd { rec, folios, area }
         }
         FileContent::GuestMemfd(rec) => {
             let folios = rec
                 .folios(reader, tracker)?
                 .collect::<Result<Vec<_>, _>>()?;
-            let area =
-                AreaPages::read(reader, tracker, rec.folios, rec.nr_folios).map_err(|source| {
-                    HandlerError::Array {
-                        what: GuestMemfdFile::WHAT,
-                        ser: rec.ser,
-                        array: "folio array",
-                        source,
-                    }
-                })?;
+            let area = folio_area(
+                reader,
+                tracker,
+                GuestMemfdFile::WHAT,
+                rec.ser,
+                rec.folios,
+                rec.nr_folios,
+            )?;
             FileData::GuestMemfd { rec, folios, area }
         }
         FileContent::Kvm(rec) => {

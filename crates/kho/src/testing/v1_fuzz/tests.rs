@@ -4,27 +4,14 @@
 
 extern crate std;
 
-use alloc::vec::Vec;
 
 use super::*;
-
-fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
+use crate::testing::random_inputs::{random_inputs, soak_iters};
 
 #[test]
 fn random_descriptions_agree_with_the_reference() {
-    let mut next = xorshift(0x1234_5678_9abc_def1);
     let (mut valid, mut rejected, mut mutated_valid, mut most) = (0, 0, 0, 0);
-    for _ in 0..400 {
-        let len = (next() % 400) as usize;
-        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+    for data in random_inputs(0x1234_5678_9abc_def1, 400, 400) {
         let out = run(&data);
         match &out.blocks {
             Some(b) => {
@@ -53,14 +40,8 @@ fn random_descriptions_agree_with_the_reference() {
 #[test]
 #[ignore = "long: a soak run of the harness"]
 fn soak_v1() {
-    let iters: u64 = std::env::var("KHO_FUZZ_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
-    for _ in 0..iters {
-        let len = (next() % 600) as usize;
-        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+    let iters = soak_iters();
+    for data in random_inputs(0x9e37_79b9_7f4a_7c15, iters, 600) {
         run(&data);
     }
 }
@@ -73,15 +54,12 @@ fn write_v1_list_seeds() {
     let dir =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/v1_list");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut next = xorshift(0x1234_5678_9abc_def1);
     let mut wanted = [
         ("valid-unmutated", 3usize),
         ("valid-mutated", 3),
         ("rejected", 4),
     ];
-    for _ in 0..400 {
-        let len = (next() % 400) as usize;
-        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+    for data in random_inputs(0x1234_5678_9abc_def1, 400, 400) {
         let out = run(&data);
         let class = match (&out.blocks, out.mutations) {
             (Some(_), 0) => 0,
