@@ -4,7 +4,6 @@
 
 extern crate std;
 
-
 use super::*;
 use crate::testing::random_inputs::{random_inputs, soak_iters};
 
