@@ -524,6 +524,10 @@ struct BenchArgs {
     /// Skip the scaling sweep.
     #[arg(long)]
     no_scaling: bool,
+    /// Skip the limit measurements (memory bandwidth, the walk against its
+    /// physical limit, preserve from 2 threads against 1: a few seconds).
+    #[arg(long)]
+    no_limits: bool,
     /// One JSON object {"cells": [...], "ratios": [...], "scaling": [...]}:
     /// on stdout instead of the tables, or, with FILE, written to FILE
     /// beside them.
@@ -631,6 +635,9 @@ fn bench(a: &BenchArgs) -> Result<()> {
     if a.no_scaling {
         cfg.sweep.clear();
     }
+    if a.no_limits {
+        cfg.limits = None;
+    }
     if !(a.cap_seconds > 0.0 && a.cap_seconds.is_finite()) {
         return Err(usage(format!(
             "--cap-seconds {}: must be positive",
@@ -723,7 +730,7 @@ fn print_bench_tables(r: &kho_lab::bench::BenchReport, wide: bool) {
         println!("{}", fit(report::tracker_scaling_table(r), 2, width));
     }
     println!();
-    println!("targets (issues 6 and 12), checked against this run:");
+    println!("targets (issues 6, 12 and 15), checked against this run:");
     for t in report::targets(r) {
         println!("{}", wrap(&format!("- {}", t.text), "  ", width));
     }
