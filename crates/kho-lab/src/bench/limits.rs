@@ -22,6 +22,15 @@
 //!   halves, one [`kho::Cursor`] per thread; the two configurations run
 //!   interleaved (one, two, one, two, ...) and each figure is the median
 //!   of its runs, so that a noisy moment hits both.
+//! - **the parallel next boot** (the full bench only): `kho run`'s default
+//!   scenario on a 16 GiB machine (kho-v4, ours, `eager` memmap), one old
+//!   kernel, then interleaved next-kernel boots under `bulk` with 2 CPUs
+//!   and with 1, three measured each after one warm-up (medians). Each
+//!   boot also boots the same machine with nothing preserved and the same
+//!   CPUs (its baseline). The figures: next-boot memory init with 2 CPUs
+//!   (walk + memblock + `mm_init`) over the 1-CPU baseline, and the KHO
+//!   share, that init minus the 2-CPU baseline, as a fraction of the
+//!   2-CPU baseline.
 //!
 //! The sizes are parameters ([`LimitSizes`]) so that the tests run the
 //! same code on small trees.
@@ -35,8 +44,13 @@ use kho::{
 };
 use serde::Serialize;
 
+use kho_machine::{
+    MemmapMode, NewKernelConfig, OldKernelConfig, Scenario, Strategy, WorkloadKind,
+    new_kernel_boot, old_kernel_boot, read_setup_data,
+};
+
 use super::BenchError;
-use crate::peers::SchemeError;
+use crate::peers::{SchemeError, SchemeKind};
 
 const GIB: u64 = 1 << 30;
 /// Tree pages live here, inside the reader's RAM, above every block.
@@ -57,6 +71,8 @@ pub struct LimitSizes {
     pub preserve_blocks: u64,
     /// Interleaved runs of each preserve configuration.
     pub preserve_reps: usize,
+    /// The machine of the parallel next boot (`None`: not run).
+    pub boot_machine: Option<u64>,
 }
 
 impl LimitSizes {
@@ -68,6 +84,13 @@ impl LimitSizes {
         dense_bytes: 48 * GIB,
         preserve_blocks: 1 << 20,
         preserve_reps: 5,
+        boot_machine: Some(16 * GIB),
+    };
+
+    /// [`Self::FULL`] without the 16 GiB boots (`--quick`).
+    pub const QUICK: Self = Self {
+        boot_machine: None,
+        ..Self::FULL
     };
 
     /// Small trees for tests (the figures mean nothing).
@@ -77,6 +100,7 @@ impl LimitSizes {
         dense_bytes: 64 << 20,
         preserve_blocks: 1 << 10,
         preserve_reps: 1,
+        boot_machine: Some(64 << 20),
     };
 }
 
@@ -119,6 +143,32 @@ pub struct PreserveThreads {
     pub speedup: f64,
 }
 
+/// The parallel next boot.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BootLimit {
+    /// The machine, bytes.
+    pub machine_bytes: u64,
+    /// Preserved blocks.
+    pub blocks: u64,
+    /// Their bytes.
+    pub preserved_bytes: u64,
+    /// Next-boot memory init under `bulk`, 2 CPUs, median, ms.
+    pub init_2t_ms: f64,
+    /// The same with 1 CPU.
+    pub init_1t_ms: f64,
+    /// The baseline (nothing preserved) with 2 CPUs.
+    pub baseline_2t_ms: f64,
+    /// The baseline with 1 CPU.
+    pub baseline_1t_ms: f64,
+    /// `init_2t_ms / baseline_1t_ms`.
+    pub vs_single_baseline: f64,
+    /// `(init_2t_ms - baseline_2t_ms) / baseline_2t_ms` (negative: the
+    /// KHO boot is the cheaper one).
+    pub kho_share: f64,
+    /// Bytes lost over all boots (must be 0).
+    pub lost_bytes: u64,
+}
+
 /// Everything this module measured.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limits {
@@ -128,6 +178,9 @@ pub struct Limits {
     pub walks: Vec<WalkLimit>,
     /// The preserve cases.
     pub preserve: Vec<PreserveThreads>,
+    /// The parallel next boot, if run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootLimit>,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -279,6 +332,77 @@ fn preserve_case(case: &str, blocks: &[Block], reps: usize) -> Result<PreserveTh
     })
 }
 
+fn boot_case(machine: u64, reps: usize) -> Result<BootLimit, BenchError> {
+    let workload = format!("limits: default@{}", super::harness::human(machine));
+    let old_kernel = |source| BenchError::OldKernel {
+        workload: workload.clone(),
+        scheme: SchemeKind::Kho,
+        source,
+    };
+    let mut cfg = OldKernelConfig::new(machine, Strategy::Bulk).map_err(old_kernel)?;
+    cfg.scenario = Scenario::preset(WorkloadKind::Default, machine);
+    let img = old_kernel_boot(&cfg).map_err(old_kernel)?;
+    let mut init = [Vec::new(), Vec::new()];
+    let mut base = [Vec::new(), Vec::new()];
+    let (mut blocks, mut bytes, mut lost) = (0, 0, 0);
+    for rep in 0..=reps {
+        for (i, threads) in [2usize, 1].into_iter().enumerate() {
+            let h = read_setup_data(&img.mem, img.setup_data).map_err(|source| {
+                BenchError::Handover {
+                    workload: workload.clone(),
+                    source,
+                }
+            })?;
+            let kernel = NewKernelConfig {
+                memmap: MemmapMode::Eager,
+                threads,
+                parallel_memmap_init: false,
+            };
+            let r = new_kernel_boot(&img.mem, Ok(h), Strategy::Bulk, kernel, None).map_err(
+                |source| BenchError::NewKernel {
+                    workload: workload.clone(),
+                    scheme: SchemeKind::Kho,
+                    strategy: Strategy::Bulk,
+                    source,
+                },
+            )?;
+            if let Some(e) = r.kho_error {
+                return Err(BenchError::WithoutKho {
+                    workload: workload.clone(),
+                    scheme: SchemeKind::Kho,
+                    strategy: Strategy::Bulk,
+                    kho_error: e,
+                });
+            }
+            (blocks, bytes) = (r.blocks, r.preserved_bytes);
+            lost += r.lost_bytes;
+            if rep > 0 {
+                init[i].push(r.walk_ms + r.memblock_ms + r.mm_init_ms);
+                base[i].push(r.baseline_mm_init_ms);
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let [mut i2, mut i1] = init;
+    let [mut b2, mut b1] = base;
+    let (i2, i1, b2, b1) = (med(&mut i2), med(&mut i1), med(&mut b2), med(&mut b1));
+    Ok(BootLimit {
+        machine_bytes: machine,
+        blocks,
+        preserved_bytes: bytes,
+        init_2t_ms: i2,
+        init_1t_ms: i1,
+        baseline_2t_ms: b2,
+        baseline_1t_ms: b1,
+        vs_single_baseline: i2 / b1,
+        kho_share: (i2 - b2) / b2,
+        lost_bytes: lost,
+    })
+}
+
 fn pow2_label(n: u64) -> String {
     if n.is_power_of_two() {
         format!("2^{}", n.trailing_zeros())
@@ -321,10 +445,18 @@ pub fn measure(sizes: LimitSizes, progress: &mut dyn FnMut(&str)) -> Result<Limi
         &random_blocks(sizes.preserve_blocks)?,
         sizes.preserve_reps,
     )?;
+    let boot = match sizes.boot_machine {
+        Some(machine) => {
+            progress("limits: next boot with 2 CPUs and with 1");
+            Some(boot_case(machine, 3)?)
+        }
+        None => None,
+    };
     Ok(Limits {
         bandwidth_gbs: bps / 1e9,
         walks: vec![sparse, dense],
         preserve: vec![contiguous, random],
+        boot,
     })
 }
 
@@ -336,7 +468,7 @@ mod tests {
     fn tiny_limits_measure_what_they_claim() {
         let mut steps = Vec::new();
         let l = measure(LimitSizes::TINY, &mut |s| steps.push(s.to_owned())).unwrap();
-        assert_eq!(steps.len(), 5);
+        assert_eq!(steps.len(), 6);
         assert!(l.bandwidth_gbs > 0.0);
         let [sparse, dense] = &l.walks[..] else {
             panic!("two walk cases: {:?}", l.walks)
@@ -360,5 +492,10 @@ mod tests {
             assert_eq!(p.blocks, 1 << 10);
             assert!(p.one_thread_ms > 0.0 && p.two_threads_ms > 0.0 && p.speedup > 0.0);
         }
+        let b = l.boot.expect("the tiny sizes boot a 64 MiB machine");
+        assert_eq!((b.machine_bytes, b.lost_bytes), (64 << 20, 0));
+        assert!(b.blocks > 0 && b.preserved_bytes > 0, "{b:?}");
+        assert!(b.init_2t_ms > 0.0 && b.baseline_1t_ms > 0.0 && b.baseline_2t_ms > 0.0);
+        assert!((b.vs_single_baseline - b.init_2t_ms / b.baseline_1t_ms).abs() < 1e-9);
     }
 }

@@ -163,6 +163,7 @@ impl BenchConfig {
             traces,
         );
         c.workloads.retain(|w| !w.name.starts_with("mixed"));
+        c.limits = Some(limits::LimitSizes::QUICK);
         c
     }
 
@@ -266,7 +267,7 @@ pub fn sweep_weight(n: u64, reference: Option<Reference>) -> u64 {
 }
 
 /// Steps of [`limits::measure`].
-const LIMITS_STEPS: u64 = 5;
+const LIMITS_STEPS: u64 = 6;
 /// The expected cost of one of them (a few seconds at full size).
 const LIMITS_WEIGHT: u64 = 20;
 
