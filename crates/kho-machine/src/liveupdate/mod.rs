@@ -24,6 +24,7 @@
 //! | `luo`        | the LUO sessions: written by the old kernel, retrieved by the new    |
 //! | `new_kernel` | [`new_kernel_boot`] and [`new_kernel_main`]                          |
 //! | `report`     | the new kernel's one JSON line ([`RunReport`])                       |
+//! | `chain`      | chained live updates: a new kernel becomes the next old kernel       |
 //!
 //! ## The contract between the two kernels
 //!
@@ -84,6 +85,7 @@ use crate::manifest::ManifestError;
 use crate::scratch::ScratchError;
 use crate::workload::WorkloadError;
 
+mod chain;
 mod exec;
 mod luo;
 mod new_kernel;
@@ -100,7 +102,8 @@ pub use old_kernel::{
     BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,
     old_kernel_main,
 };
-pub use report::RunReport;
+pub use chain::MAX_UPDATES;
+pub use report::{Generation, RunReport};
 
 const MIB: u64 = 1 << 20;
 
