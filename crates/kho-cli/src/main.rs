@@ -905,7 +905,9 @@ fn live_update(
         let why = rows
             .last()
             .and_then(|r| r.kho_error.clone())
-            .map_or_else(String::new, |e| format!(": generation {} booted without KHO: {e}", rows.len()));
+            .map_or_else(String::new, |e| {
+                format!(": generation {} booted without KHO: {e}", rows.len())
+            });
         bail!(
             "the chain of {} live updates ({strategy}) stopped after {} reports{why}",
             a.updates,
@@ -1093,7 +1095,10 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
                 .join(" ");
             t.add_row([
                 right(g.generation.to_string()),
-                right(g.liveupdate_num.map_or_else(|| "-".to_owned(), |n| n.to_string())),
+                right(
+                    g.liveupdate_num
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                ),
                 right(thousands(r.blocks)),
                 right(bytes(r.preserved_bytes)),
                 right(bytes(r.lost_bytes)),
@@ -1115,9 +1120,9 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
             .filter_map(|r| r.chain.as_ref())
             .map(|g| g.tree_pages + g.fdt_pages + g.luo_pages)
             .collect();
-        let scratch_same = gens
-            .windows(2)
-            .all(|w| w[0].chain.as_ref().map(|g| &g.scratch) == w[1].chain.as_ref().map(|g| &g.scratch));
+        let scratch_same = gens.windows(2).all(|w| {
+            w[0].chain.as_ref().map(|g| &g.scratch) == w[1].chain.as_ref().map(|g| &g.scratch)
+        });
         let lost: u64 = gens.iter().map(|r| r.lost_bytes).sum();
         println!(
             "lost {} in all; metadata pages {}..{}; scratch {}",

@@ -67,8 +67,7 @@ use super::exec::{ExecError, NewKernelArgs, exec_new_kernel};
 use super::luo::{LuoFiles, preserve_sessions};
 use super::new_kernel::{Booted, NewKernelConfig, baseline_boot, boot_and_restore};
 use super::old_kernel::{
-    poison_all_but, preserve_fdt_page, preserve_manifest, root_fdt, write_fdt,
-    write_kexec_handover,
+    poison_all_but, preserve_fdt_page, preserve_manifest, root_fdt, write_fdt, write_kexec_handover,
 };
 use super::report::Generation;
 use super::{LiveUpdateError, RunReport};
@@ -94,6 +93,9 @@ pub(crate) struct Carried {
     pub carried: u64,
     /// Folios added.
     pub new: u64,
+    /// The head of the setup_data list written (the next `--setup-data`;
+    /// 0: nothing handed over).
+    pub setup_data: kho::PhysAddr,
 }
 
 /// Generation `args.generation` of a chain of `args.updates`: boots and
@@ -159,8 +161,11 @@ pub(crate) fn generation_main(
         what: "locating this binary for the next kexec",
         source,
     })?;
+    // The memfd this process inherited (still open, not close-on-exec);
+    // the handover is where the first old kernel put it.
     let next = NewKernelArgs {
         generation: args.generation + 1,
+        setup_data: carried.setup_data,
         ..args.clone()
     };
     Err(exec_new_kernel(&image, &next).into())
@@ -196,7 +201,7 @@ pub(crate) fn preserve_again(
     }
     let mut carried = Carried {
         carried: restored.direct.len() as u64,
-        new: 0,
+        ..Carried::default()
     };
     // The new folios: a small workload's, filled under a seed of this
     // generation (the manifest keeps every folio's own checksum).
@@ -211,12 +216,12 @@ pub(crate) fn preserve_again(
                 what: "a new folio of the generation",
                 size: order.pages() * PAGE_SIZE,
             })?;
-        new_blocks.push(Block::from_pfn(pfn, order).map_err(|_| {
-            LiveUpdateError::OutOfMemory {
+        new_blocks.push(
+            Block::from_pfn(pfn, order).map_err(|_| LiveUpdateError::OutOfMemory {
                 what: "a new folio of the generation",
                 size: order.pages() * PAGE_SIZE,
-            }
-        })?);
+            })?,
+        );
     }
     let mut p = Preserver::new(mem, tree.cursor(), &scratch, gen_seed);
     p.folios(&new_blocks)
@@ -252,6 +257,7 @@ pub(crate) fn preserve_again(
     write_fdt(mem, fdt, &root_fdt(tree.root(), k.version, blob, luo)?)?;
     let image = write_kexec_handover(mem, &scratch, fdt)?;
     poison_all_but(mem, &preserved, &tree_alloc.pages(), image.range)?;
+    carried.setup_data = image.setup_data;
     Ok(carried)
 }
 
@@ -260,7 +266,10 @@ pub(crate) fn preserve_again(
 /// gives every other page back, so that no allocation of this generation
 /// can land in scratch. A block that straddles a scratch boundary is split
 /// into pages. Returns the pages held.
-pub(crate) fn hold_scratch(buddy: &Buddy<'_>, scratch: &ScratchAreas) -> Result<u64, LiveUpdateError> {
+pub(crate) fn hold_scratch(
+    buddy: &Buddy<'_>,
+    scratch: &ScratchAreas,
+) -> Result<u64, LiveUpdateError> {
     let poison = buddy.poison_on_alloc();
     buddy.set_poison_on_alloc(false);
     let mut give_back: Vec<(kho::Pfn, Order)> = Vec::new();

@@ -92,6 +92,7 @@ mod new_kernel;
 mod old_kernel;
 mod report;
 
+pub use chain::MAX_UPDATES;
 pub use exec::{
     ExecError, KernelArgs, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, OLD_KERNEL_SUBCOMMAND,
     OldKernelArgs, parse_abi,
@@ -102,7 +103,6 @@ pub use old_kernel::{
     BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,
     old_kernel_main,
 };
-pub use chain::MAX_UPDATES;
 pub use report::{Generation, RunReport};
 
 const MIB: u64 = 1 << 20;

@@ -586,7 +586,11 @@ pub(crate) fn root_fdt(
 }
 
 /// Writes `bytes` into the (zeroed) FDT page `fdt`.
-pub(crate) fn write_fdt(mem: &PhysMem, fdt: PhysRange, bytes: &[u8]) -> Result<(), LiveUpdateError> {
+pub(crate) fn write_fdt(
+    mem: &PhysMem,
+    fdt: PhysRange,
+    bytes: &[u8],
+) -> Result<(), LiveUpdateError> {
     mem.page_at(fdt.start())?.zero();
     write_bytes(mem, fdt.start(), bytes)?;
     Ok(())
