@@ -64,7 +64,7 @@ use std::sync::Arc;
 use kho::{Block, KhoVersion, Order, PAGE_SIZE, RadixTree};
 
 use super::exec::{ExecError, NewKernelArgs, exec_new_kernel};
-use super::luo::{LuoFiles, preserve_sessions};
+use super::luo::preserve_sessions;
 use super::new_kernel::{Booted, NewKernelConfig, baseline_boot, boot_and_restore};
 use super::old_kernel::{
     poison_all_but, preserve_fdt_page, preserve_manifest, root_fdt, write_fdt, write_kexec_handover,
@@ -233,17 +233,13 @@ pub(crate) fn preserve_again(
     // The LUO files through their handlers again, one more live update.
     let luo = match (k.version, restored.luo.liveupdate_num) {
         (KhoVersion::V4, Some(num)) => {
-            let (memfd, guests, luo_entries) = restored.luo.files_again();
-            let files = LuoFiles {
-                memfd: &memfd,
-                guests: &guests,
-            };
-            let w = preserve_sessions(&tree, &files, num.saturating_add(1))?;
+            let again = restored.luo.files_again();
+            let w = preserve_sessions(&tree, &again.files(), num.saturating_add(1))?;
             for b in &w.preserved {
                 scratch.check_preserve(b.range().unwrap_or_default())?;
             }
-            carried.carried += luo_entries.len() as u64;
-            entries.extend(luo_entries);
+            carried.carried += again.entries.len() as u64;
+            entries.extend(again.entries);
             preserved.extend(w.preserved.iter().copied());
             Some((w.header, w.size))
         }

@@ -6,6 +6,7 @@
 //! |--------------------------|-------------------------------------------------------------------|
 //! | old kernel (driver: run) | `__old-kernel --machine-size N --strategy S [options]`            |
 //! | new kernel (the exec)    | `__new-kernel --memfd N --e820 R --setup-data A --strategy S ...` |
+//! | next generation (chain)  | the same with `--updates N --generation G+1`, the inherited memfd |
 //!
 //! Options are `--name value` or `--name=value`; a flag is `--name`.
 //!
@@ -24,7 +25,8 @@
 //!
 //! Nothing else crosses: the environment is cleared, every other descriptor
 //! is close-on-exec. The new kernel's own boot parameters (`--strategy`,
-//! `--scheme`) are ordinary options. What the setup_data chain holds is
+//! `--scheme`, a chain's `--updates` and `--generation`) are ordinary
+//! options. What the setup_data chain holds is
 //! [`crate::kexec`]'s.
 
 use std::ffi::{OsStr, OsString};
@@ -185,7 +187,7 @@ pub struct OldKernelArgs {
     /// `--abi`: the handover the old kernel writes ([`parse_abi`]).
     pub abi: KhoVersion,
     /// `--updates`: live updates of the chain (1: one; see
-    /// [`super::chain`]).
+    /// the `chain` module).
     pub updates: u32,
 }
 
@@ -475,7 +477,7 @@ pub(crate) fn kexec_exec(mem: &PhysMem, image: &Path, args: &NewKernelArgs) -> E
 
 /// The exec itself: `image` as the new kernel of `args`, whose `--memfd`
 /// must already be open without FD_CLOEXEC (a chained generation passes
-/// on the descriptor it inherited, [`super::chain`]). Returns only if the
+/// on the descriptor it inherited, the `chain` module). Returns only if the
 /// exec failed.
 pub(crate) fn exec_new_kernel(image: &Path, args: &NewKernelArgs) -> ExecError {
     let source = Command::new(image)

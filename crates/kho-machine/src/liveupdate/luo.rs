@@ -313,31 +313,52 @@ pub(crate) struct KeptFile {
     pub folios: Vec<ManifestEntry>,
 }
 
+/// The retrieved files' verified folios, to preserve again
+/// ([`LuoRestore::files_again`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FilesAgain {
+    /// The memfd checkpoint's folios, in array order.
+    pub memfd: Vec<Block>,
+    /// Each guest's number and guest_memfd pages.
+    pub guests: Vec<(usize, Vec<Block>)>,
+    /// The manifest entries of all of them.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl FilesAgain {
+    /// As [`preserve_sessions`] takes them.
+    pub(crate) fn files(&self) -> LuoFiles<'_> {
+        LuoFiles {
+            memfd: &self.memfd,
+            guests: &self.guests,
+        }
+    }
+}
+
 impl LuoRestore {
     /// The files to preserve again: the memfd checkpoint's folios and each
     /// guest's guest_memfd pages (guest `i` of session `kho-run-vm<i>`),
-    /// the entries of both, as [`LuoFiles`] and the manifest need them.
-    pub(crate) fn files_again(&self) -> (Vec<Block>, Vec<(usize, Vec<Block>)>, Vec<ManifestEntry>) {
-        let mut memfd = Vec::new();
-        let mut guests = Vec::new();
-        let mut entries = Vec::new();
+    /// with their manifest entries. A kvm file has no folios: its session
+    /// is written again with its guest_memfd.
+    pub(crate) fn files_again(&self) -> FilesAgain {
+        let mut out = FilesAgain::default();
         for f in &self.kept {
             let blocks: Vec<Block> = f.folios.iter().map(|e| e.block).collect();
             if f.session == MEMFD_SESSION && f.compatible == MEMFD_V2_COMPATIBLE {
-                memfd.extend(blocks);
+                out.memfd.extend(blocks);
             } else if f.compatible == GUEST_MEMFD_LUO_FH_COMPATIBLE
                 && let Some(i) = f
                     .session
                     .strip_prefix(VM_SESSION_PREFIX)
                     .and_then(|n| n.parse::<usize>().ok())
             {
-                guests.push((i, blocks));
+                out.guests.push((i, blocks));
             } else {
                 continue;
             }
-            entries.extend(f.folios.iter().copied());
+            out.entries.extend(f.folios.iter().copied());
         }
-        (memfd, guests, entries)
+        out
     }
 }
 

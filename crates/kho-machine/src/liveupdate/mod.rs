@@ -23,8 +23,9 @@
 //! | `old_kernel` | [`old_kernel_boot`] and [`old_kernel_main`]                          |
 //! | `luo`        | the LUO sessions: written by the old kernel, retrieved by the new    |
 //! | `new_kernel` | [`new_kernel_boot`] and [`new_kernel_main`]                          |
-//! | `report`     | the new kernel's one JSON line ([`RunReport`])                       |
-//! | `chain`      | chained live updates: a new kernel becomes the next old kernel       |
+//! | `report`     | the new kernel's one JSON line ([`RunReport`], [`Generation`])       |
+//! | `chain`      | chained live updates (`--updates N`): a new kernel preserves what it |
+//! |              | restored again and execs the next; scratch reused as Linux does       |
 //!
 //! ## The contract between the two kernels
 //!

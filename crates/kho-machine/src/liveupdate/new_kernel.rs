@@ -25,7 +25,7 @@ use crate::physio::read_bytes;
 /// ([`new_kernel_boot`]); `scheme` is the tracker `args.scheme` names
 /// (resolved by the caller: the schemes live above this crate).
 ///
-/// In a chained run (`args.updates` > 1, see [`super::chain`]) every
+/// In a chained run (`args.updates` > 1, see the `chain` module) every
 /// generation's report goes to `emit` as it is made; a generation before
 /// the last then preserves everything it restored (and new folios) and
 /// execs the next kernel, returning only on failure. The last generation's
