@@ -12,7 +12,7 @@ use super::{LiveUpdateError, MANIFEST_NODE, RunReport, kernel_boot_config};
 use crate::arena::PhysMem;
 use crate::boot::{BootConfig, BootError, Machine};
 use crate::buddy::Buddy;
-use crate::kexec::{KexecError, KhoHandover, read_setup_data};
+use crate::kexec::{KHO_NODE_LEN, KexecError, KhoHandover, read_setup_data};
 use crate::kho::{
     Kho, KhoError, KhoIn, PeerScheme, Strategy, blob_pages, kho_memory_init, kho_populate,
     kho_preserved_order, kho_restore_folio, kho_restore_pages,
@@ -193,6 +193,14 @@ pub(crate) fn boot_and_restore<'m>(
     };
     let mut m = Machine::new(mem, config);
     m.memblock_init()?;
+    // x86's early_reserve_memory -> memblock_x86_reserve_range_setup_data
+    // (torvalds/linux@007b75605338 arch/x86/kernel/setup.c): every
+    // setup_data node stays reserved, `sizeof(*data) + data->len` bytes.
+    if let Ok(Some(h)) = &handover {
+        m.memblock
+            .memblock_reserve(h.node, KHO_NODE_LEN)
+            .map_err(BootError::Memblock)?;
+    }
     let mut kho = match handover {
         Ok(Some(h)) => kho_populate(&mut m, &h, scheme),
         Ok(None) => Kho::disabled(KhoError::NoHandover),
