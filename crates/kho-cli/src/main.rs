@@ -1124,6 +1124,34 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
             w[0].chain.as_ref().map(|g| &g.scratch) == w[1].chain.as_ref().map(|g| &g.scratch)
         });
         let lost: u64 = gens.iter().map(|r| r.lost_bytes).sum();
+        // Medians of the first and the last quarter: flat or growing,
+        // whatever one noisy generation did.
+        let quarter = gens.len().div_ceil(4);
+        let median = |part: &[&RunReport], f: fn(&RunReport) -> f64| {
+            let mut v: Vec<f64> = part.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (head, tail) = (&gens[..quarter], &gens[gens.len() - quarter..]);
+        let times: [(&str, fn(&RunReport) -> f64); 3] = [
+            ("walk", |r| r.walk_ms),
+            ("memblock", |r| r.memblock_ms),
+            ("mm init", |r| r.mm_init_ms),
+        ];
+        let times: Vec<String> = times
+            .iter()
+            .map(|&(name, f)| {
+                format!(
+                    "{name} {} / {}",
+                    millis(median(head, f)),
+                    millis(median(tail, f))
+                )
+            })
+            .collect();
+        println!(
+            "median ms of the first / last {quarter} generations: {}",
+            times.join(", ")
+        );
         println!(
             "lost {} in all; metadata pages {}..{}; scratch {}",
             bytes(lost),

@@ -148,6 +148,7 @@ pub(crate) fn generation_main(
         return Ok(report);
     }
     let carried = preserve_again(mem, &booted, args.generation)?;
+    debug_assert_ne!(carried.setup_data, kho::PhysAddr::ZERO);
     if let Some(g) = report.chain.as_mut() {
         g.carried_folios = carried.carried;
         g.new_folios = carried.new;
@@ -181,9 +182,16 @@ pub(crate) fn preserve_again(
     booted: &Booted<'_>,
     generation: u32,
 ) -> Result<Carried, LiveUpdateError> {
-    let (Some(k), Some(buddy)) = (&booted.incoming, booted.machine.buddy()) else {
+    let Some(k) = &booted.incoming else {
         return Ok(Carried::default());
     };
+    let buddy = booted
+        .machine
+        .buddy()
+        .ok_or(crate::boot::BootError::Phase {
+            phase: "the next handover",
+            needs: "memblock_free_all",
+        })?;
     let restored = &booted.restored;
     let scratch = ScratchAreas::from_ranges(k.scratch.clone());
     hold_scratch(buddy, &scratch)?;
