@@ -1052,6 +1052,9 @@ fn run(a: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// A time of a report, ms.
+type ReportTime = fn(&RunReport) -> f64;
+
 /// `--updates N`: one table per strategy, one row per generation, then
 /// whether metadata and scratch stayed flat.
 fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode) {
@@ -1127,13 +1130,13 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
         // Medians of the first and the last quarter: flat or growing,
         // whatever one noisy generation did.
         let quarter = gens.len().div_ceil(4);
-        let median = |part: &[&RunReport], f: fn(&RunReport) -> f64| {
+        let median = |part: &[&RunReport], f: ReportTime| {
             let mut v: Vec<f64> = part.iter().map(|r| f(r)).collect();
             v.sort_by(f64::total_cmp);
             v.get(v.len() / 2).copied().unwrap_or(0.0)
         };
         let (head, tail) = (&gens[..quarter], &gens[gens.len() - quarter..]);
-        let times: [(&str, fn(&RunReport) -> f64); 3] = [
+        let times: [(&str, ReportTime); 3] = [
             ("walk", |r| r.walk_ms),
             ("memblock", |r| r.memblock_ms),
             ("mm init", |r| r.mm_init_ms),
