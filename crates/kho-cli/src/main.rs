@@ -229,6 +229,12 @@ struct RunArgs {
     /// peer --scheme the peer's format, no LUO.
     #[arg(long, default_value = "kho-v4", value_parser = parse_abi)]
     abi: kho::KhoVersion,
+    /// Chained live updates: N consecutive updates per strategy, each new
+    /// kernel restoring and verifying every byte, then preserving it again
+    /// (plus a few new folios) and exec'ing the next; one row per
+    /// generation (see docs/cli.md). Our tracker only.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(kho_machine::MAX_UPDATES)))]
+    updates: u32,
 }
 
 fn parse_abi(s: &str) -> Result<kho::KhoVersion, String> {
@@ -815,7 +821,13 @@ fn old_kernel(a: &OldKernelArgs) -> Result<()> {
 }
 
 fn new_kernel(a: &NewKernelArgs) -> Result<()> {
-    let report = new_kernel_main(a, scheme(&a.scheme)?).context("new kernel")?;
+    // A chained generation prints its report before it execs the next.
+    let mut emit = |r: &RunReport| -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+        out.flush()
+    };
+    let report = new_kernel_main(a, scheme(&a.scheme)?, &mut emit).context("new kernel")?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -828,13 +840,14 @@ fn run_threads(a: &RunArgs) -> usize {
     )
 }
 
-/// One live update: spawn the old kernel, collect the new kernel's report.
+/// One live update (or a chain of `--updates`): spawn the old kernel,
+/// collect the new kernels' reports, one per generation.
 fn live_update(
     exe: &PathBuf,
     a: &RunArgs,
     strategy: Strategy,
     dump_core: Option<&PathBuf>,
-) -> Result<RunReport> {
+) -> Result<Vec<RunReport>> {
     let args = OldKernelArgs {
         forget_pages: a.forget_pages,
         scheme: a.scheme.name().to_owned(),
@@ -845,6 +858,7 @@ fn live_update(
         threads: run_threads(a),
         parallel_memmap_init: a.parallel_memmap_init,
         abi: a.abi,
+        updates: a.updates,
         ..OldKernelArgs::new(a.machine_size, strategy)
     };
     let out = Command::new(exe)
@@ -876,12 +890,38 @@ fn live_update(
         bail!("live update ({strategy}) failed: {}", out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
+    if a.updates <= 1 {
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .with_context(|| format!("the new kernel ({strategy}) printed no report"))?;
+        let r = serde_json::from_str(line)
+            .with_context(|| format!("parsing the new kernel's report {line:?}"))?;
+        return Ok(vec![r]);
+    }
+    let rows = stdout
         .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("the new kernel ({strategy}) printed no report"))?;
-    serde_json::from_str(line).with_context(|| format!("parsing the new kernel's report {line:?}"))
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|line| {
+            serde_json::from_str::<RunReport>(line)
+                .with_context(|| format!("parsing a new kernel's report {line:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if rows.len() != a.updates as usize {
+        let why = rows
+            .last()
+            .and_then(|r| r.kho_error.clone())
+            .map_or_else(String::new, |e| {
+                format!(": generation {} booted without KHO: {e}", rows.len())
+            });
+        bail!(
+            "the chain of {} live updates ({strategy}) stopped after {} reports{why}",
+            a.updates,
+            rows.len()
+        );
+    }
+    Ok(rows)
 }
 
 /// Refuses, before any kernel process starts, a machine too small for the
@@ -936,6 +976,12 @@ fn run(a: &RunArgs) -> Result<()> {
             s.ranges
         );
     }
+    if a.updates > 1 && a.scheme.name() != "kho" {
+        return Err(usage(format!(
+            "--updates {}: a chained run needs our tracker (--scheme kho), not {}",
+            a.updates, a.scheme
+        )));
+    }
     let exe = std::env::current_exe().context("locating this binary")?;
     let strategies: Vec<Strategy> = a
         .strategy
@@ -970,7 +1016,7 @@ fn run(a: &RunArgs) -> Result<()> {
     let mut rows = Vec::with_capacity(strategies.len());
     for (i, s) in strategies.into_iter().enumerate() {
         bar.set_message(format!("{} on a {} machine", s, bytes(a.machine_size)));
-        rows.push(live_update(
+        rows.extend(live_update(
             &exe,
             a,
             s,
@@ -1004,9 +1050,139 @@ fn run(a: &RunArgs) -> Result<()> {
         JsonOut::write(a.json.as_ref(), json_file, &json)?;
     }
     if !JsonOut::is_stdout(a.json.as_ref()) {
-        print_table(&rows, a.machine_size, a.memmap, run_threads(a), a.wide);
+        if a.updates > 1 {
+            print_chain_tables(&rows, a.machine_size, a.memmap);
+        } else {
+            print_table(&rows, a.machine_size, a.memmap, run_threads(a), a.wide);
+        }
     }
     Ok(())
+}
+
+/// A time of a report, ms.
+type ReportTime = fn(&RunReport) -> f64;
+
+/// `--updates N`: one table per strategy, one row per generation, then
+/// whether metadata and scratch stayed flat.
+fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode) {
+    let mut strategies: Vec<Strategy> = rows.iter().map(|r| r.strategy).collect();
+    strategies.dedup();
+    for s in strategies {
+        let gens: Vec<&RunReport> = rows.iter().filter(|r| r.strategy == s).collect();
+        println!(
+            "{} chained live updates on a {} machine, {s}, struct pages {memmap}",
+            gens.len(),
+            bytes(machine_size)
+        );
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_content_arrangement(ContentArrangement::Disabled);
+        t.set_header([
+            "gen",
+            "LU#",
+            "blocks",
+            "preserved",
+            "lost",
+            "tree pg",
+            "FDT pg",
+            "LUO pg",
+            "metadata pg",
+            "manifest pg",
+            "scratch (base+size)",
+            "walk ms",
+            "memblock ms",
+            "mm init ms",
+            "baseline ms",
+        ]);
+        let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+        for r in &gens {
+            let g = r.chain.clone().unwrap_or_default();
+            let scratch = g
+                .scratch
+                .iter()
+                .map(|&(b, sz)| format!("{b:#x}+{}", bytes(sz)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            t.add_row([
+                right(g.generation.to_string()),
+                right(
+                    g.liveupdate_num
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                ),
+                right(thousands(r.blocks)),
+                right(bytes(r.preserved_bytes)),
+                right(bytes(r.lost_bytes)),
+                right(thousands(g.tree_pages)),
+                right(thousands(g.fdt_pages)),
+                right(thousands(g.luo_pages)),
+                right(thousands(g.tree_pages + g.fdt_pages + g.luo_pages)),
+                right(thousands(g.manifest_pages)),
+                Cell::new(scratch),
+                right(millis(r.walk_ms)),
+                right(millis(r.memblock_ms)),
+                right(millis(r.mm_init_ms)),
+                right(millis(r.baseline_mm_init_ms)),
+            ]);
+        }
+        println!("{t}");
+        let meta: Vec<u64> = gens
+            .iter()
+            .filter_map(|r| r.chain.as_ref())
+            .map(|g| g.tree_pages + g.fdt_pages + g.luo_pages)
+            .collect();
+        let scratch_same = gens.windows(2).all(|w| {
+            w[0].chain.as_ref().map(|g| &g.scratch) == w[1].chain.as_ref().map(|g| &g.scratch)
+        });
+        let lost: u64 = gens.iter().map(|r| r.lost_bytes).sum();
+        // Medians of the first and the last quarter: flat or growing,
+        // whatever one noisy generation did.
+        let quarter = gens.len().div_ceil(4);
+        let median = |part: &[&RunReport], f: ReportTime| {
+            let mut v: Vec<f64> = part.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (head, tail) = (&gens[..quarter], &gens[gens.len() - quarter..]);
+        let times: [(&str, ReportTime); 3] = [
+            ("walk", |r| r.walk_ms),
+            ("memblock", |r| r.memblock_ms),
+            ("mm init", |r| r.mm_init_ms),
+        ];
+        let times: Vec<String> = times
+            .iter()
+            .map(|&(name, f)| {
+                format!(
+                    "{name} {} / {}",
+                    millis(median(head, f)),
+                    millis(median(tail, f))
+                )
+            })
+            .collect();
+        println!(
+            "median ms of the first / last {quarter} generations: {}",
+            times.join(", ")
+        );
+        println!(
+            "lost {} in all; metadata pages {}..{}; scratch {}",
+            bytes(lost),
+            meta.iter().min().copied().unwrap_or(0),
+            meta.iter().max().copied().unwrap_or(0),
+            if scratch_same {
+                "the same in every generation"
+            } else {
+                "MOVED between generations"
+            }
+        );
+        for r in &gens {
+            if let Some(e) = &r.kho_error {
+                println!("{s}: booted without KHO: {e}");
+            }
+            if let Some(e) = &r.luo_error {
+                println!("{s}: LUO not retrieved: {e}");
+            }
+        }
+        println!();
+    }
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes.
