@@ -965,13 +965,7 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
                     String::new()
                 }
             })
-            .y_label_formatter(&|y| {
-                if *y >= 1.0 {
-                    format!("{y:.0}")
-                } else {
-                    format!("{y}")
-                }
-            })
+            .y_label_formatter(&|y| decade_label(*y))
             .draw()?;
         for s in &curves {
             let color = series_color(&format!("{}/{}", s.tracker, s.strategy));
@@ -1002,6 +996,45 @@ fn svg_loglog(r: &BenchReport) -> Result<String, BenchError> {
     Ok(buf)
 }
 
+/// An axis label: at most three significant digits, thousands as `k`,
+/// millions as `M`, billions as `G` (no float noise such as
+/// `0.30000000000000004` or `1000000.0`).
+pub fn axis_number(v: f64) -> String {
+    let (scaled, unit) = match v.abs() {
+        a if a >= 1e9 => (v / 1e9, "G"),
+        a if a >= 1e6 => (v / 1e6, "M"),
+        a if a >= 1e3 => (v / 1e3, "k"),
+        _ => (v, ""),
+    };
+    let a = scaled.abs();
+    let digits = if a == 0.0 || a >= 100.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else {
+        // Three significant digits below 1.
+        (2.0 - a.log10().floor()).clamp(0.0, 12.0) as usize
+    };
+    let mut t = format!("{scaled:.digits$}");
+    if t.contains('.') {
+        t = t.trim_end_matches('0').trim_end_matches('.').to_owned();
+    }
+    format!("{t}{unit}")
+}
+
+/// A log axis's label: [`axis_number`] at powers of ten, nothing between
+/// (the minor grid lines stay unlabelled).
+pub fn decade_label(v: f64) -> String {
+    let l = v.log10();
+    if v > 0.0 && (l - l.round()).abs() < 1e-9 {
+        axis_number(v)
+    } else {
+        String::new()
+    }
+}
+
 /// A points chart: one series per scheme (or scheme/strategy), x = the
 /// workloads, y = `value` (log scale).
 fn svg_by_workload(
@@ -1026,25 +1059,28 @@ fn svg_by_workload(
         let (root, legend) = root.split_horizontally(880);
         let mut entries = Vec::new();
         let n = workloads.len().max(1) as f64;
+        // Workloads as rows (their long names read across, never overlap),
+        // the value on a log axis labelled at its decades.
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(10)
-            .x_label_area_size(70)
-            .y_label_area_size(70)
-            .build_cartesian_2d(-0.5f64..n - 0.5, (y0..y1).log_scale())?;
+            .x_label_area_size(50)
+            .y_label_area_size(190)
+            .build_cartesian_2d((y0..y1).log_scale(), -0.5f64..n - 0.5)?;
         let wl = workloads.clone();
         chart
             .configure_mesh()
-            .x_labels(workloads.len().max(1))
-            .x_label_formatter(&move |x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
+            .y_labels(workloads.len().max(1))
+            .y_label_formatter(&move |y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 {
                     wl.get(i as usize).cloned().unwrap_or_default()
                 } else {
                     String::new()
                 }
             })
-            .y_desc(ylabel)
+            .x_label_formatter(&|x| decade_label(*x))
+            .x_desc(ylabel)
             .draw()?;
         let k = series.len().max(1) as f64;
         for (si, s) in series.iter().enumerate() {
@@ -1057,7 +1093,7 @@ fn svg_by_workload(
                 .filter_map(|c| {
                     let i = workloads.iter().position(|w| *w == c.workload)?;
                     let v = value(c);
-                    (v > 0.0).then_some((i as f64 + off, v))
+                    (v > 0.0).then_some((v, i as f64 + off))
                 })
                 .collect();
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;

@@ -125,3 +125,23 @@ fn a_tiny_matrix_has_one_cell_per_combination_and_every_key() {
     assert!(!html.contains("http://") && !html.contains("https://"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn axis_numbers_are_rounded_with_units() {
+    use super::report::axis_number;
+    let cases = [
+        (0.1 + 0.2, "0.3"),
+        (1_000_000.0, "1M"),
+        (100_000.0, "100k"),
+        (10_000.0, "10k"),
+        (1024.0, "1.02k"),
+        (0.001, "0.001"),
+        (0.0, "0"),
+        (5.0, "5"),
+        (12.5, "12.5"),
+        (3e9, "3G"),
+    ];
+    for (v, want) in cases {
+        assert_eq!(axis_number(v), want, "{v}");
+    }
+}
