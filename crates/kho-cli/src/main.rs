@@ -1051,7 +1051,7 @@ fn run(a: &RunArgs) -> Result<()> {
     }
     if !JsonOut::is_stdout(a.json.as_ref()) {
         if a.updates > 1 {
-            print_chain_tables(&rows, a.machine_size, a.memmap);
+            print_chain_tables(&rows, a.machine_size, a.memmap, a.wide);
         } else {
             print_table(&rows, a.machine_size, a.memmap, run_threads(a), a.wide);
         }
@@ -1064,7 +1064,8 @@ type ReportTime = fn(&RunReport) -> f64;
 
 /// `--updates N`: one table per strategy, one row per generation, then
 /// whether metadata and scratch stayed flat.
-fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode) {
+fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode, wide: bool) {
+    let width = if wide { None } else { table_width() };
     let mut strategies: Vec<Strategy> = rows.iter().map(|r| r.strategy).collect();
     strategies.dedup();
     for s in strategies {
@@ -1088,7 +1089,7 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
             "LUO pg",
             "metadata pg",
             "manifest pg",
-            "scratch (base+size)",
+            "scratch",
             "walk ms",
             "memblock ms",
             "mm init ms",
@@ -1097,12 +1098,13 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
         let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
         for r in &gens {
             let g = r.chain.clone().unwrap_or_default();
-            let scratch = g
-                .scratch
-                .iter()
-                .map(|&(b, sz)| format!("{b:#x}+{}", bytes(sz)))
-                .collect::<Vec<_>>()
-                .join(" ");
+            // Short: the areas' total and lowest base (the full list is in
+            // the JSON and below the table).
+            let scratch = format!(
+                "{} @{:#x}",
+                bytes(g.scratch.iter().map(|&(_, sz)| sz).sum()),
+                g.scratch.iter().map(|&(b, _)| b).min().unwrap_or(0)
+            );
             t.add_row([
                 right(g.generation.to_string()),
                 right(
@@ -1124,7 +1126,22 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
                 right(millis(r.baseline_mm_init_ms)),
             ]);
         }
-        println!("{t}");
+        println!("{}", fit(t, 1, width));
+        if let Some(g) = gens.first().and_then(|r| r.chain.as_ref()) {
+            let areas: Vec<String> = g
+                .scratch
+                .iter()
+                .map(|&(b, sz)| format!("{b:#x}+{}", bytes(sz)))
+                .collect();
+            println!(
+                "{}",
+                wrap(
+                    &format!("scratch areas of generation 1: {}", areas.join(", ")),
+                    "  ",
+                    width
+                )
+            );
+        }
         let meta: Vec<u64> = gens
             .iter()
             .filter_map(|r| r.chain.as_ref())
@@ -1159,8 +1176,15 @@ fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode)
             })
             .collect();
         println!(
-            "median ms of the first / last {quarter} generations: {}",
-            times.join(", ")
+            "{}",
+            wrap(
+                &format!(
+                    "median ms of the first / last {quarter} generations: {}",
+                    times.join(", ")
+                ),
+                "  ",
+                width
+            )
         );
         println!(
             "lost {} in all; metadata pages {}..{}; scratch {}",

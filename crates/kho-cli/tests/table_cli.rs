@@ -68,3 +68,18 @@ fn the_bench_tables_fit_80_columns_stacked() {
         assert!(t.contains(h), "{h} missing:\n{t}");
     }
 }
+
+#[test]
+fn the_chain_tables_fit_80_columns() {
+    let t = table("80", &["--updates", "3"]);
+    assert!(widest(&t) <= 80, "wider than 80:\n{t}");
+    for h in [
+        "LU#",
+        "metadata pg",
+        "scratch",
+        "baseline ms",
+        "lost 0 B in all",
+    ] {
+        assert!(t.contains(h), "{h} missing:\n{t}");
+    }
+}
