@@ -405,6 +405,18 @@ impl MemImage {
         &self.ram
     }
 
+    /// The pages whose bytes the file holds (`p_filesz`, rounded up per
+    /// segment): the metadata a reader can find, whatever RAM the
+    /// segments declare (`p_memsz`; the rest reads as zero). Segments
+    /// never share file bytes, so this is at most the file's pages plus
+    /// one per segment.
+    pub fn present_pages(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.file_bytes.div_ceil(PAGE_SIZE))
+            .fold(0, u64::saturating_add)
+    }
+
     /// Up to `len` bytes from `phys` (8-byte aligned), stopping at the
     /// first byte the image does not hold; `None` if it holds none.
     pub fn read(&self, phys: PhysAddr, len: usize) -> Option<Vec<u8>> {
