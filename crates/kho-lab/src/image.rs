@@ -405,6 +405,17 @@ impl MemImage {
         &self.ram
     }
 
+    /// The physical ranges whose bytes the file holds, ascending (the
+    /// rest of the RAM reads as zero).
+    pub fn held(&self) -> impl Iterator<Item = PhysRange> + '_ {
+        self.segments.iter().filter_map(|s| {
+            let bytes = s.file_bytes.div_ceil(PAGE_SIZE).checked_mul(PAGE_SIZE)?;
+            PhysRange::from_start_size(s.phys.start(), bytes.min(s.phys.size()))
+                .ok()
+                .filter(|r| !r.is_empty())
+        })
+    }
+
     /// The pages whose bytes the file holds (`p_filesz`, rounded up per
     /// segment): the metadata a reader can find, whatever RAM the
     /// segments declare (`p_memsz`; the rest reads as zero). Segments
@@ -666,6 +677,20 @@ pub fn write_elf(
     segs: &[PhysRange],
     out: &mut impl Write,
 ) -> Result<(), ImageError> {
+    write_elf_with_memsz(mem, segs, &[], out)
+}
+
+/// [`write_elf`], with segment `i` declaring `memsz[i]` bytes of RAM
+/// (`p_memsz`, at least its file bytes; missing entries: the file bytes):
+/// RAM past the file bytes reads as zero. What a dump that leaves out
+/// zero pages writes, and how a hostile image claims RAM it does not
+/// carry.
+pub fn write_elf_with_memsz(
+    mem: &(impl PageMap + ?Sized),
+    segs: &[PhysRange],
+    memsz: &[u64],
+    out: &mut impl Write,
+) -> Result<(), ImageError> {
     let io_err = |what: &'static str, offset: u64| {
         move |source| ImageError::Io {
             what,
@@ -717,7 +742,7 @@ pub fn write_elf(
             p_vaddr: U64::new(0),
             p_paddr: U64::new(s.start().as_u64()),
             p_filesz: U64::new(s.size()),
-            p_memsz: U64::new(s.size()),
+            p_memsz: U64::new(memsz.get(i).map_or(s.size(), |&m| m.max(s.size()))),
             p_align: U64::new(PAGE_SIZE),
         };
         let at = (EHDR_SIZE + PHDR_SIZE * i) as u64;

@@ -359,9 +359,7 @@ impl Reading<'_> {
             *c = c.saturating_add(take);
         }
         self.blocks = self.blocks.saturating_add(take);
-        self.bytes = self
-            .bytes
-            .saturating_add(take.saturating_mul(first.size()));
+        self.bytes = self.bytes.saturating_add(take.saturating_mul(first.size()));
         if sink.wants_blocks() {
             let mut at = first.phys();
             for _ in 0..take {

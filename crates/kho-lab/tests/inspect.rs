@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kho::{Block, KhoVersion, Order, PAGE_SIZE, split_pages};
-use kho_lab::image::{MemImage, Source, dump_old_kernel, fdt_path};
 use kho_lab::image::MemImage as Image;
+use kho_lab::image::{MemImage, Source, dump_old_kernel, fdt_path};
 use kho_lab::{Collect, FdtSource, InspectOptions, Inspection, inspect, inspect_to};
 
 /// [`inspect`], with the blocks and ranges it streams collected.

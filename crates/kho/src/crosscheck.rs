@@ -752,7 +752,10 @@ fn orphan_run(merged: &[PhysRange], first: Block, count: u64, orphans: &mut Orph
                 let touched_to = start.saturating_add(
                     index(e.saturating_add(size).saturating_sub(1)).saturating_mul(size),
                 );
-                (touched_from, touched_to.max(touched_from.saturating_add(size)))
+                (
+                    touched_from,
+                    touched_to.max(touched_from.saturating_add(size)),
+                )
             }
             _ => (end, end),
         };

@@ -720,7 +720,10 @@ impl<'a, M: PageMap + ?Sized> V1Tracker<'a, M> {
                 heap.push(core::cmp::Reverse((b.phys(), i, bit)));
             }
         }
-        V1Ascending { tracker: self, heap }
+        V1Ascending {
+            tracker: self,
+            heap,
+        }
     }
 
     /// The first set bit of `e` at or after `from`.
@@ -763,8 +766,14 @@ impl<M: PageMap + ?Sized> crate::tracker::PreservedLookup for V1Tracker<'_, M> {
             let lo = self
                 .entries
                 .partition_point(|e| (e.order, e.phys_start) < key);
-            let bit = phys.as_u64().wrapping_sub(start).wrapping_shr(order.shift());
-            let (Ok(w), m) = (usize::try_from(bit / 64), 1u64.wrapping_shl(bit_in_word(bit))) else {
+            let bit = phys
+                .as_u64()
+                .wrapping_sub(start)
+                .wrapping_shr(order.shift());
+            let (Ok(w), m) = (
+                usize::try_from(bit / 64),
+                1u64.wrapping_shl(bit_in_word(bit)),
+            ) else {
                 continue;
             };
             for e in self.entries.get(lo..).unwrap_or_default() {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use kho::{
     Block, CrossCheck, FileData, FolioEntry, HandlerKind, KhoFdt, LUO_KHO_ENTRY_NAME, LuoPath,
     LuoState, MEMBLOCK_KHO_FDT, MemblockFdt, Order, PAGE_BYTES, PAGE_SIZE, PageMap, PhysAddr,
-    PhysReader, PreservedBlocks, PreservedLookup, RamMap, TrackerPages,
+    PhysRange, PhysReader, PreservedBlocks, PreservedLookup, RamMap, TrackerPages,
 };
 use kho_machine::{MANIFEST_NODE, Manifest};
 use serde::Serialize;
@@ -260,7 +260,10 @@ fn locate_fdt(image: &MemImage, tracker: &dyn PreservedBlocks, bytes: &[u8]) -> 
             return false;
         };
         let w = page.words();
-        let load = |i: usize| w.get(i).map_or(0, |x| x.load(std::sync::atomic::Ordering::Relaxed));
+        let load = |i: usize| {
+            w.get(i)
+                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Relaxed))
+        };
         if load(0) & mask(first_len) != first {
             return false;
         }
@@ -270,22 +273,39 @@ fn locate_fdt(image: &MemImage, tracker: &dyn PreservedBlocks, bytes: &[u8]) -> 
             load(i) & mask(c.len()) == u64::from_le_bytes(b)
         })
     };
+    // Only pages the file holds can hold the bytes (the rest reads as
+    // zero, and an FDT starts with its magic).
+    let held: Vec<PhysRange> = image.held().collect();
     let mut found: Option<PhysAddr> = None;
     let mut twice = false;
     let _ = tracker.for_each_run(&mut |first: Block, count: u64| {
         if first.order() != Order::ZERO || twice {
             return;
         }
-        let mut at = first.phys();
-        for _ in 0..count {
-            if matches(at) {
-                if found.is_some() {
-                    twice = true;
-                    return;
-                }
-                found = Some(at);
+        let start = first.phys();
+        let end = count
+            .checked_mul(PAGE_SIZE)
+            .and_then(|b| start.checked_add(b))
+            .unwrap_or(PhysAddr::new(u64::MAX));
+        let i = held.partition_point(|h| h.end() <= start);
+        for h in held.get(i..).unwrap_or_default() {
+            if h.start() >= end {
+                break;
             }
-            at = PhysAddr::new(at.as_u64().wrapping_add(PAGE_SIZE));
+            let mut at = h.start().max(start);
+            while at < h.end().min(end) {
+                if matches(at) {
+                    if found.is_some() {
+                        twice = true;
+                        return;
+                    }
+                    found = Some(at);
+                }
+                let Some(next) = at.checked_add(PAGE_SIZE) else {
+                    break;
+                };
+                at = next;
+            }
         }
     });
     if twice { None } else { found }
