@@ -28,7 +28,14 @@
 //!    `--ram`) and the forbidden ranges (`--forbidden`): the radix walker
 //!    ([`RadixReader`]) or the chunk reader ([`V1Reader`], then its overlap
 //!    check), stopping at the first error; at most `max_blocks` blocks
-//!    (default: the RAM's pages, which no valid map can exceed);
+//!    (default: the RAM's pages, which no valid map can exceed), at most
+//!    [`NodeBudget::for_image`] nodes or `pages + 1` chunks
+//!    ([`V1Reader::with_present_pages`]) for the pages the image file
+//!    holds ([`MemImage::present_pages`]), whatever RAM it declares. The
+//!    blocks are counted, never stored: they stream to an [`InspectSink`]
+//!    ([`inspect_to`]), the ranges come from a second, coalescing read,
+//!    and the layers above ask the tree itself ([`kho::TreeTracker`]) or
+//!    the kho-v1 entries ([`kho::V1Tracker`]);
 //! 4. above the tracker ([`stack`](self)): the `LUO` subnode's sessions,
 //!    files and folios ([`kho::LuoState`]), the `memblock` subnode, the
 //!    simulator's `kho-run` manifest; then the core's cross-layer check
@@ -483,7 +490,6 @@ fn read_radix<'a>(
         }
     }
     out.metadata_pages = walk.nodes();
-    drop(walk);
     if out.errors.is_empty() {
         match TreeTracker::open(image, map, root, budget) {
             Ok(t) => out.tracker = Some(Tracked::Tree(t, pages)),

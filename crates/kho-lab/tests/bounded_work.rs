@@ -1,8 +1,9 @@
 //! Bounded work through `kho inspect` (issue 14, scope 2): a leaf of all
 //! ones on a huge span. One leaf page holds 32,768 blocks of order 20
 //! (4 GiB each, 128 TiB in all): the walk reads one page of bits, the
-//! blocks are counted by runs, and the block cap (`InspectOptions::max_blocks`, by default the
-//! RAM's pages) stops a map that claims more, naming the cap. The tree
+//! blocks are counted by runs, and the block cap
+//! (`InspectOptions::max_blocks`, by default the RAM's pages) stops a map
+//! that claims more, naming the cap. The tree
 //! cases (a DAG of one shared child, a looping chunk list, `num_elms =
 //! 0xffffffff`) are `kho`'s `tests/bounded_work.rs`.
 

@@ -490,11 +490,15 @@ impl V1Work {
 ///    one RAM range and clear of the forbidden ranges.
 ///
 /// Under `alloc` the stream also remembers the chunk pages and the bitmaps
-/// it entered (8 to 24 bytes per entry, bounded by the chunk budget): a
-/// bitmap named by two entries is [`V1Error::BitmapShared`] (both entries
-/// named), a bitmap inside a chunk page of the list is
+/// with a set bit it entered (8 to 24 bytes per entry; distinct memory
+/// holding data, so at most 8 per page the image holds, whatever the list
+/// claims): a bitmap named by two entries is [`V1Error::BitmapShared`]
+/// (both entries named), a bitmap inside a chunk page of the list is
 /// [`V1Error::BitmapInChunk`], and a chunk entered twice is a cycle at
-/// once. Without `alloc` only Brent's check runs.
+/// once. A bitmap with no bit set is not remembered: it yields no block,
+/// so naming it twice repeats nothing; one lying in a chunk page entered
+/// later is found when the list ends, by reading the entries again.
+/// Without `alloc` only Brent's check runs.
 ///
 /// Blocks come out in list order, as Linux restores them. Overlaps between
 /// blocks (the same bit in two entries, or blocks of different orders over
@@ -610,6 +614,8 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
             bitmap: None,
             done: false,
             work: V1Work::default(),
+            #[cfg(feature = "alloc")]
+            head,
             #[cfg(feature = "alloc")]
             seen: Seen::default(),
         }
@@ -1136,6 +1142,8 @@ pub struct V1Blocks<'a, M: ?Sized> {
     done: bool,
     work: V1Work,
     #[cfg(feature = "alloc")]
+    head: PhysAddr,
+    #[cfg(feature = "alloc")]
     seen: Seen,
 }
 
@@ -1418,6 +1426,41 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
         Ok(block)
     }
 
+    /// At the end of the list: an entry whose bitmap lies in a chunk page
+    /// entered after it. The stream catches a bitmap with a set bit as it
+    /// goes; one with none is not remembered (see [`V1Reader`]), so the
+    /// list is read again, entries only, against the chunk pages.
+    #[cfg(feature = "alloc")]
+    fn bitmaps_in_chunks(&self) -> Result<(), V1Error> {
+        let mut at = self.head;
+        for _ in 0..self.seen.chunks.len() {
+            if at == PhysAddr::ZERO {
+                break;
+            }
+            let words = self.page(at)?.words();
+            let load = |i: usize| words.get(i).map_or(0, |w| w.load(Ordering::Relaxed));
+            let hdr: KhoserMemChunkHdr = zerocopy::transmute!([load(0), load(1)]);
+            let num = usize::try_from(hdr.num_elms)
+                .unwrap_or(0)
+                .min(KHOSER_BITMAP_SIZE);
+            for i in 0..num {
+                let word = i.saturating_mul(2).saturating_add(FIRST_ENTRY_WORD + 1);
+                let bitmap = PhysAddr::new(load(word));
+                let page = bitmap.align_down(PAGE_SIZE);
+                if self.seen.chunks.contains(&page.as_u64()) {
+                    return Err(V1Error::BitmapInChunk {
+                        chunk: at,
+                        entry: u32::try_from(i).unwrap_or(u32::MAX),
+                        bitmap,
+                        list_chunk: page,
+                    });
+                }
+            }
+            at = hdr.next();
+        }
+        Ok(())
+    }
+
     fn fail(&mut self, e: V1Error) -> Option<Result<Block, V1Error>> {
         self.done = true;
         self.chunk = None;
@@ -1474,6 +1517,10 @@ impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
             }
             let chunk = self.next_chunk;
             if chunk == PhysAddr::ZERO {
+                #[cfg(feature = "alloc")]
+                if let Err(e) = self.bitmaps_in_chunks() {
+                    return self.fail(e);
+                }
                 self.done = true;
                 return None;
             }

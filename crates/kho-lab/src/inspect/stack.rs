@@ -324,8 +324,10 @@ pub(super) fn read_stack(
     tracker: &dyn PreservedBlocks,
     tree_pages: &TrackerPages,
 ) -> Stack {
-    let mut out = Stack::default();
-    out.fdt_phys = fdt_phys.or_else(|| locate_fdt(image, tracker, fdt_bytes));
+    let mut out = Stack {
+        fdt_phys: fdt_phys.or_else(|| locate_fdt(image, tracker, fdt_bytes)),
+        ..Stack::default()
+    };
     let reader = PhysReader::new(image, map);
     let state = fdt.subnode(LUO_KHO_ENTRY_NAME).and_then(|n| {
         match LuoState::read(reader, Some(tracker), n.data(), n.size()) {
@@ -402,10 +404,19 @@ fn simulator_manifest<'t>(
         .size()
         .and_then(|s| usize::try_from(s).ok())
         .unwrap_or(PAGE_BYTES);
-    let manifest = image
-        .read(n.data(), len)
-        .ok_or_else(|| format!("{len} bytes are not in the image"))
-        .and_then(|b| Manifest::from_bytes(&b).map_err(|e| e.to_string()));
+    // Never more than the image holds: a blob size is the image's claim.
+    let held =
+        usize::try_from(image.present_pages().saturating_mul(PAGE_SIZE)).unwrap_or(usize::MAX);
+    let manifest = if len > held {
+        Err(format!(
+            "blob-size {len} exceeds the {held} bytes the image holds"
+        ))
+    } else {
+        image
+            .read(n.data(), len)
+            .ok_or_else(|| format!("{len} bytes are not in the image"))
+            .and_then(|b| Manifest::from_bytes(&b).map_err(|e| e.to_string()))
+    };
     let manifest = match manifest {
         Ok(m) => m,
         Err(e) => {
