@@ -196,6 +196,15 @@ fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 #[test]
 fn inspect_memory_is_bounded_by_the_input() {
+    // A larger radix core for measuring only: KHO_BOUNDED_LEAVES=N writes
+    // `radix-N.core` (N leaves of all ones) to KHO_BOUNDED_DUMP.
+    if let Some(n) = std::env::var("KHO_BOUNDED_LEAVES")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let (image, fdt, _, _) = radix_all_ones(n);
+        dump(&format!("radix-{n}.core"), &image, &fdt);
+    }
     // The radix blow-up: 2048 all-ones leaves, 2^26 blocks.
     let leaves = 2048;
     let (image, fdt, fdt_phys, nodes) = radix_all_ones(leaves);
