@@ -111,16 +111,32 @@ proptest! {
         picks in prop::collection::vec((0u64..(SPACE >> 12), 0u8..12, 1u8..40), 0..24),
         extra in prop::collection::vec(any::<u64>(), 0..16),
         raw_claims in prop::collection::vec((0u64..SPACE, 1u64..(64 << 20)), 0..6),
+        edges in prop::collection::vec((any::<prop::sample::Index>(), 1u64..(4 << 20), any::<bool>()), 0..4),
     ) {
         let blocks = disjoint(&picks);
         let mut sorted = blocks.clone();
         sorted.sort();
         let set = PreservedSet::from_blocks(blocks.iter().copied()).unwrap();
-        let claims: Vec<PhysRange> = raw_claims
+        let mut claims: Vec<PhysRange> = raw_claims
             .iter()
             .filter_map(|&(s, n)| PhysRange::from_start_size(PhysAddr::new(s), n.min(SPACE - s)).ok())
             .filter(|r| !r.is_empty())
             .collect();
+        // Claims that end exactly where a block starts, or start exactly
+        // where one ends: touching is sharing a byte, not a boundary.
+        for (i, n, before) in &edges {
+            let Some(b) = (!blocks.is_empty()).then(|| blocks[i.index(blocks.len())]) else {
+                continue;
+            };
+            let r = b.range().unwrap();
+            let c = if *before {
+                let s = r.start().as_u64().saturating_sub(*n);
+                PhysRange::new(PhysAddr::new(s), r.start())
+            } else {
+                PhysRange::new(r.end(), PhysAddr::new((r.end().as_u64() + n).min(SPACE)))
+            };
+            claims.extend(c.ok().filter(|c| !c.is_empty()));
+        }
         let want = reference_orphans(&blocks, &claims);
         prop_assert_eq!(&orphans(&set, &claims), &want);
         let ram = ram();
