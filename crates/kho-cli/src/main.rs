@@ -1535,11 +1535,31 @@ fn inspect(a: &InspectArgs) -> Result<()> {
         forbidden: a.forbidden.clone().map(|r| r.0).unwrap_or_default(),
         max_blocks: None,
     };
-    let out = kho_lab::inspect(&image, &src, &opts);
+    // --blocks and --ranges stream their lines as the map is read.
+    let mut listing = Listing {
+        w: std::io::BufWriter::new(std::io::stdout().lock()),
+        blocks: a.blocks,
+        ranges: a.ranges,
+        failed: None,
+    };
+    if a.blocks || a.ranges {
+        let what = if a.blocks {
+            "pfn order, walk order"
+        } else {
+            "start end (exclusive), ascending"
+        };
+        let header = writeln!(listing.w, "# kho inspect {}: {what}", a.mem.display());
+        listing.fail(header);
+    }
+    let out = kho_lab::inspect_to(&image, &src, &opts, &mut listing);
     if json_file.is_some() {
         JsonOut::write(a.json.as_ref(), json_file, &serde_json::to_string(&out)?)?;
     }
-    match write_inspection(a, &image, &out) {
+    let written = match listing.failed.take() {
+        Some(e) => Err(e),
+        None => write_inspection(a, &image, &out, &mut listing.w),
+    };
+    match written {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
         r => r.context("writing to stdout")?,
     }
@@ -1549,41 +1569,58 @@ fn inspect(a: &InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// The `--blocks` / `--ranges` lines, written as `kho inspect` reads them.
+struct Listing<W: Write> {
+    w: W,
+    blocks: bool,
+    ranges: bool,
+    /// The first write error: nothing more is written after it.
+    failed: Option<std::io::Error>,
+}
+
+impl<W: Write> Listing<W> {
+    fn fail(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            self.failed.get_or_insert(e);
+        }
+    }
+}
+
+impl<W: Write> kho_lab::InspectSink for Listing<W> {
+    fn wants_blocks(&self) -> bool {
+        self.blocks && self.failed.is_none()
+    }
+
+    fn block(&mut self, b: kho::Block) {
+        if self.failed.is_none() {
+            let r = writeln!(self.w, "{:#x} {}", b.pfn().as_u64(), b.order().as_u8());
+            self.fail(r);
+        }
+    }
+
+    fn range(&mut self, r: kho::PhysRange) {
+        if self.ranges && self.failed.is_none() {
+            let res = writeln!(self.w, "{:#x} {:#x}", r.start().as_u64(), r.end().as_u64());
+            self.fail(res);
+        }
+    }
+}
+
 fn write_inspection(
     a: &InspectArgs,
     image: &MemImage,
     out: &kho_lab::Inspection,
+    w: &mut impl Write,
 ) -> std::io::Result<()> {
-    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
     if JsonOut::is_stdout(a.json.as_ref()) {
-        serde_json::to_writer(&mut w, out)?;
+        serde_json::to_writer(&mut *w, out)?;
         writeln!(w)?;
-    } else if a.blocks {
-        writeln!(
-            w,
-            "# kho inspect {}: pfn order, walk order",
-            a.mem.display()
-        )?;
-        for b in &out.block_list {
-            writeln!(w, "{:#x} {}", b.pfn().as_u64(), b.order().as_u8())?;
-        }
-        for e in &out.errors {
-            writeln!(w, "# error {e}")?;
-        }
-    } else if a.ranges {
-        writeln!(
-            w,
-            "# kho inspect {}: start end (exclusive), ascending",
-            a.mem.display()
-        )?;
-        for r in &out.ranges {
-            writeln!(w, "{:#x} {:#x}", r.start().as_u64(), r.end().as_u64())?;
-        }
+    } else if a.blocks || a.ranges {
         for e in &out.errors {
             writeln!(w, "# error {e}")?;
         }
     } else {
-        print_inspection(&mut w, image, out, a.folios)?;
+        print_inspection(w, image, out, a.folios)?;
     }
     w.flush()
 }

@@ -273,8 +273,18 @@ pub struct Segment {
     pub file_bytes: u64,
 }
 
-type PageSlot = OnceLock<Option<Box<AtomicPage>>>;
-type Group = OnceLock<Box<[PageSlot]>>;
+/// Up to [`GROUP_PAGES`] file-backed pages of a segment, allocated
+/// together at the first use of one of them (one allocation, where a
+/// page-aligned allocation per page would cost the allocator about a page
+/// of padding each: twice the memory), each read from the file at its
+/// first use (`loaded`: whether the read succeeded).
+#[derive(Debug)]
+struct Pages {
+    pages: Box<[AtomicPage]>,
+    loaded: Box<[OnceLock<bool>]>,
+}
+
+type Group = OnceLock<Pages>;
 
 /// Physical memory read from an image file; see the module doc.
 #[derive(Debug)]
@@ -405,6 +415,29 @@ impl MemImage {
         &self.ram
     }
 
+    /// The physical ranges whose bytes the file holds, ascending (the
+    /// rest of the RAM reads as zero).
+    pub fn held(&self) -> impl Iterator<Item = PhysRange> + '_ {
+        self.segments.iter().filter_map(|s| {
+            let bytes = s.file_bytes.div_ceil(PAGE_SIZE).checked_mul(PAGE_SIZE)?;
+            PhysRange::from_start_size(s.phys.start(), bytes.min(s.phys.size()))
+                .ok()
+                .filter(|r| !r.is_empty())
+        })
+    }
+
+    /// The pages whose bytes the file holds (`p_filesz`, rounded up per
+    /// segment): the metadata a reader can find, whatever RAM the
+    /// segments declare (`p_memsz`; the rest reads as zero). Segments
+    /// never share file bytes, so this is at most the file's pages plus
+    /// one per segment.
+    pub fn present_pages(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.file_bytes.div_ceil(PAGE_SIZE))
+            .fold(0, u64::saturating_add)
+    }
+
     /// Up to `len` bytes from `phys` (8-byte aligned), stopping at the
     /// first byte the image does not hold; `None` if it holds none.
     pub fn read(&self, phys: PhysAddr, len: usize) -> Option<Vec<u8>> {
@@ -430,20 +463,21 @@ impl MemImage {
         (!out.is_empty()).then_some(out)
     }
 
-    fn load(&self, seg: &Segment, page_index: u64) -> Option<Box<AtomicPage>> {
+    /// Reads page `page_index` of `seg` from the file into `page`.
+    fn load(&self, seg: &Segment, page_index: u64, page: &AtomicPage) -> Option<()> {
         let start = page_index.checked_mul(PAGE_SIZE)?;
         let n = seg.file_bytes.checked_sub(start)?.min(PAGE_SIZE);
-        let mut buf = vec![0u8; usize::try_from(n).ok()?];
+        let mut buf = [0u8; PAGE_SIZE as usize];
+        let buf = buf.get_mut(..usize::try_from(n).ok()?)?;
         self.source
-            .read_exact_at(&mut buf, seg.offset.checked_add(start)?)
+            .read_exact_at(buf, seg.offset.checked_add(start)?)
             .ok()?;
-        let page = Box::new(AtomicPage::new());
         for (w, chunk) in page.words().iter().zip(buf.chunks(8)) {
             let mut b = [0u8; 8];
             b.iter_mut().zip(chunk).for_each(|(d, s)| *d = *s);
             w.store(u64::from_le_bytes(b), Ordering::Relaxed);
         }
-        Some(page)
+        Some(())
     }
 }
 
@@ -516,17 +550,30 @@ impl PageMap for MemImage {
         let groups = self.groups.get(i).ok_or(not_mapped)?;
         let group = usize::try_from(page_index / GROUP_PAGES).map_err(|_| not_mapped)?;
         let slot = usize::try_from(page_index % GROUP_PAGES).map_err(|_| not_mapped)?;
+        let first = page_index - page_index % GROUP_PAGES;
         let group = groups.get(group).ok_or(not_mapped)?.get_or_init(|| {
-            let mut v = Vec::new();
-            v.resize_with(usize::try_from(GROUP_PAGES).unwrap_or(512), OnceLock::new);
-            v.into_boxed_slice()
+            let n = seg
+                .file_bytes
+                .div_ceil(PAGE_SIZE)
+                .saturating_sub(first)
+                .min(GROUP_PAGES);
+            let n = usize::try_from(n).unwrap_or(0);
+            let mut pages = Vec::with_capacity(n);
+            pages.resize_with(n, AtomicPage::new);
+            let mut loaded = Vec::with_capacity(n);
+            loaded.resize_with(n, OnceLock::new);
+            Pages {
+                pages: pages.into_boxed_slice(),
+                loaded: loaded.into_boxed_slice(),
+            }
         });
-        group
+        let page = group.pages.get(slot).ok_or(not_mapped)?;
+        let ok = group
+            .loaded
             .get(slot)
             .ok_or(not_mapped)?
-            .get_or_init(|| self.load(seg, page_index))
-            .as_deref()
-            .ok_or(not_mapped)
+            .get_or_init(|| self.load(seg, page_index, page).is_some());
+        if *ok { Ok(page) } else { Err(not_mapped) }
     }
 }
 
@@ -654,6 +701,20 @@ pub fn write_elf(
     segs: &[PhysRange],
     out: &mut impl Write,
 ) -> Result<(), ImageError> {
+    write_elf_with_memsz(mem, segs, &[], out)
+}
+
+/// [`write_elf`], with segment `i` declaring `memsz[i]` bytes of RAM
+/// (`p_memsz`, at least its file bytes; missing entries: the file bytes):
+/// RAM past the file bytes reads as zero. What a dump that leaves out
+/// zero pages writes, and how a hostile image claims RAM it does not
+/// carry.
+pub fn write_elf_with_memsz(
+    mem: &(impl PageMap + ?Sized),
+    segs: &[PhysRange],
+    memsz: &[u64],
+    out: &mut impl Write,
+) -> Result<(), ImageError> {
     let io_err = |what: &'static str, offset: u64| {
         move |source| ImageError::Io {
             what,
@@ -705,7 +766,7 @@ pub fn write_elf(
             p_vaddr: U64::new(0),
             p_paddr: U64::new(s.start().as_u64()),
             p_filesz: U64::new(s.size()),
-            p_memsz: U64::new(s.size()),
+            p_memsz: U64::new(memsz.get(i).map_or(s.size(), |&m| m.max(s.size()))),
             p_align: U64::new(PAGE_SIZE),
         };
         let at = (EHDR_SIZE + PHDR_SIZE * i) as u64;

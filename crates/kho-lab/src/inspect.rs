@@ -28,7 +28,14 @@
 //!    `--ram`) and the forbidden ranges (`--forbidden`): the radix walker
 //!    ([`RadixReader`]) or the chunk reader ([`V1Reader`], then its overlap
 //!    check), stopping at the first error; at most `max_blocks` blocks
-//!    (default: the RAM's pages, which no valid map can exceed);
+//!    (default: the RAM's pages, which no valid map can exceed), at most
+//!    [`NodeBudget::for_image`] nodes or `pages + 1` chunks
+//!    ([`V1Reader::with_present_pages`]) for the pages the image file
+//!    holds ([`MemImage::present_pages`]), whatever RAM it declares. The
+//!    blocks are counted, never stored: they stream to an [`InspectSink`]
+//!    ([`inspect_to`]), the ranges come from a second, coalescing read,
+//!    and the layers above ask the tree itself ([`kho::TreeTracker`]) or
+//!    the kho-v1 entries ([`kho::V1Tracker`]);
 //! 4. above the tracker ([`stack`](self)): the `LUO` subnode's sessions,
 //!    files and folios ([`kho::LuoState`]), the `memblock` subnode, the
 //!    simulator's `kho-run` manifest; then the core's cross-layer check
@@ -41,15 +48,13 @@
 //! Every [`Finding`] carries an address: a physical address, or an offset
 //! in the FDT or image file.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
-use kho::KhoserMemChunk;
 use kho::{
     BitmapSize, BitmapVerdict, Block, KhoFdt, KhoVersion, MemError, NodeBudget, NodeSet, ORDERS,
-    PAGE_SIZE, PageMap, PhysAddr, PhysRange, PreservedSet, RadixReader, RamMap, TrackerPages,
-    Undecided, V1Error, V1Reader, WalkError,
+    PAGE_SIZE, PhysAddr, PhysRange, PreservedBlocks, RadixReader, RamMap, TrackerPages,
+    TreeTracker, Undecided, V1Error, V1Reader, V1Tracker, WalkError,
 };
 use serde::Serialize;
 
@@ -239,8 +244,8 @@ pub struct FdtInfo {
     pub size: u64,
 }
 
-/// What [`inspect`] found. Serialized (`--json`) without the block and
-/// range lists.
+/// What [`inspect`] found: counts, never a list of the blocks (those
+/// stream to an [`InspectSink`], see [`inspect_to`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Inspection {
     /// The format read (`None`: not determined).
@@ -274,20 +279,111 @@ pub struct Inspection {
     /// that holds the FDT file's bytes.
     #[serde(skip)]
     pub fdt_phys: Option<PhysAddr>,
+}
+
+/// Where [`inspect_to`] streams the blocks and ranges it reads, so that
+/// nothing is held per block: a `--blocks` or `--ranges` listing writes
+/// them as they come.
+pub trait InspectSink {
+    /// Whether [`InspectSink::block`] is to be called (otherwise runs of
+    /// blocks are counted whole).
+    fn wants_blocks(&self) -> bool {
+        false
+    }
+
+    /// A block, in walk (list) order, up to the first error.
+    fn block(&mut self, _block: Block) {}
+
+    /// A maximal range of preserved memory, ascending; only for a map read
+    /// to its end.
+    fn range(&mut self, _range: PhysRange) {}
+}
+
+/// Discards everything.
+impl InspectSink for () {}
+
+/// Collects the blocks and ranges: for tests and small images (16 bytes
+/// per block).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Collect {
     /// The blocks, in walk (list) order.
-    #[serde(skip)]
-    pub block_list: Vec<Block>,
+    pub blocks: Vec<Block>,
     /// The maximal ranges, ascending.
-    #[serde(skip)]
     pub ranges: Vec<PhysRange>,
 }
 
+impl InspectSink for Collect {
+    fn wants_blocks(&self) -> bool {
+        true
+    }
+
+    fn block(&mut self, block: Block) {
+        self.blocks.push(block);
+    }
+
+    fn range(&mut self, range: PhysRange) {
+        self.ranges.push(range);
+    }
+}
+
+/// The tracker a complete reading leaves, for the ranges and the layers
+/// above.
+enum Tracked<'a> {
+    Tree(TreeTracker<'a, 'a, MemImage>, TrackerPages),
+    V1(V1Tracker<'a, MemImage>),
+}
+
 /// What one reading of the memory map gave.
-#[derive(Debug, Default)]
-struct Reading {
-    blocks: Vec<Block>,
+struct Reading<'a> {
+    per_order: [u64; ORDERS],
+    blocks: u64,
+    bytes: u64,
     metadata_pages: u64,
     errors: Vec<Finding>,
+    tracker: Option<Tracked<'a>>,
+}
+
+impl Default for Reading<'_> {
+    fn default() -> Self {
+        Self {
+            per_order: [0; ORDERS],
+            blocks: 0,
+            bytes: 0,
+            metadata_pages: 0,
+            errors: Vec::new(),
+            tracker: None,
+        }
+    }
+}
+
+impl Reading<'_> {
+    /// Counts `count` blocks of `first`'s order from `first`, and streams
+    /// them when the sink wants them; stops (with a finding) past `max`.
+    fn add_run(&mut self, first: Block, count: u64, max: u64, sink: &mut dyn InspectSink) -> bool {
+        let room = max.saturating_sub(self.blocks);
+        let take = count.min(room);
+        if let Some(c) = self.per_order.get_mut(usize::from(first.order().as_u8())) {
+            *c = c.saturating_add(take);
+        }
+        self.blocks = self.blocks.saturating_add(take);
+        self.bytes = self.bytes.saturating_add(take.saturating_mul(first.size()));
+        if sink.wants_blocks() {
+            let mut at = first.phys();
+            for _ in 0..take {
+                sink.block(Block::containing(at, first.order()));
+                at = PhysAddr::new(at.as_u64().wrapping_add(first.size()));
+            }
+        }
+        if take < count {
+            let at = take
+                .checked_mul(first.size())
+                .and_then(|off| first.phys().checked_add(off))
+                .unwrap_or(first.phys());
+            self.errors.push(too_many(at, max));
+            return false;
+        }
+        true
+    }
 }
 
 /// The address a walk error names: where the broken word or block is.
@@ -353,24 +449,40 @@ fn too_many(at: PhysAddr, max: u64) -> Finding {
     )
 }
 
-fn read_radix(image: &MemImage, map: RamMap<'_>, root: PhysAddr, max: u64) -> Reading {
+/// The work caps of a reading: the most blocks, and the pages the image
+/// holds (the node and chunk budgets follow from them, not from the RAM
+/// the image declares).
+#[derive(Debug, Clone, Copy)]
+struct Caps {
+    max_blocks: u64,
+    present_pages: u64,
+}
+
+fn read_radix<'a>(
+    image: &'a MemImage,
+    map: RamMap<'a>,
+    root: PhysAddr,
+    caps: Caps,
+    sink: &mut dyn InspectSink,
+) -> Reading<'a> {
     let mut out = Reading::default();
-    let reader =
-        match RadixReader::open(image, map, root, NodeSet::new(), NodeBudget::for_ram(&map)) {
-            Ok(r) => r,
-            Err(e) => {
-                out.errors.push(walk_finding(&e, root));
-                return out;
-            }
-        };
+    let budget = NodeBudget::for_image(&map, caps.present_pages);
+    let mut pages = TrackerPages::new();
+    let reader = match RadixReader::open(image, map, root, &mut pages, budget) {
+        Ok(r) => r,
+        Err(e) => {
+            out.errors.push(walk_finding(&e, root));
+            return out;
+        }
+    };
     let mut walk = reader.walk();
-    for item in walk.by_ref() {
+    while let Some(item) = walk.next_run() {
         match item {
-            Ok(b) if u64::try_from(out.blocks.len()).unwrap_or(u64::MAX) >= max => {
-                out.errors.push(too_many(b.phys(), max));
-                break;
+            Ok(run) => {
+                if !out.add_run(run.first(), run.count(), caps.max_blocks, sink) {
+                    break;
+                }
             }
-            Ok(b) => out.blocks.push(b),
             Err(e) => {
                 out.errors.push(walk_finding(&e, root));
                 break;
@@ -378,60 +490,109 @@ fn read_radix(image: &MemImage, map: RamMap<'_>, root: PhysAddr, max: u64) -> Re
         }
     }
     out.metadata_pages = walk.nodes();
+    if out.errors.is_empty() {
+        match TreeTracker::open(image, map, root, budget) {
+            Ok(t) => out.tracker = Some(Tracked::Tree(t, pages)),
+            Err(e) => out.errors.push(walk_finding(&e, root)),
+        }
+    }
     out
 }
 
-fn read_v1(
-    image: &MemImage,
-    map: RamMap<'_>,
+fn read_v1<'a>(
+    image: &'a MemImage,
+    map: RamMap<'a>,
     head: PhysAddr,
     size: BitmapSize,
-    max: u64,
-) -> Reading {
+    caps: Caps,
+    sink: &mut dyn InspectSink,
+) -> Reading<'a> {
     let mut out = Reading::default();
-    let reader = V1Reader::new(image, map, size);
-    for item in reader.blocks(head) {
+    let reader = V1Reader::new(image, map, size).with_present_pages(caps.present_pages);
+    let mut blocks = reader.blocks(head);
+    for item in blocks.by_ref() {
         match item {
-            Ok(b) if u64::try_from(out.blocks.len()).unwrap_or(u64::MAX) >= max => {
-                out.errors.push(too_many(b.phys(), max));
-                break;
+            Ok(b) => {
+                if !out.add_run(b, 1, caps.max_blocks, sink) {
+                    break;
+                }
             }
-            Ok(b) => out.blocks.push(b),
             Err(e) => {
                 out.errors.push(v1_finding(&e));
                 break;
             }
         }
     }
-    // Overlaps, from the entries (no second copy of the blocks).
-    if out.errors.is_empty()
-        && let Err(e) = reader.check(head, |_| ())
-    {
-        out.errors.push(v1_finding(&e));
+    out.metadata_pages = blocks.metadata_pages();
+    drop(blocks);
+    // Overlaps, from the entries (memory per entry, not per block).
+    if out.errors.is_empty() {
+        match reader.tracker(head, |_| ()) {
+            Ok(t) => out.tracker = Some(Tracked::V1(t)),
+            Err(e) => out.errors.push(v1_finding(&e)),
+        }
     }
-    out.metadata_pages = v1_metadata_pages(image, head, map.ram_bytes() / PAGE_SIZE);
     out
 }
 
-/// Chunks plus distinct bitmap pages of the list at `head`, following it
-/// until its end, a page the image lacks, a chunk seen before or `budget`
-/// chunks.
-fn v1_metadata_pages(image: &MemImage, head: PhysAddr, budget: u64) -> u64 {
-    let mut chunks = BTreeSet::new();
-    let mut bitmaps = BTreeSet::new();
-    let mut at = head;
-    while at != PhysAddr::ZERO && u64::try_from(chunks.len()).unwrap_or(u64::MAX) < budget {
-        let Ok(page) = image.page(at) else { break };
-        if !chunks.insert(at) {
-            break;
+/// Streams the maximal ranges of a complete reading, ascending, to `sink`;
+/// returns how many.
+fn ranges(
+    image: &MemImage,
+    map: RamMap<'_>,
+    root: PhysAddr,
+    caps: Caps,
+    tracked: &Tracked<'_>,
+    sink: &mut dyn InspectSink,
+    errors: &mut Vec<Finding>,
+) -> u64 {
+    let mut n = 0u64;
+    match tracked {
+        Tracked::Tree(..) => {
+            let budget = NodeBudget::for_image(&map, caps.present_pages);
+            let reader = match RadixReader::open(image, map, root, NodeSet::new(), budget) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(walk_finding(&e, root));
+                    return 0;
+                }
+            };
+            for r in reader.coalesce() {
+                match r {
+                    Ok(r) => {
+                        n = n.saturating_add(1);
+                        sink.range(r);
+                    }
+                    Err(e) => {
+                        errors.push(walk_finding(&e, root));
+                        break;
+                    }
+                }
+            }
         }
-        let chunk = KhoserMemChunk::from_page(page);
-        for e in chunk.entries() {
-            bitmaps.insert(e.bitmap().align_down(PAGE_SIZE));
+        Tracked::V1(t) => {
+            let mut cur: Option<PhysRange> = None;
+            for b in t.ascending() {
+                let Some(r) = b.range() else { continue };
+                match cur {
+                    Some(c) if c.end() == r.start() => {
+                        cur = PhysRange::new(c.start(), r.end()).ok().or(Some(c));
+                    }
+                    _ => {
+                        if let Some(c) = cur.replace(r) {
+                            n = n.saturating_add(1);
+                            sink.range(c);
+                        }
+                    }
+                }
+            }
+            if let Some(c) = cur {
+                n = n.saturating_add(1);
+                sink.range(c);
+            }
         }
-        at = chunk.hdr().next();
     }
-    u64::try_from(chunks.len().saturating_add(bitmaps.len())).unwrap_or(u64::MAX)
+    n
 }
 
 /// Reads the root FDT's bytes; a finding if there are none.
@@ -464,6 +625,20 @@ fn fdt_bytes(image: &MemImage, src: &FdtSource) -> Result<(Vec<u8>, Finding), Fi
 
 /// Decodes and validates the handover in `image` (see the module doc).
 pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> Inspection {
+    inspect_to(image, fdt_src, opts, &mut ())
+}
+
+/// [`inspect`], streaming the blocks (walk order) and the ranges
+/// (ascending) to `sink` as they are read. Memory is bounded by the
+/// metadata the image holds, not by the blocks it claims: per-order
+/// counts, the node or entry records the readers keep, the claims of the
+/// layers above.
+pub fn inspect_to(
+    image: &MemImage,
+    fdt_src: &FdtSource,
+    opts: &InspectOptions,
+    sink: &mut dyn InspectSink,
+) -> Inspection {
     let mut out = Inspection::default();
     let (bytes, at) = match fdt_bytes(image, fdt_src) {
         Ok(x) => x,
@@ -511,7 +686,10 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
             return out;
         }
     };
-    let max = opts.max_blocks.unwrap_or(map.ram_bytes() / PAGE_SIZE);
+    let caps = Caps {
+        max_blocks: opts.max_blocks.unwrap_or(map.ram_bytes() / PAGE_SIZE),
+        present_pages: image.present_pages(),
+    };
     let root = fdt.root();
 
     let (format, reading) = match (opts.format, fdt.version()) {
@@ -526,51 +704,48 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
                 out.notes
                     .push(format!("--format {f} overrides the FDT's compatible {v}"));
             }
-            (Some(f), read_as(image, map, root, f, max))
+            (Some(f), read_as(image, map, root, f, caps, sink))
         }
-        (None, KhoVersion::V2) => (Some(MapFormat::V2), read_radix(image, map, root, max)),
+        (None, KhoVersion::V2) => (
+            Some(MapFormat::V2),
+            read_radix(image, map, root, caps, sink),
+        ),
         // kho-v4 keeps kho-v3's radix tree (4 KiB pages).
-        (None, KhoVersion::V3 | KhoVersion::V4) => {
-            (Some(MapFormat::V3), read_radix(image, map, root, max))
-        }
-        (None, KhoVersion::V1) => detect_v1(image, map, root, max, &mut out.notes),
+        (None, KhoVersion::V3 | KhoVersion::V4) => (
+            Some(MapFormat::V3),
+            read_radix(image, map, root, caps, sink),
+        ),
+        (None, KhoVersion::V1) => detect_v1(image, map, root, caps, sink, &mut out.notes),
     };
     out.format = format.map(|f| f.as_str().to_owned());
-    let complete = reading.errors.is_empty();
     out.errors.extend(reading.errors);
     out.metadata_pages = reading.metadata_pages;
-    out.block_list = reading.blocks;
-    summarize(&mut out);
+    out.per_order = reading
+        .per_order
+        .iter()
+        .zip(0u8..)
+        .filter(|(n, _)| **n > 0)
+        .map(|(&blocks, order)| OrderCount { order, blocks })
+        .collect();
+    out.blocks = reading.blocks;
+    out.preserved_bytes = reading.bytes;
 
-    // The FDT page and the blobs must survive the kexec: preserved. Only
-    // judged against a map read to its end.
-    if !complete {
+    // The ranges, LUO, memblock and the cross-layer check: only against a
+    // map read to its end.
+    let Some(tracked) = reading.tracker else {
         return out;
-    }
-    // The FDT page and every blob must survive the kexec: the cross-layer
-    // check claims them, with LUO's structures and memblock's regions.
+    };
+    out.ranges_count = ranges(image, map, root, caps, &tracked, sink, &mut out.errors);
     let given = match fdt_src {
         FdtSource::Phys(p) => Some(*p),
         FdtSource::File(_) => None,
     };
-    // Above the tracker: LUO, memblock, the cross-layer check.
-    let tree_pages = if format.and_then(MapFormat::bitmap_size).is_none() {
-        match PreservedSet::read_tree(image, map, root, NodeBudget::for_ram(&map)) {
-            Ok((_, pages)) => pages,
-            Err(_) => TrackerPages::new(),
-        }
-    } else {
-        TrackerPages::new()
+    let none = TrackerPages::new();
+    let (tracker, tree_pages): (&dyn PreservedBlocks, &TrackerPages) = match &tracked {
+        Tracked::Tree(t, pages) => (t, pages),
+        Tracked::V1(t) => (t, &none),
     };
-    let st = stack::read_stack(
-        image,
-        map,
-        &fdt,
-        &bytes,
-        given,
-        &out.block_list,
-        &tree_pages,
-    );
+    let st = stack::read_stack(image, map, &fdt, &bytes, given, tracker, tree_pages);
     out.errors.extend(st.errors);
     out.notes.extend(st.notes);
     out.luo = st.luo;
@@ -579,22 +754,30 @@ pub fn inspect(image: &MemImage, fdt_src: &FdtSource, opts: &InspectOptions) -> 
     out
 }
 
-fn read_as(image: &MemImage, map: RamMap<'_>, root: PhysAddr, f: MapFormat, max: u64) -> Reading {
+fn read_as<'a>(
+    image: &'a MemImage,
+    map: RamMap<'a>,
+    root: PhysAddr,
+    f: MapFormat,
+    caps: Caps,
+    sink: &mut dyn InspectSink,
+) -> Reading<'a> {
     match f.bitmap_size() {
-        Some(size) => read_v1(image, map, root, size, max),
-        None => read_radix(image, map, root, max),
+        Some(size) => read_v1(image, map, root, size, caps, sink),
+        None => read_radix(image, map, root, caps, sink),
     }
 }
 
 /// kho-v1 without `--format`: the bitmap size decided from the evidence
 /// in the image ([`kho::detect_bitmap_size`], see the module doc).
-fn detect_v1(
-    image: &MemImage,
-    map: RamMap<'_>,
+fn detect_v1<'a>(
+    image: &'a MemImage,
+    map: RamMap<'a>,
     head: PhysAddr,
-    max: u64,
+    caps: Caps,
+    sink: &mut dyn InspectSink,
     notes: &mut Vec<String>,
-) -> (Option<MapFormat>, Reading) {
+) -> (Option<MapFormat>, Reading<'a>) {
     const FORCE: &str = "--format kho-v1-512 or --format kho-v1 forces a size";
     match kho::detect_bitmap_size(image, map, head) {
         BitmapVerdict::Decided { size, evidence } => {
@@ -606,7 +789,7 @@ fn detect_v1(
                 "kho-v1 bitmap size detected: {} ({format}), from the evidence: {evidence}",
                 bitmap_size_name(size)
             ));
-            (Some(format), read_v1(image, map, head, size, max))
+            (Some(format), read_v1(image, map, head, size, caps, sink))
         }
         BitmapVerdict::Undecided(why @ Undecided::NoEvidence { .. }) => {
             notes.push(format!(
@@ -614,7 +797,7 @@ fn detect_v1(
             ));
             (
                 Some(MapFormat::V1Page),
-                read_v1(image, map, head, BitmapSize::Page, max),
+                read_v1(image, map, head, BitmapSize::Page, caps, sink),
             )
         }
         BitmapVerdict::Undecided(Undecided::NeitherValidates { bytes512, page }) => {
@@ -641,30 +824,6 @@ fn bitmap_size_name(size: BitmapSize) -> &'static str {
         BitmapSize::Bytes512 => "512-byte bitmaps",
         BitmapSize::Page => "page bitmaps",
     }
-}
-
-/// Fills the counts and the ranges from the block list.
-fn summarize(out: &mut Inspection) {
-    let mut per_order = [0u64; ORDERS];
-    for b in &out.block_list {
-        if let Some(c) = per_order.get_mut(usize::from(b.order().as_u8())) {
-            *c = c.saturating_add(1);
-        }
-    }
-    out.per_order = per_order
-        .iter()
-        .zip(0u8..)
-        .filter(|(n, _)| **n > 0)
-        .map(|(&blocks, order)| OrderCount { order, blocks })
-        .collect();
-    out.blocks = u64::try_from(out.block_list.len()).unwrap_or(u64::MAX);
-    out.preserved_bytes = out
-        .block_list
-        .iter()
-        .map(|b| b.size())
-        .fold(0u64, u64::saturating_add);
-    out.ranges = kho::merge_ranges(out.block_list.iter().filter_map(|b| b.range()).collect());
-    out.ranges_count = u64::try_from(out.ranges.len()).unwrap_or(u64::MAX);
 }
 
 /// Opens an image from bytes, as the fuzz target and the tests do.

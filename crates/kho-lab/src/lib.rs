@@ -25,5 +25,6 @@ pub mod trace;
 pub use fidelity::{FidelityCase, FidelityResult, run_case};
 pub use image::{ImageError, MemImage, dump_old_kernel, write_core};
 pub use inspect::{
-    FdtSource, Finding, InspectOptions, Inspection, MapFormat, UnknownMapFormat, inspect,
+    Collect, FdtSource, Finding, InspectOptions, InspectSink, Inspection, MapFormat,
+    UnknownMapFormat, inspect, inspect_to,
 };

@@ -7,8 +7,16 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kho::{Block, KhoVersion, Order, PAGE_SIZE, split_pages};
+use kho_lab::image::MemImage as Image;
 use kho_lab::image::{MemImage, Source, dump_old_kernel, fdt_path};
-use kho_lab::{FdtSource, InspectOptions, inspect};
+use kho_lab::{Collect, FdtSource, InspectOptions, Inspection, inspect, inspect_to};
+
+/// [`inspect`], with the blocks and ranges it streams collected.
+fn listed(image: &Image, src: &FdtSource, opts: &InspectOptions) -> (Inspection, Collect) {
+    let mut list = Collect::default();
+    let out = inspect_to(image, src, opts, &mut list);
+    (out, list)
+}
 use kho_machine::{OldKernelConfig, OldKernelImage, Strategy, old_kernel_boot};
 
 fn dumped(name: &str, abi: KhoVersion) -> (OldKernelImage, PathBuf) {
@@ -54,7 +62,7 @@ fn a_dumped_core_reports_exactly_the_preserved_blocks() {
         (FdtSource::Phys(img.fdt.start()), InspectOptions::default()),
         (FdtSource::File(fdt.clone()), forbidding),
     ] {
-        let out = inspect(&image, &src, &opts);
+        let (out, list) = listed(&image, &src, &opts);
         // The only errors: the manifest lists the 2 forgotten pages, which
         // are not preserved.
         let named: Vec<u64> = out.errors.iter().map(|e| e.address).collect();
@@ -73,8 +81,8 @@ fn a_dumped_core_reports_exactly_the_preserved_blocks() {
         );
         assert_eq!(out.orphans.as_ref().unwrap().blocks, 0);
         assert_eq!(out.format.as_deref(), Some("kho-v3"));
-        let got: BTreeSet<Block> = out.block_list.iter().copied().collect();
-        assert_eq!(got.len(), out.block_list.len(), "no block twice");
+        let got: BTreeSet<Block> = list.blocks.iter().copied().collect();
+        assert_eq!(got.len(), list.blocks.len(), "no block twice");
         assert_eq!(got, want);
         assert_eq!(out.blocks, u64::try_from(want.len()).unwrap());
         assert_eq!(
@@ -86,7 +94,7 @@ fn a_dumped_core_reports_exactly_the_preserved_blocks() {
             u64::try_from(img.tree_pages.len()).unwrap()
         );
         let ranges = kho::merge_ranges(want.iter().map(|b| b.range().unwrap()).collect());
-        assert_eq!(out.ranges, ranges);
+        assert_eq!(list.ranges, ranges);
         assert_eq!(out.subnodes.len(), 1);
         assert_eq!(out.subnodes[0].name, "kho-run");
         assert_eq!(out.subnodes[0].phys, img.manifest_blob.start().as_u64());
@@ -107,8 +115,8 @@ fn a_dumped_core_reports_exactly_the_preserved_blocks() {
     .walk()
     .collect::<Result<_, _>>()
     .unwrap();
-    let out = inspect(&image, &FdtSource::File(fdt), &InspectOptions::default());
-    assert_eq!(out.block_list, live);
+    let (_, list) = listed(&image, &FdtSource::File(fdt), &InspectOptions::default());
+    assert_eq!(list.blocks, live);
 }
 
 include!(concat!(

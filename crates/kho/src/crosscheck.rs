@@ -7,7 +7,7 @@
 //! | name     | meaning                                                                  |
 //! |----------|--------------------------------------------------------------------------|
 //! | claim    | a byte range a structure says it owns ([`Claim`]), and how the tracker must hold it ([`Expect`]) |
-//! | tracker  | the preserved blocks ([`PreservedSet`]) and the tree's own pages ([`TrackerPages`]) |
+//! | tracker  | the preserved blocks ([`PreservedBlocks`]: a [`PreservedSet`], the tree itself ([`TreeTracker`]), a kho-v1 list's entries ([`crate::V1Tracker`])) and the tree's own pages ([`TrackerPages`]) |
 //! | finding  | a broken cross-layer rule ([`Finding`]): what no single reader can see   |
 //! | orphan   | a preserved block no claim touches ([`Orphans`])                        |
 //!
@@ -31,7 +31,9 @@
 //!    session; tokens are unique in a session; session names are unique.
 //! 4. No two claims share a byte, and no claim lies on a tracker page.
 //! 5. Orphans: preserved blocks no claim touches (count, bytes, the first
-//!    [`Orphans::FIRST`]). The root FDT's page is a claim when its address
+//!    [`Orphans::FIRST`]), counted run by run as the tracker enumerates
+//!    them ([`PreservedBlocks::for_each_run`]): memory per claim, never per
+//!    block. The root FDT's page is a claim when its address
 //!    is known ([`CrossCheck::root_fdt`]); tracker pages are not blocks.
 //!    Memory reached only through data this crate cannot parse (an unknown
 //!    handler's or an FLB's data handle, a driver's blob pointing further)
@@ -67,6 +69,37 @@ use crate::luo::{HandlerKind, HandlerName, LUO_KHO_ENTRY_NAME, LuoPath, SessionN
 use crate::memblock::MemblockFdt;
 use crate::name::FdtName;
 use crate::tracker::{PreservedLookup, PreservedSet, TrackerPages};
+use crate::walk::WalkError;
+
+mod tree;
+
+pub use tree::TreeTracker;
+
+/// A tracker the cross-layer check can ask both ways: which block holds
+/// an address ([`PreservedLookup`]), and every block (for the orphans).
+pub trait PreservedBlocks: PreservedLookup {
+    /// Calls `f(first, count)` for every run of `count` consecutive
+    /// blocks of `first`'s order, together every preserved block once, in
+    /// any order. An error ends the enumeration (a tree that no longer
+    /// reads as it did).
+    fn for_each_run(&self, f: &mut dyn FnMut(Block, u64)) -> Result<(), WalkError>;
+}
+
+impl PreservedBlocks for PreservedSet {
+    fn for_each_run(&self, f: &mut dyn FnMut(Block, u64)) -> Result<(), WalkError> {
+        for b in self.blocks() {
+            f(*b, 1);
+        }
+        Ok(())
+    }
+}
+
+impl<M: crate::mem::PageMap + ?Sized> PreservedBlocks for crate::v1::V1Tracker<'_, M> {
+    fn for_each_run(&self, f: &mut dyn FnMut(Block, u64)) -> Result<(), WalkError> {
+        crate::v1::V1Tracker::for_each_run(self, f);
+        Ok(())
+    }
+}
 
 /// What owns a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +297,13 @@ pub enum Finding {
         /// The second's.
         second: u64,
     },
+    /// The tracker could not enumerate its blocks again (the orphans are
+    /// then a lower bound).
+    #[error("the preserved-memory map no longer reads as it did: {error}")]
+    Reread {
+        /// The error of the second reading.
+        error: WalkError,
+    },
     /// Two sessions with one name.
     #[error("sessions {first} and {second} are both named `{name}`")]
     DuplicateSession {
@@ -323,7 +363,7 @@ struct FolioRef {
 /// Collects claims, then runs the checks of the module doc.
 #[derive(Debug)]
 pub struct CrossCheck<'t> {
-    tracker: &'t PreservedSet,
+    tracker: &'t dyn PreservedBlocks,
     tracker_pages: Vec<PhysAddr>,
     claims: Vec<Claim>,
     folios: Vec<FolioRef>,
@@ -334,9 +374,15 @@ fn page_range(phys: PhysAddr) -> Option<PhysRange> {
     PhysRange::from_start_size(phys, PAGE_SIZE).ok()
 }
 
+impl fmt::Debug for dyn PreservedBlocks + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PreservedBlocks")
+    }
+}
+
 impl<'t> CrossCheck<'t> {
     /// A check against `tracker`.
-    pub fn new(tracker: &'t PreservedSet) -> Self {
+    pub fn new(tracker: &'t dyn PreservedBlocks) -> Self {
         Self {
             tracker,
             tracker_pages: Vec::new(),
@@ -671,23 +717,68 @@ impl<'t> CrossCheck<'t> {
             }
         }
         let mut orphans = Orphans::default();
-        for b in self.tracker.blocks() {
-            let Some(r) = b.range() else { continue };
-            let i = merged.partition_point(|m| m.end() <= r.start());
-            let touched = merged.get(i).is_some_and(|m| m.start() < r.end());
-            if !touched {
-                orphans.blocks = orphans.blocks.saturating_add(1);
-                orphans.bytes = orphans.bytes.saturating_add(b.size());
-                if orphans.first.len() < Orphans::FIRST {
-                    orphans.first.push(*b);
-                }
-            }
+        let counted = self
+            .tracker
+            .for_each_run(&mut |first, count| orphan_run(&merged, first, count, &mut orphans));
+        if let Err(error) = counted {
+            self.findings.push(Finding::Reread { error });
         }
         CrossReport {
             findings: self.findings,
             orphans,
             claims,
         }
+    }
+}
+
+/// Counts the blocks of the run of `count` blocks from `first` that touch
+/// no range of `merged` (sorted, disjoint) into `orphans`, keeping the
+/// [`Orphans::FIRST`] lowest addresses.
+fn orphan_run(merged: &[PhysRange], first: Block, count: u64, orphans: &mut Orphans) {
+    let size = u128::from(first.size());
+    let start = u128::from(first.phys().as_u64());
+    let end = start.saturating_add(size.saturating_mul(u128::from(count)));
+    let as_u128 = |a: PhysAddr| u128::from(a.as_u64());
+    // The block index (from the run's start) holding byte `at`, `at >= start`.
+    let index = |at: u128| at.saturating_sub(start).checked_div(size).unwrap_or(0);
+    let mut pos = start;
+    while pos < end {
+        let i = merged.partition_point(|m| as_u128(m.end()) <= pos);
+        let (free_end, next) = match merged.get(i) {
+            Some(m) if as_u128(m.start()) < end => {
+                let s = as_u128(m.start()).max(pos);
+                let touched_from = start.saturating_add(index(s).saturating_mul(size));
+                let e = as_u128(m.end()).min(end);
+                let touched_to = start.saturating_add(
+                    index(e.saturating_add(size).saturating_sub(1)).saturating_mul(size),
+                );
+                (
+                    touched_from,
+                    touched_to.max(touched_from.saturating_add(size)),
+                )
+            }
+            _ => (end, end),
+        };
+        let blocks = free_end.saturating_sub(pos).checked_div(size).unwrap_or(0);
+        orphans.blocks = orphans
+            .blocks
+            .saturating_add(u64::try_from(blocks).unwrap_or(u64::MAX));
+        orphans.bytes = orphans
+            .bytes
+            .saturating_add(u64::try_from(free_end.saturating_sub(pos)).unwrap_or(u64::MAX));
+        let mut at = pos;
+        while at < free_end {
+            let Ok(a) = u64::try_from(at) else { break };
+            let b = Block::containing(PhysAddr::new(a), first.order());
+            let slot = orphans.first.partition_point(|x| x.phys() < b.phys());
+            if slot >= Orphans::FIRST {
+                break;
+            }
+            orphans.first.insert(slot, b);
+            orphans.first.truncate(Orphans::FIRST);
+            at = at.saturating_add(size);
+        }
+        pos = next;
     }
 }
 

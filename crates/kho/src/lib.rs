@@ -156,7 +156,9 @@ pub use mem::{AtomicPage, MemError, PAGE_WORDS, PageAlloc, PageMap, RamMap, RamM
 pub use name::FdtName;
 pub use radix::{CompactStats, Cursor, PageSplit, RadixError, RadixStats, RadixTree, split_pages};
 #[cfg(feature = "alloc")]
-pub use v1::{BitmapEvidence, BitmapVerdict, Undecided, V1Summary, detect_bitmap_size};
+pub use v1::{
+    BitmapEvidence, BitmapVerdict, Undecided, V1Ascending, V1Summary, V1Tracker, detect_bitmap_size,
+};
 pub use v1::{
     BitmapSize, KHOSER_BITMAP_SIZE, KhoserMemBitmapPtr, KhoserMemChunk, KhoserMemChunkHdr,
     V1Blocks, V1Error, V1Reader, V1Work,
@@ -186,7 +188,10 @@ pub use block::{
 };
 pub use compat::{CompatError, Compound, SEPARATOR as COMPAT_SEPARATOR};
 #[cfg(feature = "alloc")]
-pub use crosscheck::{Claim, ClaimKind, CrossCheck, CrossReport, Expect, Finding, Orphans};
+pub use crosscheck::{
+    Claim, ClaimKind, CrossCheck, CrossReport, Expect, Finding, Orphans, PreservedBlocks,
+    TreeTracker,
+};
 pub use fdt::{KhoCompat, KhoSubCompat};
 #[cfg(feature = "alloc")]
 pub use luo::{

@@ -490,11 +490,15 @@ impl V1Work {
 ///    one RAM range and clear of the forbidden ranges.
 ///
 /// Under `alloc` the stream also remembers the chunk pages and the bitmaps
-/// it entered (8 to 24 bytes per entry, bounded by the chunk budget): a
-/// bitmap named by two entries is [`V1Error::BitmapShared`] (both entries
-/// named), a bitmap inside a chunk page of the list is
+/// with a set bit it entered (8 to 24 bytes per entry; distinct memory
+/// holding data, so at most 8 per page the image holds, whatever the list
+/// claims): a bitmap named by two entries is [`V1Error::BitmapShared`]
+/// (both entries named), a bitmap inside a chunk page of the list is
 /// [`V1Error::BitmapInChunk`], and a chunk entered twice is a cycle at
-/// once. Without `alloc` only Brent's check runs.
+/// once. A bitmap with no bit set is not remembered: it yields no block,
+/// so naming it twice repeats nothing; one lying in a chunk page entered
+/// later is found when the list ends, by reading the entries again.
+/// Without `alloc` only Brent's check runs.
 ///
 /// Blocks come out in list order, as Linux restores them. Overlaps between
 /// blocks (the same bit in two entries, or blocks of different orders over
@@ -585,6 +589,16 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
         self
     }
 
+    /// Caps the chunk budget by the metadata actually present: `pages`
+    /// pages the memory holds as data (an image's file bytes), the rest
+    /// reading as zero. A chunk on a zero page has `next = 0` and no
+    /// entry, so it ends the list: a list has at most `pages + 1` chunks,
+    /// whatever RAM the image declares.
+    pub fn with_present_pages(mut self, pages: u64) -> Self {
+        self.budget = self.budget.min(pages.saturating_add(1));
+        self
+    }
+
     /// The blocks of the list starting at `head` (zero: an empty list), in
     /// list order. The iterator ends after the first error.
     pub fn blocks(&self, head: PhysAddr) -> V1Blocks<'a, M> {
@@ -600,6 +614,8 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
             bitmap: None,
             done: false,
             work: V1Work::default(),
+            #[cfg(feature = "alloc")]
+            head,
             #[cfg(feature = "alloc")]
             seen: Seen::default(),
         }
@@ -633,6 +649,190 @@ pub struct V1Summary {
     pub work: V1Work,
 }
 
+/// A chunk list [`V1Reader::tracker`] validated, as a tracker: a
+/// [`PreservedLookup`](crate::PreservedLookup) and the blocks again
+/// ([`V1Tracker::for_each_run`], [`V1Tracker::ascending`]), read from the
+/// bitmaps its entries name. It holds one record per entry with a set
+/// bit (at most 8 per page of bitmaps), never one per block.
+#[cfg(feature = "alloc")]
+#[derive(Debug)]
+pub struct V1Tracker<'a, M: ?Sized> {
+    reader: V1Reader<'a, M>,
+    /// Sorted by (order, phys_start).
+    entries: alloc::vec::Vec<EntryRec>,
+    /// Bit `o`: an entry of order `o`.
+    orders: u64,
+    summary: V1Summary,
+    bitmap_pages: u64,
+}
+
+#[cfg(feature = "alloc")]
+impl<'a, M: PageMap + ?Sized> V1Tracker<'a, M> {
+    /// What the check found.
+    pub fn summary(&self) -> V1Summary {
+        self.summary
+    }
+
+    /// Pages of the map itself: chunks entered, plus the distinct pages
+    /// holding a bitmap with a set bit (a bitmap with none is not
+    /// remembered, see [`V1Reader`]).
+    pub fn metadata_pages(&self) -> u64 {
+        self.summary.work.chunks.saturating_add(self.bitmap_pages)
+    }
+
+    /// Calls `f(first, count)` for every run of `count` consecutive blocks
+    /// of one order (consecutive set bits of one bitmap), by entry in
+    /// (order, phys_start) order, not list order.
+    pub fn for_each_run(&self, mut f: impl FnMut(Block, u64)) {
+        for e in &self.entries {
+            let words = self.reader.bitmap_words(e.bitmap);
+            let mut run: Option<(Block, u64, u64)> = None;
+            for (w, word) in (0u64..).zip(words) {
+                let mut bits = word.load(Ordering::Relaxed);
+                while bits != 0 {
+                    let t = bits.trailing_zeros();
+                    bits &= bits.wrapping_sub(1);
+                    let bit = w.saturating_mul(64).saturating_add(u64::from(t));
+                    match run.as_mut() {
+                        Some((_, n, last)) if last.checked_add(1) == Some(bit) => {
+                            *n = n.saturating_add(1);
+                            *last = bit;
+                        }
+                        _ => {
+                            if let Some((b, n, _)) = run.take() {
+                                f(b, n);
+                            }
+                            if let Some(b) = V1Reader::<M>::entry_block(e, bit) {
+                                run = Some((b, 1, bit));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some((b, n, _)) = run {
+                f(b, n);
+            }
+        }
+    }
+
+    /// The blocks in ascending address order: a k-way merge of the
+    /// entries' bitmaps (each ascending), memory per entry.
+    pub fn ascending(&self) -> V1Ascending<'_, 'a, M> {
+        let mut heap = alloc::collections::BinaryHeap::with_capacity(self.entries.len());
+        for (i, e) in self.entries.iter().enumerate() {
+            if let Some(bit) = self.next_bit(e, 0)
+                && let Some(b) = V1Reader::<M>::entry_block(e, bit)
+            {
+                heap.push(core::cmp::Reverse((b.phys(), i, bit)));
+            }
+        }
+        V1Ascending {
+            tracker: self,
+            heap,
+        }
+    }
+
+    /// The first set bit of `e` at or after `from`.
+    fn next_bit(&self, e: &EntryRec, from: u64) -> Option<u64> {
+        let words = self.reader.bitmap_words(e.bitmap);
+        let mut w = usize::try_from(from / 64).ok()?;
+        let mut mask = u64::MAX.checked_shl(u32::try_from(from % 64).ok()?)?;
+        loop {
+            let bits = words.get(w)?.load(Ordering::Relaxed) & mask;
+            if bits != 0 {
+                let w64 = u64::try_from(w).ok()?;
+                return Some(
+                    w64.saturating_mul(64)
+                        .saturating_add(u64::from(bits.trailing_zeros())),
+                );
+            }
+            w = w.checked_add(1)?;
+            mask = u64::MAX;
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl<M: PageMap + ?Sized> crate::tracker::PreservedLookup for V1Tracker<'_, M> {
+    fn block_containing(&self, phys: PhysAddr) -> Option<Block> {
+        let mut orders = self.orders;
+        while orders != 0 {
+            let raw = orders.trailing_zeros();
+            orders &= orders.wrapping_sub(1);
+            let Ok(order) = Order::try_new(raw) else {
+                continue;
+            };
+            let span_shift = self.reader.size.span_shift(order);
+            let start = phys
+                .as_u64()
+                .checked_shr(span_shift)
+                .and_then(|i| i.checked_shl(span_shift))
+                .unwrap_or(0);
+            let key = (order, PhysAddr::new(start));
+            let lo = self
+                .entries
+                .partition_point(|e| (e.order, e.phys_start) < key);
+            let bit = phys
+                .as_u64()
+                .wrapping_sub(start)
+                .wrapping_shr(order.shift());
+            let (Ok(w), m) = (
+                usize::try_from(bit / 64),
+                1u64.wrapping_shl(bit_in_word(bit)),
+            ) else {
+                continue;
+            };
+            for e in self.entries.get(lo..).unwrap_or_default() {
+                if (e.order, e.phys_start) != key {
+                    break;
+                }
+                let words = self.reader.bitmap_words(e.bitmap);
+                if words
+                    .get(w)
+                    .is_some_and(|x| x.load(Ordering::Relaxed) & m != 0)
+                {
+                    return Some(Block::containing(phys, order));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Bit `bit % 64` of a word.
+#[cfg(feature = "alloc")]
+fn bit_in_word(bit: u64) -> u32 {
+    u32::try_from(bit % 64).unwrap_or(0)
+}
+
+/// The blocks of a [`V1Tracker`], ascending; see [`V1Tracker::ascending`].
+#[cfg(feature = "alloc")]
+#[derive(Debug)]
+pub struct V1Ascending<'t, 'a, M: ?Sized> {
+    tracker: &'t V1Tracker<'a, M>,
+    /// (next block's address, entry index, its bit), smallest first.
+    heap: alloc::collections::BinaryHeap<core::cmp::Reverse<(PhysAddr, usize, u64)>>,
+}
+
+#[cfg(feature = "alloc")]
+impl<M: PageMap + ?Sized> Iterator for V1Ascending<'_, '_, M> {
+    type Item = Block;
+
+    fn next(&mut self) -> Option<Block> {
+        let core::cmp::Reverse((_, i, bit)) = self.heap.pop()?;
+        let e = self.tracker.entries.get(i)?;
+        let block = V1Reader::<M>::entry_block(e, bit)?;
+        if let Some(next) = bit
+            .checked_add(1)
+            .and_then(|from| self.tracker.next_bit(e, from))
+            && let Some(b) = V1Reader::<M>::entry_block(e, next)
+        {
+            self.heap.push(core::cmp::Reverse((b.phys(), i, next)));
+        }
+        Some(block)
+    }
+}
+
 #[cfg(feature = "alloc")]
 impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
     /// Checks the whole list at `head` as [`V1Reader::read_all`] does
@@ -646,7 +846,18 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
     /// span holds `A`'s, or of an entry of `A`'s very order and
     /// `phys_start`. Each set bit of `A` is looked up in each such `B`:
     /// at most one word load per block and higher order present.
-    pub fn check<F: FnMut(Block)>(&self, head: PhysAddr, mut f: F) -> Result<V1Summary, V1Error> {
+    pub fn check<F: FnMut(Block)>(&self, head: PhysAddr, f: F) -> Result<V1Summary, V1Error> {
+        self.tracker(head, f).map(|t| t.summary)
+    }
+
+    /// [`V1Reader::check`], keeping what it learnt as a [`V1Tracker`]: the
+    /// entries, to look blocks up and enumerate them again without the
+    /// list (memory per entry with a set bit, not per block).
+    pub fn tracker<F: FnMut(Block)>(
+        &self,
+        head: PhysAddr,
+        mut f: F,
+    ) -> Result<V1Tracker<'a, M>, V1Error> {
         let mut it = self.blocks(head);
         let mut summary = V1Summary::default();
         for block in it.by_ref() {
@@ -660,7 +871,24 @@ impl<'a, M: PageMap + ?Sized> V1Reader<'a, M> {
         summary.entries = u64::try_from(entries.len()).unwrap_or(u64::MAX);
         entries.sort_unstable_by_key(|e| (e.order, e.phys_start));
         self.check_entry_overlaps(&entries)?;
-        Ok(summary)
+        let mut orders = 0u64;
+        for e in &entries {
+            orders |= 1u64.checked_shl(e.order.as_u32()).unwrap_or(0);
+        }
+        let mut pages: alloc::vec::Vec<u64> = entries
+            .iter()
+            .map(|e| e.bitmap.align_down(PAGE_SIZE).as_u64())
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let bitmap_pages = u64::try_from(pages.len()).unwrap_or(u64::MAX);
+        Ok(V1Tracker {
+            reader: *self,
+            entries,
+            orders,
+            summary,
+            bitmap_pages,
+        })
     }
 
     /// The words of a bitmap the stream already checked.
@@ -914,6 +1142,8 @@ pub struct V1Blocks<'a, M: ?Sized> {
     done: bool,
     work: V1Work,
     #[cfg(feature = "alloc")]
+    head: PhysAddr,
+    #[cfg(feature = "alloc")]
     seen: Seen,
 }
 
@@ -921,6 +1151,23 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
     /// The work done so far.
     pub fn work(&self) -> V1Work {
         self.work
+    }
+
+    /// Pages of the map read so far: chunks entered, plus the distinct
+    /// pages holding a bitmap with a set bit (the bitmaps the stream
+    /// remembers, see [`V1Reader`]).
+    #[cfg(feature = "alloc")]
+    pub fn metadata_pages(&self) -> u64 {
+        let mut pages = 0u64;
+        let mut last = None;
+        for &b in self.seen.bitmaps.keys() {
+            let page = b.checked_shr(PAGE_SHIFT);
+            if page != last {
+                pages = pages.saturating_add(1);
+                last = page;
+            }
+        }
+        self.work.chunks.saturating_add(pages)
     }
 
     fn page(&self, phys: PhysAddr) -> Result<&'a AtomicPage, V1Error> {
@@ -1065,15 +1312,30 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
         }
         let page_phys = bitmap.align_down(PAGE_SIZE);
         #[cfg(feature = "alloc")]
-        {
-            if self.seen.chunks.contains(&page_phys.as_u64()) {
-                return Err(V1Error::BitmapInChunk {
-                    chunk,
-                    entry,
-                    bitmap,
-                    list_chunk: page_phys,
-                });
-            }
+        if self.seen.chunks.contains(&page_phys.as_u64()) {
+            return Err(V1Error::BitmapInChunk {
+                chunk,
+                entry,
+                bitmap,
+                list_chunk: page_phys,
+            });
+        }
+        let page = self.page(page_phys)?;
+        // Word offset of the bitmap in its page; in range by the alignment.
+        let first = bitmap
+            .offset_from(page_phys)
+            .and_then(|off| usize::try_from(off / 8).ok())
+            .ok_or(unaligned)?;
+        let words = first
+            .checked_add(self.size.words())
+            .and_then(|end| page.words().get(first..end))
+            .ok_or(unaligned)?;
+        // Only a bitmap with a set bit is remembered: one with none yields
+        // no block, so naming it twice repeats nothing, and the bitmaps
+        // remembered are distinct memory holding data (at most 8 per page
+        // the image holds), whatever the list claims.
+        #[cfg(feature = "alloc")]
+        if words.iter().any(|w| w.load(Ordering::Relaxed) != 0) {
             if let Some(first) = self
                 .seen
                 .bitmaps
@@ -1099,16 +1361,6 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
                 entry,
             });
         }
-        let page = self.page(page_phys)?;
-        // Word offset of the bitmap in its page; in range by the alignment.
-        let first = bitmap
-            .offset_from(page_phys)
-            .and_then(|off| usize::try_from(off / 8).ok())
-            .ok_or(unaligned)?;
-        let words = first
-            .checked_add(self.size.words())
-            .and_then(|end| page.words().get(first..end))
-            .ok_or(unaligned)?;
         Ok(BitmapScan {
             ctx: EntryCtx {
                 chunk,
@@ -1174,6 +1426,41 @@ impl<'a, M: PageMap + ?Sized> V1Blocks<'a, M> {
         Ok(block)
     }
 
+    /// At the end of the list: an entry whose bitmap lies in a chunk page
+    /// entered after it. The stream catches a bitmap with a set bit as it
+    /// goes; one with none is not remembered (see [`V1Reader`]), so the
+    /// list is read again, entries only, against the chunk pages.
+    #[cfg(feature = "alloc")]
+    fn bitmaps_in_chunks(&self) -> Result<(), V1Error> {
+        let mut at = self.head;
+        for _ in 0..self.seen.chunks.len() {
+            if at == PhysAddr::ZERO {
+                break;
+            }
+            let words = self.page(at)?.words();
+            let load = |i: usize| words.get(i).map_or(0, |w| w.load(Ordering::Relaxed));
+            let hdr: KhoserMemChunkHdr = zerocopy::transmute!([load(0), load(1)]);
+            let num = usize::try_from(hdr.num_elms)
+                .unwrap_or(0)
+                .min(KHOSER_BITMAP_SIZE);
+            for i in 0..num {
+                let word = i.saturating_mul(2).saturating_add(FIRST_ENTRY_WORD + 1);
+                let bitmap = PhysAddr::new(load(word));
+                let page = bitmap.align_down(PAGE_SIZE);
+                if self.seen.chunks.contains(&page.as_u64()) {
+                    return Err(V1Error::BitmapInChunk {
+                        chunk: at,
+                        entry: u32::try_from(i).unwrap_or(u32::MAX),
+                        bitmap,
+                        list_chunk: page,
+                    });
+                }
+            }
+            at = hdr.next();
+        }
+        Ok(())
+    }
+
     fn fail(&mut self, e: V1Error) -> Option<Result<Block, V1Error>> {
         self.done = true;
         self.chunk = None;
@@ -1230,6 +1517,10 @@ impl<'a, M: PageMap + ?Sized> Iterator for V1Blocks<'a, M> {
             }
             let chunk = self.next_chunk;
             if chunk == PhysAddr::ZERO {
+                #[cfg(feature = "alloc")]
+                if let Err(e) = self.bitmaps_in_chunks() {
+                    return self.fail(e);
+                }
                 self.done = true;
                 return None;
             }

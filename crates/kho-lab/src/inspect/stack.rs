@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use kho::{
     Block, CrossCheck, FileData, FolioEntry, HandlerKind, KhoFdt, LUO_KHO_ENTRY_NAME, LuoPath,
-    LuoState, MEMBLOCK_KHO_FDT, MemblockFdt, PAGE_BYTES, PhysAddr, PhysReader, PreservedLookup,
-    PreservedSet, RamMap, TrackerPages,
+    LuoState, MEMBLOCK_KHO_FDT, MemblockFdt, Order, PAGE_BYTES, PAGE_SIZE, PageMap, PhysAddr,
+    PhysRange, PhysReader, PreservedBlocks, PreservedLookup, RamMap, TrackerPages,
 };
 use kho_machine::{MANIFEST_NODE, Manifest};
 use serde::Serialize;
@@ -143,7 +143,7 @@ fn kind_name(k: HandlerKind) -> &'static str {
     }
 }
 
-fn file_info(tracker: &PreservedSet, f: &kho::FileState) -> FileInfo {
+fn file_info(tracker: &dyn PreservedLookup, f: &kho::FileState) -> FileInfo {
     let mut orders = BTreeMap::<u8, u64>::new();
     let mut flags = BTreeMap::<u16, u64>::new();
     let mut info = FileInfo {
@@ -197,7 +197,7 @@ fn file_info(tracker: &PreservedSet, f: &kho::FileState) -> FileInfo {
     info
 }
 
-fn luo_info(tracker: &PreservedSet, state: &LuoState) -> LuoInfo {
+fn luo_info(tracker: &dyn PreservedLookup, state: &LuoState) -> LuoInfo {
     LuoInfo {
         compatible: state.header.compat.as_str().to_owned(),
         liveupdate_number: state.header.liveupdate_num,
@@ -238,15 +238,77 @@ fn path_phys(state: Option<&LuoState>, path: &LuoPath) -> Option<PhysAddr> {
 
 /// The page of the image that holds exactly the root FDT file's bytes,
 /// among the preserved order-0 blocks (the root FDT is one): its address
-/// if exactly one does.
-fn locate_fdt(image: &MemImage, blocks: &[Block], bytes: &[u8]) -> Option<PhysAddr> {
+/// if exactly one does. The blocks are enumerated again, one page compared
+/// at a time (its first word first): nothing is held per block.
+fn locate_fdt(image: &MemImage, tracker: &dyn PreservedBlocks, bytes: &[u8]) -> Option<PhysAddr> {
     let len = bytes.len().min(PAGE_BYTES);
-    let mut found = blocks
-        .iter()
-        .filter(|b| b.order().as_u8() == 0)
-        .filter(|b| image.read(b.phys(), len).is_some_and(|m| m == bytes[..len]));
-    let first = found.next()?;
-    found.next().is_none().then_some(first.phys())
+    let head = bytes.get(..len)?;
+    let mut words = head.chunks(8).map(|c| {
+        let mut w = [0u8; 8];
+        w.iter_mut().zip(c).for_each(|(d, s)| *d = *s);
+        (u64::from_le_bytes(w), c.len())
+    });
+    let (first, first_len) = words.next()?;
+    let mask = |n: usize| {
+        u32::try_from(n * 8)
+            .ok()
+            .and_then(|bits| 1u64.checked_shl(bits))
+            .map_or(u64::MAX, |b| b.wrapping_sub(1))
+    };
+    let matches = |phys: PhysAddr| {
+        let Ok(page) = image.page(phys) else {
+            return false;
+        };
+        let w = page.words();
+        let load = |i: usize| {
+            w.get(i)
+                .map_or(0, |x| x.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        if load(0) & mask(first_len) != first {
+            return false;
+        }
+        head.chunks(8).enumerate().skip(1).all(|(i, c)| {
+            let mut b = [0u8; 8];
+            b.iter_mut().zip(c).for_each(|(d, s)| *d = *s);
+            load(i) & mask(c.len()) == u64::from_le_bytes(b)
+        })
+    };
+    // Only pages the file holds can hold the bytes (the rest reads as
+    // zero, and an FDT starts with its magic).
+    let held: Vec<PhysRange> = image.held().collect();
+    let mut found: Option<PhysAddr> = None;
+    let mut twice = false;
+    let _ = tracker.for_each_run(&mut |first: Block, count: u64| {
+        if first.order() != Order::ZERO || twice {
+            return;
+        }
+        let start = first.phys();
+        let end = count
+            .checked_mul(PAGE_SIZE)
+            .and_then(|b| start.checked_add(b))
+            .unwrap_or(PhysAddr::new(u64::MAX));
+        let i = held.partition_point(|h| h.end() <= start);
+        for h in held.get(i..).unwrap_or_default() {
+            if h.start() >= end {
+                break;
+            }
+            let mut at = h.start().max(start);
+            while at < h.end().min(end) {
+                if matches(at) {
+                    if found.is_some() {
+                        twice = true;
+                        return;
+                    }
+                    found = Some(at);
+                }
+                let Some(next) = at.checked_add(PAGE_SIZE) else {
+                    break;
+                };
+                at = next;
+            }
+        }
+    });
+    if twice { None } else { found }
 }
 
 /// Reads LUO and memblock above a tracker read to its end, then runs the
@@ -259,22 +321,16 @@ pub(super) fn read_stack(
     fdt: &KhoFdt<'_>,
     fdt_bytes: &[u8],
     fdt_phys: Option<PhysAddr>,
-    blocks: &[Block],
+    tracker: &dyn PreservedBlocks,
     tree_pages: &TrackerPages,
 ) -> Stack {
-    let mut out = Stack::default();
-    let tracker = match PreservedSet::from_blocks(blocks.iter().copied()) {
-        Ok(t) => t,
-        Err(e) => {
-            out.errors
-                .push(Finding::phys(fdt.root(), format!("tracker: {e}")));
-            return out;
-        }
+    let mut out = Stack {
+        fdt_phys: fdt_phys.or_else(|| locate_fdt(image, tracker, fdt_bytes)),
+        ..Stack::default()
     };
-    out.fdt_phys = fdt_phys.or_else(|| locate_fdt(image, blocks, fdt_bytes));
     let reader = PhysReader::new(image, map);
     let state = fdt.subnode(LUO_KHO_ENTRY_NAME).and_then(|n| {
-        match LuoState::read(reader, Some(&tracker), n.data(), n.size()) {
+        match LuoState::read(reader, Some(tracker), n.data(), n.size()) {
             Ok(s) => Some(s),
             Err(e) => {
                 let at = e.phys().unwrap_or(n.data());
@@ -283,7 +339,7 @@ pub(super) fn read_stack(
             }
         }
     });
-    out.luo = state.as_ref().map(|s| luo_info(&tracker, s));
+    out.luo = state.as_ref().map(|s| luo_info(tracker, s));
     let mut buf = [0u8; PAGE_BYTES];
     let memblock = fdt.subnode(MEMBLOCK_KHO_FDT).and_then(|n| {
         match MemblockFdt::read(reader, n.data(), n.size(), &mut buf) {
@@ -295,7 +351,7 @@ pub(super) fn read_stack(
             }
         }
     });
-    let mut check = CrossCheck::new(&tracker)
+    let mut check = CrossCheck::new(tracker)
         .tracker_pages(tree_pages)
         .kho_fdt(fdt, out.fdt_phys);
     if let Some(s) = &state {
@@ -348,10 +404,19 @@ fn simulator_manifest<'t>(
         .size()
         .and_then(|s| usize::try_from(s).ok())
         .unwrap_or(PAGE_BYTES);
-    let manifest = image
-        .read(n.data(), len)
-        .ok_or_else(|| format!("{len} bytes are not in the image"))
-        .and_then(|b| Manifest::from_bytes(&b).map_err(|e| e.to_string()));
+    // Never more than the image holds: a blob size is the image's claim.
+    let held =
+        usize::try_from(image.present_pages().saturating_mul(PAGE_SIZE)).unwrap_or(usize::MAX);
+    let manifest = if len > held {
+        Err(format!(
+            "blob-size {len} exceeds the {held} bytes the image holds"
+        ))
+    } else {
+        image
+            .read(n.data(), len)
+            .ok_or_else(|| format!("{len} bytes are not in the image"))
+            .and_then(|b| Manifest::from_bytes(&b).map_err(|e| e.to_string()))
+    };
     let manifest = match manifest {
         Ok(m) => m,
         Err(e) => {

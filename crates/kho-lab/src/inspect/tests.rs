@@ -7,6 +7,13 @@ fn elf(f: &Fixture) -> MemImage {
     MemImage::open_elf(Source::Bytes(f.image.clone())).unwrap()
 }
 
+/// [`inspect`], with the blocks and ranges it streams collected.
+fn listed(image: &MemImage, src: &FdtSource, opts: &InspectOptions) -> (Inspection, Collect) {
+    let mut list = Collect::default();
+    let out = inspect_to(image, src, opts, &mut list);
+    (out, list)
+}
+
 fn sorted(v: &[Block]) -> Vec<Block> {
     let mut v = v.to_vec();
     v.sort();
@@ -18,14 +25,14 @@ fn tiny_v3_core_decodes_from_the_fdt_file_and_from_phys() {
     let f = tiny_v3();
     let image = elf(&f);
     for src in [FdtSource::File(f.fdt.clone()), FdtSource::Phys(f.fdt_phys)] {
-        let out = inspect(&image, &src, &InspectOptions::default());
+        let (out, list) = listed(&image, &src, &InspectOptions::default());
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert_eq!(out.format.as_deref(), Some("kho-v3"));
-        assert_eq!(sorted(&out.block_list), f.blocks);
+        assert_eq!(sorted(&list.blocks), f.blocks);
         assert_eq!(out.blocks, 3);
         assert_eq!(out.preserved_bytes, (1 + 2 + 1) * PAGE_SIZE);
         // Walk order: higher orders first.
-        assert_eq!(out.block_list[0].order(), Order::new(1));
+        assert_eq!(list.blocks[0].order(), Order::new(1));
         assert_eq!(out.per_order.len(), 2);
         // The FDT page, page 12, pages 14-15.
         assert_eq!(out.ranges_count, 3);
@@ -179,12 +186,12 @@ fn kho_v1_images_of_both_bitmap_sizes_decode_to_the_same_blocks() {
             format: Some(format),
             ..InspectOptions::default()
         };
-        let out = inspect(&image, &FdtSource::File(f.fdt.clone()), &opts);
+        let (out, list) = listed(&image, &FdtSource::File(f.fdt.clone()), &opts);
         assert!(out.errors.is_empty(), "{format}: {:?}", out.errors);
         assert_eq!(out.format.as_deref(), Some(format.as_str()));
-        assert_eq!(sorted(&out.block_list), f.blocks);
+        assert_eq!(sorted(&list.blocks), f.blocks);
         assert!(out.metadata_pages >= 2, "a chunk and a bitmap page");
-        got.push(out.block_list);
+        got.push(list.blocks);
     }
     assert_eq!(got[0], got[1], "same list order too");
 }
@@ -193,14 +200,14 @@ fn kho_v1_images_of_both_bitmap_sizes_decode_to_the_same_blocks() {
 fn kho_v1_bitmap_size_detection() {
     // 512-byte bitmaps packed in a page: the page reading fails.
     let (image, f) = v1(BitmapSize::Bytes512);
-    let out = inspect(
+    let (out, list) = listed(
         &image,
         &FdtSource::File(f.fdt.clone()),
         &InspectOptions::default(),
     );
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(out.format.as_deref(), Some("kho-v1-512"));
-    assert_eq!(sorted(&out.block_list), f.blocks);
+    assert_eq!(sorted(&list.blocks), f.blocks);
     assert_eq!(out.notes.len(), 1);
     assert!(
         out.notes[0].contains("512-byte bitmaps") && out.notes[0].contains("not page aligned"),
@@ -212,14 +219,14 @@ fn kho_v1_bitmap_size_detection() {
     // validates too, with fewer blocks; the bits past 4095 decide, with
     // no --format.
     let (image, f) = v1(BitmapSize::Page);
-    let out = inspect(
+    let (out, list) = listed(
         &image,
         &FdtSource::File(f.fdt.clone()),
         &InspectOptions::default(),
     );
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     assert_eq!(out.format.as_deref(), Some("kho-v1"));
-    assert_eq!(sorted(&out.block_list), f.blocks);
+    assert_eq!(sorted(&list.blocks), f.blocks);
     assert_eq!(out.notes.len(), 1);
     assert!(out.notes[0].contains("past bit 4095"), "{}", out.notes[0]);
 
@@ -227,7 +234,7 @@ fn kho_v1_bitmap_size_detection() {
     let low = [Block::new(PhysAddr::new(0x20_0000), Order::ZERO).unwrap()];
     let f = v1_raw(PhysAddr::new(0), 1024, &low, BitmapSize::Page);
     let image = MemImage::open_raw(Source::Bytes(f.image.clone()), PhysAddr::new(0)).unwrap();
-    let out = inspect(
+    let (out, list) = listed(
         &image,
         &FdtSource::File(f.fdt.clone()),
         &InspectOptions::default(),
@@ -240,7 +247,7 @@ fn kho_v1_bitmap_size_detection() {
         "{}",
         out.notes[0]
     );
-    assert_eq!(out.block_list, low);
+    assert_eq!(list.blocks, low);
 
     // Neither validates: a head outside RAM.
     let fdt = KhoFdtBuilder::new(PhysAddr::new(0x4000_0000))

@@ -988,3 +988,32 @@ fn chunk_cap_is_what_the_ram_justifies() {
     assert_eq!(reader.chunk_budget(), 52);
     assert_eq!(reader.read_all(pa(BASE)), Ok(Vec::new()));
 }
+
+#[test]
+fn a_bitmap_with_no_bit_set_is_not_remembered() {
+    // Two entries naming one empty bitmap: no block, nothing repeated, so
+    // not corruption worth the memory of remembering every empty bitmap
+    // (a list can name 255 per chunk on pages the image does not hold).
+    let a = arena(4);
+    chunk(
+        &a,
+        BASE,
+        0,
+        0,
+        &[(0, BASE + 0x2000), (0x800_0000, BASE + 0x2000)],
+    );
+    for size in [BitmapSize::Bytes512, BitmapSize::Page] {
+        let t = V1Reader::new(&a, ram(), size)
+            .tracker(pa(BASE), |_| ())
+            .unwrap();
+        assert_eq!((t.summary().blocks, t.summary().entries), (0, 0));
+        // The chunk only: no page of bitmaps with a bit set.
+        assert_eq!(t.metadata_pages(), 1);
+    }
+    // With a bit set, the second naming is corruption.
+    bitmap_word(&a, BASE + 0x2000, 0, 1);
+    assert!(matches!(
+        read_err(&a, BitmapSize::Page, BASE),
+        V1Error::BitmapShared { entry: 1, .. }
+    ));
+}

@@ -58,6 +58,19 @@ impl NodeBudget {
         Self(nodes.min(pages))
     }
 
+    /// [`NodeBudget::for_ram`], capped by the metadata actually present:
+    /// `pages`, the pages the memory holds as data (an image's file bytes;
+    /// the rest of its RAM reads as zero). Every node is a distinct page,
+    /// so a tree whose nodes lie on pages the image holds has at most
+    /// `pages` nodes; one more allows an empty root on a zero page. The
+    /// budget is then what the image carries, not the RAM it declares (an
+    /// ELF core's `p_memsz` is a claim, its `p_filesz` the data): a dump
+    /// that leaves out zero pages holding empty tree nodes needs a larger
+    /// budget ([`NodeBudget::new`]).
+    pub fn for_image(ram: &RamMap<'_>, pages: u64) -> Self {
+        Self(Self::for_ram(ram).0.min(pages.saturating_add(1)))
+    }
+
     /// The number of nodes.
     pub const fn nodes(self) -> u64 {
         self.0
