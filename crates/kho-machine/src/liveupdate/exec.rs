@@ -37,7 +37,7 @@ use kho::{KhoVersion, PhysAddr, PhysRange};
 
 use super::old_kernel::DEFAULT_SEED;
 use crate::arena::{ArenaError, MemoryLayout, PhysMem};
-use crate::kho::{Strategy, UnknownStrategy};
+use crate::kho::{CorruptClass, OnCorruption, Strategy, UnknownCorruptClass, UnknownStrategy};
 use crate::memmap::{MemmapMode, UnknownMemmapMode};
 use crate::scratch::{ScratchError, ScratchSizing, memparse};
 use crate::workload::{UnknownWorkload, WorkloadKind};
@@ -80,6 +80,12 @@ pub enum ExecError {
     /// A bad `--kho-scratch`.
     #[error(transparent)]
     Scratch(#[from] ScratchError),
+    /// An unknown `--on-corruption`.
+    #[error(transparent)]
+    OnCorruption(#[from] kho::UnknownOnCorruption),
+    /// An unknown `--corrupt`.
+    #[error(transparent)]
+    Corrupt(#[from] UnknownCorruptClass),
     /// The inherited memfd could not be attached.
     #[error("attaching the inherited memfd {fd}: {source}")]
     Attach {
@@ -184,6 +190,11 @@ pub struct OldKernelArgs {
     pub dump_core: Option<PathBuf>,
     /// `--abi`: the handover the old kernel writes ([`parse_abi`]).
     pub abi: KhoVersion,
+    /// `--on-corruption`: what the new kernel does with a broken handover.
+    pub on_corruption: OnCorruption,
+    /// `--corrupt`: fault injection, one byte of the handover flipped
+    /// before the exec ([`crate::inject_corruption`]).
+    pub corrupt: Option<CorruptClass>,
 }
 
 impl OldKernelArgs {
@@ -209,6 +220,8 @@ impl OldKernelArgs {
             trace: None,
             dump_core: None,
             abi: KhoVersion::V4,
+            on_corruption: OnCorruption::Reject,
+            corrupt: None,
         }
     }
 
@@ -255,6 +268,12 @@ impl OldKernelArgs {
         if self.abi != KhoVersion::V4 {
             out.opt("abi", self.abi.compatible());
         }
+        if self.on_corruption != OnCorruption::Reject {
+            out.opt("on-corruption", self.on_corruption.as_str());
+        }
+        if let Some(c) = self.corrupt {
+            out.opt("corrupt", c.as_str());
+        }
     }
 
     fn read(options: Vec<(String, OsString)>) -> Result<Self, ExecError> {
@@ -280,6 +299,8 @@ impl OldKernelArgs {
                 "trace" => a.trace = Some(v.into()),
                 "dump-core" => a.dump_core = Some(v.into()),
                 "abi" => a.abi = parse_abi(text("abi", &v)?)?,
+                "on-corruption" => a.on_corruption = text("on-corruption", &v)?.parse()?,
+                "corrupt" => a.corrupt = Some(text("corrupt", &v)?.parse()?),
                 _ => return Err(ExecError::UnknownArg(format!("--{name}"))),
             }
         }
@@ -323,6 +344,9 @@ pub struct NewKernelArgs {
     /// `--scheme`: the tracker design the old kernel handed over with
     /// (`kho`: ours).
     pub scheme: String,
+    /// `--on-corruption`: what to do with a broken handover (`reject`,
+    /// Linux's, or ours, `salvage`).
+    pub on_corruption: OnCorruption,
 }
 
 impl NewKernelArgs {
@@ -344,6 +368,7 @@ impl NewKernelArgs {
             threads: 1,
             parallel_memmap_init: false,
             scheme: scheme.unwrap_or(OURS).to_owned(),
+            on_corruption: OnCorruption::Reject,
         }
     }
 
@@ -364,11 +389,15 @@ impl NewKernelArgs {
         if self.scheme != OURS {
             out.opt("scheme", &self.scheme);
         }
+        if self.on_corruption != OnCorruption::Reject {
+            out.opt("on-corruption", self.on_corruption.as_str());
+        }
     }
 
     fn read(options: Vec<(String, OsString)>) -> Result<Self, ExecError> {
         let (mut memfd, mut e820, mut setup_data, mut strategy) = (None, None, None, None);
         let mut scheme = OURS.to_owned();
+        let mut on_corruption = OnCorruption::Reject;
         let mut memmap = MemmapMode::Eager;
         let (mut threads, mut parallel_memmap_init) = (1, false);
         for (name, v) in options {
@@ -382,6 +411,7 @@ impl NewKernelArgs {
                 "setup-data" => setup_data = Some(parse_phys(text("setup-data", &v)?)?),
                 "strategy" => strategy = Some(text("strategy", &v)?.parse()?),
                 "scheme" => text("scheme", &v)?.clone_into(&mut scheme),
+                "on-corruption" => on_corruption = text("on-corruption", &v)?.parse()?,
                 "memmap" => memmap = text("memmap", &v)?.parse()?,
                 "threads" => threads = parse_threads(&v)?,
                 "parallel-memmap-init" => parallel_memmap_init = true,
@@ -397,6 +427,7 @@ impl NewKernelArgs {
             setup_data: setup_data.ok_or(ExecError::MissingArg("setup-data"))?,
             strategy: strategy.ok_or(ExecError::MissingArg("strategy"))?,
             scheme,
+            on_corruption,
         })
     }
 

@@ -14,8 +14,8 @@ use crate::boot::{BootConfig, BootError, Machine};
 use crate::buddy::Buddy;
 use crate::kexec::{KexecError, KhoHandover, read_setup_data};
 use crate::kho::{
-    Kho, KhoError, KhoIn, PeerScheme, Strategy, blob_pages, kho_memory_init, kho_populate,
-    kho_preserved_order, kho_restore_folio, kho_restore_pages,
+    Kho, KhoError, KhoIn, OnCorruption, PeerScheme, Strategy, blob_pages, kho_memory_init,
+    kho_populate_with, kho_preserved_order, kho_restore_folio, kho_restore_pages,
 };
 use crate::manifest::{Manifest, ManifestHeader, POISON, block_checksum};
 use crate::memmap::MemmapMode;
@@ -35,7 +35,14 @@ pub fn new_kernel_main(
         threads: args.threads,
         parallel_memmap_init: args.parallel_memmap_init,
     };
-    new_kernel_boot(&mem, handover, args.strategy, config, scheme)
+    new_kernel_boot_with(
+        &mem,
+        handover,
+        args.strategy,
+        config,
+        scheme,
+        args.on_corruption,
+    )
 }
 
 /// The most CPUs a new kernel's node is given (`--threads`).
@@ -121,6 +128,27 @@ pub fn new_kernel_boot(
     config: impl Into<NewKernelConfig>,
     scheme: Option<Arc<dyn PeerScheme>>,
 ) -> Result<RunReport, LiveUpdateError> {
+    new_kernel_boot_with(
+        mem,
+        handover,
+        strategy,
+        config,
+        scheme,
+        OnCorruption::Reject,
+    )
+}
+
+/// [`new_kernel_boot`] with `on_corruption` (**ours**: under
+/// [`OnCorruption::Salvage`] a broken handover keeps what validates; the
+/// report lists the damage, [`RunReport::damage`]).
+pub fn new_kernel_boot_with(
+    mem: &PhysMem,
+    handover: Result<Option<KhoHandover>, KexecError>,
+    strategy: Strategy,
+    config: impl Into<NewKernelConfig>,
+    scheme: Option<Arc<dyn PeerScheme>>,
+    on_corruption: OnCorruption,
+) -> Result<RunReport, LiveUpdateError> {
     let scheme_name = scheme.as_ref().map(|s| s.name().to_owned());
     let k = config.into();
     let memmap = k.memmap;
@@ -133,7 +161,7 @@ pub fn new_kernel_boot(
     let mut m = Machine::new(mem, config);
     m.memblock_init()?;
     let mut kho = match handover {
-        Ok(Some(h)) => kho_populate(&mut m, &h, scheme),
+        Ok(Some(h)) => kho_populate_with(&mut m, &h, scheme, on_corruption),
         Ok(None) => Kho::disabled(KhoError::NoHandover),
         Err(e) => Kho::disabled(KhoError::Handover(e)),
     };
@@ -168,6 +196,8 @@ pub fn new_kernel_boot(
     let memmap_inited_pages = buddy.memmap().inited_pages();
     buddy.set_poison_on_alloc(true);
 
+    let damage = kho.damage().to_vec();
+    let damage_reserved_bytes = kho.damage_reserved_bytes();
     let (verified_bytes, lost_bytes, unpreserved, luo) = match kho.incoming() {
         Some(k) => restore_and_verify(mem, buddy, k, init.bytes),
         None => (0, 0, 0, LuoRestore::default()),
@@ -209,6 +239,9 @@ pub fn new_kernel_boot(
         scheme: scheme_name,
         luo_files: luo.files,
         luo_error: luo.error,
+        on_corruption,
+        damage,
+        damage_reserved_bytes,
     })
 }
 

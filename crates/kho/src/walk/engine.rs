@@ -201,6 +201,10 @@ pub struct RadixReader<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     spine: Spine<'m>,
     present: OrderSet,
     root: PhysAddr,
+    /// **Ours**: an order scan that fails to enter a child records the
+    /// subtree ([`Fault`]) and goes on with the next entry instead of
+    /// ending (the salvage walk, `walk::salvage`).
+    pub(crate) salvage: bool,
 }
 
 impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for RadixReader<'_, '_, M, V> {
@@ -249,6 +253,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
             spine: PerLevel::splat(None),
             present: OrderSet::EMPTY,
             root,
+            salvage: false,
         };
         if !root.is_page_aligned() {
             return Err(WalkError::RootUnaligned { root });
@@ -354,6 +359,11 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
         Walk::new(self)
     }
 
+    /// The machine the reader checks against.
+    pub(crate) fn ram(&self) -> RamMap<'r> {
+        self.ram
+    }
+
     /// A scan of `order`'s runs, from its spine node.
     pub(crate) fn scan(&self, order: Order) -> OrderScan<'m> {
         OrderScan::new(order, &self.spine)
@@ -445,6 +455,8 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
 struct LeafScan<'m> {
     /// `None` once the leaf is exhausted.
     page: Option<&'m AtomicPage>,
+    /// The leaf's address (kept once exhausted, for [`OrderScan::leaf_fault`]).
+    phys: PhysAddr,
     /// Key of bit 0 of the leaf.
     base_key: u64,
     /// Index of the current word.
@@ -458,15 +470,18 @@ struct LeafScan<'m> {
 impl<'m> LeafScan<'m> {
     const DONE: Self = Self {
         page: None,
+        phys: PhysAddr::ZERO,
         base_key: 0,
         w: 0,
         w_end: 0,
         word: 0,
     };
 
-    fn new(page: &'m AtomicPage, base_key: u64, w: usize, w_end: usize, mask: u64) -> Self {
+    fn new(leaf: Node<'m>, base_key: u64, w: usize, w_end: usize, mask: u64) -> Self {
+        let page = leaf.page;
         Self {
             page: Some(page),
+            phys: leaf.phys,
             base_key,
             w,
             w_end,
@@ -558,6 +573,19 @@ pub(crate) struct OrderScan<'m> {
     frames: [Frame<'m>; 5],
     leaf: LeafScan<'m>,
     done: bool,
+    /// The subtree of the last child this scan failed to enter.
+    fault: Option<Fault>,
+}
+
+/// **Ours**: a subtree of one order that a scan could not read (the salvage
+/// walk's raw material): the node that heads it, its level and its keys
+/// `[first_key, first_key + 2^keys_log2)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fault {
+    pub(crate) node: PhysAddr,
+    pub(crate) level: Level,
+    pub(crate) first_key: u64,
+    pub(crate) keys_log2: u32,
 }
 
 impl<'m> OrderScan<'m> {
@@ -575,13 +603,14 @@ impl<'m> OrderScan<'m> {
             frames: [Frame::EMPTY; 5],
             leaf: LeafScan::DONE,
             done: true,
+            fault: None,
         };
         let Some(node) = spine[slice.level] else {
             return c;
         };
         if slice.level.is_leaf() {
             c.leaf = LeafScan::new(
-                node.page,
+                node,
                 0,
                 usize::from(slice.lo),
                 usize::from(slice.hi),
@@ -602,6 +631,43 @@ impl<'m> OrderScan<'m> {
     /// The order scanned.
     pub(crate) fn order(&self) -> Order {
         self.order
+    }
+
+    /// Takes the subtree of the last child the scan failed to enter.
+    pub(crate) fn take_fault(&mut self) -> Option<Fault> {
+        self.fault.take()
+    }
+
+    /// The current (or last) leaf as a [`Fault`]: its keys of this order
+    /// (the spine leaf holds the whole key range of its orders).
+    pub(crate) fn leaf_fault(&self) -> Fault {
+        let marker_bit = crate::key::ORDER_0_MARKER.saturating_sub(self.order.as_u32());
+        if self.top.is_leaf() {
+            Fault {
+                node: self.leaf.phys,
+                level: Level::LEAF,
+                first_key: 1u64.wrapping_shl(marker_bit),
+                keys_log2: marker_bit,
+            }
+        } else {
+            Fault {
+                node: self.leaf.phys,
+                level: Level::LEAF,
+                first_key: self.leaf.base_key,
+                keys_log2: crate::key::LEAF_SHIFT,
+            }
+        }
+    }
+
+    /// Drops the rest of the current leaf: the scan goes on at the next.
+    pub(crate) fn abandon_leaf(&mut self) {
+        let phys = self.leaf.phys;
+        let base_key = self.leaf.base_key;
+        self.leaf = LeafScan {
+            phys,
+            base_key,
+            ..LeafScan::DONE
+        };
     }
 
     /// The frame of inner level `level` (`None` for the leaf).
@@ -702,7 +768,16 @@ impl<'m> OrderScan<'m> {
             let child = match reader.enter(node.phys, level, index, v, visit) {
                 Ok(child) => child,
                 Err(e) => {
-                    self.done = true;
+                    // The child's subtree: the keys of this entry.
+                    self.fault = level.child().map(|below| Fault {
+                        node: PhysAddr::new(v),
+                        level: below,
+                        first_key: prefix,
+                        keys_log2: level.shift(),
+                    });
+                    if !reader.salvage {
+                        self.done = true;
+                    }
                     return Err(e);
                 }
             };
@@ -718,7 +793,7 @@ impl<'m> OrderScan<'m> {
                         self.depth = below;
                     }
                 }
-                _ => self.leaf = LeafScan::new(child.page, prefix, 0, PAGE_WORDS, u64::MAX),
+                _ => self.leaf = LeafScan::new(child, prefix, 0, PAGE_WORDS, u64::MAX),
             }
         }
     }
@@ -737,6 +812,11 @@ impl<'m> OrderRuns<'m, '_> {
     /// The order scanned.
     pub(crate) fn order(&self) -> Order {
         self.scan.order()
+    }
+
+    /// The scan (for the salvage walk's faults).
+    pub(crate) fn scan_mut(&mut self) -> &mut OrderScan<'m> {
+        &mut self.scan
     }
 
     /// The next run (its range and block count), `None` at the end.

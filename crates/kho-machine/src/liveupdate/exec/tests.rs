@@ -21,6 +21,7 @@ fn command_line_round_trip() {
         threads: 4,
         parallel_memmap_init: true,
         scheme: OURS.to_owned(),
+        on_corruption: crate::OnCorruption::Salvage,
     };
     let v = KernelArgs::New(a.clone()).to_args();
     assert_eq!(v[0], NEW_KERNEL_SUBCOMMAND);
@@ -129,6 +130,7 @@ fn attach_refuses_what_is_not_a_memfd() {
         threads: 1,
         parallel_memmap_init: false,
         scheme: OURS.to_owned(),
+        on_corruption: crate::OnCorruption::Reject,
     };
     // fd 0 of a test is never a memfd.
     assert!(a.attach().is_err());
