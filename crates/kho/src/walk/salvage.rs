@@ -268,3 +268,14 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for SalvageWalk<'_, '_, M, V> 
 }
 
 impl<M: PageMap + ?Sized, V: VisitedSet> core::iter::FusedIterator for SalvageWalk<'_, '_, M, V> {}
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+mod tests;
