@@ -96,7 +96,7 @@ fn ms(d: Duration) -> f64 {
 /// ([`NewKernelConfig`], or just a [`MemmapMode`] on one CPU); the baseline
 /// boot uses the same.
 ///
-/// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
+/// 1. `memblock_init`; [`kho_populate`](crate::kho::kho_populate) (a missing or broken hand-over
 ///    boots without KHO, [`RunReport::kho_error`] says why);
 /// 2. `alloc_memmap` (from scratch: scratch-only); `memmap_init` per
 ///    `memmap` ([`MemmapMode`]: every struct page of memory, or those up to
