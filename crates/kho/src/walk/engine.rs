@@ -180,7 +180,8 @@ pub(crate) enum Visit {
 /// outside the forbidden ranges (checked per run against a cached window,
 /// not per block), and not covered by a block of another order. Errors are
 /// [`WalkError`]s naming the first broken invariant with the offending
-/// values; after an error the iterators are fused.
+/// values; after an error the iterators are fused (ours, the salvage walk
+/// [`crate::SalvageWalk`], records the damaged subtree instead and goes on).
 ///
 /// The reader needs memory proportional to the number of nodes only to tell
 /// a node reached twice: that is the caller's [`VisitedSet`] (with `alloc`,
@@ -205,6 +206,8 @@ pub struct RadixReader<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     /// subtree ([`Fault`]) and goes on with the next entry instead of
     /// ending (the salvage walk, `walk::salvage`).
     pub(crate) salvage: bool,
+    /// The subtree of the last child an order scan failed to enter.
+    fault: Option<Fault>,
 }
 
 impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for RadixReader<'_, '_, M, V> {
@@ -254,6 +257,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
             present: OrderSet::EMPTY,
             root,
             salvage: false,
+            fault: None,
         };
         if !root.is_page_aligned() {
             return Err(WalkError::RootUnaligned { root });
@@ -362,6 +366,11 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
     /// The machine the reader checks against.
     pub(crate) fn ram(&self) -> RamMap<'r> {
         self.ram
+    }
+
+    /// Takes the subtree of the last child an order scan failed to enter.
+    pub(crate) fn take_fault(&mut self) -> Option<Fault> {
+        self.fault.take()
     }
 
     /// A scan of `order`'s runs, from its spine node.
@@ -573,8 +582,6 @@ pub(crate) struct OrderScan<'m> {
     frames: [Frame<'m>; 5],
     leaf: LeafScan<'m>,
     done: bool,
-    /// The subtree of the last child this scan failed to enter.
-    fault: Option<Fault>,
 }
 
 /// **Ours**: a subtree of one order that a scan could not read (the salvage
@@ -603,7 +610,6 @@ impl<'m> OrderScan<'m> {
             frames: [Frame::EMPTY; 5],
             leaf: LeafScan::DONE,
             done: true,
-            fault: None,
         };
         let Some(node) = spine[slice.level] else {
             return c;
@@ -631,11 +637,6 @@ impl<'m> OrderScan<'m> {
     /// The order scanned.
     pub(crate) fn order(&self) -> Order {
         self.order
-    }
-
-    /// Takes the subtree of the last child the scan failed to enter.
-    pub(crate) fn take_fault(&mut self) -> Option<Fault> {
-        self.fault.take()
     }
 
     /// The current (or last) leaf as a [`Fault`]: its keys of this order
@@ -769,7 +770,7 @@ impl<'m> OrderScan<'m> {
                 Ok(child) => child,
                 Err(e) => {
                     // The child's subtree: the keys of this entry.
-                    self.fault = level.child().map(|below| Fault {
+                    reader.fault = level.child().map(|below| Fault {
                         node: PhysAddr::new(v),
                         level: below,
                         first_key: prefix,

@@ -92,7 +92,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
                         return Some(Salvaged::Damage(Damage::of(ram, order, fault, e)));
                     }
                     Err(e) => {
-                        let d = match runs.scan_mut().take_fault() {
+                        let d = match self.reader.take_fault() {
                             Some(fault) => Damage::of(ram, order, fault, e),
                             None => Damage::whole_ram(ram, self.reader.root(), e),
                         };
