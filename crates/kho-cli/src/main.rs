@@ -229,6 +229,12 @@ struct RunArgs {
     /// peer --scheme the peer's format, no LUO.
     #[arg(long, default_value = "kho-v4", value_parser = parse_abi)]
     abi: kho::KhoVersion,
+    /// Chained live updates: N consecutive updates per strategy, each new
+    /// kernel restoring and verifying every byte, then preserving it again
+    /// (plus a few new folios) and exec'ing the next; one row per
+    /// generation (see docs/cli.md). Our tracker only.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(kho_machine::MAX_UPDATES)))]
+    updates: u32,
     /// What the new kernel does with a handover that breaks an invariant:
     /// `reject` (Linux: boot without KHO, every preserved page freed) or
     /// `salvage` (ours: keep every block that validates, reserve the span
@@ -547,6 +553,10 @@ struct BenchArgs {
     /// Skip the scaling sweep.
     #[arg(long)]
     no_scaling: bool,
+    /// Skip the limit measurements (memory bandwidth, the walk against its
+    /// physical limit, preserve from 2 threads against 1: a few seconds).
+    #[arg(long)]
+    no_limits: bool,
     /// One JSON object {"cells": [...], "ratios": [...], "scaling": [...]}:
     /// on stdout instead of the tables, or, with FILE, written to FILE
     /// beside them.
@@ -654,6 +664,9 @@ fn bench(a: &BenchArgs) -> Result<()> {
     if a.no_scaling {
         cfg.sweep.clear();
     }
+    if a.no_limits {
+        cfg.limits = None;
+    }
     if !(a.cap_seconds > 0.0 && a.cap_seconds.is_finite()) {
         return Err(usage(format!(
             "--cap-seconds {}: must be positive",
@@ -746,7 +759,7 @@ fn print_bench_tables(r: &kho_lab::bench::BenchReport, wide: bool) {
         println!("{}", fit(report::tracker_scaling_table(r), 2, width));
     }
     println!();
-    println!("targets (issues 6 and 12), checked against this run:");
+    println!("targets (issues 6, 12 and 15), checked against this run:");
     for t in report::targets(r) {
         println!("{}", wrap(&format!("- {}", t.text), "  ", width));
     }
@@ -831,7 +844,13 @@ fn old_kernel(a: &OldKernelArgs) -> Result<()> {
 }
 
 fn new_kernel(a: &NewKernelArgs) -> Result<()> {
-    let report = new_kernel_main(a, scheme(&a.scheme)?).context("new kernel")?;
+    // A chained generation prints its report before it execs the next.
+    let mut emit = |r: &RunReport| -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+        out.flush()
+    };
+    let report = new_kernel_main(a, scheme(&a.scheme)?, &mut emit).context("new kernel")?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -844,13 +863,14 @@ fn run_threads(a: &RunArgs) -> usize {
     )
 }
 
-/// One live update: spawn the old kernel, collect the new kernel's report.
+/// One live update (or a chain of `--updates`): spawn the old kernel,
+/// collect the new kernels' reports, one per generation.
 fn live_update(
     exe: &PathBuf,
     a: &RunArgs,
     strategy: Strategy,
     dump_core: Option<&PathBuf>,
-) -> Result<RunReport> {
+) -> Result<Vec<RunReport>> {
     let args = OldKernelArgs {
         forget_pages: a.forget_pages,
         scheme: a.scheme.name().to_owned(),
@@ -863,6 +883,7 @@ fn live_update(
         abi: a.abi,
         on_corruption: a.on_corruption,
         corrupt: a.corrupt,
+        updates: a.updates,
         ..OldKernelArgs::new(a.machine_size, strategy)
     };
     let out = Command::new(exe)
@@ -894,12 +915,38 @@ fn live_update(
         bail!("live update ({strategy}) failed: {}", out.status);
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
+    if a.updates <= 1 {
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .with_context(|| format!("the new kernel ({strategy}) printed no report"))?;
+        let r = serde_json::from_str(line)
+            .with_context(|| format!("parsing the new kernel's report {line:?}"))?;
+        return Ok(vec![r]);
+    }
+    let rows = stdout
         .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("the new kernel ({strategy}) printed no report"))?;
-    serde_json::from_str(line).with_context(|| format!("parsing the new kernel's report {line:?}"))
+        .filter(|l| l.trim_start().starts_with('{'))
+        .map(|line| {
+            serde_json::from_str::<RunReport>(line)
+                .with_context(|| format!("parsing a new kernel's report {line:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if rows.len() != a.updates as usize {
+        let why = rows
+            .last()
+            .and_then(|r| r.kho_error.clone())
+            .map_or_else(String::new, |e| {
+                format!(": generation {} booted without KHO: {e}", rows.len())
+            });
+        bail!(
+            "the chain of {} live updates ({strategy}) stopped after {} reports{why}",
+            a.updates,
+            rows.len()
+        );
+    }
+    Ok(rows)
 }
 
 /// Refuses, before any kernel process starts, a machine too small for the
@@ -930,6 +977,12 @@ fn check_machine_size(machine_size: u64) -> Result<()> {
 
 fn run(a: &RunArgs) -> Result<()> {
     check_machine_size(a.machine_size)?;
+    if a.updates > 1 && (a.on_corruption != kho::OnCorruption::Reject || a.corrupt.is_some()) {
+        return Err(usage(format!(
+            "--updates {}: chained updates run with --on-corruption reject and no --corrupt              (salvage and fault injection apply to a single update)",
+            a.updates
+        )));
+    }
     let json_file = JsonOut::create(a.json.as_ref())?;
     // The machine's RAM is a memfd: every page written is host memory. The
     // workload writes part of it (4.3 GiB of a 16 GiB machine by default),
@@ -953,6 +1006,12 @@ fn run(a: &RunArgs) -> Result<()> {
             bytes(s.bytes),
             s.ranges
         );
+    }
+    if a.updates > 1 && a.scheme.name() != "kho" {
+        return Err(usage(format!(
+            "--updates {}: a chained run needs our tracker (--scheme kho), not {}",
+            a.updates, a.scheme
+        )));
     }
     let exe = std::env::current_exe().context("locating this binary")?;
     let strategies: Vec<Strategy> = a
@@ -988,7 +1047,7 @@ fn run(a: &RunArgs) -> Result<()> {
     let mut rows = Vec::with_capacity(strategies.len());
     for (i, s) in strategies.into_iter().enumerate() {
         bar.set_message(format!("{} on a {} machine", s, bytes(a.machine_size)));
-        rows.push(live_update(
+        rows.extend(live_update(
             &exe,
             a,
             s,
@@ -1022,9 +1081,139 @@ fn run(a: &RunArgs) -> Result<()> {
         JsonOut::write(a.json.as_ref(), json_file, &json)?;
     }
     if !JsonOut::is_stdout(a.json.as_ref()) {
-        print_table(&rows, a.machine_size, a.memmap, run_threads(a), a.wide);
+        if a.updates > 1 {
+            print_chain_tables(&rows, a.machine_size, a.memmap);
+        } else {
+            print_table(&rows, a.machine_size, a.memmap, run_threads(a), a.wide);
+        }
     }
     Ok(())
+}
+
+/// A time of a report, ms.
+type ReportTime = fn(&RunReport) -> f64;
+
+/// `--updates N`: one table per strategy, one row per generation, then
+/// whether metadata and scratch stayed flat.
+fn print_chain_tables(rows: &[RunReport], machine_size: u64, memmap: MemmapMode) {
+    let mut strategies: Vec<Strategy> = rows.iter().map(|r| r.strategy).collect();
+    strategies.dedup();
+    for s in strategies {
+        let gens: Vec<&RunReport> = rows.iter().filter(|r| r.strategy == s).collect();
+        println!(
+            "{} chained live updates on a {} machine, {s}, struct pages {memmap}",
+            gens.len(),
+            bytes(machine_size)
+        );
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_content_arrangement(ContentArrangement::Disabled);
+        t.set_header([
+            "gen",
+            "LU#",
+            "blocks",
+            "preserved",
+            "lost",
+            "tree pg",
+            "FDT pg",
+            "LUO pg",
+            "metadata pg",
+            "manifest pg",
+            "scratch (base+size)",
+            "walk ms",
+            "memblock ms",
+            "mm init ms",
+            "baseline ms",
+        ]);
+        let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+        for r in &gens {
+            let g = r.chain.clone().unwrap_or_default();
+            let scratch = g
+                .scratch
+                .iter()
+                .map(|&(b, sz)| format!("{b:#x}+{}", bytes(sz)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            t.add_row([
+                right(g.generation.to_string()),
+                right(
+                    g.liveupdate_num
+                        .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                ),
+                right(thousands(r.blocks)),
+                right(bytes(r.preserved_bytes)),
+                right(bytes(r.lost_bytes)),
+                right(thousands(g.tree_pages)),
+                right(thousands(g.fdt_pages)),
+                right(thousands(g.luo_pages)),
+                right(thousands(g.tree_pages + g.fdt_pages + g.luo_pages)),
+                right(thousands(g.manifest_pages)),
+                Cell::new(scratch),
+                right(millis(r.walk_ms)),
+                right(millis(r.memblock_ms)),
+                right(millis(r.mm_init_ms)),
+                right(millis(r.baseline_mm_init_ms)),
+            ]);
+        }
+        println!("{t}");
+        let meta: Vec<u64> = gens
+            .iter()
+            .filter_map(|r| r.chain.as_ref())
+            .map(|g| g.tree_pages + g.fdt_pages + g.luo_pages)
+            .collect();
+        let scratch_same = gens.windows(2).all(|w| {
+            w[0].chain.as_ref().map(|g| &g.scratch) == w[1].chain.as_ref().map(|g| &g.scratch)
+        });
+        let lost: u64 = gens.iter().map(|r| r.lost_bytes).sum();
+        // Medians of the first and the last quarter: flat or growing,
+        // whatever one noisy generation did.
+        let quarter = gens.len().div_ceil(4);
+        let median = |part: &[&RunReport], f: ReportTime| {
+            let mut v: Vec<f64> = part.iter().map(|r| f(r)).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (head, tail) = (&gens[..quarter], &gens[gens.len() - quarter..]);
+        let times: [(&str, ReportTime); 3] = [
+            ("walk", |r| r.walk_ms),
+            ("memblock", |r| r.memblock_ms),
+            ("mm init", |r| r.mm_init_ms),
+        ];
+        let times: Vec<String> = times
+            .iter()
+            .map(|&(name, f)| {
+                format!(
+                    "{name} {} / {}",
+                    millis(median(head, f)),
+                    millis(median(tail, f))
+                )
+            })
+            .collect();
+        println!(
+            "median ms of the first / last {quarter} generations: {}",
+            times.join(", ")
+        );
+        println!(
+            "lost {} in all; metadata pages {}..{}; scratch {}",
+            bytes(lost),
+            meta.iter().min().copied().unwrap_or(0),
+            meta.iter().max().copied().unwrap_or(0),
+            if scratch_same {
+                "the same in every generation"
+            } else {
+                "MOVED between generations"
+            }
+        );
+        for r in &gens {
+            if let Some(e) = &r.kho_error {
+                println!("{s}: booted without KHO: {e}");
+            }
+            if let Some(e) = &r.luo_error {
+                println!("{s}: LUO not retrieved: {e}");
+            }
+        }
+        println!();
+    }
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes.

@@ -83,6 +83,7 @@ fn the_table_lists_the_damage_and_bad_names_are_usage_errors() {
     for bad in [
         &["--on-corruption", "ignore"][..],
         &["--corrupt", "bit-rot"][..],
+        &["--updates", "3", "--on-corruption", "salvage"][..],
     ] {
         let out = kho().arg("run").args(bad).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad:?}");

@@ -117,6 +117,10 @@ const _: () = assert!(size_of::<KhoScratch>() == 16);
 
 const HEADER_LEN: u64 = 16;
 const KHO_DATA_LEN: u32 = 32;
+/// Bytes of one `SETUP_KEXEC_KHO` node: the 16-byte header and the
+/// 32-byte `kho_data`.
+pub(crate) const KHO_NODE_LEN: u64 = 48;
+const _: () = assert!(size_of::<SetupDataHeader>() + size_of::<KhoData>() == 48);
 const SCRATCH_ENTRY_LEN: u64 = 16;
 
 /// Errors of the hand-over, each naming what was broken and where.

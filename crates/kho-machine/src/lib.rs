@@ -57,8 +57,8 @@ pub use kho::{
     kho_memory_init, kho_populate, kho_restore_folio, kho_restore_pages, reserve_preserved,
 };
 pub use liveupdate::{
-    BeforeExec, DEFAULT_SEED, ExecError, KernelArgs, LiveUpdateError, LuoFileReport,
-    LuoFileWritten, MANIFEST_NODE, MAX_THREADS, NEW_KERNEL_SUBCOMMAND, NewKernelArgs,
+    BeforeExec, DEFAULT_SEED, ExecError, Generation, KernelArgs, LiveUpdateError, LuoFileReport,
+    LuoFileWritten, MANIFEST_NODE, MAX_THREADS, MAX_UPDATES, NEW_KERNEL_SUBCOMMAND, NewKernelArgs,
     NewKernelConfig, OLD_KERNEL_SUBCOMMAND, OldKernelArgs, OldKernelConfig, OldKernelImage,
     RunReport, early_boot_fits, kernel_boot_config, new_kernel_boot, new_kernel_main,
     old_kernel_boot, old_kernel_main, parse_abi,

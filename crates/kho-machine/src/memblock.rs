@@ -400,9 +400,10 @@ pub struct Memblock {
     pub reserved: MemblockType,
     can_resize: bool,
     kho_scratch_only: bool,
-    /// **Ours, off by default** (the `mainline-fix` strategy's step (c)):
-    /// `memblock_add_range` finds its first candidate region by binary
-    /// search instead of scanning from index 0.
+    /// **Ours, off by default** (the `mainline-fix` strategy's step (c), and
+    /// the array bookkeeping of [`Memblock::memblock_reserve_sorted`]):
+    /// `memblock_add_range` and `memblock_isolate_range` find their first
+    /// candidate region by binary search instead of scanning from index 0.
     add_range_bsearch: bool,
     stats: Counters,
 }
@@ -784,7 +785,14 @@ impl Memblock {
             self.memblock_double_array(which, base, size)?;
         }
         let (mut start_rgn, mut end_rgn) = (0usize, 0usize);
-        let mut idx = 0usize;
+        // Linux scans from index 0; with the binary-search option (ours)
+        // from the first region that ends above `base`, which is where the
+        // scan's first split or record happens.
+        let mut idx = if self.add_range_bsearch {
+            self.ty(which).regions.partition_point(|r| r.end() <= base)
+        } else {
+            0
+        };
         let mut scanned = 0usize;
         while idx < self.ty(which).regions.len() {
             scanned += 1;
@@ -1366,16 +1374,24 @@ impl Memblock {
     ) -> Result<(), MemblockError> {
         let old = core::mem::take(&mut self.reserved.regions);
         let ranges = ranges.into_iter();
-        // One allocation for the result in the common case (no regrowth
-        // copies): the old regions plus one per input range.
-        let mut out: Vec<MemblockRegion> =
-            Vec::with_capacity(old.len().saturating_add(ranges.size_hint().0));
+        // The merge writes straight into what becomes the array: one
+        // allocation, no copy after (the old regions plus one per input
+        // range, the common bound; `Vec` grows in place past it).
+        let mut out: Vec<MemblockRegion> = Vec::with_capacity(
+            old.len()
+                .saturating_add(ranges.size_hint().0)
+                .saturating_add(3),
+        );
         let mut scanned = 0usize;
+        // `total_size`, summed as the pieces are emitted (a merge of two
+        // pieces keeps the sum), instead of a pass over the result.
+        let mut total = 0u64;
 
-        fn emit(out: &mut Vec<MemblockRegion>, r: MemblockRegion) {
+        fn emit(out: &mut Vec<MemblockRegion>, total: &mut u64, r: MemblockRegion) {
             if r.size == 0 {
                 return;
             }
+            *total += r.size;
             if let Some(last) = out.last_mut()
                 && last.end() == r.start()
                 && last.flags == r.flags
@@ -1429,6 +1445,7 @@ impl Memblock {
                 };
                 Self::bulk_span(
                     &mut out,
+                    &mut total,
                     &mut cur,
                     &mut old_iter,
                     done,
@@ -1441,6 +1458,7 @@ impl Memblock {
                 if let Some(done) = span.take() {
                     Self::bulk_span(
                         &mut out,
+                        &mut total,
                         &mut cur,
                         &mut old_iter,
                         done,
@@ -1459,7 +1477,7 @@ impl Memblock {
         }
         while let Some(r) = cur {
             scanned += 1;
-            emit(&mut out, r);
+            emit(&mut out, &mut total, r);
             cur = old_iter.next();
         }
         Counters::add(&self.stats.scanned, scanned);
@@ -1471,30 +1489,21 @@ impl Memblock {
         while max < needed {
             max *= 2;
         }
-        self.reserved.total_size = out.iter().map(|r| r.size).sum();
-        if max == self.reserved.max {
-            // No doubling: copy the merged result into the array.
-            let mut regions = old;
-            regions.clear();
-            regions.extend_from_slice(&out);
-            self.reserved.regions = regions;
-            return Ok(());
-        }
-        if !self.can_resize {
+        if max != self.reserved.max && !self.can_resize {
             self.reserved.regions = old;
-            self.reserved.total_size = self.reserved.regions.iter().map(|r| r.size).sum();
             return Err(MemblockError::CannotResize {
                 name: self.reserved.name,
             });
         }
+        self.reserved.total_size = total;
+        self.reserved.regions = out;
+        if max == self.reserved.max {
+            return Ok(());
+        }
         let old_alloc_size = page_align((self.reserved.max as u64) * MEMBLOCK_REGION_SIZE);
         let new_alloc_size = page_align((max as u64) * MEMBLOCK_REGION_SIZE);
-        let mut regions = Vec::with_capacity(max);
-        regions.extend_from_slice(&out);
-        Counters::add(&self.stats.copied, out.len());
         Counters::add(&self.stats.doublings, 1);
         let old_max = self.reserved.max;
-        self.reserved.regions = regions;
         self.reserved.max = max;
         // Room for the new array, avoiding everything now reserved.
         let limit = self.current_limit.as_u64();
@@ -1508,17 +1517,26 @@ impl Memblock {
             .reserved
             .array_phys
             .replace(range(addr, addr + new_alloc_size));
-        if let Some(old) = old_array {
-            self.memblock_remove_range(Which::Reserved, old.start().as_u64(), old_alloc_size)?;
-        }
-        // Reserved RSRV_KERN, NUMA_NO_NODE, as `memblock_double_array` does.
-        self.memblock_add_range(
-            Which::Reserved,
-            addr,
-            new_alloc_size,
-            NUMA_NO_NODE,
-            MemblockFlags::RSRV_KERN,
-        )
+        // The array's own bookkeeping finds its place by binary search (as
+        // `mainline-fix` step (c) does; the result is the same as Linux's
+        // scan from index 0): this entry point is ours, and a scan of the
+        // whole merged array for one region would cost as much as the merge.
+        let bsearch = core::mem::replace(&mut self.add_range_bsearch, true);
+        let result = (|| {
+            if let Some(old) = old_array {
+                self.memblock_remove_range(Which::Reserved, old.start().as_u64(), old_alloc_size)?;
+            }
+            // Reserved RSRV_KERN, NUMA_NO_NODE, as `memblock_double_array` does.
+            self.memblock_add_range(
+                Which::Reserved,
+                addr,
+                new_alloc_size,
+                NUMA_NO_NODE,
+                MemblockFlags::RSRV_KERN,
+            )
+        })();
+        self.add_range_bsearch = bsearch;
+        result
     }
 
     /// One coalesced input span `[s, e)` of [`Self::memblock_reserve_sorted`]:
@@ -1528,12 +1546,13 @@ impl Memblock {
     #[allow(clippy::too_many_arguments)]
     fn bulk_span(
         out: &mut Vec<MemblockRegion>,
+        total: &mut u64,
         cur: &mut Option<MemblockRegion>,
         old_iter: &mut impl Iterator<Item = MemblockRegion>,
         (s, e): (u64, u64),
         flags: MemblockFlags,
         scanned: &mut usize,
-        emit: fn(&mut Vec<MemblockRegion>, MemblockRegion),
+        emit: fn(&mut Vec<MemblockRegion>, &mut u64, MemblockRegion),
         piece: impl Fn(u64, u64, MemblockFlags, i32) -> MemblockRegion,
     ) {
         let e = s.saturating_add(memblock_cap_size(s, e - s));
@@ -1542,7 +1561,7 @@ impl Memblock {
             && r.end() <= s
         {
             *scanned += 1;
-            emit(out, r);
+            emit(out, total, r);
             *cur = old_iter.next();
         }
         let mut pos = s;
@@ -1552,13 +1571,13 @@ impl Memblock {
             *scanned += 1;
             if r.start() < pos {
                 // Only the first overlapping region can start before the span.
-                emit(out, piece(r.start(), pos, r.flags, r.nid));
+                emit(out, total, piece(r.start(), pos, r.flags, r.nid));
             } else if r.start() > pos {
-                emit(out, piece(pos, r.start(), flags, NUMA_NO_NODE));
+                emit(out, total, piece(pos, r.start(), flags, NUMA_NO_NODE));
                 pos = r.start();
             }
             let end = r.end().min(e);
-            emit(out, piece(pos, end, r.flags.union(flags), r.nid));
+            emit(out, total, piece(pos, end, r.flags.union(flags), r.nid));
             pos = end;
             if r.end() > e {
                 *cur = Some(piece(e, r.end(), r.flags, r.nid));
@@ -1567,7 +1586,7 @@ impl Memblock {
             *cur = old_iter.next();
         }
         if pos < e {
-            emit(out, piece(pos, e, flags, NUMA_NO_NODE));
+            emit(out, total, piece(pos, e, flags, NUMA_NO_NODE));
         }
     }
 }

@@ -6,9 +6,12 @@
 //!
 //! - [`harness`]: the matrix cells (whole in-process machine boots);
 //! - [`scaling`]: restore time against the number of scattered blocks;
+//! - [`limits`]: the walk against the machine's memory bandwidth, and
+//!   preserve from two threads against one;
 //! - [`report`]: ratios, the terminal table, JSON and HTML.
 
 pub mod harness;
+pub mod limits;
 pub mod report;
 pub mod scaling;
 
@@ -124,6 +127,8 @@ pub struct BenchConfig {
     /// The next kernel's configuration for every cell (`--memmap`,
     /// `--threads`): eager on one CPU by default.
     pub kernel: kho_machine::NewKernelConfig,
+    /// The limit measurements ([`limits`]); `None`: not run.
+    pub limits: Option<limits::LimitSizes>,
 }
 
 /// The reference's limit in the default run: mainline per-block measured
@@ -158,6 +163,7 @@ impl BenchConfig {
             traces,
         );
         c.workloads.retain(|w| !w.name.starts_with("mixed"));
+        c.limits = Some(limits::LimitSizes::QUICK);
         c
     }
 
@@ -176,6 +182,7 @@ impl BenchConfig {
             cap: Duration::from_secs(5),
             reference: None,
             kernel: kho_machine::MemmapMode::Eager.into(),
+            limits: None,
         }
     }
 
@@ -210,6 +217,7 @@ impl BenchConfig {
             cap: Duration::from_secs(5),
             reference: None,
             kernel: kho_machine::MemmapMode::Eager.into(),
+            limits: Some(limits::LimitSizes::FULL),
         }
     }
 
@@ -234,7 +242,8 @@ impl BenchConfig {
             .iter()
             .map(|&n| sweep_weight(n, self.reference))
             .sum();
-        matrix + sweep
+        let limits = self.limits.map_or(0, |_| LIMITS_STEPS * LIMITS_WEIGHT);
+        matrix + sweep + limits
     }
 }
 
@@ -256,6 +265,11 @@ pub fn sweep_weight(n: u64, reference: Option<Reference>) -> u64 {
     };
     linear + quadratic
 }
+
+/// Steps of [`limits::measure`].
+const LIMITS_STEPS: u64 = 6;
+/// The expected cost of one of them (a few seconds at full size).
+const LIMITS_WEIGHT: u64 = 20;
 
 /// The smallest machine a trace is replayed on (the shipped traces need
 /// up to about 300 MiB).
@@ -313,6 +327,9 @@ pub struct BenchReport {
     /// The reference curve's limit (`None`: no curve exempt from the cap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference_max_blocks: Option<u64>,
+    /// The limit measurements, if run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<limits::Limits>,
 }
 
 /// Runs the matrix then the sweep; `progress(step, weight)` is called
@@ -340,7 +357,12 @@ pub fn run(
         cfg.reference,
         progress,
     )?;
+    let limits = match cfg.limits {
+        Some(sizes) => Some(limits::measure(sizes, &mut |m| progress(m, LIMITS_WEIGHT))?),
+        None => None,
+    };
     Ok(BenchReport {
+        limits,
         ratios: report::ratios(&cells),
         cells,
         scaling,

@@ -6,6 +6,7 @@
 //! |--------------------------|-------------------------------------------------------------------|
 //! | old kernel (driver: run) | `__old-kernel --machine-size N --strategy S [options]`            |
 //! | new kernel (the exec)    | `__new-kernel --memfd N --e820 R --setup-data A --strategy S ...` |
+//! | next generation (chain)  | the same with `--updates N --generation G+1`, the inherited memfd |
 //!
 //! Options are `--name value` or `--name=value`; a flag is `--name`.
 //!
@@ -24,7 +25,8 @@
 //!
 //! Nothing else crosses: the environment is cleared, every other descriptor
 //! is close-on-exec. The new kernel's own boot parameters (`--strategy`,
-//! `--scheme`) are ordinary options. What the setup_data chain holds is
+//! `--scheme`, a chain's `--updates` and `--generation`) are ordinary
+//! options. What the setup_data chain holds is
 //! [`crate::kexec`]'s.
 
 use std::ffi::{OsStr, OsString};
@@ -195,6 +197,9 @@ pub struct OldKernelArgs {
     /// `--corrupt`: fault injection, one byte of the handover flipped
     /// before the exec ([`crate::inject_corruption`]).
     pub corrupt: Option<CorruptClass>,
+    /// `--updates`: live updates of the chain (1: one; see
+    /// the `chain` module).
+    pub updates: u32,
 }
 
 impl OldKernelArgs {
@@ -222,6 +227,7 @@ impl OldKernelArgs {
             abi: KhoVersion::V4,
             on_corruption: OnCorruption::Reject,
             corrupt: None,
+            updates: 1,
         }
     }
 
@@ -274,6 +280,9 @@ impl OldKernelArgs {
         if let Some(c) = self.corrupt {
             out.opt("corrupt", c.as_str());
         }
+        if self.updates != 1 {
+            out.opt("updates", self.updates.to_string());
+        }
     }
 
     fn read(options: Vec<(String, OsString)>) -> Result<Self, ExecError> {
@@ -301,6 +310,7 @@ impl OldKernelArgs {
                 "abi" => a.abi = parse_abi(text("abi", &v)?)?,
                 "on-corruption" => a.on_corruption = text("on-corruption", &v)?.parse()?,
                 "corrupt" => a.corrupt = Some(text("corrupt", &v)?.parse()?),
+                "updates" => a.updates = parse_updates("updates", &v)?,
                 _ => return Err(ExecError::UnknownArg(format!("--{name}"))),
             }
         }
@@ -347,6 +357,11 @@ pub struct NewKernelArgs {
     /// `--on-corruption`: what to do with a broken handover (`reject`,
     /// Linux's, or ours, `salvage`).
     pub on_corruption: OnCorruption,
+    /// `--updates`: live updates of the chain (1: this kernel is the only
+    /// new kernel).
+    pub updates: u32,
+    /// `--generation`: which of them this kernel is, 1-based.
+    pub generation: u32,
 }
 
 impl NewKernelArgs {
@@ -369,6 +384,8 @@ impl NewKernelArgs {
             parallel_memmap_init: false,
             scheme: scheme.unwrap_or(OURS).to_owned(),
             on_corruption: OnCorruption::Reject,
+            updates: 1,
+            generation: 1,
         }
     }
 
@@ -392,6 +409,10 @@ impl NewKernelArgs {
         if self.on_corruption != OnCorruption::Reject {
             out.opt("on-corruption", self.on_corruption.as_str());
         }
+        if self.updates != 1 {
+            out.opt("updates", self.updates.to_string());
+            out.opt("generation", self.generation.to_string());
+        }
     }
 
     fn read(options: Vec<(String, OsString)>) -> Result<Self, ExecError> {
@@ -400,6 +421,7 @@ impl NewKernelArgs {
         let mut on_corruption = OnCorruption::Reject;
         let mut memmap = MemmapMode::Eager;
         let (mut threads, mut parallel_memmap_init) = (1, false);
+        let (mut updates, mut generation) = (1, 1);
         for (name, v) in options {
             match name.as_str() {
                 "memfd" => {
@@ -415,10 +437,17 @@ impl NewKernelArgs {
                 "memmap" => memmap = text("memmap", &v)?.parse()?,
                 "threads" => threads = parse_threads(&v)?,
                 "parallel-memmap-init" => parallel_memmap_init = true,
+                "updates" => updates = parse_updates("updates", &v)?,
+                "generation" => generation = parse_updates("generation", &v)?,
                 _ => return Err(ExecError::UnknownArg(format!("--{name}"))),
             }
         }
+        if generation > updates {
+            return Err(bad("generation (above --updates)", &generation.to_string()));
+        }
         Ok(Self {
+            updates,
+            generation,
             memmap,
             threads,
             parallel_memmap_init,
@@ -474,6 +503,14 @@ pub(crate) fn kexec_exec(mem: &PhysMem, image: &Path, args: &NewKernelArgs) -> E
             source: e.into(),
         };
     }
+    exec_new_kernel(image, args)
+}
+
+/// The exec itself: `image` as the new kernel of `args`, whose `--memfd`
+/// must already be open without FD_CLOEXEC (a chained generation passes
+/// on the descriptor it inherited, the `chain` module). Returns only if the
+/// exec failed.
+pub(crate) fn exec_new_kernel(image: &Path, args: &NewKernelArgs) -> ExecError {
     let source = Command::new(image)
         .env_clear()
         .args(KernelArgs::New(args.clone()).to_args())
@@ -553,6 +590,15 @@ fn parse_u64(what: &'static str, s: &str) -> Result<u64, ExecError> {
         Some(h) => u64::from_str_radix(h, 16).map_err(|_| bad(what, s)),
         None => s.parse().map_err(|_| bad(what, s)),
     }
+}
+
+/// `--updates`, `--generation`: 1..=[`super::MAX_UPDATES`].
+fn parse_updates(what: &'static str, v: &OsStr) -> Result<u32, ExecError> {
+    let s = text(what, v)?;
+    s.parse::<u32>()
+        .ok()
+        .filter(|n| (1..=super::MAX_UPDATES).contains(n))
+        .ok_or_else(|| bad(what, s))
 }
 
 /// `--threads`: 1..=[`super::MAX_THREADS`] CPUs.

@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 use crate::arena::PhysMem;
 use crate::buddy::Buddy;
 use crate::kho::{KhoError, KhoIn, kho_restore_folio, kho_restore_pages};
-use crate::manifest::{Manifest, block_checksum};
+use crate::manifest::{Manifest, ManifestEntry, block_checksum};
 
 /// The checkpoint's session.
 pub(crate) const MEMFD_SESSION: &str = "kho-run-memfd";
@@ -81,7 +81,11 @@ pub(crate) const VM_SESSION_PREFIX: &str = "kho-run-vm";
 pub(crate) const KVM_TOKEN: u64 = 1;
 /// A VM session's guest_memfd token.
 pub(crate) const GUEST_MEMFD_TOKEN: u64 = 2;
-/// `struct luo_ser.liveupdate_num` of the first live update.
+/// `struct luo_ser.liveupdate_num` of the first live update: a cold-booted
+/// kernel's count is 0 and the outgoing header carries it plus one
+/// (torvalds/linux@0153094d03df `kernel/liveupdate/luo_core.c`:
+/// `luo_fdt_setup` writes `luo_global.liveupdate_num + 1`, which
+/// `luo_early_startup` read from the incoming handover).
 pub(crate) const LIVEUPDATE_NUM: u64 = 1;
 
 /// What the old kernel hands to LUO: the files' folios, already filled and
@@ -159,14 +163,16 @@ fn memfd_layout(folios: &[Block]) -> (Vec<FolioSpec>, u64) {
 
 /// The old kernel's LUO: preserves `files` through the handlers and writes
 /// the sessions and the header into pages preserved in `tree` (see the
-/// module doc). Call after the workloads, before the root FDT.
+/// module doc), the header counting `liveupdate_num` live updates. Call
+/// after the workloads, before the root FDT.
 pub(crate) fn preserve_sessions<M: PageAlloc + PageMap>(
     tree: &RadixTree<M>,
     files: &LuoFiles<'_>,
+    liveupdate_num: u64,
 ) -> Result<LuoWrittenAll, WriteError> {
     let w = PageWriter::new(tree);
     let mut out = LuoWrittenAll::default();
-    let mut luo = LuoBuilder::new(LuoCompat::V5, LIVEUPDATE_NUM);
+    let mut luo = LuoBuilder::new(LuoCompat::V5, liveupdate_num);
     if !files.memfd.is_empty() {
         let (folios, size) = memfd_layout(files.memfd);
         let rec = write_memfd(&w, &MemfdSpec::v2(size, size, 0, &folios))?;
@@ -284,7 +290,76 @@ pub(crate) struct LuoRestore {
     pub unpreserved: u64,
     /// Why the LUO handover could not be read (`None`: read, or absent).
     pub error: Option<String>,
+    /// Structure pages restored (header, chains, FLB page, records,
+    /// array chunks and pages).
+    pub structure_pages: u64,
+    /// The incoming header's `liveupdate_num`.
+    pub liveupdate_num: Option<u64>,
+    /// Each retrieved file with the folios restored and verified, in
+    /// session and chain order: what a next generation preserves again.
+    pub kept: Vec<KeptFile>,
     owned: HashSet<PhysAddr>,
+}
+
+/// A file as the new kernel retrieved it: its verified folios, in array
+/// order, each with the manifest's checksum.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptFile {
+    /// Its session's name.
+    pub session: String,
+    /// Its handler.
+    pub compatible: String,
+    /// The folios restored whose contents match the manifest.
+    pub folios: Vec<ManifestEntry>,
+}
+
+/// The retrieved files' verified folios, to preserve again
+/// ([`LuoRestore::files_again`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FilesAgain {
+    /// The memfd checkpoint's folios, in array order.
+    pub memfd: Vec<Block>,
+    /// Each guest's number and guest_memfd pages.
+    pub guests: Vec<(usize, Vec<Block>)>,
+    /// The manifest entries of all of them.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl FilesAgain {
+    /// As [`preserve_sessions`] takes them.
+    pub(crate) fn files(&self) -> LuoFiles<'_> {
+        LuoFiles {
+            memfd: &self.memfd,
+            guests: &self.guests,
+        }
+    }
+}
+
+impl LuoRestore {
+    /// The files to preserve again: the memfd checkpoint's folios and each
+    /// guest's guest_memfd pages (guest `i` of session `kho-run-vm<i>`),
+    /// with their manifest entries. A kvm file has no folios: its session
+    /// is written again with its guest_memfd.
+    pub(crate) fn files_again(&self) -> FilesAgain {
+        let mut out = FilesAgain::default();
+        for f in &self.kept {
+            let blocks: Vec<Block> = f.folios.iter().map(|e| e.block).collect();
+            if f.session == MEMFD_SESSION && f.compatible == MEMFD_V2_COMPATIBLE {
+                out.memfd.extend(blocks);
+            } else if f.compatible == GUEST_MEMFD_LUO_FH_COMPATIBLE
+                && let Some(i) = f
+                    .session
+                    .strip_prefix(VM_SESSION_PREFIX)
+                    .and_then(|n| n.parse::<usize>().ok())
+            {
+                out.guests.push((i, blocks));
+            } else {
+                continue;
+            }
+            out.entries.extend(f.folios.iter().copied());
+        }
+        out
+    }
 }
 
 impl LuoRestore {
@@ -297,7 +372,10 @@ impl LuoRestore {
 
 fn restore_page(buddy: &Buddy<'_>, phys: PhysAddr, out: &mut LuoRestore) {
     match kho_restore_pages(buddy, phys, 1) {
-        Ok(_) => out.verified = out.verified.saturating_add(PAGE_SIZE),
+        Ok(_) => {
+            out.verified = out.verified.saturating_add(PAGE_SIZE);
+            out.structure_pages = out.structure_pages.saturating_add(1);
+        }
         Err(_) => out.lost = out.lost.saturating_add(PAGE_SIZE),
     }
 }
@@ -333,6 +411,7 @@ pub(crate) fn restore_luo(
             return out;
         }
     };
+    out.liveupdate_num = Some(state.header.liveupdate_num);
     // The structure pages.
     let mut pages = vec![state.header.blob];
     pages.extend(&state.session_blocks);
@@ -350,10 +429,10 @@ pub(crate) fn restore_luo(
     for p in pages {
         restore_page(buddy, p, &mut out);
     }
-    let listed: HashMap<PhysAddr, (Block, u64)> = manifest
+    let listed: HashMap<PhysAddr, ManifestEntry> = manifest
         .entries
         .iter()
-        .map(|e| (e.block.phys(), (e.block, e.checksum.as_u64())))
+        .map(|e| (e.block.phys(), *e))
         .collect();
     for s in &state.sessions {
         let name = s.session.name.to_string();
@@ -361,6 +440,11 @@ pub(crate) fn restore_luo(
             // Userspace's retrieve: the file of this session and token.
             let Some(file) = retrieve(&state, &name, f.file.token) else {
                 continue;
+            };
+            let mut kept = KeptFile {
+                session: name.clone(),
+                compatible: file.file.compatible.to_string(),
+                folios: Vec::new(),
             };
             let mut row = LuoFileReport {
                 session: name.clone(),
@@ -376,7 +460,7 @@ pub(crate) fn restore_luo(
                 let phys = pfn.phys();
                 out.owned.insert(phys);
                 let expected = listed.get(&phys).copied();
-                let bytes = expected.map_or(PAGE_SIZE, |(b, _)| b.size());
+                let bytes = expected.map_or(PAGE_SIZE, |e| e.block.size());
                 // Restored at the order the manifest lists, with the
                 // contents the old kernel wrote.
                 let restored = kho_restore_folio(buddy, phys);
@@ -384,12 +468,13 @@ pub(crate) fn restore_luo(
                     out.unpreserved = out.unpreserved.saturating_add(bytes);
                 }
                 let ok = restored.is_ok_and(|(_, order)| {
-                    expected.is_some_and(|(b, sum)| {
-                        b.order() == order
-                            && block_checksum(mem, b).is_ok_and(|got| got.as_u64() == sum)
+                    expected.is_some_and(|e| {
+                        e.block.order() == order
+                            && block_checksum(mem, e.block).is_ok_and(|got| got == e.checksum)
                     })
                 });
                 if ok {
+                    kept.folios.extend(expected);
                     row.bytes_verified = row.bytes_verified.saturating_add(bytes);
                 } else {
                     row.bytes_lost = row.bytes_lost.saturating_add(bytes);
@@ -398,6 +483,7 @@ pub(crate) fn restore_luo(
             out.verified = out.verified.saturating_add(row.bytes_verified);
             out.lost = out.lost.saturating_add(row.bytes_lost);
             out.files.push(row);
+            out.kept.push(kept);
         }
     }
     out

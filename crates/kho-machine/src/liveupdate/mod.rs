@@ -23,7 +23,9 @@
 //! | `old_kernel` | [`old_kernel_boot`] and [`old_kernel_main`]                          |
 //! | `luo`        | the LUO sessions: written by the old kernel, retrieved by the new    |
 //! | `new_kernel` | [`new_kernel_boot`] and [`new_kernel_main`]                          |
-//! | `report`     | the new kernel's one JSON line ([`RunReport`])                       |
+//! | `report`     | the new kernel's one JSON line ([`RunReport`], [`Generation`])       |
+//! | `chain`      | chained live updates (`--updates N`): a new kernel preserves what it |
+//! |              | restored again and execs the next; scratch reused as Linux does       |
 //!
 //! ## The contract between the two kernels
 //!
@@ -84,12 +86,14 @@ use crate::manifest::ManifestError;
 use crate::scratch::ScratchError;
 use crate::workload::WorkloadError;
 
+mod chain;
 mod exec;
 mod luo;
 mod new_kernel;
 mod old_kernel;
 mod report;
 
+pub use chain::MAX_UPDATES;
 pub use exec::{
     ExecError, KernelArgs, NEW_KERNEL_SUBCOMMAND, NewKernelArgs, OLD_KERNEL_SUBCOMMAND,
     OldKernelArgs, parse_abi,
@@ -102,7 +106,7 @@ pub use old_kernel::{
     BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, corrupt_handover, early_boot_fits,
     old_kernel_boot, old_kernel_main,
 };
-pub use report::RunReport;
+pub use report::{Generation, RunReport};
 
 const MIB: u64 = 1 << 20;
 

@@ -8,16 +8,16 @@ use std::time::Instant;
 use std::collections::HashSet;
 
 use kho::{
-    Block, KhoFdtBuilder, KhoVersion, LUO_KHO_ENTRY_NAME, Order, PAGE_SIZE, PhysAddr, PhysRange,
-    RadixTree, split_pages,
+    Block, KhoFdtBuilder, KhoVersion, LUO_KHO_ENTRY_NAME, Order, PAGE_SIZE, PageAlloc, PageMap,
+    PhysAddr, PhysRange, RadixTree, split_pages,
 };
 
 use super::exec::{NewKernelArgs, OldKernelArgs, kexec_exec};
-use super::luo::{LuoFileWritten, LuoFiles, preserve_sessions};
+use super::luo::{LIVEUPDATE_NUM, LuoFileWritten, LuoFiles, preserve_sessions};
 use super::{LiveUpdateError, MANIFEST_NODE, MIB, kernel_boot_config};
 use crate::arena::{MemoryLayout, PhysMem};
 use crate::boot::{BootError, Machine};
-use crate::buddy::{BuddyError, MAX_PAGE_ORDER};
+use crate::buddy::{Buddy, BuddyError, MAX_PAGE_ORDER};
 use crate::kexec::write_handover;
 use crate::kho::{
     CorruptClass, Corruption, OnCorruption, PeerHandover, PeerScheme, Strategy, inject_corruption,
@@ -85,6 +85,8 @@ pub struct OldKernelConfig {
     /// Fault injection: one byte of the handover flipped just before the
     /// exec ([`crate::inject_corruption`]), reported on stderr.
     pub corrupt: Option<CorruptClass>,
+    /// Live updates of the chain (1: one; see the `chain` module).
+    pub updates: u32,
 }
 
 impl OldKernelConfig {
@@ -109,6 +111,7 @@ impl OldKernelConfig {
             abi: KhoVersion::V4,
             on_corruption: OnCorruption::Reject,
             corrupt: None,
+            updates: 1,
         })
     }
 }
@@ -136,6 +139,7 @@ impl OldKernelConfig {
         cfg.abi = args.abi;
         cfg.on_corruption = args.on_corruption;
         cfg.corrupt = args.corrupt;
+        cfg.updates = args.updates;
         cfg.scenario = match replay {
             Some(replay) => Scenario {
                 replay,
@@ -274,6 +278,7 @@ pub fn old_kernel_main(cfg: &OldKernelConfig, before_exec: &mut BeforeExec<'_>) 
                 threads: cfg.threads,
                 parallel_memmap_init: cfg.parallel_memmap_init,
                 on_corruption: cfg.on_corruption,
+                updates: cfg.updates,
                 ..NewKernelArgs::new(&img.mem, img.setup_data, cfg.strategy, scheme)
             };
             kexec_exec(&img.mem, &cfg.image, &args).into()
@@ -459,7 +464,7 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
             memfd: &ckpt.blocks,
             guests: &vm.guest_pages,
         };
-        let w = preserve_sessions(&tree, &files)?;
+        let w = preserve_sessions(&tree, &files, LIVEUPDATE_NUM)?;
         for b in &w.preserved {
             scratch.check_preserve(b.range().unwrap_or_default())?;
         }
@@ -477,52 +482,26 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
     let manifest = &img.manifest;
 
     // 6. The manifest blob and the root FDT, preserved.
-    let blob_len = u64::try_from(manifest.to_bytes().len()).unwrap_or(u64::MAX);
-    let blob_pages = blob_len.div_ceil(PAGE_SIZE);
-    let blob_at = match blob_reserved {
-        Some(r) if r.size() >= blob_len => r.start(),
-        Some(_) => return Err(oom("manifest (over its bound)", blob_len)),
-        None => buddy
-            .alloc_pages_exact(blob_pages)
-            .map_err(|e| match e {
-                BuddyError::BadOrder { .. } => {
-                    oom("manifest (above MAX_PAGE_ORDER)", blob_pages * PAGE_SIZE)
-                }
-                _ => oom("manifest", blob_pages * PAGE_SIZE),
-            })?
-            .phys(),
-    };
-    img.manifest_blob = manifest.write(mem, blob_at)?;
-    let manifest_blob = img.manifest_blob;
-    let blob_range = PhysRange::from_start_size(blob_at, blob_pages * PAGE_SIZE)
-        .map_err(|_| oom("manifest", blob_len))?;
-    scratch.check_preserve(blob_range)?;
-    tree.preserve_pages(blob_at.pfn(), blob_pages)?;
-    preserved.extend(split_pages(blob_at.pfn(), blob_pages)?);
-
-    let fdt_at = buddy
-        .alloc_pages(Order::ZERO)
-        .map_err(|_| oom("root FDT", FDT_SIZE))?
-        .phys();
-    let fdt =
-        PhysRange::from_start_size(fdt_at, FDT_SIZE).map_err(|_| oom("root FDT", FDT_SIZE))?;
+    let (manifest_blob, blob_blocks) =
+        preserve_manifest(mem, buddy, &tree, scratch, manifest, blob_reserved)?;
+    img.manifest_blob = manifest_blob;
+    preserved.extend(blob_blocks);
+    let (fdt, fdt_block) = preserve_fdt_page(buddy, &tree, scratch)?;
     img.fdt = fdt;
-    scratch.check_preserve(fdt)?;
-    let fdt_block = Block::new(fdt_at, Order::ZERO).map_err(|_| oom("root FDT", FDT_SIZE))?;
-    tree.preserve(fdt_block)?;
     preserved.push(fdt_block);
     // A peer scheme: the same blocks, in the same order, preserved through
     // it, then its finalize (kho_finalize: serialize, then the FDT).
     let peer_alloc = TreeAlloc::new(buddy);
     let (fdt_bytes, peer) = match &cfg.scheme {
-        None => {
-            let mut builder = KhoFdtBuilder::new(tree.root()).version(cfg.abi);
-            builder.add_subnode(MANIFEST_NODE, manifest_blob.start(), manifest_blob.size());
-            if let Some(l) = &luo {
-                builder.add_subnode(LUO_KHO_ENTRY_NAME, l.header, l.size);
-            }
-            (builder.build()?, None)
-        }
+        None => (
+            root_fdt(
+                tree.root(),
+                cfg.abi,
+                manifest_blob,
+                luo.as_ref().map(|l| (l.header, l.size)),
+            )?,
+            None,
+        ),
         Some(s) => {
             let subnodes = [(MANIFEST_NODE, manifest_blob.start(), manifest_blob.size())];
             let h = s
@@ -534,12 +513,10 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
             (h.fdt.clone(), Some(h))
         }
     };
-    mem.page_at(fdt_at)?.zero();
-    write_bytes(mem, fdt_at, &fdt_bytes)?;
+    write_fdt(mem, fdt, &fdt_bytes)?;
 
     // 7. The hand-over, in scratch.
-    let handover_at = handover_address(scratch)?;
-    let image = write_handover(mem, handover_at, PhysAddr::ZERO, fdt, scratch.as_slice())?;
+    let image = write_kexec_handover(mem, scratch, fdt)?;
     img.setup_data = image.setup_data;
     img.handover = image.range;
     phases.mark("manifest, FDT, hand-over");
@@ -564,20 +541,130 @@ fn prepare(img: &mut OldKernelImage, cfg: &OldKernelConfig) -> Result<(), LiveUp
         ),
         Some(h) => (peer_alloc.pages(), h.root),
     };
-    let mut keep: Vec<PhysRange> = preserved.iter().filter_map(|b| b.range()).collect();
-    keep.extend(
-        img.tree_pages
-            .iter()
-            .filter_map(|&p| PhysRange::from_start_size(p, PAGE_SIZE).ok()),
-    );
-    keep.push(image.range);
-    img.poisoned_pages = poison(mem, &keep)?;
+    img.poisoned_pages = poison_all_but(mem, &preserved, &img.tree_pages, image.range)?;
     phases.mark("poison");
 
     img.preserved = preserved;
     img.phases = phases.out;
     img.peer = peer;
     Ok(())
+}
+
+/// The manifest blob of `manifest` written and preserved
+/// (`kho_preserve_pages` of its pages) in `tree`: into `reserved` (space
+/// taken from memblock at boot) or buddy pages. Returns the blob's range
+/// and the blocks preserved.
+pub(crate) fn preserve_manifest<M: PageAlloc + PageMap>(
+    mem: &PhysMem,
+    buddy: &Buddy<'_>,
+    tree: &RadixTree<M>,
+    scratch: &ScratchAreas,
+    manifest: &Manifest,
+    reserved: Option<PhysRange>,
+) -> Result<(PhysRange, Vec<Block>), LiveUpdateError> {
+    let blob_len = u64::try_from(manifest.to_bytes().len()).unwrap_or(u64::MAX);
+    let blob_pages = blob_len.div_ceil(PAGE_SIZE);
+    let blob_at = match reserved {
+        Some(r) if r.size() >= blob_len => r.start(),
+        Some(_) => return Err(oom("manifest (over its bound)", blob_len)),
+        None => buddy
+            .alloc_pages_exact(blob_pages)
+            .map_err(|e| match e {
+                BuddyError::BadOrder { .. } => {
+                    oom("manifest (above MAX_PAGE_ORDER)", blob_pages * PAGE_SIZE)
+                }
+                _ => oom("manifest", blob_pages * PAGE_SIZE),
+            })?
+            .phys(),
+    };
+    let blob = manifest.write(mem, blob_at)?;
+    let blob_range = PhysRange::from_start_size(blob_at, blob_pages * PAGE_SIZE)
+        .map_err(|_| oom("manifest", blob_len))?;
+    scratch.check_preserve(blob_range)?;
+    tree.preserve_pages(blob_at.pfn(), blob_pages)?;
+    Ok((blob, split_pages(blob_at.pfn(), blob_pages)?.collect()))
+}
+
+/// The root FDT's page: a buddy page preserved in `tree` (order 0, as
+/// `kho_alloc_preserve(PAGE_SIZE)`).
+pub(crate) fn preserve_fdt_page<M: PageAlloc + PageMap>(
+    buddy: &Buddy<'_>,
+    tree: &RadixTree<M>,
+    scratch: &ScratchAreas,
+) -> Result<(PhysRange, Block), LiveUpdateError> {
+    let fdt_at = buddy
+        .alloc_pages(Order::ZERO)
+        .map_err(|_| oom("root FDT", FDT_SIZE))?
+        .phys();
+    let fdt =
+        PhysRange::from_start_size(fdt_at, FDT_SIZE).map_err(|_| oom("root FDT", FDT_SIZE))?;
+    scratch.check_preserve(fdt)?;
+    let block = Block::new(fdt_at, Order::ZERO).map_err(|_| oom("root FDT", FDT_SIZE))?;
+    tree.preserve(block)?;
+    Ok((fdt, block))
+}
+
+/// Our root FDT: `compatible` of `abi`, the tree's `root`, the manifest
+/// subnode and, `kho-v4`, the `LUO` subnode naming its header and size.
+pub(crate) fn root_fdt(
+    root: PhysAddr,
+    abi: KhoVersion,
+    manifest_blob: PhysRange,
+    luo: Option<(PhysAddr, u64)>,
+) -> Result<Vec<u8>, LiveUpdateError> {
+    let mut builder = KhoFdtBuilder::new(root).version(abi);
+    builder.add_subnode(MANIFEST_NODE, manifest_blob.start(), manifest_blob.size());
+    if let Some((header, size)) = luo {
+        builder.add_subnode(LUO_KHO_ENTRY_NAME, header, size);
+    }
+    Ok(builder.build()?)
+}
+
+/// Writes `bytes` into the (zeroed) FDT page `fdt`.
+pub(crate) fn write_fdt(
+    mem: &PhysMem,
+    fdt: PhysRange,
+    bytes: &[u8],
+) -> Result<(), LiveUpdateError> {
+    mem.page_at(fdt.start())?.zero();
+    write_bytes(mem, fdt.start(), bytes)?;
+    Ok(())
+}
+
+/// The hand-over (setup_data node + scratch array) naming `fdt`, at the
+/// last page of the global scratch area: a kexec segment placed in
+/// scratch, as `kho_locate_mem_hole` places them.
+pub(crate) fn write_kexec_handover(
+    mem: &PhysMem,
+    scratch: &ScratchAreas,
+    fdt: PhysRange,
+) -> Result<crate::kexec::HandoverImage, LiveUpdateError> {
+    let at = handover_address(scratch)?;
+    Ok(write_handover(
+        mem,
+        at,
+        PhysAddr::ZERO,
+        fdt,
+        scratch.as_slice(),
+    )?)
+}
+
+/// Poison over every populated page except the `preserved` blocks, the
+/// `tree_pages` and the hand-over image; returns the pages poisoned.
+pub(crate) fn poison_all_but(
+    mem: &PhysMem,
+    preserved: &[Block],
+    tree_pages: &[PhysAddr],
+    handover: PhysRange,
+) -> Result<u64, LiveUpdateError> {
+    let mut keep: Vec<PhysRange> = preserved.iter().filter_map(|b| b.range()).collect();
+    keep.extend(
+        tree_pages
+            .iter()
+            .filter_map(|&p| PhysRange::from_start_size(p, PAGE_SIZE).ok()),
+    );
+    keep.push(handover);
+    Ok(poison(mem, &keep)?)
 }
 
 /// The last page of the global scratch area.

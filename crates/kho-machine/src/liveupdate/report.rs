@@ -110,4 +110,42 @@ pub struct RunReport {
     /// Salvage: RAM bytes reserved for the damage (the spans merged).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub damage_reserved_bytes: u64,
+    /// A chained run (`kho run --updates N`, N > 1): which live update
+    /// this kernel is and what the handover it booted from measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Generation>,
+}
+
+/// One generation of a chained run: the handover this kernel booted from,
+/// as this kernel read it (nothing here is the writer's own account).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generation {
+    /// This kernel's live update, 1-based (the first new kernel is 1).
+    pub generation: u32,
+    /// Live updates of the chain.
+    pub updates: u32,
+    /// `liveupdate_num` of the incoming LUO header (`kho-v4`; `None`
+    /// without LUO): the writer's count of live updates, which Linux
+    /// increments once per kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveupdate_num: Option<u64>,
+    /// Radix tree pages the walk entered (root, inner nodes, leaves).
+    pub tree_pages: u64,
+    /// Root FDT pages (`kho_data.fdt_size`, one page).
+    pub fdt_pages: u64,
+    /// LUO structure pages restored: header, session and file blocks,
+    /// FLB page, handler records, vmalloc chunks and array pages.
+    pub luo_pages: u64,
+    /// The test manifest's pages (the oracle, not KHO metadata: it grows
+    /// with the folios each generation adds).
+    pub manifest_pages: u64,
+    /// The scratch areas of the handover, `[lowmem, global, node 0]`, as
+    /// `(base, size)`.
+    pub scratch: Vec<(u64, u64)>,
+    /// Folios this kernel preserved again for the next one (restored and
+    /// verified), `0` in the last generation.
+    pub carried_folios: u64,
+    /// Folios this kernel added for the next one (the small per-generation
+    /// workload), `0` in the last generation.
+    pub new_folios: u64,
 }

@@ -22,6 +22,8 @@ fn command_line_round_trip() {
         parallel_memmap_init: true,
         scheme: OURS.to_owned(),
         on_corruption: crate::OnCorruption::Salvage,
+        updates: 7,
+        generation: 3,
     };
     let v = KernelArgs::New(a.clone()).to_args();
     assert_eq!(v[0], NEW_KERNEL_SUBCOMMAND);
@@ -46,6 +48,47 @@ fn command_line_round_trip() {
     assert!(matches!(parse_e820("zz"), Err(ExecError::BadArg { .. })));
     assert!(matches!(parse_phys("0xg"), Err(ExecError::BadArg { .. })));
     assert_eq!(parse_phys("4096").unwrap(), PhysAddr::new(4096));
+}
+
+/// A chain's `--updates` and `--generation`: a generation past the chain,
+/// zero or a count above `MAX_UPDATES` is refused.
+#[test]
+fn chain_arguments_round_trip_and_are_bounded() {
+    let mut o = OldKernelArgs::new(64 * MIB, Strategy::Bulk);
+    o.updates = 20;
+    let v = KernelArgs::Old(o.clone()).to_args();
+    assert_eq!(KernelArgs::parse(v).unwrap(), Some(KernelArgs::Old(o)));
+    let base = [
+        "__new-kernel",
+        "--memfd",
+        "3",
+        "--e820",
+        "0x0-0x4000000",
+        "--setup-data",
+        "0x1000",
+        "--strategy",
+        "bulk",
+    ];
+    let with = |extra: &[&str]| {
+        let mut v = base.to_vec();
+        v.extend_from_slice(extra);
+        KernelArgs::parse(args(&v))
+    };
+    let Ok(Some(KernelArgs::New(n))) = with(&["--updates", "20", "--generation", "20"]) else {
+        panic!("a chain's last generation parses");
+    };
+    assert_eq!((n.updates, n.generation), (20, 20));
+    for bad in [
+        &["--updates", "2", "--generation", "3"][..],
+        &["--updates", "0"],
+        &["--generation", "0"],
+        &["--updates", "1001"],
+    ] {
+        assert!(
+            matches!(with(bad), Err(ExecError::BadArg { .. })),
+            "{bad:?}"
+        );
+    }
 }
 
 /// Every field of the old kernel's command line survives the round trip;
@@ -131,6 +174,8 @@ fn attach_refuses_what_is_not_a_memfd() {
         parallel_memmap_init: false,
         scheme: OURS.to_owned(),
         on_corruption: crate::OnCorruption::Reject,
+        updates: 1,
+        generation: 1,
     };
     // fd 0 of a test is never a memfd.
     assert!(a.attach().is_err());
