@@ -235,6 +235,29 @@ struct RunArgs {
     /// generation (see docs/cli.md). Our tracker only.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(kho_machine::MAX_UPDATES)))]
     updates: u32,
+    /// What the new kernel does with a handover that breaks an invariant:
+    /// `reject` (Linux: boot without KHO, every preserved page freed) or
+    /// `salvage` (ours: keep every block that validates, reserve the span
+    /// of each damaged node, list the damage under the table).
+    #[arg(long, default_value = "reject", value_parser = on_corruption_parser())]
+    on_corruption: kho::OnCorruption,
+    /// Fault injection: flip one byte of the handover just before the exec:
+    /// `child-pointer` (a level-1 entry), `leaf-word` (a leaf byte naming
+    /// blocks outside RAM or in scratch), `fdt-property` (the root FDT's
+    /// preserved-memory-map), `chunk-header` (a kho-v1 chunk's num_elms;
+    /// --scheme xarray or xarray-512).
+    #[arg(long, value_name = "CLASS", value_parser = corrupt_parser())]
+    corrupt: Option<kho_machine::CorruptClass>,
+}
+
+fn on_corruption_parser() -> impl TypedValueParser<Value = kho::OnCorruption> {
+    PossibleValuesParser::new(kho::OnCorruption::ALL.map(kho::OnCorruption::as_str))
+        .try_map(|s| s.parse::<kho::OnCorruption>())
+}
+
+fn corrupt_parser() -> impl TypedValueParser<Value = kho_machine::CorruptClass> {
+    PossibleValuesParser::new(kho_machine::CorruptClass::ALL.map(kho_machine::CorruptClass::as_str))
+        .try_map(|s| s.parse::<kho_machine::CorruptClass>())
 }
 
 fn parse_abi(s: &str) -> Result<kho::KhoVersion, String> {
@@ -858,6 +881,8 @@ fn live_update(
         threads: run_threads(a),
         parallel_memmap_init: a.parallel_memmap_init,
         abi: a.abi,
+        on_corruption: a.on_corruption,
+        corrupt: a.corrupt,
         updates: a.updates,
         ..OldKernelArgs::new(a.machine_size, strategy)
     };
@@ -952,6 +977,12 @@ fn check_machine_size(machine_size: u64) -> Result<()> {
 
 fn run(a: &RunArgs) -> Result<()> {
     check_machine_size(a.machine_size)?;
+    if a.updates > 1 && (a.on_corruption != kho::OnCorruption::Reject || a.corrupt.is_some()) {
+        return Err(usage(format!(
+            "--updates {}: chained updates run with --on-corruption reject and no --corrupt              (salvage and fault injection apply to a single update)",
+            a.updates
+        )));
+    }
     let json_file = JsonOut::create(a.json.as_ref())?;
     // The machine's RAM is a memfd: every page written is host memory. The
     // workload writes part of it (4.3 GiB of a 16 GiB machine by default),
@@ -1462,6 +1493,25 @@ fn print_table(
         }
     }
     print_luo_files(rows);
+    print_damage(rows);
+}
+
+/// Salvage (`--on-corruption salvage`): per live update, what was kept and
+/// each damaged node with the span reserved for it.
+fn print_damage(rows: &[RunReport]) {
+    for r in rows.iter().filter(|r| !r.damage.is_empty()) {
+        println!(
+            "{}: salvage kept {} blocks ({} verified); {} reserved for {}:",
+            r.strategy,
+            thousands(r.blocks),
+            bytes(r.verified_bytes),
+            bytes(r.damage_reserved_bytes),
+            plural(r.damage.len() as u64, "damaged node")
+        );
+        for d in &r.damage {
+            println!("  {d}");
+        }
+    }
 }
 
 /// One line per LUO file: the bytes of its folios verified (the least of

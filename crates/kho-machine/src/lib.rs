@@ -47,6 +47,10 @@ pub use boot::{BootConfig, BootError, Machine};
 pub use buddy::{Buddy, BuddyError, MAX_PAGE_ORDER};
 pub use kexec::{KexecError, KhoHandover, read_setup_data, write_handover};
 pub use kho::{
+    CorruptClass, Corruption, DamageReport, OnCorruption, SalvageMap, UnknownCorruptClass,
+    inject_corruption, kho_populate_with,
+};
+pub use kho::{
     Extent, KHO_PAGE_MAGIC, Kho, KhoError, KhoIn, KhoMemoryInitStats, KhoPageInfo, MachineSink,
     MapSummary, PeerError, PeerFdt, PeerHandover, PeerScheme, PreservedMap, RadixMap,
     RadixMapError, Recorder, ReservationSink, ReserveError, Strategy, UnknownStrategy,
@@ -59,6 +63,7 @@ pub use liveupdate::{
     RunReport, early_boot_fits, kernel_boot_config, new_kernel_boot, new_kernel_main,
     old_kernel_boot, old_kernel_main, parse_abi,
 };
+pub use liveupdate::{corrupt_handover, new_kernel_boot_with};
 pub use manifest::{Checksum, Manifest, ManifestEntry, ManifestError};
 pub use memblock::{Memblock, MemblockError, MemblockFlags, MemblockRegion, MemblockType};
 pub use memmap::{MemMap, MemmapError, MemmapInitStats, MemmapMode, StructPage, UnknownMemmapMode};

@@ -169,6 +169,7 @@ pub use walk::{
     BlockRun, NodeBudget, ORDERS, OrderCounts, OrderSet, RadixReader, RunBlocks, VisitedFull,
     VisitedSet, Walk, WalkError,
 };
+pub use walk::{Damage, OnCorruption, SalvageWalk, Salvaged, UnknownOnCorruption};
 
 mod block;
 mod compat;

@@ -43,7 +43,8 @@ use kho::{
 use serde::{Deserialize, Serialize};
 
 use super::restore::KhoPageInfo;
-use super::{Kho, KhoError, KhoIn, PeerScheme};
+use super::salvage::{DamageReport, SalvageMap, reserve_spans};
+use super::{Kho, KhoError, KhoIn, OnCorruption, PeerScheme};
 use crate::arena::prefetch;
 use crate::boot::Machine;
 use crate::memblock::{Memblock, MemblockError, MemblockFlags, NUMA_NO_NODE};
@@ -802,12 +803,28 @@ pub fn kho_memory_init(
     strategy: Strategy,
 ) -> KhoMemoryInitStats {
     let Some(incoming) = kho.incoming.clone() else {
+        if let Some(scratch) = kho.unreadable_fdt.take() {
+            // Salvage: the root FDT is unusable, the scratch areas known.
+            let cma_pageblocks = kho_release_scratch(machine);
+            let fdt_error = kho.error.clone();
+            let error = fdt_error.map_or_else(String::new, |e| e.to_string());
+            kho.damage_reserved =
+                salvage_all(machine, kho, &scratch, PhysAddr::ZERO, error).unwrap_or(0);
+            return KhoMemoryInitStats {
+                reserved_regions: machine.memblock.reserved_regions(),
+                cma_pageblocks,
+                ..KhoMemoryInitStats::default()
+            };
+        }
         return KhoMemoryInitStats {
             reserved_regions: machine.memblock.reserved_regions(),
             ..KhoMemoryInitStats::default()
         };
     };
     let cma_pageblocks = kho_release_scratch(machine);
+    if kho.on_corruption == OnCorruption::Salvage {
+        return salvage_memory_init(machine, kho, &incoming, strategy, cma_pageblocks);
+    }
     match memory_init(machine, &incoming, strategy, kho.scheme.as_deref()) {
         Ok((stats, skip)) => {
             kho.skip = skip;
@@ -825,6 +842,143 @@ pub fn kho_memory_init(
             }
         }
     }
+}
+
+/// **Ours**: [`kho_memory_init`] under [`OnCorruption::Salvage`] (see
+/// `salvage`'s module doc): the radix tree read by the salvage walk, the
+/// blocks outside every damaged span accounted per `strategy`, then the
+/// spans reserved; a peer's map that fails, or damage that covers all RAM,
+/// reserves all RAM outside scratch and leaves nothing to restore (KHO off,
+/// the reason in [`Kho::error`]).
+fn salvage_memory_init(
+    machine: &mut Machine<'_>,
+    kho: &mut Kho,
+    k: &KhoIn,
+    strategy: Strategy,
+    cma_pageblocks: u64,
+) -> KhoMemoryInitStats {
+    let fallback = |machine: &Machine<'_>| KhoMemoryInitStats {
+        reserved_regions: machine.memblock.reserved_regions(),
+        cma_pageblocks,
+        ..KhoMemoryInitStats::default()
+    };
+    if kho.scheme.is_some() {
+        return match memory_init(machine, k, strategy, kho.scheme.as_deref()) {
+            Ok((stats, skip)) => {
+                kho.skip = skip;
+                KhoMemoryInitStats {
+                    cma_pageblocks,
+                    ..stats
+                }
+            }
+            Err(e) => {
+                let node = k.root;
+                let error = e.to_string();
+                kho.fail(e);
+                kho.damage_reserved =
+                    salvage_all(machine, kho, &k.scratch, node, error).unwrap_or(0);
+                fallback(machine)
+            }
+        };
+    }
+    let mem = machine.mem();
+    let forbidden = kho_forbidden(machine, k);
+    let ram_ranges = mem.layout().ram().to_vec();
+    let ram = match RamMap::new(mem.layout().ram(), &forbidden) {
+        Ok(ram) => ram,
+        Err(e) => {
+            kho.fail(KhoError::RamMap(e));
+            return fallback(machine);
+        }
+    };
+    let mut map = SalvageMap::new(mem, ram, k.root);
+    kho.damage = map
+        .damage()
+        .iter()
+        .map(|d| DamageReport::of(d, &ram_ranges, &forbidden))
+        .collect();
+    if map.is_total() {
+        let spans = map.spans().to_vec();
+        let error = map
+            .damage()
+            .iter()
+            .find(|d| d.level == kho::Level::ROOT)
+            .map(|d| KhoError::Walk {
+                root: k.root,
+                source: d.error,
+            });
+        let reserved = match reserve_spans(&mut machine.memblock, &spans, &ram_ranges, &forbidden) {
+            Ok(b) => b,
+            Err(e) => {
+                kho.fail(e.into());
+                return fallback(machine);
+            }
+        };
+        let damage = std::mem::take(&mut kho.damage);
+        if let Some(e) = error {
+            kho.fail(e);
+        }
+        kho.damage = damage;
+        kho.damage_reserved = reserved;
+        return fallback(machine);
+    }
+    let spans = map.spans().to_vec();
+    let (memblock, memmap) = machine.memblock_and_memmap();
+    let Some(memmap) = memmap else {
+        kho.fail(KhoError::NoMemmap);
+        return fallback(machine);
+    };
+    let result = {
+        let mut sink = MachineSink::new(&mut *memblock, memmap);
+        reserve_preserved(strategy, &mut map, &mut sink)
+    }
+    .map_err(KhoError::from)
+    .and_then(|r| {
+        let bytes = reserve_spans(memblock, &spans, &ram_ranges, &forbidden)?;
+        Ok((r, bytes))
+    });
+    match result {
+        Ok(((stats, skip), bytes)) => {
+            kho.skip = skip;
+            kho.damage_reserved = bytes;
+            KhoMemoryInitStats {
+                reserved_regions: machine.memblock.reserved_regions(),
+                cma_pageblocks,
+                ..stats
+            }
+        }
+        Err(e) => {
+            let damage = std::mem::take(&mut kho.damage);
+            kho.fail(e);
+            kho.damage = damage;
+            fallback(machine)
+        }
+    }
+}
+
+/// Salvage, nothing of the map readable: all RAM outside `scratch` and the
+/// kernel image reserved, one [`DamageReport`] for it (`node`: the map's
+/// root, or 0 when the root FDT itself is unusable).
+fn salvage_all(
+    machine: &mut Machine<'_>,
+    kho: &mut Kho,
+    scratch: &[PhysRange],
+    node: PhysAddr,
+    error: String,
+) -> Result<u64, ReserveError> {
+    let mut forbidden = scratch.to_vec();
+    forbidden.push(machine.config().kernel);
+    let forbidden = kho::merge_ranges(forbidden);
+    let ram = machine.mem().layout().ram().to_vec();
+    let hull = PhysRange::new(
+        ram.first().map_or(PhysAddr::ZERO, |r| r.start()),
+        ram.last().map_or(PhysAddr::ZERO, |r| r.end()),
+    )
+    .unwrap_or_default();
+    kho.damage = vec![DamageReport::new(
+        node, 5, None, hull, error, &ram, &forbidden,
+    )];
+    reserve_spans(&mut machine.memblock, &[hull], &ram, &forbidden)
 }
 
 /// `pageblock_order` on x86-64 (`HPAGE_PMD_ORDER`).

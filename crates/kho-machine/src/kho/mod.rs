@@ -21,7 +21,19 @@
 //! Anything wrong in the hand-over makes the kernel boot **without KHO**: the
 //! first broken rule is kept as a [`KhoError`] in [`Kho::error`], nothing of
 //! the hand-over is trusted, and the boot goes on normally (the scratch
-//! marks are undone; scratch-only allocation is switched off).
+//! marks are undone; scratch-only allocation is switched off). That is
+//! Linux ([`OnCorruption::Reject`], the default).
+//!
+//! **Ours**, [`OnCorruption::Salvage`] ([`Kho::set_on_corruption`] before
+//! [`kho_memory_init`], or [`kho_populate_with`]): every block that
+//! validates is kept; each damaged node of the radix tree
+//! ([`kho::SalvageWalk`]) has the whole span of its subtree reserved in
+//! memblock, never freed and never restored (no block that meets it gets
+//! a head page); a root FDT that cannot be read or used, a root that does
+//! not open, or a peer scheme's map that fails (a kho-v1 chunk list: past
+//! a damaged chunk header, nothing says what the list covers) reserves all
+//! RAM outside the scratch areas and the boot goes on from scratch. What
+//! was lost is [`Kho::damage`], by address (`salvage`).
 //!
 //! # Conventions
 //!
@@ -47,16 +59,21 @@ mod memory_init;
 mod peer;
 mod populate;
 mod restore;
+mod salvage;
 
+pub use kho::OnCorruption;
 pub use memory_init::{
     Extent, KhoMemoryInitStats, MachineSink, MapSummary, PreservedMap, RadixMap, RadixMapError,
     Recorder, ReservationSink, ReserveError, Strategy, UnknownStrategy, kho_memory_init,
     reserve_preserved,
 };
 pub use peer::{PeerError, PeerFdt, PeerHandover, PeerScheme};
-pub use populate::kho_populate;
+pub use populate::{kho_populate, kho_populate_with};
 pub use restore::{KHO_PAGE_MAGIC, KhoPageInfo, kho_restore_folio, kho_restore_pages};
 pub(crate) use restore::{blob_pages, kho_preserved_order};
+pub use salvage::{
+    CorruptClass, Corruption, DamageReport, SalvageMap, UnknownCorruptClass, inject_corruption,
+};
 
 /// Why KHO is not used, or why a restore failed: the first broken rule,
 /// with where and what.
@@ -193,6 +210,12 @@ pub struct Kho {
     error: Option<KhoError>,
     skip: Vec<PhysRange>,
     scheme: Option<Arc<dyn PeerScheme>>,
+    on_corruption: OnCorruption,
+    /// Salvage, root FDT unusable: the scratch areas (marked), so that
+    /// `kho_memory_init` reserves all RAM outside them.
+    unreadable_fdt: Option<Vec<PhysRange>>,
+    damage: Vec<DamageReport>,
+    damage_reserved: u64,
 }
 
 impl Kho {
@@ -201,9 +224,30 @@ impl Kho {
         Self {
             incoming: None,
             error: Some(reason),
-            skip: Vec::new(),
-            scheme: None,
+            ..Self::default()
         }
+    }
+
+    /// What to do with a broken handover (before [`kho_memory_init`]).
+    pub fn set_on_corruption(&mut self, mode: OnCorruption) {
+        self.on_corruption = mode;
+    }
+
+    /// What is done with a broken handover.
+    pub fn on_corruption(&self) -> OnCorruption {
+        self.on_corruption
+    }
+
+    /// Salvage: every damaged node and the span reserved for it, in walk
+    /// order (empty under reject, or when nothing is damaged).
+    pub fn damage(&self) -> &[DamageReport] {
+        &self.damage
+    }
+
+    /// Salvage: RAM bytes memblock reserved for the damage (its spans
+    /// merged, inside RAM, outside scratch and the kernel image).
+    pub fn damage_reserved_bytes(&self) -> u64 {
+        self.damage_reserved
     }
 
     /// The validated hand-over, while KHO is in use.

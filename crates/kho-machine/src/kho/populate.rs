@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kho::{KHO_FDT_MAX_SIZE, KhoFdt, KhoVersion};
 
-use super::{Kho, KhoError, KhoIn, PeerScheme};
+use super::{Kho, KhoError, KhoIn, OnCorruption, PeerScheme};
 use crate::boot::Machine;
 use crate::kexec::KhoHandover;
 use crate::physio::read_bytes;
@@ -30,15 +30,44 @@ pub fn kho_populate(
     handover: &KhoHandover,
     scheme: Option<Arc<dyn PeerScheme>>,
 ) -> Kho {
-    match populate(machine, handover, scheme.as_deref()) {
+    kho_populate_with(machine, handover, scheme, OnCorruption::Reject)
+}
+
+/// [`kho_populate`] with `on_corruption`. **Ours**, under
+/// [`OnCorruption::Salvage`]: a root FDT that cannot be read, parsed or
+/// used (its compatible) while the setup_data gave the scratch areas still
+/// marks scratch, reserves the scratch array and switches to scratch-only
+/// allocation: KHO is off ([`Kho::error`] says why), and
+/// [`super::kho_memory_init`] reserves all RAM outside scratch (nothing
+/// says where the preserved memory is), so the boot goes on from scratch.
+pub fn kho_populate_with(
+    machine: &mut Machine<'_>,
+    handover: &KhoHandover,
+    scheme: Option<Arc<dyn PeerScheme>>,
+    on_corruption: OnCorruption,
+) -> Kho {
+    let mut kho = match populate(machine, handover, scheme.as_deref()) {
         Ok(k) => Kho {
             incoming: Some(k),
-            error: None,
-            skip: Vec::new(),
             scheme,
+            ..Kho::default()
+        },
+        Err(
+            e @ (KhoError::FdtRead { .. }
+            | KhoError::Fdt { .. }
+            | KhoError::Compatible { .. }
+            | KhoError::Scheme { .. }),
+        ) if on_corruption == OnCorruption::Salvage => match mark_scratch(machine, handover) {
+            Ok(()) => Kho {
+                unreadable_fdt: Some(handover.scratch.clone()),
+                ..Kho::disabled(e)
+            },
+            Err(_) => Kho::disabled(e),
         },
         Err(e) => Kho::disabled(e),
-    }
+    };
+    kho.on_corruption = on_corruption;
+    kho
 }
 
 fn populate(
@@ -76,7 +105,21 @@ fn populate(
             (version, parsed.root(), subnodes)
         }
     };
+    mark_scratch(machine, h)?;
+    Ok(KhoIn {
+        fdt,
+        version,
+        root,
+        subnodes,
+        scratch_array: h.scratch_array,
+        scratch: h.scratch.clone(),
+    })
+}
 
+/// Each scratch area added and marked `KHO_SCRATCH`, the scratch array
+/// reserved, scratch-only allocation on; on an error the marks made are
+/// undone.
+fn mark_scratch(machine: &mut Machine<'_>, h: &KhoHandover) -> Result<(), KhoError> {
     let mb = &mut machine.memblock;
     let mut marked = 0usize;
     let mut result = Ok(());
@@ -113,12 +156,5 @@ fn populate(
         return Err(e);
     }
     mb.memblock_set_kho_scratch_only();
-    Ok(KhoIn {
-        fdt,
-        version,
-        root,
-        subnodes,
-        scratch_array: h.scratch_array,
-        scratch: h.scratch.clone(),
-    })
+    Ok(())
 }

@@ -39,7 +39,7 @@ use kho::{KhoVersion, PhysAddr, PhysRange};
 
 use super::old_kernel::DEFAULT_SEED;
 use crate::arena::{ArenaError, MemoryLayout, PhysMem};
-use crate::kho::{Strategy, UnknownStrategy};
+use crate::kho::{CorruptClass, OnCorruption, Strategy, UnknownCorruptClass, UnknownStrategy};
 use crate::memmap::{MemmapMode, UnknownMemmapMode};
 use crate::scratch::{ScratchError, ScratchSizing, memparse};
 use crate::workload::{UnknownWorkload, WorkloadKind};
@@ -82,6 +82,12 @@ pub enum ExecError {
     /// A bad `--kho-scratch`.
     #[error(transparent)]
     Scratch(#[from] ScratchError),
+    /// An unknown `--on-corruption`.
+    #[error(transparent)]
+    OnCorruption(#[from] kho::UnknownOnCorruption),
+    /// An unknown `--corrupt`.
+    #[error(transparent)]
+    Corrupt(#[from] UnknownCorruptClass),
     /// The inherited memfd could not be attached.
     #[error("attaching the inherited memfd {fd}: {source}")]
     Attach {
@@ -186,6 +192,11 @@ pub struct OldKernelArgs {
     pub dump_core: Option<PathBuf>,
     /// `--abi`: the handover the old kernel writes ([`parse_abi`]).
     pub abi: KhoVersion,
+    /// `--on-corruption`: what the new kernel does with a broken handover.
+    pub on_corruption: OnCorruption,
+    /// `--corrupt`: fault injection, one byte of the handover flipped
+    /// before the exec ([`crate::inject_corruption`]).
+    pub corrupt: Option<CorruptClass>,
     /// `--updates`: live updates of the chain (1: one; see
     /// the `chain` module).
     pub updates: u32,
@@ -214,6 +225,8 @@ impl OldKernelArgs {
             trace: None,
             dump_core: None,
             abi: KhoVersion::V4,
+            on_corruption: OnCorruption::Reject,
+            corrupt: None,
             updates: 1,
         }
     }
@@ -261,6 +274,12 @@ impl OldKernelArgs {
         if self.abi != KhoVersion::V4 {
             out.opt("abi", self.abi.compatible());
         }
+        if self.on_corruption != OnCorruption::Reject {
+            out.opt("on-corruption", self.on_corruption.as_str());
+        }
+        if let Some(c) = self.corrupt {
+            out.opt("corrupt", c.as_str());
+        }
         if self.updates != 1 {
             out.opt("updates", self.updates.to_string());
         }
@@ -289,6 +308,8 @@ impl OldKernelArgs {
                 "trace" => a.trace = Some(v.into()),
                 "dump-core" => a.dump_core = Some(v.into()),
                 "abi" => a.abi = parse_abi(text("abi", &v)?)?,
+                "on-corruption" => a.on_corruption = text("on-corruption", &v)?.parse()?,
+                "corrupt" => a.corrupt = Some(text("corrupt", &v)?.parse()?),
                 "updates" => a.updates = parse_updates("updates", &v)?,
                 _ => return Err(ExecError::UnknownArg(format!("--{name}"))),
             }
@@ -333,6 +354,9 @@ pub struct NewKernelArgs {
     /// `--scheme`: the tracker design the old kernel handed over with
     /// (`kho`: ours).
     pub scheme: String,
+    /// `--on-corruption`: what to do with a broken handover (`reject`,
+    /// Linux's, or ours, `salvage`).
+    pub on_corruption: OnCorruption,
     /// `--updates`: live updates of the chain (1: this kernel is the only
     /// new kernel).
     pub updates: u32,
@@ -359,6 +383,7 @@ impl NewKernelArgs {
             threads: 1,
             parallel_memmap_init: false,
             scheme: scheme.unwrap_or(OURS).to_owned(),
+            on_corruption: OnCorruption::Reject,
             updates: 1,
             generation: 1,
         }
@@ -381,6 +406,9 @@ impl NewKernelArgs {
         if self.scheme != OURS {
             out.opt("scheme", &self.scheme);
         }
+        if self.on_corruption != OnCorruption::Reject {
+            out.opt("on-corruption", self.on_corruption.as_str());
+        }
         if self.updates != 1 {
             out.opt("updates", self.updates.to_string());
             out.opt("generation", self.generation.to_string());
@@ -390,6 +418,7 @@ impl NewKernelArgs {
     fn read(options: Vec<(String, OsString)>) -> Result<Self, ExecError> {
         let (mut memfd, mut e820, mut setup_data, mut strategy) = (None, None, None, None);
         let mut scheme = OURS.to_owned();
+        let mut on_corruption = OnCorruption::Reject;
         let mut memmap = MemmapMode::Eager;
         let (mut threads, mut parallel_memmap_init) = (1, false);
         let (mut updates, mut generation) = (1, 1);
@@ -404,6 +433,7 @@ impl NewKernelArgs {
                 "setup-data" => setup_data = Some(parse_phys(text("setup-data", &v)?)?),
                 "strategy" => strategy = Some(text("strategy", &v)?.parse()?),
                 "scheme" => text("scheme", &v)?.clone_into(&mut scheme),
+                "on-corruption" => on_corruption = text("on-corruption", &v)?.parse()?,
                 "memmap" => memmap = text("memmap", &v)?.parse()?,
                 "threads" => threads = parse_threads(&v)?,
                 "parallel-memmap-init" => parallel_memmap_init = true,
@@ -426,6 +456,7 @@ impl NewKernelArgs {
             setup_data: setup_data.ok_or(ExecError::MissingArg("setup-data"))?,
             strategy: strategy.ok_or(ExecError::MissingArg("strategy"))?,
             scheme,
+            on_corruption,
         })
     }
 

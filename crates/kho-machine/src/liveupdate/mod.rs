@@ -99,10 +99,12 @@ pub use exec::{
     OldKernelArgs, parse_abi,
 };
 pub use luo::{LuoFileReport, LuoFileWritten};
-pub use new_kernel::{MAX_THREADS, NewKernelConfig, new_kernel_boot, new_kernel_main};
+pub use new_kernel::{
+    MAX_THREADS, NewKernelConfig, new_kernel_boot, new_kernel_boot_with, new_kernel_main,
+};
 pub use old_kernel::{
-    BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, early_boot_fits, old_kernel_boot,
-    old_kernel_main,
+    BeforeExec, DEFAULT_SEED, OldKernelConfig, OldKernelImage, corrupt_handover, early_boot_fits,
+    old_kernel_boot, old_kernel_main,
 };
 pub use report::{Generation, RunReport};
 

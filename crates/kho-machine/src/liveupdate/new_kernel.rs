@@ -14,8 +14,8 @@ use crate::boot::{BootConfig, BootError, Machine};
 use crate::buddy::Buddy;
 use crate::kexec::{KHO_NODE_LEN, KexecError, KhoHandover, read_setup_data};
 use crate::kho::{
-    Kho, KhoError, KhoIn, PeerScheme, Strategy, blob_pages, kho_memory_init, kho_populate,
-    kho_preserved_order, kho_restore_folio, kho_restore_pages,
+    Kho, KhoError, KhoIn, OnCorruption, PeerScheme, Strategy, blob_pages, kho_memory_init,
+    kho_populate_with, kho_preserved_order, kho_restore_folio, kho_restore_pages,
 };
 use crate::manifest::{Manifest, ManifestEntry, ManifestHeader, POISON, block_checksum};
 use crate::memmap::MemmapMode;
@@ -43,7 +43,14 @@ pub fn new_kernel_main(
         parallel_memmap_init: args.parallel_memmap_init,
     };
     if args.updates <= 1 {
-        return new_kernel_boot(&mem, handover, args.strategy, config, scheme);
+        return new_kernel_boot_with(
+            &mem,
+            handover,
+            args.strategy,
+            config,
+            scheme,
+            args.on_corruption,
+        );
     }
     super::chain::generation_main(&mem, handover, args, config, scheme, emit)
 }
@@ -99,7 +106,7 @@ fn ms(d: Duration) -> f64 {
 /// ([`NewKernelConfig`], or just a [`MemmapMode`] on one CPU); the baseline
 /// boot uses the same.
 ///
-/// 1. `memblock_init`; [`kho_populate`] (a missing or broken hand-over
+/// 1. `memblock_init`; [`kho_populate`](crate::kho::kho_populate) (a missing or broken hand-over
 ///    boots without KHO, [`RunReport::kho_error`] says why);
 /// 2. `alloc_memmap` (from scratch: scratch-only); `memmap_init` per
 ///    `memmap` ([`MemmapMode`]: every struct page of memory, or those up to
@@ -131,7 +138,35 @@ pub fn new_kernel_boot(
     config: impl Into<NewKernelConfig>,
     scheme: Option<Arc<dyn PeerScheme>>,
 ) -> Result<RunReport, LiveUpdateError> {
-    let booted = boot_and_restore(mem, handover, strategy, config.into(), scheme)?;
+    new_kernel_boot_with(
+        mem,
+        handover,
+        strategy,
+        config,
+        scheme,
+        OnCorruption::Reject,
+    )
+}
+
+/// [`new_kernel_boot`] with `on_corruption` (**ours**: under
+/// [`OnCorruption::Salvage`] a broken handover keeps what validates; the
+/// report lists the damage, [`RunReport::damage`]).
+pub fn new_kernel_boot_with(
+    mem: &PhysMem,
+    handover: Result<Option<KhoHandover>, KexecError>,
+    strategy: Strategy,
+    config: impl Into<NewKernelConfig>,
+    scheme: Option<Arc<dyn PeerScheme>>,
+    on_corruption: OnCorruption,
+) -> Result<RunReport, LiveUpdateError> {
+    let booted = boot_and_restore_with(
+        mem,
+        handover,
+        strategy,
+        config.into(),
+        scheme,
+        on_corruption,
+    )?;
     let mut report = booted.report;
     let config = booted.machine.config();
     drop(booted.machine);
@@ -183,6 +218,18 @@ pub(crate) fn boot_and_restore<'m>(
     k: NewKernelConfig,
     scheme: Option<Arc<dyn PeerScheme>>,
 ) -> Result<Booted<'m>, LiveUpdateError> {
+    boot_and_restore_with(mem, handover, strategy, k, scheme, OnCorruption::Reject)
+}
+
+/// [`boot_and_restore`] with `on_corruption` ([`new_kernel_boot_with`]).
+pub(crate) fn boot_and_restore_with<'m>(
+    mem: &'m PhysMem,
+    handover: Result<Option<KhoHandover>, KexecError>,
+    strategy: Strategy,
+    k: NewKernelConfig,
+    scheme: Option<Arc<dyn PeerScheme>>,
+    on_corruption: OnCorruption,
+) -> Result<Booted<'m>, LiveUpdateError> {
     let scheme_name = scheme.as_ref().map(|s| s.name().to_owned());
     let memmap = k.memmap;
     let config = BootConfig {
@@ -202,7 +249,7 @@ pub(crate) fn boot_and_restore<'m>(
             .map_err(BootError::Memblock)?;
     }
     let mut kho = match handover {
-        Ok(Some(h)) => kho_populate(&mut m, &h, scheme),
+        Ok(Some(h)) => kho_populate_with(&mut m, &h, scheme, on_corruption),
         Ok(None) => Kho::disabled(KhoError::NoHandover),
         Err(e) => Kho::disabled(KhoError::Handover(e)),
     };
@@ -237,6 +284,8 @@ pub(crate) fn boot_and_restore<'m>(
     let memmap_inited_pages = buddy.memmap().inited_pages();
     buddy.set_poison_on_alloc(true);
 
+    let damage = kho.damage().to_vec();
+    let damage_reserved_bytes = kho.damage_reserved_bytes();
     let v = match kho.incoming() {
         Some(k) => restore_and_verify(mem, buddy, k, init.bytes),
         None => Verified::default(),
@@ -264,6 +313,9 @@ pub(crate) fn boot_and_restore<'m>(
         scheme: scheme_name,
         luo_files: v.luo.files.clone(),
         luo_error: v.luo.error.clone(),
+        on_corruption,
+        damage,
+        damage_reserved_bytes,
         chain: None,
     };
     let mut restored = v;

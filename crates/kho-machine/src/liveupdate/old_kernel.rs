@@ -19,7 +19,9 @@ use crate::arena::{MemoryLayout, PhysMem};
 use crate::boot::{BootError, Machine};
 use crate::buddy::{Buddy, BuddyError, MAX_PAGE_ORDER};
 use crate::kexec::write_handover;
-use crate::kho::{PeerHandover, PeerScheme, Strategy};
+use crate::kho::{
+    CorruptClass, Corruption, OnCorruption, PeerHandover, PeerScheme, Strategy, inject_corruption,
+};
 use crate::manifest::{Manifest, poison};
 use crate::memmap::MemmapMode;
 use crate::physio::write_bytes;
@@ -78,6 +80,11 @@ pub struct OldKernelConfig {
     /// folio preserved directly). A peer scheme writes its own format and
     /// no LUO sessions.
     pub abi: KhoVersion,
+    /// What the new kernel does with a broken handover.
+    pub on_corruption: OnCorruption,
+    /// Fault injection: one byte of the handover flipped just before the
+    /// exec ([`crate::inject_corruption`]), reported on stderr.
+    pub corrupt: Option<CorruptClass>,
     /// Live updates of the chain (1: one; see the `chain` module).
     pub updates: u32,
 }
@@ -102,6 +109,8 @@ impl OldKernelConfig {
             print_phases: false,
             scheme: None,
             abi: KhoVersion::V4,
+            on_corruption: OnCorruption::Reject,
+            corrupt: None,
             updates: 1,
         })
     }
@@ -128,6 +137,8 @@ impl OldKernelConfig {
         cfg.scheme = scheme;
         cfg.image = image;
         cfg.abi = args.abi;
+        cfg.on_corruption = args.on_corruption;
+        cfg.corrupt = args.corrupt;
         cfg.updates = args.updates;
         cfg.scenario = match replay {
             Some(replay) => Scenario {
@@ -252,6 +263,12 @@ pub fn old_kernel_main(cfg: &OldKernelConfig, before_exec: &mut BeforeExec<'_>) 
             if cfg.print_phases {
                 print_phases(&img);
             }
+            if let Some(class) = cfg.corrupt {
+                match corrupt_handover(&img, class) {
+                    Ok(c) => eprintln!("old kernel: corrupted {c}"),
+                    Err(e) => return LiveUpdateError::BeforeExec(format!("--corrupt {e}").into()),
+                }
+            }
             if let Err(e) = before_exec(&img) {
                 return LiveUpdateError::BeforeExec(e);
             }
@@ -260,6 +277,7 @@ pub fn old_kernel_main(cfg: &OldKernelConfig, before_exec: &mut BeforeExec<'_>) 
                 memmap: cfg.memmap,
                 threads: cfg.threads,
                 parallel_memmap_init: cfg.parallel_memmap_init,
+                on_corruption: cfg.on_corruption,
                 updates: cfg.updates,
                 ..NewKernelArgs::new(&img.mem, img.setup_data, cfg.strategy, scheme)
             };
@@ -267,6 +285,23 @@ pub fn old_kernel_main(cfg: &OldKernelConfig, before_exec: &mut BeforeExec<'_>) 
         }
         Err(e) => e,
     }
+}
+
+/// `--corrupt`: flips one byte of `img`'s handover ([`inject_corruption`]),
+/// avoiding leaves whose span holds the handover's own metadata (every
+/// preserved block that is no workload folio: FDT, manifest, LUO pages).
+pub fn corrupt_handover(img: &OldKernelImage, class: CorruptClass) -> Result<Corruption, String> {
+    let folios: HashSet<Block> = img.manifest.entries.iter().map(|e| e.block).collect();
+    let keep: Vec<Block> = img
+        .preserved
+        .iter()
+        .copied()
+        .filter(|b| !folios.contains(b))
+        .collect();
+    let mut forbidden = img.scratch.as_slice().to_vec();
+    forbidden.push(kernel_boot_config(img.mem.layout().ram_bytes()).kernel);
+    let forbidden = kho::merge_ranges(forbidden);
+    inject_corruption(&img.mem, class, img.fdt, img.radix_root, &forbidden, &keep)
 }
 
 /// `--phases`: the old kernel's phase times and sizes, on stderr.

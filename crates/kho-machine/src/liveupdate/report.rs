@@ -3,11 +3,28 @@
 use serde::{Deserialize, Serialize};
 
 use super::LuoFileReport;
-use crate::kho::Strategy;
+use crate::kho::{DamageReport, OnCorruption, Strategy};
 use crate::memmap::MemmapMode;
 
 fn one() -> usize {
     1
+}
+
+fn is_reject(m: &OnCorruption) -> bool {
+    *m == OnCorruption::Reject
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn on_corruption_serde<S: serde::Serializer>(m: &OnCorruption, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(m.as_str())
+}
+
+fn on_corruption_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OnCorruption, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
 }
 
 /// One row of the report: what the new kernel measured for one strategy.
@@ -78,6 +95,21 @@ pub struct RunReport {
     /// Why the LUO handover could not be read (`None`: read, or none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub luo_error: Option<String>,
+    /// **Ours**: what the new kernel did with a broken handover (absent:
+    /// `reject`, Linux's).
+    #[serde(
+        default,
+        skip_serializing_if = "is_reject",
+        serialize_with = "on_corruption_serde",
+        deserialize_with = "on_corruption_de"
+    )]
+    pub on_corruption: OnCorruption,
+    /// Salvage: each damaged node and the span reserved for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<DamageReport>,
+    /// Salvage: RAM bytes reserved for the damage (the spans merged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub damage_reserved_bytes: u64,
     /// A chained run (`kho run --updates N`, N > 1): which live update
     /// this kernel is and what the handover it booted from measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

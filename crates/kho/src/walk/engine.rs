@@ -180,7 +180,8 @@ pub(crate) enum Visit {
 /// outside the forbidden ranges (checked per run against a cached window,
 /// not per block), and not covered by a block of another order. Errors are
 /// [`WalkError`]s naming the first broken invariant with the offending
-/// values; after an error the iterators are fused.
+/// values; after an error the iterators are fused (ours, the salvage walk
+/// [`crate::SalvageWalk`], records the damaged subtree instead and goes on).
 ///
 /// The reader needs memory proportional to the number of nodes only to tell
 /// a node reached twice: that is the caller's [`VisitedSet`] (with `alloc`,
@@ -201,6 +202,12 @@ pub struct RadixReader<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     spine: Spine<'m>,
     present: OrderSet,
     root: PhysAddr,
+    /// **Ours**: an order scan that fails to enter a child records the
+    /// subtree ([`Fault`]) and goes on with the next entry instead of
+    /// ending (the salvage walk, `walk::salvage`).
+    pub(crate) salvage: bool,
+    /// The subtree of the last child an order scan failed to enter.
+    fault: Option<Fault>,
 }
 
 impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for RadixReader<'_, '_, M, V> {
@@ -249,6 +256,8 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
             spine: PerLevel::splat(None),
             present: OrderSet::EMPTY,
             root,
+            salvage: false,
+            fault: None,
         };
         if !root.is_page_aligned() {
             return Err(WalkError::RootUnaligned { root });
@@ -354,6 +363,16 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
         Walk::new(self)
     }
 
+    /// The machine the reader checks against.
+    pub(crate) fn ram(&self) -> RamMap<'r> {
+        self.ram
+    }
+
+    /// Takes the subtree of the last child an order scan failed to enter.
+    pub(crate) fn take_fault(&mut self) -> Option<Fault> {
+        self.fault.take()
+    }
+
     /// A scan of `order`'s runs, from its spine node.
     pub(crate) fn scan(&self, order: Order) -> OrderScan<'m> {
         OrderScan::new(order, &self.spine)
@@ -445,6 +464,8 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
 struct LeafScan<'m> {
     /// `None` once the leaf is exhausted.
     page: Option<&'m AtomicPage>,
+    /// The leaf's address (kept once exhausted, for [`OrderScan::leaf_fault`]).
+    phys: PhysAddr,
     /// Key of bit 0 of the leaf.
     base_key: u64,
     /// Index of the current word.
@@ -458,15 +479,18 @@ struct LeafScan<'m> {
 impl<'m> LeafScan<'m> {
     const DONE: Self = Self {
         page: None,
+        phys: PhysAddr::ZERO,
         base_key: 0,
         w: 0,
         w_end: 0,
         word: 0,
     };
 
-    fn new(page: &'m AtomicPage, base_key: u64, w: usize, w_end: usize, mask: u64) -> Self {
+    fn new(leaf: Node<'m>, base_key: u64, w: usize, w_end: usize, mask: u64) -> Self {
+        let page = leaf.page;
         Self {
             page: Some(page),
+            phys: leaf.phys,
             base_key,
             w,
             w_end,
@@ -560,6 +584,17 @@ pub(crate) struct OrderScan<'m> {
     done: bool,
 }
 
+/// **Ours**: a subtree of one order that a scan could not read (the salvage
+/// walk's raw material): the node that heads it, its level and its keys
+/// `[first_key, first_key + 2^keys_log2)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fault {
+    pub(crate) node: PhysAddr,
+    pub(crate) level: Level,
+    pub(crate) first_key: u64,
+    pub(crate) keys_log2: u32,
+}
+
 impl<'m> OrderScan<'m> {
     /// A scan that yields nothing.
     pub(crate) fn empty() -> Self {
@@ -581,7 +616,7 @@ impl<'m> OrderScan<'m> {
         };
         if slice.level.is_leaf() {
             c.leaf = LeafScan::new(
-                node.page,
+                node,
                 0,
                 usize::from(slice.lo),
                 usize::from(slice.hi),
@@ -602,6 +637,38 @@ impl<'m> OrderScan<'m> {
     /// The order scanned.
     pub(crate) fn order(&self) -> Order {
         self.order
+    }
+
+    /// The current (or last) leaf as a [`Fault`]: its keys of this order
+    /// (the spine leaf holds the whole key range of its orders).
+    pub(crate) fn leaf_fault(&self) -> Fault {
+        let marker_bit = crate::key::ORDER_0_MARKER.saturating_sub(self.order.as_u32());
+        if self.top.is_leaf() {
+            Fault {
+                node: self.leaf.phys,
+                level: Level::LEAF,
+                first_key: 1u64.wrapping_shl(marker_bit),
+                keys_log2: marker_bit,
+            }
+        } else {
+            Fault {
+                node: self.leaf.phys,
+                level: Level::LEAF,
+                first_key: self.leaf.base_key,
+                keys_log2: crate::key::LEAF_SHIFT,
+            }
+        }
+    }
+
+    /// Drops the rest of the current leaf: the scan goes on at the next.
+    pub(crate) fn abandon_leaf(&mut self) {
+        let phys = self.leaf.phys;
+        let base_key = self.leaf.base_key;
+        self.leaf = LeafScan {
+            phys,
+            base_key,
+            ..LeafScan::DONE
+        };
     }
 
     /// The frame of inner level `level` (`None` for the leaf).
@@ -702,7 +769,16 @@ impl<'m> OrderScan<'m> {
             let child = match reader.enter(node.phys, level, index, v, visit) {
                 Ok(child) => child,
                 Err(e) => {
-                    self.done = true;
+                    // The child's subtree: the keys of this entry.
+                    reader.fault = level.child().map(|below| Fault {
+                        node: PhysAddr::new(v),
+                        level: below,
+                        first_key: prefix,
+                        keys_log2: level.shift(),
+                    });
+                    if !reader.salvage {
+                        self.done = true;
+                    }
                     return Err(e);
                 }
             };
@@ -718,7 +794,7 @@ impl<'m> OrderScan<'m> {
                         self.depth = below;
                     }
                 }
-                _ => self.leaf = LeafScan::new(child.page, prefix, 0, PAGE_WORDS, u64::MAX),
+                _ => self.leaf = LeafScan::new(child, prefix, 0, PAGE_WORDS, u64::MAX),
             }
         }
     }
@@ -737,6 +813,11 @@ impl<'m> OrderRuns<'m, '_> {
     /// The order scanned.
     pub(crate) fn order(&self) -> Order {
         self.scan.order()
+    }
+
+    /// The scan (for the salvage walk's faults).
+    pub(crate) fn scan_mut(&mut self) -> &mut OrderScan<'m> {
+        &mut self.scan
     }
 
     /// The next run (its range and block count), `None` at the end.

@@ -37,6 +37,8 @@ pub struct Walk<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     pending: RunBlocks,
     counts: OrderCounts,
     failed: bool,
+    /// Salvage: a second damage to report (an overlap's other leaf).
+    damage: Option<super::Damage>,
 }
 
 impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Walk<'_, '_, M, V> {
@@ -50,6 +52,104 @@ impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Walk<'_, '_, M, V> {
 }
 
 impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
+    /// The reader (the salvage walk reads its machine and sets its mode).
+    pub(crate) fn reader_mut(&mut self) -> &mut RadixReader<'m, 'r, M, V> {
+        &mut self.reader
+    }
+
+    /// **Ours**: the next run, or the [`super::Damage`] of a subtree or a
+    /// leaf that breaks an invariant, in walk order; the walk goes on past
+    /// a damaged node and ends at an error that leaves nothing trusted
+    /// (see [`super::SalvageWalk`]). Call only with the reader in salvage
+    /// mode.
+    pub(crate) fn next_salvaged(&mut self) -> Option<super::Salvaged> {
+        use super::salvage::{Damage, Salvaged, ends_walk};
+        if self.failed {
+            return None;
+        }
+        if let Some(d) = self.damage.take() {
+            return Some(Salvaged::Damage(d));
+        }
+        loop {
+            if let Some(runs) = &mut self.runs {
+                let order = runs.order();
+                let ram = self.reader.ram();
+                match runs.next_run(&mut self.reader) {
+                    Err(e) if ends_walk(&e) => {
+                        self.failed = true;
+                        self.runs = None;
+                        return Some(Salvaged::Damage(Damage::whole_ram(
+                            ram,
+                            self.reader.root(),
+                            e,
+                        )));
+                    }
+                    Err(
+                        e @ (WalkError::BlockOutsideRam { .. } | WalkError::BlockForbidden { .. }),
+                    ) => {
+                        let fault = runs.scan_mut().leaf_fault();
+                        runs.scan_mut().abandon_leaf();
+                        return Some(Salvaged::Damage(Damage::of(ram, order, fault, e)));
+                    }
+                    Err(e) => {
+                        let d = match self.reader.take_fault() {
+                            Some(fault) => Damage::of(ram, order, fault, e),
+                            None => Damage::whole_ram(ram, self.reader.root(), e),
+                        };
+                        return Some(Salvaged::Damage(d));
+                    }
+                    Ok(None) => self.runs = None,
+                    Ok(Some((range, count))) => match self.check_overlap(order, range) {
+                        Ok(()) => {
+                            self.counts.add(order, count);
+                            return Some(Salvaged::Run(BlockRun::new(range, order)));
+                        }
+                        Err(e @ WalkError::Overlap { covering, .. }) => {
+                            // Either leaf may hold the wrong bit: both.
+                            if let Some(runs) = &mut self.runs {
+                                let fault = runs.scan_mut().leaf_fault();
+                                runs.scan_mut().abandon_leaf();
+                                let h = covering.order();
+                                self.damage = self
+                                    .checkers
+                                    .get(usize::from(h.as_u8()))
+                                    .map(|c| Damage::of(ram, h, c.scan.leaf_fault(), e));
+                                return Some(Salvaged::Damage(Damage::of(ram, order, fault, e)));
+                            }
+                        }
+                        Err(e) => {
+                            self.failed = true;
+                            self.runs = None;
+                            return Some(Salvaged::Damage(Damage::whole_ram(
+                                ram,
+                                self.reader.root(),
+                                e,
+                            )));
+                        }
+                    },
+                }
+            }
+            let order = self.remaining.highest()?;
+            self.start_order(order);
+        }
+    }
+
+    /// Starts `order`'s runs and re-arms the checkers of the orders above.
+    fn start_order(&mut self, order: Order) {
+        self.remaining = self.remaining.without(order);
+        self.runs = Some(self.reader.runs(order));
+        let mut higher = self.reader.orders().above(order);
+        while let Some(h) = higher.highest() {
+            higher = higher.without(h);
+            if let Some(c) = self.checkers.get_mut(usize::from(h.as_u8())) {
+                *c = Checker {
+                    scan: self.reader.scan(h),
+                    run: None,
+                };
+            }
+        }
+    }
+
     pub(crate) fn new(reader: RadixReader<'m, 'r, M, V>) -> Self {
         let empty = Checker {
             scan: OrderScan::empty(),
@@ -63,6 +163,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
             pending: RunBlocks::EMPTY,
             counts: OrderCounts::ZERO,
             failed: false,
+            damage: None,
         }
     }
 
@@ -104,18 +205,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
                 }
             }
             let order = self.remaining.highest()?;
-            self.remaining = self.remaining.without(order);
-            self.runs = Some(self.reader.runs(order));
-            let mut higher = self.reader.orders().above(order);
-            while let Some(h) = higher.highest() {
-                higher = higher.without(h);
-                if let Some(c) = self.checkers.get_mut(usize::from(h.as_u8())) {
-                    *c = Checker {
-                        scan: self.reader.scan(h),
-                        run: None,
-                    };
-                }
-            }
+            self.start_order(order);
         }
     }
 
@@ -137,9 +227,14 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Walk<'m, 'r, M, V> {
             loop {
                 let (s, l) = match checker.run {
                     Some(run) => run,
-                    None => match checker.scan.next_run(&mut self.reader, Visit::Again)? {
-                        None => break,
-                        Some(raw) => {
+                    None => match checker.scan.next_run(&mut self.reader, Visit::Again) {
+                        // Salvage: a subtree the first scan of `h` reported.
+                        Err(e) if self.reader.salvage && !super::salvage::ends_walk(&e) => {
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                        Ok(None) => break,
+                        Ok(Some(raw)) => {
                             let s = raw.start.as_u64();
                             let bytes = raw.count.saturating_mul(h.bytes());
                             let l = s.saturating_add(bytes.saturating_sub(1));

@@ -14,6 +14,8 @@
 //! |               | the opened tree ([`RadixReader`]), the order scans, the child  |
 //! |               | checks                                                         |
 //! | `linux_order` | [`Walk`], with its overlap checkers                            |
+//! | `salvage`     | ours: [`SalvageWalk`], the walk that reports a [`Damage`] per  |
+//! |               | broken node and goes on ([`OnCorruption::Salvage`])            |
 
 #![deny(
     clippy::indexing_slicing,
@@ -29,6 +31,7 @@ mod error;
 mod linux_order;
 mod orders;
 mod run;
+mod salvage;
 
 #[cfg(feature = "alloc")]
 pub use budget::NodeSet;
@@ -39,6 +42,7 @@ pub use linux_order::Walk;
 pub use orders::{ORDERS, OrderCounts, OrderSet};
 pub use run::{BlockRun, RunBlocks};
 pub(crate) use run::{RamWindow, RawRun};
+pub use salvage::{Damage, OnCorruption, SalvageWalk, Salvaged, UnknownOnCorruption};
 
 #[cfg(test)]
 #[allow(

@@ -21,6 +21,7 @@ fn command_line_round_trip() {
         threads: 4,
         parallel_memmap_init: true,
         scheme: OURS.to_owned(),
+        on_corruption: crate::OnCorruption::Salvage,
         updates: 7,
         generation: 3,
     };
@@ -172,6 +173,7 @@ fn attach_refuses_what_is_not_a_memfd() {
         threads: 1,
         parallel_memmap_init: false,
         scheme: OURS.to_owned(),
+        on_corruption: crate::OnCorruption::Reject,
         updates: 1,
         generation: 1,
     };
