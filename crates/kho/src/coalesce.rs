@@ -48,6 +48,33 @@ impl CoalesceSummary {
     }
 }
 
+/// Sees every checked run of one order the merge consumes, once, in each
+/// order's ascending address (orders interleaved as the merge pulls them):
+/// what a caller needs to act on every block in the same pass (the next
+/// kernel's head pages), without a second walk. A closure
+/// `FnMut(Order, PhysRange)` is one; [`NoObserver`] is the plain
+/// coalesce's.
+pub trait RunObserver {
+    /// One run: blocks of `order` covering `range`.
+    fn run(&mut self, order: Order, range: PhysRange);
+}
+
+/// The observer of [`RadixReader::coalesce`]: nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoObserver;
+
+impl RunObserver for NoObserver {
+    #[inline(always)]
+    fn run(&mut self, _: Order, _: PhysRange) {}
+}
+
+impl<F: FnMut(Order, PhysRange)> RunObserver for F {
+    #[inline(always)]
+    fn run(&mut self, order: Order, range: PhysRange) {
+        self(order, range);
+    }
+}
+
 /// One order's lane of the k-way merge: its checked runs and the next one.
 #[derive(Clone, Copy)]
 struct Lane<'m, 'r> {
@@ -116,8 +143,10 @@ impl Current {
 /// the forbidden ranges) through a per-order cached window, so validation
 /// is O(1) per run. Per-order block counts accumulate in a fixed array
 /// ([`CoalesceSummary`]); no per-block list is ever built.
-pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
+pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet, H: RunObserver = NoObserver> {
     reader: RadixReader<'m, 'r, M, V>,
+    /// Told of every run as its lane pulls it.
+    observer: H,
     lanes: [Option<Lane<'m, 'r>>; ORDERS],
     /// Orders whose lane holds a run.
     active: OrderSet,
@@ -137,7 +166,7 @@ pub struct Coalesce<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> {
     pending: Option<WalkError>,
 }
 
-impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Coalesce<'_, '_, M, V> {
+impl<M: PageMap + ?Sized, V: VisitedSet, H: RunObserver> fmt::Debug for Coalesce<'_, '_, M, V, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Coalesce")
             .field("reader", &self.reader)
@@ -150,14 +179,21 @@ impl<M: PageMap + ?Sized, V: VisitedSet> fmt::Debug for Coalesce<'_, '_, M, V> {
 impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> RadixReader<'m, 'r, M, V> {
     /// The maximal preserved ranges in ascending address.
     pub fn coalesce(self) -> Coalesce<'m, 'r, M, V> {
-        Coalesce::new(self)
+        Coalesce::new(self, NoObserver)
+    }
+
+    /// The same, telling `observer` of every run it merges (each block's
+    /// order and place, in the same pass).
+    pub fn coalesce_observed<H: RunObserver>(self, observer: H) -> Coalesce<'m, 'r, M, V, H> {
+        Coalesce::new(self, observer)
     }
 }
 
-impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
-    fn new(reader: RadixReader<'m, 'r, M, V>) -> Self {
+impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet, H: RunObserver> Coalesce<'m, 'r, M, V, H> {
+    fn new(reader: RadixReader<'m, 'r, M, V>, observer: H) -> Self {
         Self {
             reader,
+            observer,
             lanes: [None; ORDERS],
             active: OrderSet::EMPTY,
             source: None,
@@ -196,6 +232,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             Some((range, count)) => {
                 lane.run = (range.start().as_u64(), range.end().as_u64());
                 self.summary.counts.add(order, count);
+                self.observer.run(order, range);
             }
         }
         Ok(())
@@ -266,6 +303,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
             taken,
             filled,
             pending,
+            observer,
             ..
         } = self;
         let Some(Some(lane)) = lanes.get_mut(usize::from(order.as_u8())) else {
@@ -282,6 +320,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
         let mut overlap = None;
         let (consumed, rejected) = lane.runs.drain_leaf(|range, count| {
             blocks = blocks.saturating_add(count);
+            observer.run(order, range);
             let merged = run;
             run = (range.start().as_u64(), range.end().as_u64());
             match cur.merge(merged, order) {
@@ -324,7 +363,7 @@ impl<'m, 'r, M: PageMap + ?Sized, V: VisitedSet> Coalesce<'m, 'r, M, V> {
     }
 }
 
-impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for Coalesce<'_, '_, M, V> {
+impl<M: PageMap + ?Sized, V: VisitedSet, H: RunObserver> Iterator for Coalesce<'_, '_, M, V, H> {
     type Item = Result<PhysRange, WalkError>;
 
     #[inline]
@@ -340,7 +379,7 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Iterator for Coalesce<'_, '_, M, V> {
     }
 }
 
-impl<M: PageMap + ?Sized, V: VisitedSet> Coalesce<'_, '_, M, V> {
+impl<M: PageMap + ?Sized, V: VisitedSet, H: RunObserver> Coalesce<'_, '_, M, V, H> {
     /// The merge proper, out of line so that [`Iterator::next`] stays a
     /// small batch pop.
     #[inline(never)]
@@ -415,7 +454,10 @@ impl<M: PageMap + ?Sized, V: VisitedSet> Coalesce<'_, '_, M, V> {
     }
 }
 
-impl<M: PageMap + ?Sized, V: VisitedSet> core::iter::FusedIterator for Coalesce<'_, '_, M, V> {}
+impl<M: PageMap + ?Sized, V: VisitedSet, H: RunObserver> core::iter::FusedIterator
+    for Coalesce<'_, '_, M, V, H>
+{
+}
 
 #[cfg(test)]
 #[allow(

@@ -139,7 +139,7 @@ pub mod testing;
 #[cfg(feature = "alloc")]
 pub use addr::merge_ranges;
 pub use addr::{AddrError, Block, Order, PAGE_SHIFT, PAGE_SIZE, Pfn, PhysAddr, PhysRange};
-pub use coalesce::{Coalesce, CoalesceSummary};
+pub use coalesce::{Coalesce, CoalesceSummary, NoObserver, RunObserver};
 #[cfg(feature = "alloc")]
 pub use fdt::{FdtBuildError, KhoFdtBuilder};
 pub use fdt::{

@@ -11,7 +11,7 @@
 //!   handover can feed runs the machine's own accounting,
 //!   [`kho_machine::reserve_preserved`], through [`SchemeKind::restore`]
 //!   (a bare memblock is a [`kho_machine::ReservationSink`]);
-//! - the time of a point is the accounting's own: walk + heads + memblock.
+//! - the time of a point is the accounting's own: walk (the ranged strategies call the sink for every head page in it) + memblock.
 //!
 //! Head pages are not written here (no memmap): every strategy writes the
 //! same heads, so they do not change the comparison.
@@ -209,7 +209,7 @@ fn fresh_memblock(ram_end: u64) -> Result<Memblock, BenchError> {
 /// One curve at one point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Measured {
-    /// Walk + heads + memblock.
+    /// Walk + memblock.
     pub restore: Duration,
     /// The tracker's metadata, bytes.
     pub metadata_bytes: u64,

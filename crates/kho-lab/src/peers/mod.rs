@@ -391,14 +391,21 @@ where
 /// [`PreservedMap::coalesced`] of a chunk list whose extents come
 /// ascending within runs (per order for the bitmaps; the whole list for
 /// maple): touching extents merged as they are read, then the runs merged
-/// (sorted) if they are not in order already. The heap holds the merged
-/// runs, not one range per extent.
-fn coalesce_as_read<M: PreservedMap + ?Sized>(
+/// (sorted) if they are not in order already; `head` sees every block in
+/// the same pass. The heap holds the merged runs, not one range per
+/// extent.
+fn coalesce_as_read<M, F>(
     map: &mut M,
-) -> Result<(Vec<PhysRange>, kho_machine::MapSummary), M::Error> {
+    mut head: F,
+) -> Result<(Vec<PhysRange>, kho_machine::MapSummary), M::Error>
+where
+    M: PreservedMap + ?Sized,
+    F: FnMut(Block) -> Result<(), kho_machine::ReserveError>,
+{
     let mut ranges: Vec<PhysRange> = Vec::new();
     let mut sorted = true;
     let summary = map.for_each_extent(|e| {
+        e.blocks().try_for_each(&mut head)?;
         let Some(r) = e.range() else {
             return Ok(());
         };

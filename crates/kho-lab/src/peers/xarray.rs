@@ -600,8 +600,12 @@ impl<M: PageMap + ?Sized> PreservedMap for ChunkList<'_, M> {
         Ok(summary)
     }
 
-    /// Touching extents merged as read ([`super::coalesce_as_read`]).
-    fn coalesced(&mut self) -> Result<(Vec<kho::PhysRange>, MapSummary), SchemeError> {
-        super::coalesce_as_read(self)
+    /// Touching extents merged as read ([`super::coalesce_as_read`]),
+    /// heads in the same pass.
+    fn coalesced<F>(&mut self, head: F) -> Result<(Vec<kho::PhysRange>, MapSummary), SchemeError>
+    where
+        F: FnMut(kho::Block) -> Result<(), ReserveError>,
+    {
+        super::coalesce_as_read(self, head)
     }
 }

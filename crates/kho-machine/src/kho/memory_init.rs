@@ -17,12 +17,18 @@
 //!
 //! # The restore strategies (DESIGN.md section 4) and how they are timed
 //!
-//! | strategy    | memblock work                                   | `walk`             | `heads`          | `memblock`        |
-//! |-------------|-------------------------------------------------|--------------------|------------------|-------------------|
-//! | `per-block` | reserve + mark noinit per extent, as read       | a read-only pass   | 0 (interleaved)  | the pass - `walk` |
-//! | `coalesced` | reserve + mark noinit per coalesced range       | the coalesced list | a head pass      | the calls         |
-//! | `bulk`      | one `memblock_reserve_sorted(.., RSRV_NOINIT)`  | same               | same             | the one merge     |
-//! | `skip`      | none: the ranges are [`crate::kho::Kho::skip_ranges`] | same         | same             | 0                 |
+//! | strategy    | memblock work                                   | `walk`                                   | `memblock`        |
+//! |-------------|-------------------------------------------------|------------------------------------------|-------------------|
+//! | `per-block` | reserve + mark noinit per extent, as read; heads written in that pass | a read-only pass | the pass - `walk` |
+//! | `coalesced` | reserve + mark noinit per coalesced range       | the coalesced list, every head written in the same pass | the calls |
+//! | `bulk`      | one `memblock_reserve_sorted(.., RSRV_NOINIT)`  | same                                     | the one merge     |
+//! | `skip`      | none: the ranges are [`crate::kho::Kho::skip_ranges`] | same                               | 0                 |
+//!
+//! The ranged strategies write the head pages from the runs the coalescing
+//! walk merges ([`kho::RadixReader::coalesce_observed`]; a peer's map from
+//! its extents as read): one pass over the metadata, and for the radix
+//! tree the heads come in ascending address, so the memmap is written in
+//! order. The reservations still wait for the whole map.
 //!
 //! An extent is what the tracker's reader hands over as one piece: a block
 //! for the radix tree and the xarrays (mainline, 6.16), a record for maple.
@@ -475,23 +481,20 @@ pub trait PreservedMap {
     where
         F: FnMut(Extent) -> Result<(), ReserveError>;
 
-    /// Calls `f` on every block (for its head page), in the order the map
-    /// reads fastest; by default, the extents' blocks.
-    fn for_each_head<F>(&mut self, mut f: F) -> Result<(), Self::Error>
+    /// The preserved memory as maximal ranges (sorted, disjoint, touching
+    /// ones merged), with what was read, calling `head` on every block (for
+    /// its head page) in the same pass; by default, the extents merged.
+    /// Nothing is reserved here: a map that fails part way leaves the
+    /// heads of the blocks read before the failure written, as the
+    /// per-block pass leaves its reservations.
+    fn coalesced<F>(&mut self, mut head: F) -> Result<(Vec<PhysRange>, MapSummary), Self::Error>
     where
         F: FnMut(Block) -> Result<(), ReserveError>,
     {
-        self.for_each_extent(|e| e.blocks().try_for_each(&mut f))
-            .map(drop)
-    }
-
-    /// The preserved memory as maximal ranges (sorted, disjoint, touching
-    /// ones merged), with what was read; by default, the extents merged.
-    fn coalesced(&mut self) -> Result<(Vec<PhysRange>, MapSummary), Self::Error> {
         let mut ranges = Vec::new();
         let summary = self.for_each_extent(|e| {
             ranges.extend(e.range());
-            Ok(())
+            e.blocks().try_for_each(&mut head)
         })?;
         Ok((kho::merge_ranges(ranges), summary))
     }
@@ -574,32 +577,44 @@ impl<M: PageMap + ?Sized> PreservedMap for RadixMap<'_, '_, M> {
         })
     }
 
-    /// Whole runs of one order at a time ([`kho::Walk::next_run`]).
-    fn for_each_head<F>(&mut self, mut f: F) -> Result<(), RadixMapError>
+    /// The coalescing walker ([`kho::RadixReader::coalesce_observed`]): the
+    /// heads of each run it merges, in the same pass, in ascending address
+    /// (the memmap in order).
+    fn coalesced<F>(&mut self, mut head: F) -> Result<(Vec<PhysRange>, MapSummary), RadixMapError>
     where
         F: FnMut(Block) -> Result<(), ReserveError>,
     {
-        let mut walk = self.open()?.walk();
-        while let Some(run) = walk.next_run() {
-            run.map_err(|e| self.walk_err(e))?
-                .blocks()
-                .try_for_each(&mut f)?;
-        }
-        Ok(())
-    }
-
-    /// The coalescing walker ([`kho::RadixReader::coalesce`]).
-    fn coalesced(&mut self) -> Result<(Vec<PhysRange>, MapSummary), RadixMapError> {
-        let mut c = self.open()?.coalesce();
-        let ranges = c
-            .by_ref()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.walk_err(e))?;
+        let mut failed: Option<ReserveError> = None;
+        let mut c = self
+            .open()?
+            .coalesce_observed(|order: Order, r: PhysRange| {
+                if failed.is_some() {
+                    return;
+                }
+                let size = order.bytes();
+                let mut p = r.start();
+                while p < r.end() {
+                    let Ok(b) = Block::new(p, order) else {
+                        return;
+                    };
+                    if let Err(e) = head(b) {
+                        failed = Some(e);
+                        return;
+                    }
+                    p = PhysAddr::new(p.as_u64() + size);
+                }
+            });
+        let ranges = c.by_ref().collect::<Result<Vec<_>, _>>();
         let summary = MapSummary {
             blocks: c.summary().counts().total(),
             bytes: c.summary().bytes(),
             nodes: c.nodes(),
         };
+        drop(c);
+        let ranges = ranges.map_err(|e| self.walk_err(e))?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         Ok((ranges, summary))
     }
 }
@@ -625,10 +640,9 @@ pub struct KhoMemoryInitStats {
     /// Peak bytes of the accounting's own heap (the coalesced list),
     /// beyond the map it reads in place.
     pub peak_bytes: u64,
-    /// The read (see the module doc for what each strategy counts).
+    /// The read (see the module doc for what each strategy counts; the
+    /// ranged strategies write the head pages in it).
     pub walk: Duration,
-    /// The head-page pass (`coalesced`, `bulk`, `skip`).
-    pub heads: Duration,
     /// The memblock work.
     pub memblock: Duration,
     /// Regions of `memblock.reserved` afterwards.
@@ -638,9 +652,9 @@ pub struct KhoMemoryInitStats {
 }
 
 impl KhoMemoryInitStats {
-    /// The whole accounting: walk + heads + memblock.
+    /// The whole accounting: walk + memblock.
     pub fn time(&self) -> Duration {
-        self.walk + self.heads + self.memblock
+        self.walk + self.memblock
     }
 
     fn read(&mut self, s: MapSummary) {
@@ -756,8 +770,8 @@ where
     }
 }
 
-/// The first two passes of the ranged strategies: the map as coalesced
-/// ranges (`walk`), then every head page (`heads`).
+/// The first pass of the ranged strategies: the map as coalesced ranges,
+/// every head page written on the way (`walk`).
 fn coalesce_and_write_heads<M, S>(
     map: &mut M,
     sink: &mut S,
@@ -768,15 +782,12 @@ where
     S: ReservationSink + ?Sized,
 {
     let t = Instant::now();
-    let (ranges, summary) = map.coalesced()?;
+    let (ranges, summary) = map.coalesced(|b| sink.queue_head(b))?;
+    sink.flush_heads();
     st.read(summary);
     st.ranges = ranges.len() as u64;
     st.peak_bytes = (ranges.capacity() * size_of::<PhysRange>()) as u64;
     st.walk = t.elapsed();
-    let t = Instant::now();
-    map.for_each_head(|b| sink.queue_head(b))?;
-    sink.flush_heads();
-    st.heads = t.elapsed();
     Ok(ranges)
 }
 

@@ -298,7 +298,7 @@ pub(crate) fn boot_and_restore_with<'m>(
         parallel_memmap_init: config.parallel_memmap_init,
         blocks: init.blocks,
         preserved_bytes: init.bytes.saturating_add(v.unpreserved),
-        walk_ms: ms(init.walk + init.heads),
+        walk_ms: ms(init.walk),
         memblock_ms: ms(init.memblock),
         mm_init_ms: ms(mm_init),
         deferred_init_ms: ms(deferred),

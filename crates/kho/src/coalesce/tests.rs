@@ -164,3 +164,51 @@ fn an_error_mid_leaf_follows_exactly_the_ranges_closed_before_it() {
         );
     }
 }
+
+#[test]
+fn the_observer_sees_every_block_once_in_the_same_pass() {
+    // Slots of 4 MiB, each empty or holding one pattern: a 2 MiB block,
+    // 100 contiguous pages (word runs for the fast path), every other
+    // 64 KiB block, every third page.
+    let t = TestTree::new(256);
+    let mut want = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for slot in 0..300u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let base = 0x4000_0000 + slot * (4 << 20);
+        let blocks: Vec<_> = match x % 5 {
+            0 => vec![],
+            1 => vec![block(base, 9)],
+            2 => (0..100).map(|i| block(base + i * 0x1000, 0)).collect(),
+            3 => (0..20).map(|i| block(base + i * 0x2_0000, 4)).collect(),
+            _ => (0..50).map(|i| block(base + i * 0x3000, 0)).collect(),
+        };
+        for b in blocks {
+            t.insert(b);
+            want.push((b.order().as_u8(), b.phys().as_u64()));
+        }
+    }
+    let map = RamMap::new(&RAM, &[]).unwrap();
+    let mut seen = Vec::new();
+    let observed = t
+        .open(map)
+        .unwrap()
+        .coalesce_observed(|order: Order, r: PhysRange| {
+            let size = order.bytes();
+            let mut p = r.start().as_u64();
+            while p < r.end().as_u64() {
+                seen.push((order.as_u8(), p));
+                p += size;
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let (plain, _) = run(&t, &RAM, &[]).unwrap();
+    assert_eq!(observed, plain, "observing changes no range");
+    seen.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(seen.len(), want.len());
+    assert_eq!(seen, want);
+}
