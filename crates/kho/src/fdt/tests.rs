@@ -234,6 +234,7 @@ fn a_whole_page_is_read_up_to_totalsize() {
 include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dtc.rs"));
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns dtc, which Miri cannot")]
 fn dtc_decompiles_the_written_fdt() {
     use std::io::Write;
     use std::process::{Command, Stdio};

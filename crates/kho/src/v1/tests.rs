@@ -230,7 +230,7 @@ fn writer_chains_full_chunks_for_both_sizes() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 64 }))]
 
     #[test]
     fn write_then_read_round_trips(

@@ -703,7 +703,7 @@ fn big_map() -> [PhysRange; 1] {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 128 }))]
 
     #[test]
     fn walk_and_coalesce_match_the_oracle(blocks in proptest::collection::vec(any_block(), 0..200)) {

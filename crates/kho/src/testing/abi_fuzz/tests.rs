@@ -201,7 +201,7 @@ fn record() -> impl Strategy<Value = [u8; 12]> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 96 }))]
 
     #[test]
     fn mutated_luo_seeds_never_panic(

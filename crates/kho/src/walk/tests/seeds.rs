@@ -331,7 +331,7 @@ fn record() -> impl Strategy<Value = [u8; 12]> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 512 }))]
 
     #[test]
     fn walk_and_coalesce_agree_on_any_input(
