@@ -549,6 +549,10 @@ fn fdt_name_truncates_on_a_char_boundary() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn mutated_fdts_never_panic() {
     // Every single-byte corruption and every truncation of a valid FDT.
     let base = {

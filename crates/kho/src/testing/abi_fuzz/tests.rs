@@ -167,6 +167,10 @@ fn vmalloc_seeds_match_the_corpus_and_their_expected_outcomes() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn luo_seeds_match_the_corpus_and_their_expected_outcomes() {
     for (name, bytes, check) in luo_seeds() {
         let o = run_luo(&bytes).unwrap();
