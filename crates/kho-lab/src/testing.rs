@@ -12,7 +12,7 @@
 use kho::testing::write_v1;
 use kho::{
     BitmapSize, Block, KhoFdtBuilder, KhoVersion, Order, PAGE_SIZE, PageAlloc, PageMap, PhysAddr,
-    RadixTree, VecArena,
+    PhysRange, RadixTree, VecArena,
 };
 
 use crate::image::{Source, write_elf};
@@ -28,13 +28,14 @@ use crate::inspect::{
 /// | 0        | flags: bit 0, a raw image at 1 MiB (else an ELF core);              |
 /// |          | bits 1..=3, the format (0 detect, 1..=4 [`MapFormat::ALL`]);           |
 /// |          | bit 4, the FDT is read from the image at the address below          |
-/// |          | (else it is the bytes below)                                        |
+/// |          | (else it is the bytes below);                                       |
+/// |          | bits 5..=6, the block cap: 4096, 2^16, 2^20, or none given (inspect's default, the RAM's pages); |
+/// |          | bit 7, the machine part below is present                             |
 /// | 1..9     | the FDT's physical address (LE u64)                                 |
 /// | 9..11    | `n`: the FDT file's length (LE u16)                                 |
-/// | 11..11+n | the FDT file                                                        |
+/// | 14 bytes | only with bit 7, the machine: `--ram` as a first and an end page frame number (LE u32 each; end 0: the image's segments) and `--forbidden` as a first page frame number (LE u32) and a page count (LE u16; 0: none) |
+/// | n bytes  | the FDT file                                                        |
 /// | rest     | the image                                                           |
-///
-/// At most 4096 blocks are read.
 pub fn fuzz_one(data: &[u8]) {
     let _ = fuzz_run(data);
 }
@@ -47,6 +48,12 @@ pub fn fuzz_run(data: &[u8]) -> Option<Result<Inspection, Finding>> {
     let phys = PhysAddr::new(u64::from_le_bytes(phys.try_into().ok()?));
     let (n, rest) = rest.split_at_checked(2)?;
     let n = usize::from(u16::from_le_bytes(n.try_into().ok()?));
+    let (machine, rest) = if flags & 0x80 != 0 {
+        let (m, rest) = rest.split_at_checked(14)?;
+        (Some(Machine::parse(m)?), rest)
+    } else {
+        (None, rest)
+    };
     let (fdt, image) = rest.split_at_checked(n.min(rest.len()))?;
     let base = (flags & 1 != 0).then_some(PhysAddr::new(0x10_0000));
     let image = match open_image(Source::Bytes(image.to_vec()), base) {
@@ -68,16 +75,72 @@ pub fn fuzz_run(data: &[u8]) -> Option<Result<Inspection, Finding>> {
     } else {
         FdtSource::File(fdt.to_vec())
     };
+    let max_blocks = match (flags >> 5) & 3 {
+        0 => Some(4096),
+        1 => Some(1 << 16),
+        2 => Some(1 << 20),
+        _ => None,
+    };
+    let machine = machine.unwrap_or_default();
     let opts = InspectOptions {
         format,
-        max_blocks: Some(4096),
-        ..InspectOptions::default()
+        ram: machine.ram,
+        forbidden: machine.forbidden,
+        max_blocks,
     };
     let out = inspect(&image, &src, &opts);
     for f in &out.errors {
         let _ = f.to_string();
     }
     Some(Ok(out))
+}
+
+/// The machine part of a fuzz input (see [`fuzz_one`]): `--ram` and
+/// `--forbidden`, from page frame numbers so they are always aligned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Machine {
+    /// `--ram`: `None`, the image's segments.
+    pub ram: Option<Vec<PhysRange>>,
+    /// `--forbidden`.
+    pub forbidden: Vec<PhysRange>,
+}
+
+impl Machine {
+    fn parse(b: &[u8]) -> Option<Self> {
+        let u32_at = |i: usize| -> Option<u64> {
+            Some(u64::from(u32::from_le_bytes(
+                b.get(i..i + 4)?.try_into().ok()?,
+            )))
+        };
+        let (first, end, forbidden) = (u32_at(0)?, u32_at(4)?, u32_at(8)?);
+        let pages = u64::from(u16::from_le_bytes(b.get(12..14)?.try_into().ok()?));
+        let pages_range = |pfn: u64, count: u64| {
+            PhysRange::from_start_size(PhysAddr::new(pfn * PAGE_SIZE), count * PAGE_SIZE).ok()
+        };
+        let ram = (end != 0).then(|| {
+            let (lo, hi) = (first.min(end), first.max(end));
+            pages_range(lo, hi - lo).into_iter().collect()
+        });
+        let forbidden = (pages != 0)
+            .then(|| pages_range(forbidden, pages))
+            .flatten()
+            .into_iter()
+            .collect();
+        Some(Self { ram, forbidden })
+    }
+
+    /// The 14 bytes [`fuzz_one`] reads after the FDT's length when flag
+    /// bit 7 is set: `ram` and `forbidden` as page frame numbers.
+    pub fn bytes(ram: Option<(u32, u32)>, forbidden: Option<(u32, u16)>) -> Vec<u8> {
+        let (first, end) = ram.unwrap_or((0, 0));
+        let (start, pages) = forbidden.unwrap_or((0, 0));
+        let mut out = Vec::new();
+        out.extend_from_slice(&first.to_le_bytes());
+        out.extend_from_slice(&end.to_le_bytes());
+        out.extend_from_slice(&start.to_le_bytes());
+        out.extend_from_slice(&pages.to_le_bytes());
+        out
+    }
 }
 
 /// A handover: the image bytes, the FDT bytes, where the FDT is in the
@@ -179,12 +242,30 @@ pub fn v1_raw(base: PhysAddr, pages: usize, blocks: &[Block], size: BitmapSize) 
     }
 }
 
-/// A fuzz input (see [`fuzz_one`]) from its parts.
+/// A fuzz input (see [`fuzz_one`]) from its parts, with no machine part.
 pub fn fuzz_input(flags: u8, fdt_phys: PhysAddr, fdt: &[u8], image: &[u8]) -> Vec<u8> {
+    fuzz_input_on(flags & 0x7f, &[], fdt_phys, fdt, image)
+}
+
+/// A fuzz input (see [`fuzz_one`]) from its parts; `machine` is the bytes
+/// of [`Machine::bytes`] (flag bit 7 set), or empty (bit 7 clear).
+pub fn fuzz_input_on(
+    flags: u8,
+    machine: &[u8],
+    fdt_phys: PhysAddr,
+    fdt: &[u8],
+    image: &[u8],
+) -> Vec<u8> {
+    let flags = if machine.is_empty() {
+        flags & 0x7f
+    } else {
+        flags | 0x80
+    };
     let mut out = vec![flags];
     out.extend_from_slice(&fdt_phys.as_u64().to_le_bytes());
     let n = u16::try_from(fdt.len()).expect("FDT under 64 KiB");
     out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(machine);
     out.extend_from_slice(fdt);
     out.extend_from_slice(image);
     out

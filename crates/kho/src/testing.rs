@@ -41,15 +41,25 @@ pub use v1_writer::write_v1;
 
 use crate::fdt::KhoFdt;
 
+/// Whether a corpus file's name is one a fuzzing run gave it (libFuzzer
+/// names each input it keeps by its SHA-1: 40 hex digits) rather than a
+/// named seed. The seed tests check what a seed's name says; the replay
+/// tests replay both.
+pub fn fuzzer_named(name: &str) -> bool {
+    name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Fuzz entry point of the walk: arbitrary bytes describe a small machine
 /// and a tree ([`walk_input`]); the walk and the coalescer run to
-/// completion. Must never panic.
+/// completion and are checked against a reference walk. Panics on a wrong
+/// answer, not only on a crash.
 pub fn fuzz_walk(data: &[u8]) {
     let _ = walk_input::run(data);
 }
 
 /// Fuzz entry point of the kho-v1 reader: arbitrary bytes are a chunk list
-/// ([`v1_input`]). Must never panic.
+/// ([`v1_input`]), read and checked against a reference reader. Panics on a
+/// wrong answer, not only on a crash.
 pub fn fuzz_v1(data: &[u8]) {
     v1_input::run(data);
 }

@@ -32,36 +32,43 @@ fn replay(target: &str, entry: fn(&[u8])) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of harness runs: hours under Miri")]
 fn walk_corpus() {
     replay("walk", kho::testing::fuzz_walk);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of harness runs: hours under Miri")]
 fn v1_corpus() {
     replay("v1", kho::testing::fuzz_v1);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of harness runs: hours under Miri")]
 fn tree_corpus() {
     replay("tree", kho::testing::fuzz_tree);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of harness runs: hours under Miri")]
 fn v1_list_corpus() {
     replay("v1_list", kho::testing::fuzz_v1_list);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of harness runs: hours under Miri")]
 fn fdt_corpus() {
     replay("fdt", kho::testing::fuzz_fdt);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of harness runs: hours under Miri")]
 fn vmalloc_corpus() {
     replay("vmalloc", kho::testing::abi_fuzz::vmalloc_one);
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "hundreds of harness runs: hours under Miri")]
 fn luo_corpus() {
     replay("luo", kho::testing::abi_fuzz::luo_one);
 }

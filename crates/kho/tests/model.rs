@@ -170,7 +170,7 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 4 } else { 128 }, ..ProptestConfig::default() })]
 
     #[test]
     fn writer_reader_and_oracle_agree(ops in proptest::collection::vec(op(), 1..80)) {

@@ -165,6 +165,10 @@ fn error_cycle_in_the_chain() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn error_too_many_blocks() {
     // 10001 distinct blocks: one past Linux's limit.
     let n = usize::try_from(KHO_MAX_BLOCKS).unwrap() + 1;

@@ -234,6 +234,7 @@ fn a_whole_page_is_read_up_to_totalsize() {
 include!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/dtc.rs"));
 
 #[test]
+#[cfg_attr(miri, ignore = "spawns dtc, which Miri cannot")]
 fn dtc_decompiles_the_written_fdt() {
     use std::io::Write;
     use std::process::{Command, Stdio};
@@ -548,6 +549,10 @@ fn fdt_name_truncates_on_a_char_boundary() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn mutated_fdts_never_panic() {
     // Every single-byte corruption and every truncation of a valid FDT.
     let base = {

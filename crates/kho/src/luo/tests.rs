@@ -298,6 +298,10 @@ fn check_fixture(s: &LuoState, w: &Written, compat: LuoCompat) {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn many_sessions_and_files_span_several_blocks() {
     let arena = crate::mem::VecArena::new(PhysAddr::new(0x100_0000), 256);
     let tree = crate::radix::RadixTree::new(&arena).unwrap();

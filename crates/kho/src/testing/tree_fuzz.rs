@@ -6,7 +6,7 @@
 //! | part      | meaning                                                        |
 //! |-----------|----------------------------------------------------------------|
 //! | machine   | RAM `[0, 2^(25 + b % 11))`, optionally a hole; a forbidden range (none, or pages at a chosen place); the node budget (`for_ram`, or 1..=64) |
-//! | blocks    | up to 48 items: a block of a chosen order at a chosen place in RAM, a run of up to 2048 order-0 pages (whole words and leaves), or a full leaf (32768 pages) |
+//! | blocks    | up to 48 items: a block of a chosen order at a chosen place in RAM, a run of up to 2048 order-0 pages (whole words and leaves), or a full leaf (32768 pages); the runs and full leaves preserve at most 131,072 pages in all |
 //! | mutations | up to 6 structured edits of the written tree's own pages: set a bit, clear a word, copy an entry elsewhere (a shared child), point an entry at a tree page (a cycle, a wrong level), at an unused zeroed page (an empty subtree), or at any address |
 //!
 //! The blocks are preserved with the real writer ([`RadixTree`]); those it
@@ -34,7 +34,7 @@ use crate::addr::{Block, Order, PAGE_SIZE, PhysAddr, PhysRange};
 use crate::key::{LEAF_BITS, RadixKey, TABLE_ENTRIES};
 use crate::mem::{PageMap, RamMap, VecArena};
 use crate::radix::RadixTree;
-use crate::walk::{NodeBudget, NodeSet, RadixReader};
+use crate::walk::{NodeBudget, NodeSet, RadixReader, WalkError};
 
 /// Where the arena lives: 16 MiB.
 pub const ARENA_BASE: u64 = 0x100_0000;
@@ -42,6 +42,10 @@ pub const ARENA_BASE: u64 = 0x100_0000;
 pub const ARENA_PAGES: usize = 768;
 const MAX_ITEMS: usize = 48;
 const MAX_MUTATIONS: u8 = 6;
+/// Order-0 pages the runs and full leaves of one description may preserve
+/// in all (four full leaves): enough for every shape, and it keeps one
+/// execution near 100 ms, not seconds.
+const MAX_RUN_PAGES: u64 = 4 * LEAF_BITS as u64;
 
 /// What a run found, for the seeds' tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +106,7 @@ pub fn run(data: &[u8]) -> Outcome {
     let mut written = Vec::new();
     let items = usize::from(input.u8()) % (MAX_ITEMS + 1);
     let ram_pages = ram_end >> 12;
+    let mut runs_left = MAX_RUN_PAGES;
     for _ in 0..items {
         if input.is_empty() {
             break;
@@ -132,13 +137,16 @@ pub fn run(data: &[u8]) -> Outcome {
                 }
             }
             5 | 6 => {
-                let n = 1 + u64::from(input.u16() % 2048);
+                let n = (1 + u64::from(input.u16() % 2048)).min(runs_left);
+                runs_left -= n;
                 let start = input.below(ram_pages.saturating_sub(n).max(1));
                 for pfn in start..start + n {
                     try_block(Block::new(PhysAddr::new(pfn << 12), Order::ZERO).unwrap());
                 }
             }
+            _ if runs_left < u64::from(LEAF_BITS) => {}
             _ => {
+                runs_left -= u64::from(LEAF_BITS);
                 let leaves = ram_pages / u64::from(LEAF_BITS);
                 let leaf = input.below(leaves.max(1));
                 let start = leaf * u64::from(LEAF_BITS);
@@ -204,15 +212,36 @@ pub fn run(data: &[u8]) -> Outcome {
             "the reference walk must read back what the writer wrote"
         );
     }
-    let walk = RadixReader::open(&arena, map, root, NodeSet::new(), budget)
+    let walk = check_readers(&arena, map, root, budget, reference.as_ref());
+    Outcome {
+        written: written.len(),
+        mutations: applied,
+        walk: walk.ok(),
+    }
+}
+
+/// Runs the walk and the coalescer over the tree at `root` and checks them
+/// against `reference` (what [`reference_walk`] made of the same memory):
+/// the walk fails if and only if the reference does, and otherwise yields
+/// its blocks in the same order; the coalescer fails if and only if the
+/// walk does, and otherwise yields their merged ranges and counts them.
+/// Returns the walk's outcome; panics on any disagreement.
+pub fn check_readers(
+    mem: &VecArena,
+    map: RamMap<'_>,
+    root: PhysAddr,
+    budget: NodeBudget,
+    reference: Option<&Vec<Block>>,
+) -> Result<Vec<Block>, WalkError> {
+    let walk = RadixReader::open(mem, map, root, NodeSet::new(), budget)
         .and_then(|r| r.walk().collect::<Result<Vec<_>, _>>());
-    match (&walk, &reference) {
+    match (&walk, reference) {
         (Ok(got), Some(want)) => assert_eq!(got, want, "walk and reference differ"),
         (Err(_), None) => {}
         (Ok(got), None) => panic!("the walk accepted {} blocks of an invalid tree", got.len()),
         (Err(e), Some(_)) => panic!("the walk rejected a valid tree: {e}"),
     }
-    let coalesce = RadixReader::open(&arena, map, root, NodeSet::new(), budget).and_then(|r| {
+    let coalesce = RadixReader::open(mem, map, root, NodeSet::new(), budget).and_then(|r| {
         let mut c = r.coalesce();
         let ranges = c.by_ref().collect::<Result<Vec<_>, _>>()?;
         Ok((ranges, c.summary().counts().total()))
@@ -225,11 +254,7 @@ pub fn run(data: &[u8]) -> Outcome {
         (Err(_), Err(_)) => {}
         (w, c) => panic!("walk and coalescer disagree: {w:?} vs {c:?}"),
     }
-    Outcome {
-        written: written.len(),
-        mutations: applied,
-        walk: walk.ok(),
-    }
+    walk
 }
 
 fn range(start: u64, end: u64) -> PhysRange {

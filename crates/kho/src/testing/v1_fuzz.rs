@@ -200,9 +200,8 @@ pub fn run(data: &[u8]) -> Outcome {
         applied += 1;
     }
 
-    let reference = reference_read(&arena, map, head, size);
-    let reader = V1Reader::new(&arena, map, size);
     if applied == 0 {
+        let reference = reference_read(&arena, map, head, size);
         assert_eq!(
             reference.as_ref().ok().map(Vec::len),
             Some(blocks.len()),
@@ -229,8 +228,35 @@ pub fn run(data: &[u8]) -> Outcome {
             }
         }
     }
+    let stream = check_reader(&arena, map, head, size);
+    Outcome {
+        written: blocks.len(),
+        mutations: applied,
+        blocks: stream,
+    }
+}
+
+/// Reads the list at `head` with [`V1Reader`] (the stream,
+/// [`V1Reader::read_all`] and [`V1Reader::check`]) and checks each against
+/// [`reference_read`] of the same memory: the stream fails if and only if
+/// the reference finds a broken rule other than an overlap, and otherwise
+/// yields its blocks in list order; `read_all` and `check` fail if and only
+/// if the reference does, and otherwise yield its blocks sorted, their
+/// count and bytes. Every error formats. Returns the stream's blocks
+/// (`None`: it failed); panics on any disagreement.
+pub fn check_reader(
+    arena: &VecArena,
+    map: RamMap<'_>,
+    head: PhysAddr,
+    size: BitmapSize,
+) -> Option<Vec<Block>> {
+    let reference = reference_read(arena, map, head, size);
+    let reader = V1Reader::new(arena, map, size);
     // The stream checks everything but overlaps.
     let stream: Result<Vec<Block>, _> = reader.blocks(head).collect();
+    if let Err(e) = &stream {
+        let _ = alloc::format!("{e} {e:?}");
+    }
     let streamable = match &reference {
         Ok(b) | Err(RefError::Overlap(b)) => Some(b),
         Err(RefError::Invalid) => None,
@@ -258,11 +284,7 @@ pub fn run(data: &[u8]) -> Outcome {
         (Err(_), Err(_), Err(_)) => {}
         (r, a, c) => panic!("reference {:?}, read_all {a:?}, check {c:?}", r.is_ok()),
     }
-    Outcome {
-        written: blocks.len(),
-        mutations: applied,
-        blocks: stream.ok(),
-    }
+    stream.ok()
 }
 
 /// Whether `[start, start + bytes)` lies in one RAM range, clear of the

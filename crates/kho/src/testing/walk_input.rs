@@ -3,7 +3,7 @@
 //!
 //! | bytes | meaning                                                           |
 //! |-------|-------------------------------------------------------------------|
-//! | 0     | root: page `b % 16` of the arena; bit 7 misaligns it by 8,        |
+//! | 0     | root: page `b % 64` of the arena; bit 7 misaligns it by 8,        |
 //! |       | bit 6 moves it below RAM                                          |
 //! | 1     | RAM: `[0, 2^(25 + b % 39))`; bit 7 cuts a hole at 8 MiB..16 MiB   |
 //! | 2     | forbidden: 0 = none, else `(b & 15)` pages from arena page `b >> 4` |
@@ -11,9 +11,16 @@
 //! | 4..   | 12-byte records: page, word (2 bytes LE, % 512), kind,            |
 //! |       | value (8 bytes LE)                                                |
 //!
-//! A record of kind 1 stores the address of arena page `value % 16`
-//! (a valid pointer), any other kind stores `value` as it is. The walk and
-//! the coalescer run to completion on their own reader of the same tree.
+//! A record's page is arena page `page % 64`. Kind 1 stores the address of
+//! arena page `value % 64` (a valid pointer) at the word, kind 2 fills every
+//! word of the page with `value` (one record makes a full leaf or a table
+//! whose 512 entries are one child), any other kind stores `value` as it is
+//! at the word.
+//!
+//! The walk and the coalescer run to completion on their own reader of the
+//! same tree, and are checked against the plain reference walk of the
+//! structure-aware harness ([`tree_fuzz::check_readers`]): same blocks in
+//! the same order, or both reject; a disagreement panics.
 
 use alloc::vec::Vec;
 
@@ -22,10 +29,12 @@ use crate::coalesce::CoalesceSummary;
 use crate::mem::{RamMap, VecArena};
 use crate::walk::{NodeBudget, NodeSet, RadixReader, WalkError};
 
+use super::tree_fuzz;
+
 /// First arena page.
 pub const ARENA_BASE: u64 = 0x100_0000;
 /// Arena pages.
-pub const ARENA_PAGES: u64 = 16;
+pub const ARENA_PAGES: u64 = 64;
 
 /// What the walk and the coalescer made of an input.
 #[derive(Debug)]
@@ -40,7 +49,10 @@ pub struct Outcome {
 pub fn run(data: &[u8]) -> Option<Outcome> {
     let (header, records) = data.split_at_checked(4)?;
     let [h_root, h_ram, h_forbidden, h_budget] = [header[0], header[1], header[2], header[3]];
-    let arena = VecArena::new(PhysAddr::new(ARENA_BASE), 16);
+    let arena = VecArena::new(
+        PhysAddr::new(ARENA_BASE),
+        usize::try_from(ARENA_PAGES).unwrap(),
+    );
     let page_addr = |i: u64| ARENA_BASE + (i % ARENA_PAGES) * 4096;
     for rec in records.chunks_exact(12) {
         let page = PhysAddr::new(page_addr(u64::from(rec[0])));
@@ -48,10 +60,17 @@ pub fn run(data: &[u8]) -> Option<Outcome> {
         let mut v = [0u8; 8];
         v.copy_from_slice(&rec[4..12]);
         let v = u64::from_le_bytes(v);
-        let value = if rec[3] == 1 { page_addr(v) } else { v };
-        arena.write_word(page, word, value).ok()?;
+        match rec[3] {
+            1 => arena.write_word(page, word, page_addr(v)).ok()?,
+            2 => {
+                for w in 0..512 {
+                    arena.write_word(page, w, v).ok()?;
+                }
+            }
+            _ => arena.write_word(page, word, v).ok()?,
+        }
     }
-    let mut root = page_addr(u64::from(h_root & 15));
+    let mut root = page_addr(u64::from(h_root & 63));
     if h_root & 0x80 != 0 {
         root += 8;
     }
@@ -82,8 +101,8 @@ pub fn run(data: &[u8]) -> Option<Outcome> {
         u64::from(h_budget)
     });
     let root = PhysAddr::new(root);
-    let walk = RadixReader::open(&arena, map, root, NodeSet::new(), budget)
-        .and_then(|r| r.walk().collect::<Result<Vec<_>, _>>());
+    let reference = tree_fuzz::reference_walk(&arena, map, root, budget);
+    let walk = tree_fuzz::check_readers(&arena, map, root, budget, reference.as_ref());
     let coalesce = RadixReader::open(&arena, map, root, NodeSet::new(), budget).and_then(|r| {
         let mut c = r.coalesce();
         let ranges = c.by_ref().collect::<Result<Vec<_>, _>>()?;

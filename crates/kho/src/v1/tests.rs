@@ -209,6 +209,10 @@ fn writer_matches_hand_computed_words() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn writer_chains_full_chunks_for_both_sizes() {
     const BIG: [PhysRange; 1] = [const_range(0, 64 * GIB)];
     for size in [BitmapSize::Bytes512, BitmapSize::Page] {
@@ -230,7 +234,7 @@ fn writer_chains_full_chunks_for_both_sizes() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 64 }))]
 
     #[test]
     fn write_then_read_round_trips(
@@ -658,6 +662,10 @@ fn fuzz_entry_survives_hand_made_garbage() {
 /// Each v1 seed, loaded exactly as `fuzz_v1` loads it, does what its name
 /// says: the corpus covers the valid paths and the main errors.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn v1_seeds_do_what_their_names_say() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/v1");
     let outcome = |name: &str| {
@@ -704,6 +712,10 @@ fn v1_seeds_do_what_their_names_say() {
 /// Random word and byte mutations of every seed (a fixed xorshift stream):
 /// a stand-in for a fuzzing run where cargo-fuzz is not installed.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn mutated_seeds_never_panic() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/v1");
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -877,6 +889,10 @@ fn work_of_a_valid_list_is_counted_exactly() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn shared_all_ones_page_costs_one_bitmap() {
     // The amplification of issue 14: chunks whose 255 entries all name
     // one all-ones page bitmap. Unchecked, 20 chunks would yield

@@ -703,7 +703,7 @@ fn big_map() -> [PhysRange; 1] {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 128 }))]
 
     #[test]
     fn walk_and_coalesce_match_the_oracle(blocks in proptest::collection::vec(any_block(), 0..200)) {
@@ -831,6 +831,10 @@ fn dag_of_one_shared_child_stops_at_the_first_second_reference() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn all_ones_leaves_cost_their_pages() {
     // Sixteen leaves of all ones under one level-1 node (order 0, 2 GiB
     // from pfn 0x10000): 524,288 blocks, one coalesced range, and exactly

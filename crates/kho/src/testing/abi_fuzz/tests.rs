@@ -167,6 +167,10 @@ fn vmalloc_seeds_match_the_corpus_and_their_expected_outcomes() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn luo_seeds_match_the_corpus_and_their_expected_outcomes() {
     for (name, bytes, check) in luo_seeds() {
         let o = run_luo(&bytes).unwrap();
@@ -201,7 +205,7 @@ fn record() -> impl Strategy<Value = [u8; 12]> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 96 }))]
 
     #[test]
     fn mutated_luo_seeds_never_panic(

@@ -8,6 +8,10 @@ use super::*;
 use crate::testing::random_inputs::{random_inputs, soak_iters};
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn random_descriptions_agree_with_the_reference() {
     let (mut valid, mut rejected, mut mutated_valid, mut most) = (0, 0, 0, 0);
     for data in random_inputs(0x2545_f491_4f6c_dd1d, 400, 400) {
@@ -74,12 +78,19 @@ fn write_tree_seeds() {
 
 /// Each seed of fuzz/corpus/tree does what its name says.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn tree_seeds_do_what_their_names_say() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/tree");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = std::string::String::from(path.file_name().unwrap().to_str().unwrap());
+        if crate::testing::fuzzer_named(&name) {
+            continue;
+        }
         let out = run(&std::fs::read(&path).unwrap());
         let class = match (&out.walk, out.mutations) {
             (Some(_), 0) => "valid-unmutated",

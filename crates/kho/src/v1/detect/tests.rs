@@ -282,7 +282,7 @@ fn evidence_decides_even_a_broken_list() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 64 }))]
 
     /// Whatever the writer wrote, the verdict is never the other size; it
     /// is undecided only when both sizes give the same blocks.

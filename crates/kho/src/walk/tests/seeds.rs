@@ -285,6 +285,10 @@ fn consistent(o: &Outcome) -> Result<(), String> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "heavy for Miri: 1 ms or more natively, thousands of times that interpreted"
+)]
 fn seeds_match_the_corpus_and_their_expected_outcomes() {
     let write = std::env::var_os("KHO_WRITE_SEEDS").is_some();
     for (name, seed, check) in seeds() {
@@ -331,7 +335,7 @@ fn record() -> impl Strategy<Value = [u8; 12]> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 512 }))]
 
     #[test]
     fn walk_and_coalesce_agree_on_any_input(
