@@ -647,16 +647,27 @@ impl Memblock {
         Counters::add(&self.stats.copied, copied);
         Counters::add(&self.stats.doublings, 1);
 
-        // Free the old array unless it is the static one.
-        if let Some(old) = old_array {
+        self.move_array_reservation(old_array, old_alloc_size, addr, new_alloc_size)
+    }
+
+    /// The end of `memblock_double_array`: frees the old array's space
+    /// (`old`, unless the array was the static one) and reserves the new
+    /// one's as `memblock_reserve_kern` does (BUG_ON on failure in Linux):
+    /// `RSRV_KERN` and `NUMA_NO_NODE`, since "memblock: add
+    /// MEMBLOCK_RSRV_KERN flag" (KHO series, v6.16; read at
+    /// torvalds/linux@40735a683bf8, mm/memblock.c). It counts in
+    /// `memblock_reserved_kern_size` and does not merge with plain
+    /// reservations.
+    fn move_array_reservation(
+        &mut self,
+        old: Option<PhysRange>,
+        old_alloc_size: u64,
+        addr: u64,
+        new_alloc_size: u64,
+    ) -> Result<(), MemblockError> {
+        if let Some(old) = old {
             self.memblock_remove_range(Which::Reserved, old.start().as_u64(), old_alloc_size)?;
         }
-        // Reserve the new array as `memblock_reserve_kern` does (BUG_ON on
-        // failure in Linux): `RSRV_KERN` and `NUMA_NO_NODE`, since "memblock:
-        // add MEMBLOCK_RSRV_KERN flag" (KHO series, v6.16; read at
-        // torvalds/linux@40735a683bf8, mm/memblock.c). It counts in
-        // `memblock_reserved_kern_size` and does not merge with plain
-        // reservations.
         self.memblock_add_range(
             Which::Reserved,
             addr,
@@ -1522,19 +1533,7 @@ impl Memblock {
         // scan from index 0): this entry point is ours, and a scan of the
         // whole merged array for one region would cost as much as the merge.
         let bsearch = core::mem::replace(&mut self.add_range_bsearch, true);
-        let result = (|| {
-            if let Some(old) = old_array {
-                self.memblock_remove_range(Which::Reserved, old.start().as_u64(), old_alloc_size)?;
-            }
-            // Reserved RSRV_KERN, NUMA_NO_NODE, as `memblock_double_array` does.
-            self.memblock_add_range(
-                Which::Reserved,
-                addr,
-                new_alloc_size,
-                NUMA_NO_NODE,
-                MemblockFlags::RSRV_KERN,
-            )
-        })();
+        let result = self.move_array_reservation(old_array, old_alloc_size, addr, new_alloc_size);
         self.add_range_bsearch = bsearch;
         result
     }

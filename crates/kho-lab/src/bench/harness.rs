@@ -148,7 +148,9 @@ pub fn strategies(kind: SchemeKind) -> Vec<Strategy> {
     kind.strategies().to_vec()
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (the mean of the middle two for an even count;
+/// NaN for none).
+pub(super) fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

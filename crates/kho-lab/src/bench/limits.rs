@@ -50,6 +50,7 @@ use kho_machine::{
 };
 
 use super::BenchError;
+use super::harness::median;
 use crate::peers::{SchemeError, SchemeKind};
 
 const GIB: u64 = 1 << 30;
@@ -183,11 +184,6 @@ pub struct Limits {
     pub boot: Option<BootLimit>,
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -199,15 +195,15 @@ fn bandwidth(bytes: u64, passes: usize) -> f64 {
     // Touched (written) once, so that no page fault is timed.
     let buf: Vec<u64> = (0..words as u64).collect();
     black_box(buf.iter().fold(0u64, |a, &w| a.wrapping_add(w)));
-    let runs = (0..passes.max(1))
+    let mut runs = (0..passes.max(1))
         .map(|_| {
             let t = Instant::now();
             let s = buf.iter().fold(0u64, |a, &w| a.wrapping_add(w));
             black_box(s);
-            t.elapsed()
+            t.elapsed().as_secs_f64()
         })
-        .collect();
-    let d = median(runs).as_secs_f64().max(1e-9);
+        .collect::<Vec<_>>();
+    let d = median(&mut runs).max(1e-9);
     (words as f64 * 8.0) / d
 }
 
@@ -281,9 +277,9 @@ fn walk_case(case: String, blocks: &[Block]) -> Result<WalkLimit, BenchError> {
     for _ in 0..7 {
         let t = Instant::now();
         black_box(pass()?);
-        runs.push(t.elapsed());
+        runs.push(ms(t.elapsed()));
     }
-    let d = median(runs);
+    let d = median(&mut runs);
     let metadata_bytes = nodes * PAGE_SIZE;
     let bps = bandwidth(metadata_bytes, 7);
     let limit_ms = metadata_bytes as f64 / bps * 1e3;
@@ -294,9 +290,9 @@ fn walk_case(case: String, blocks: &[Block]) -> Result<WalkLimit, BenchError> {
         nodes,
         metadata_bytes,
         bandwidth_gbs: bps / 1e9,
-        ms: ms(d),
+        ms: d,
         limit_ms,
-        ratio: ms(d) / limit_ms.max(1e-12),
+        ratio: d / limit_ms.max(1e-12),
     })
 }
 
@@ -310,7 +306,7 @@ fn preserve_case(case: &str, blocks: &[Block], reps: usize) -> Result<PreserveTh
         let tree = RadixTree::new(&arena).map_err(SchemeError::from)?;
         let t = Instant::now();
         preserve_all(&tree, blocks)?;
-        one.push(t.elapsed());
+        one.push(ms(t.elapsed()));
 
         let arena = VecArena::new(PhysAddr::new(TREE_AT), pages);
         let tree = RadixTree::new(&arena).map_err(SchemeError::from)?;
@@ -320,9 +316,9 @@ fn preserve_case(case: &str, blocks: &[Block], reps: usize) -> Result<PreserveTh
             preserve_all(&tree, b)?;
             Ok(h.join().map_err(|_| BenchError::ThreadPanicked)??)
         })?;
-        two.push(t.elapsed());
+        two.push(ms(t.elapsed()));
     }
-    let (one, two) = (ms(median(one)), ms(median(two)));
+    let (one, two) = (median(&mut one), median(&mut two));
     Ok(PreserveThreads {
         case: case.to_owned(),
         blocks: blocks.len() as u64,
@@ -382,13 +378,14 @@ fn boot_case(machine: u64, reps: usize) -> Result<BootLimit, BenchError> {
             }
         }
     }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     let [mut i2, mut i1] = init;
     let [mut b2, mut b1] = base;
-    let (i2, i1, b2, b1) = (med(&mut i2), med(&mut i1), med(&mut b2), med(&mut b1));
+    let (i2, i1, b2, b1) = (
+        median(&mut i2),
+        median(&mut i1),
+        median(&mut b2),
+        median(&mut b1),
+    );
     Ok(BootLimit {
         machine_bytes: machine,
         blocks,

@@ -837,13 +837,7 @@ pub fn kho_memory_init(
         return salvage_memory_init(machine, kho, &incoming, strategy, cma_pageblocks);
     }
     match memory_init(machine, &incoming, strategy, kho.scheme.as_deref()) {
-        Ok((stats, skip)) => {
-            kho.skip = skip;
-            KhoMemoryInitStats {
-                cma_pageblocks,
-                ..stats
-            }
-        }
+        Ok(done) => accounted(kho, done, cma_pageblocks),
         Err(e) => {
             kho.fail(e);
             KhoMemoryInitStats {
@@ -852,6 +846,20 @@ pub fn kho_memory_init(
                 ..KhoMemoryInitStats::default()
             }
         }
+    }
+}
+
+/// A map accounted in full: its skip ranges kept for the buddy hand-over,
+/// its statistics with the scratch pageblocks.
+fn accounted(
+    kho: &mut Kho,
+    (stats, skip): (KhoMemoryInitStats, Vec<PhysRange>),
+    cma_pageblocks: u64,
+) -> KhoMemoryInitStats {
+    kho.skip = skip;
+    KhoMemoryInitStats {
+        cma_pageblocks,
+        ..stats
     }
 }
 
@@ -875,13 +883,7 @@ fn salvage_memory_init(
     };
     if kho.scheme.is_some() {
         return match memory_init(machine, k, strategy, kho.scheme.as_deref()) {
-            Ok((stats, skip)) => {
-                kho.skip = skip;
-                KhoMemoryInitStats {
-                    cma_pageblocks,
-                    ..stats
-                }
-            }
+            Ok(done) => accounted(kho, done, cma_pageblocks),
             Err(e) => {
                 let node = k.root;
                 let error = e.to_string();
